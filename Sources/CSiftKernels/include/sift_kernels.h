@@ -1,0 +1,36 @@
+#ifndef SIFT_KERNELS_H
+#define SIFT_KERNELS_H
+/* Sift's numeric kernels. Plain C, no allocation, no threads: callers own every buffer.
+ * Every float reduction runs in a fixed order per row so results never depend on batch
+ * composition (see docs/ARCHITECTURE.md, "batch invariance"). */
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- conversions ---------------------------------------------------------------------- */
+void sift_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
+void sift_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+
+/* ---- per-row elementwise / normalisation ---------------------------------------------- */
+/* y[r,:] = x[r,:] * rsqrt(mean(x[r,:]^2) + eps) * w, for `rows` rows of `n` (may alias). */
+void sift_rmsnorm(const float *x, const float *w, float *y, size_t rows, size_t n,
+                  size_t x_stride, size_t y_stride, float eps);
+/* Rotary embedding (rotate-half layout) on `heads` heads of `dim` for one token in place,
+ * with precomputed cos/sin of length dim/2 for its position. */
+void sift_rope(float *x, size_t heads, size_t dim, const float *cos, const float *sin);
+/* out[i] = silu(gate[i]) * up[i] */
+void sift_silu_mul(const float *gate, const float *up, float *out, size_t n);
+/* y[i] += x[i] */
+void sift_add_inplace(float *y, const float *x, size_t n);
+/* In-place softmax of one row of n (max-subtracted, fp32). */
+void sift_softmax_row(float *x, size_t n);
+/* Dot product accumulated in double (fixed order). */
+double sift_dot_f64(const float *a, const float *b, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

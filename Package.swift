@@ -50,9 +50,13 @@ let package = Package(
                           ],
                           swiftSettings: swiftSettings),
 
-        .testTarget(name: "Qwen3Tests", dependencies: ["Qwen3"], swiftSettings: swiftSettings),
-        .testTarget(name: "SiftEngineTests", dependencies: ["SiftEngine", "Qwen3"],
+        // Locations of the shared fixtures, for tests only.
+        .target(name: "SiftTestSupport", swiftSettings: swiftSettings),
+
+        .testTarget(name: "Qwen3Tests", dependencies: ["Qwen3", "SiftTestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "SiftCLITests", dependencies: ["sift"], swiftSettings: swiftSettings),
+        .testTarget(name: "SiftEngineTests", dependencies: ["SiftEngine", "Qwen3", "SiftTestSupport"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "SiftCLITests", dependencies: ["SiftTestSupport"], swiftSettings: swiftSettings),
     ]
 )

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import Qwen3
+import SiftTestSupport
 
 final class TokenizerTests: XCTestCase {
     static let tokenizer: Tokenizer = try! Tokenizer.load(directory: Fixtures.tokenizerDir)

@@ -10,6 +10,15 @@
 extern "C" {
 #endif
 
+/* ---- CPU features (CPUID, checked at run time) ------------------------------------------ */
+enum {
+    SIFT_CPU_AVX2 = 1u << 0,        /* AVX2 + FMA */
+    SIFT_CPU_AVX512 = 1u << 1,      /* AVX-512 F, BW, DQ, VL, CD */
+    SIFT_CPU_AVX512VNNI = 1u << 2,  /* zmm vpdpbusd */
+    SIFT_CPU_AVXVNNI = 1u << 3,     /* ymm vpdpbusd (VEX) */
+};
+unsigned sift_cpu_features(void);
+
 /* ---- conversions ---------------------------------------------------------------------- */
 void sift_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void sift_f16_to_f32(const uint16_t *src, float *dst, size_t n);

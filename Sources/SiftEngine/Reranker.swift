@@ -1,0 +1,96 @@
+import Foundation
+import Qwen3
+
+/// One scored document.
+public struct ScoredDocument: Sendable, Equatable {
+    public var index: Int
+    /// logit("yes") − logit("no"): the raw relevance score.
+    public var logit: Float
+    /// sigmoid(logit), in 0...1. Never apply sigmoid to it again.
+    public var probability: Float
+    /// Tokens of the full model input (prefix + document + suffix).
+    public var tokens: Int
+    public var truncated: Bool
+}
+
+/// A loaded Qwen3-Reranker: tokenizer + model + the "yes"/"no" answer tokens.
+/// Scores documents synchronously; the prefix is computed once per query.
+public final class Reranker: @unchecked Sendable {
+    public let tokenizer: Tokenizer
+    public let model: Qwen3Model
+    public let yesID: Int32
+    public let noID: Int32
+    /// Document tokens are fed to the model in chunks of this many, bounding activation memory.
+    public var prefillChunk = 512
+
+    public init(tokenizer: Tokenizer, model: Qwen3Model, yesID: Int32, noID: Int32) {
+        self.tokenizer = tokenizer
+        self.model = model
+        self.yesID = yesID
+        self.noID = noID
+    }
+
+    /// Loads a Hugging Face Qwen3-Reranker folder in fp32.
+    public static func load(directory: URL) throws -> Reranker {
+        let tokenizer = try Tokenizer.load(directory: directory)
+        let (yes, no) = try answerTokens(tokenizer, directory: directory)
+        let checkpoint = try Qwen3Checkpoint(directory: directory)
+        guard checkpoint.config.vocabSize >= tokenizer.vocabularySize else {
+            throw LoadError(file: directory.appendingPathComponent("config.json").path,
+                            "vocab_size \(checkpoint.config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabularySize) tokens")
+        }
+        let model = try Qwen3Model(checkpoint: checkpoint, yesID: yes, noID: no)
+        return Reranker(tokenizer: tokenizer, model: model, yesID: yes, noID: no)
+    }
+
+    /// The ids of "yes" and "no", looked up in the vocabulary.
+    public static func answerTokens(_ tokenizer: Tokenizer, directory: URL) throws -> (Int32, Int32) {
+        guard let yes = tokenizer.tokenID("yes"), let no = tokenizer.tokenID("no") else {
+            throw LoadError(file: directory.path, "the tokenizer has no single \"yes\"/\"no\" tokens; not a Qwen3-Reranker tokenizer")
+        }
+        return (yes, no)
+    }
+
+    public var maxLengthLimit: Int { model.config.maxPositionEmbeddings }
+
+    /// Scores `documents` against `query`, in input order.
+    public func score(query: String, instruction: String?, documents: [String],
+                      maxLength: Int = RerankPrompt.defaultMaxLength) throws -> [ScoredDocument] {
+        guard maxLength > 0, maxLength <= maxLengthLimit else {
+            throw RerankError.invalidArgument("max_length \(maxLength) must be in 1...\(maxLengthLimit)")
+        }
+        let prompt = try RerankPrompt(tokenizer: tokenizer, query: query, instruction: instruction, maxLength: maxLength)
+        let prefixCache = model.makeCache(capacity: prompt.prefix.count)
+        try model.forward(prompt.prefix, cache: prefixCache, wantHidden: false)
+        return try documents.enumerated().map { index, text in
+            let (docTokens, truncated) = prompt.document(text, tokenizer: tokenizer)
+            let rest = docTokens + prompt.suffix
+            let cache = prefixCache.copy(reserving: rest.count)
+            var hidden: [Float]?
+            var offset = 0
+            while offset < rest.count {
+                let end = min(rest.count, offset + prefillChunk)
+                hidden = try model.forward(Array(rest[offset..<end]), cache: cache, wantHidden: end == rest.count)
+                offset = end
+            }
+            let logit = model.logitDifference(hidden!)
+            return ScoredDocument(index: index, logit: logit, probability: sigmoid(logit),
+                                  tokens: prompt.prefix.count + rest.count, truncated: truncated)
+        }
+    }
+}
+
+/// 1 / (1 + e^-x), computed without overflow for large |x|.
+public func sigmoid(_ x: Float) -> Float {
+    x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x))
+}
+
+public enum RerankError: Error, CustomStringConvertible, Equatable {
+    case invalidArgument(String)
+
+    public var description: String {
+        switch self {
+        case let .invalidArgument(m): m
+        }
+    }
+}

@@ -57,6 +57,6 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "SiftEngineTests", dependencies: ["SiftEngine", "Qwen3", "SiftTestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "SiftCLITests", dependencies: ["SiftTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SiftCLITests", dependencies: ["sift", "SiftTestSupport"], swiftSettings: swiftSettings),
     ]
 )

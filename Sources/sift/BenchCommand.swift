@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import Qwen3
+import SiftEngine
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks (run a release build: swift build -c release).",
+        subcommands: [TokenizerBench.self, PrefillBench.self])
+}
+
+/// Monotonic seconds.
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Peak resident set size of this process, in bytes.
+func peakResidentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+    }
+    return 0
+}
+
+/// Texts of a JSON-lines corpus (`{"text": ...}` per line).
+func loadCorpus(_ path: String) throws -> [String] {
+    try JSONLinesInput.readTexts(path)
+}
+
+let defaultCorpus = "../shared/bench/corpus.jsonl"
+
+struct TokenizerBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenizer", abstract: "Tokenizer throughput (MB/s of UTF-8 input, tokens/s), single thread.")
+
+    @Option(help: "Folder with the tokenizer files.") var model: String = "../shared/fixtures/qwen3-tokenizer"
+    @Option(help: "JSON-lines corpus.") var corpus: String = defaultCorpus
+    @Option(help: "Passes over the corpus.") var passes: Int = 3
+
+    func run() throws {
+        try reportingErrors {
+            let texts = try loadCorpus(corpus)
+            let t0 = now()
+            let tokenizer = try Tokenizer.load(directory: URL(fileURLWithPath: model))
+            let loadTime = now() - t0
+            let bytes = texts.reduce(0) { $0 + $1.utf8.count }
+            var tokens = 0
+            var best = Double.infinity
+            for _ in 0..<max(1, passes) {
+                let start = now()
+                tokens = 0
+                for t in texts { tokens += tokenizer.encode(t).count }
+                best = min(best, now() - start)
+            }
+            // One long document (~32k tokens) as one piece of text.
+            let long = texts.prefix(100).joined(separator: "\n\n")
+            let ls = now()
+            let longTokens = tokenizer.encode(long).count
+            let longTime = now() - ls
+            print(String(format: "tokenizer load: %.2f s", loadTime))
+            print(String(format: "corpus: %d texts, %.2f MB, %d tokens; best of %d passes: %.3f s = %.1f MB/s, %.0f tokens/s",
+                         texts.count, Double(bytes) / 1e6, tokens, passes, best, Double(bytes) / 1e6 / best, Double(tokens) / best))
+            print(String(format: "one long document: %.2f MB, %d tokens in %.3f s = %.1f MB/s",
+                         Double(long.utf8.count) / 1e6, longTokens, longTime, Double(long.utf8.count) / 1e6 / longTime))
+        }
+    }
+}
+
+struct PrefillBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prefill", abstract: "Prefill throughput of the model (tokens/s) on sequences of corpus text.")
+
+    @Option(help: "Hugging Face Qwen3 folder (e.g. from make_model.py --preset 0.6b).") var model: String
+    @Option(help: "Tokens per sequence.") var tokens: Int = 512
+    @Option(help: "Sequences to run (after one warm-up).") var sequences: Int = 3
+    @Option(help: "OpenBLAS threads (0 = its default).") var threads: Int = 0
+    @Option(help: "JSON-lines corpus.") var corpus: String = defaultCorpus
+
+    func run() throws {
+        try reportingErrors {
+            if threads > 0 { BLAS.threads = threads }
+            let texts = try loadCorpus(corpus)
+            let t0 = now()
+            let reranker = try Reranker.load(directory: URL(fileURLWithPath: model))
+            let loadTime = now() - t0
+            var ids: [Int32] = []
+            for t in texts where ids.count < tokens * (sequences + 1) { ids += reranker.tokenizer.encode(t) }
+            let m = reranker.model
+            var timings: [Double] = []
+            for s in 0...sequences {
+                let seq = Array(ids[(s * tokens)..<((s + 1) * tokens)])
+                let cache = m.makeCache(capacity: tokens)
+                let start = now()
+                _ = try m.forward(seq, cache: cache, wantHidden: true)
+                if s > 0 { timings.append(now() - start) }
+            }
+            let mean = timings.reduce(0, +) / Double(timings.count)
+            print("model: \(model)  precision: fp32  OpenBLAS core: \(BLAS.coreName), threads: \(BLAS.threads)")
+            print(String(format: "load %.1f s; prefill %d-token sequences: %.1f tokens/s (mean of %d, %.2f s each); peak RSS %.2f GB",
+                         loadTime, tokens, Double(tokens) / mean, timings.count, mean, Double(peakResidentBytes()) / 1e9))
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import Qwen3
+import SiftEngine
+
+enum Precision: String, ExpressibleByArgument, CaseIterable {
+    case fp32
+}
+
+struct ScoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "score",
+        abstract: "Score documents (JSON lines {\"text\": ...}) against a query, in-process.",
+        discussion: """
+            Prints {"results":[{"index":0,"logit":-1.23,"score":0.22,"tokens":57,"truncated":false}, ...]}
+            in input order. "logit" is logit(yes) - logit(no); "score" is sigmoid(logit), already a
+            probability: do not apply sigmoid again.
+            """)
+
+    @Option(help: "Hugging Face Qwen3-Reranker folder.") var model: String
+    @Option(help: "The query.") var query: String
+    @Option(help: "Task instruction (default: the model card's web-search instruction).") var instruction: String?
+    @Option(help: "Maximum tokens per (query, document) pair; documents are cut from the end.")
+    var maxLength: Int = RerankPrompt.defaultMaxLength
+    @Option(help: "Numeric precision.") var precision: Precision = .fp32
+    @Argument(help: "JSON-lines file of documents, or - for standard input.") var input: String = "-"
+
+    func run() throws {
+        try reportingErrors {
+            let texts = try JSONLinesInput.readTexts(input)
+            let reranker = try Reranker.load(directory: URL(fileURLWithPath: model))
+            let results = try reranker.score(query: query, instruction: instruction, documents: texts, maxLength: maxLength)
+            let items = results.map {
+                "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.probability)),\"tokens\":\($0.tokens),\"truncated\":\($0.truncated)}"
+            }
+            print("{\"results\":[\(items.joined(separator: ","))]}")
+        }
+    }
+}
+
+struct TokenizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize",
+        abstract: "Tokenize JSON lines {\"text\": ...}; prints JSON lines {\"ids\": [...]}.")
+
+    @Option(help: "Folder with tokenizer.json (or vocab.json + merges.txt).") var model: String
+    @Argument(help: "JSON-lines file, or - for standard input.") var input: String = "-"
+
+    func run() throws {
+        try reportingErrors {
+            let texts = try JSONLinesInput.readTexts(input)
+            let tokenizer = try Tokenizer.load(directory: URL(fileURLWithPath: model))
+            var out = ""
+            for text in texts {
+                out += "{\"ids\":[\(tokenizer.encode(text).map(String.init).joined(separator: ","))]}\n"
+            }
+            FileHandle.standardOutput.write(Data(out.utf8))
+        }
+    }
+}
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Validate a model folder (config, every tensor's name, shape, dtype and bounds) without loading weights.")
+
+    @Option(help: "Hugging Face Qwen3-Reranker folder.") var model: String
+
+    func run() throws {
+        try reportingErrors {
+            let dir = URL(fileURLWithPath: model)
+            let tokenizer = try Tokenizer.load(directory: dir)
+            let (yes, no) = try Reranker.answerTokens(tokenizer, directory: dir)
+            let ckpt = try Qwen3Checkpoint(directory: dir)
+            let c = ckpt.config
+            let params = ckpt.checkpoint.tensors.values.reduce(0) { $0 + $1.count }
+            print("""
+                model:      \(dir.path)
+                files:      \(ckpt.checkpoint.files.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", "))
+                shape:      hidden \(c.hiddenSize), layers \(c.layerCount), heads \(c.headCount)/\(c.kvHeadCount) (head_dim \(c.headDim)), intermediate \(c.intermediateSize), vocab \(c.vocabSize), tied \(c.tieWordEmbeddings)
+                parameters: \(params) (\(ckpt.checkpoint.tensors.count) tensors, all checked)
+                fp32 linear weights: \(String(format: "%.2f", Double(ckpt.linearFloat32Bytes) / 1e9)) GB
+                answer tokens: yes=\(yes) no=\(no)
+                status:     OK
+                """)
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import SiftTestSupport
+import XCTest
+
+/// Runs the real `sift` executable (built next to this test bundle).
+final class CLITests: XCTestCase {
+    static let sift: URL = {
+        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let candidates = [dir, dir.deletingLastPathComponent()].map { $0.appendingPathComponent("sift") }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]
+    }()
+
+    struct Result { var status: Int32; var stdout: String; var stderr: String }
+
+    func run(_ args: [String], stdin: Data = Data(), env: [String: String] = [:]) throws -> Result {
+        let p = Process()
+        p.executableURL = Self.sift
+        p.arguments = args
+        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
+        let inPipe = Pipe(), outPipe = Pipe(), errPipe = Pipe()
+        p.standardInput = inPipe
+        p.standardOutput = outPipe
+        p.standardError = errPipe
+        try p.run()
+        inPipe.fileHandleForWriting.write(stdin)
+        try inPipe.fileHandleForWriting.close()
+        let out = outPipe.fileHandleForReading.readDataToEndOfFile()
+        let err = errPipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
+                      stderr: String(decoding: err, as: UTF8.self))
+    }
+
+    let tiny = Fixtures.tinyModel.path
+
+    func testScorePrintsReferenceScoresInInputOrder() throws {
+        let cases = Array(try Fixtures.referenceCases().filter { $0.instructionGiven == nil && $0.maxLength == 8192 }
+            .filter { $0.query == "What is the capital of China?" })
+        XCTAssertGreaterThan(cases.count, 1)
+        let input = cases.map { "{\"text\": \(jsonString($0.document))}" }.joined(separator: "\n")
+        let r = try run(["score", "--model", tiny, "--query", cases[0].query], stdin: Data(input.utf8))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let results = try parseResults(r.stdout)
+        XCTAssertEqual(results.map { $0["index"] as! Int }, Array(0..<cases.count))
+        for (c, res) in zip(cases, results) {
+            XCTAssertEqual((res["logit"] as! NSNumber).doubleValue, c.logitDiff, accuracy: 1e-3, c.id)
+            XCTAssertEqual(res["tokens"] as! Int, c.inputIDs.count)
+            let logit = (res["logit"] as! NSNumber).doubleValue
+            XCTAssertEqual((res["score"] as! NSNumber).doubleValue, 1 / (1 + exp(-logit)), accuracy: 1e-6)
+        }
+    }
+
+    /// OpenBLAS is forced to its generic kernels, then to SkylakeX-class ones where the CPU
+    /// has them: the scores must agree (and `sift` re-executes itself onto the fast core).
+    func testScoresAgreeAcrossOpenBLASCores() throws {
+        let input = Data("{\"text\": \"Beijing is the capital.\"}\n{\"text\": \"Bananas are yellow.\"}\n".utf8)
+        let generic = try run(["score", "--model", tiny, "--query", "capital of China?"], stdin: input,
+                              env: ["OPENBLAS_CORETYPE": "Prescott"])
+        let auto = try run(["score", "--model", tiny, "--query", "capital of China?"], stdin: input)
+        XCTAssertEqual(generic.status, 0, generic.stderr)
+        XCTAssertEqual(auto.status, 0, auto.stderr)
+        for (a, b) in zip(try parseResults(generic.stdout), try parseResults(auto.stdout)) {
+            XCTAssertEqual((a["logit"] as! NSNumber).doubleValue, (b["logit"] as! NSNumber).doubleValue, accuracy: 1e-4)
+        }
+    }
+
+    func testEmptyDocumentIsScoredAndLongOneIsTruncated() throws {
+        let long = String(repeating: "word ", count: 500)
+        let r = try run(["score", "--model", tiny, "--query", "q", "--max-length", "100"],
+                        stdin: Data("{\"text\": \"\"}\n{\"text\": \"\(long)\"}\n".utf8))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let results = try parseResults(r.stdout)
+        XCTAssertEqual(results[0]["truncated"] as! Bool, false)
+        XCTAssertEqual(results[1]["truncated"] as! Bool, true)
+        XCTAssertEqual(results[1]["tokens"] as! Int, 100)
+    }
+
+    func testInvalidUTF8InInputIsAOneLineError() throws {
+        var bad = Data("{\"text\": \"ok\"}\n{\"text\": \"".utf8)
+        bad.append(contentsOf: [0xFF, 0xFE])
+        bad.append(contentsOf: Array("\"}\n".utf8))
+        let r = try run(["score", "--model", tiny, "--query", "q"], stdin: bad)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("stdin:2: invalid UTF-8"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+    }
+
+    func testMalformedJSONLines() throws {
+        for (input, message) in [("not json", "not a JSON object"), ("{\"txt\": \"x\"}", "missing string field \"text\"")] {
+            let r = try run(["tokenize", "--model", tiny], stdin: Data(input.utf8))
+            XCTAssertEqual(r.status, 1)
+            XCTAssertTrue(r.stderr.contains(message), r.stderr)
+        }
+    }
+
+    func testMissingModelFolderIsNamed() throws {
+        let r = try run(["score", "--model", "/nonexistent/model", "--query", "q"], stdin: Data("{\"text\": \"x\"}".utf8))
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("/nonexistent/model"), r.stderr)
+    }
+
+    func testUnknownOptionIsRejected() throws {
+        let r = try run(["score", "--model", tiny, "--query", "q", "--precision", "fp8"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("fp8"), r.stderr)
+    }
+
+    func testTokenizeMatchesTheReferenceTokenizer() throws {
+        let cases = try Fixtures.jsonLines(Fixtures.fixtures.appendingPathComponent("tokenizer-cases.jsonl")).prefix(60)
+        let input = cases.map { "{\"text\": \(jsonString($0["text"] as! String))}" }.joined(separator: "\n")
+        let r = try run(["tokenize", "--model", tiny], stdin: Data(input.utf8))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.count, cases.count)
+        for (line, c) in zip(lines, cases) {
+            let ids = (try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any])["ids"] as! [Int]
+            XCTAssertEqual(ids, (c["ids"] as! [NSNumber]).map(\.intValue))
+        }
+    }
+
+    func testInspectValidatesTheModel() throws {
+        let r = try run(["inspect", "--model", tiny])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("status:     OK"), r.stdout)
+    }
+
+    private func parseResults(_ stdout: String) throws -> [[String: Any]] {
+        let root = try JSONSerialization.jsonObject(with: Data(stdout.utf8)) as! [String: Any]
+        return root["results"] as! [[String: Any]]
+    }
+
+    private func jsonString(_ s: String) -> String {
+        let d = try! JSONSerialization.data(withJSONObject: [s])
+        return String(decoding: d.dropFirst().dropLast(), as: UTF8.self)
+    }
+}

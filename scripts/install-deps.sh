@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Sift builds against (run as root, or with sudo available).
+set -euo pipefail
+packages=(libopenblas-dev libprotobuf-c-dev protobuf-c-compiler pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update
+  $SUDO apt-get install -y "${missing[@]}"
+fi
+# make_model.py (test and benchmark models) needs numpy.
+python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy

@@ -1,0 +1,60 @@
+#ifndef SIFT_Q8_H
+#define SIFT_Q8_H
+/* int8 linear layers: y = x · wᵀ with
+ *   weights     s8, one fp32 scale per output row (symmetric, per row over all of K),
+ *   activations u8 = round(x / s) + 128, one fp32 scale per token (row), over all of K except
+ *               a few static outlier channels, which are computed in fp32 beside the GEMM.
+ * Accumulation is exact (int32); the float epilogue runs in one fixed order on every path,
+ * so the AVX-512 VNNI, AVX-VNNI and portable paths give bit-identical outputs. */
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { SIFT_Q8_TILE = 16 };   /* output rows per packed tile */
+
+typedef enum {
+    SIFT_PATH_PORTABLE = 0,
+    SIFT_PATH_AVXVNNI = 1,
+    SIFT_PATH_AVX512VNNI = 2,
+} sift_path;
+
+/* Bytes of packed weights for n outputs (multiple of 16) × k inputs (multiple of 4). */
+size_t sift_q8_packed_size(size_t n, size_t k);
+
+/* Packs row-major s8 weights (n × k) into tiles of 16 rows: [n/16][k/4][16][4]. */
+void sift_q8_pack(const int8_t *w, size_t n, size_t k, int8_t *packed);
+
+/* Quantizes rows [0, n) of a row-major fp32 matrix (n × k) to s8 with one scale per row;
+ * scale[r] = max|w[r,:]| / 127. Returns nothing; `rowsum[r]` = Σ_k q[r,k] (for the u8 offset). */
+void sift_q8_quantize_weights(const float *w, size_t n, size_t k, int8_t *q, float *scale, int32_t *rowsum);
+
+/* Quantizes activation rows: x (m × k, row stride x_stride) -> xq (m × k, u8, offset 128),
+ * scale[i] = amax / 127 over the non-outlier channels of row i (outlier channels get 128,
+ * i.e. zero). */
+void sift_q8_quantize_rows(const float *x, size_t m, size_t k, size_t x_stride,
+                           const int32_t *outliers, size_t n_outliers, uint8_t *xq, float *scale);
+
+/* y[i, n] for n in [n0, n1) (multiples of 16), all i < m:
+ *   y = (float)(Σ_k xq[i,k]·w[n,k] − 128·rowsum[n]) · xscale[i] · wscale[n]  */
+void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, const float *xscale,
+                  const int8_t *packed, const int32_t *rowsum, const float *wscale,
+                  size_t n0, size_t n1, float *y, size_t y_stride);
+
+/* y[i, n] += Σ_j x[i, idx[j]] · wo[j, n] for n in [n0, n1), j in order (fmaf each step). */
+void sift_outlier_update(const float *x, size_t m, size_t x_stride, const int32_t *idx, size_t n_outliers,
+                         const float *wo, size_t n_total, size_t n0, size_t n1, float *y, size_t y_stride);
+
+/* Best path this CPU can run. */
+sift_path sift_q8_best_path(void);
+
+/* Register-only vpdpbusd loop for measuring the machine's peak: returns a value so the work
+ * is not optimised away; performs iters × 16 (zmm) or 8 (ymm) independent dot instructions. */
+int32_t sift_vnni_peak_loop(sift_path path, size_t iters);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,295 @@
+#include "sift_q8.h"
+#include "sift_kernels.h"
+#include <math.h>
+#include <string.h>
+#include <immintrin.h>
+
+size_t sift_q8_packed_size(size_t n, size_t k) { return n * k; }
+
+void sift_q8_pack(const int8_t *w, size_t n, size_t k, int8_t *packed) {
+    size_t k4 = k / 4;
+    for (size_t t = 0; t < n / SIFT_Q8_TILE; t++)
+        for (size_t kk = 0; kk < k4; kk++)
+            for (size_t r = 0; r < SIFT_Q8_TILE; r++)
+                memcpy(packed + ((t * k4 + kk) * SIFT_Q8_TILE + r) * 4,
+                       w + (t * SIFT_Q8_TILE + r) * k + kk * 4, 4);
+}
+
+void sift_q8_quantize_weights(const float *w, size_t n, size_t k, int8_t *q, float *scale, int32_t *rowsum) {
+    for (size_t r = 0; r < n; r++) {
+        const float *wr = w + r * k;
+        float amax = 0.0f;
+        for (size_t i = 0; i < k; i++) amax = fmaxf(amax, fabsf(wr[i]));
+        float s = amax / 127.0f;
+        float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int32_t sum = 0;
+        for (size_t i = 0; i < k; i++) {
+            int v = (int)lrintf(wr[i] * inv);
+            v = v > 127 ? 127 : (v < -127 ? -127 : v);
+            q[r * k + i] = (int8_t)v;
+            sum += v;
+        }
+        scale[r] = s;
+        rowsum[r] = sum;
+    }
+}
+
+/* ---- activation quantization ------------------------------------------------------------- */
+/* Each element: u8 = clamp(nearbyint(x · inv), -127, 127) + 128 with inv = 127 / amax, the
+ * same IEEE operations on every path, so scalar and vector code agree bit for bit. */
+
+static void quantize_row_portable(const float *x, size_t k, uint8_t *q, float inv) {
+    for (size_t i = 0; i < k; i++) {
+        float v = nearbyintf(x[i] * inv);
+        v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+        q[i] = (uint8_t)((int)v + 128);
+    }
+}
+
+static float amax_portable(const float *x, size_t k) {
+    float m = 0.0f;
+    for (size_t i = 0; i < k; i++) m = fmaxf(m, fabsf(x[i]));
+    return m;
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static float amax_avx512(const float *x, size_t k) {
+    __m512 m = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= k; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+    float r = _mm512_reduce_max_ps(m);
+    for (; i < k; i++) r = fmaxf(r, fabsf(x[i]));
+    return r;
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static void quantize_row_avx512(const float *x, size_t k, uint8_t *q, float inv) {
+    __m512 vinv = _mm512_set1_ps(inv);
+    __m512 hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    __m512i off = _mm512_set1_epi32(128);
+    size_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), vinv);
+        v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+        __m512i iv = _mm512_add_epi32(_mm512_cvtps_epi32(v), off);
+        _mm_storeu_si128((__m128i *)(q + i), _mm512_cvtepi32_epi8(iv));
+    }
+    quantize_row_portable(x + i, k - i, q + i, inv);
+}
+
+void sift_q8_quantize_rows(const float *x, size_t m, size_t k, size_t x_stride,
+                           const int32_t *outliers, size_t n_outliers, uint8_t *xq, float *scale) {
+    static int have512 = -1;
+    if (have512 < 0) have512 = (sift_cpu_features() & SIFT_CPU_AVX512) != 0;
+    float saved[64];
+    for (size_t r = 0; r < m; r++) {
+        float *xr = (float *)(x + r * x_stride);
+        /* Outlier channels are computed in fp32 elsewhere: zero them for the int8 part. */
+        size_t no = n_outliers < 64 ? n_outliers : 64;
+        for (size_t j = 0; j < no; j++) { saved[j] = xr[outliers[j]]; xr[outliers[j]] = 0.0f; }
+        float amax = have512 ? amax_avx512(xr, k) : amax_portable(xr, k);
+        float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        scale[r] = amax / 127.0f;
+        if (have512) quantize_row_avx512(xr, k, xq + r * k, inv);
+        else quantize_row_portable(xr, k, xq + r * k, inv);
+        for (size_t j = 0; j < no; j++) xr[outliers[j]] = saved[j];
+    }
+}
+
+/* ---- GEMM: portable ---------------------------------------------------------------------- */
+
+static void gemm_portable(const uint8_t *xq, size_t m, size_t k, const float *xs, const int8_t *packed,
+                          const int32_t *rowsum, const float *ws, size_t n0, size_t n1, float *y, size_t ys) {
+    size_t k4 = k / 4;
+    for (size_t n = n0; n < n1; n++) {
+        const int8_t *tile = packed + (n / SIFT_Q8_TILE) * k4 * SIFT_Q8_TILE * 4 + (n % SIFT_Q8_TILE) * 4;
+        for (size_t i = 0; i < m; i++) {
+            const uint8_t *xr = xq + i * k;
+            int32_t acc = 0;
+            for (size_t kk = 0; kk < k4; kk++) {
+                const int8_t *w = tile + kk * SIFT_Q8_TILE * 4;
+                const uint8_t *a = xr + kk * 4;
+                acc += (int32_t)a[0] * w[0] + (int32_t)a[1] * w[1] + (int32_t)a[2] * w[2] + (int32_t)a[3] * w[3];
+            }
+            float v = (float)(acc - 128 * rowsum[n]);
+            v = v * xs[i];
+            y[i * ys + n] = v * ws[n];
+        }
+    }
+}
+
+/* ---- GEMM: AVX-512 VNNI (zmm vpdpbusd) ---------------------------------------------------- */
+/* Micro-kernel: MR rows × NT tiles of 16 outputs; one zmm of weights holds 16 outputs × 4 k. */
+
+#define Q8_TARGET_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) static inline
+
+Q8_TARGET_512 void kernel512(int mr, int nt, const uint8_t *xq, size_t k, const float *xs,
+                             const int8_t *tiles, size_t tile_stride, const int32_t *rowsum,
+                             const float *ws, float *y, size_t ys) {
+    __m512i acc[6][4];
+    for (int r = 0; r < mr; r++)
+        for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_si512();
+    size_t k4 = k / 4;
+    for (size_t kk = 0; kk < k4; kk++) {
+        __m512i w[4];
+        for (int t = 0; t < nt; t++) w[t] = _mm512_loadu_si512((const void *)(tiles + t * tile_stride + kk * 64));
+        for (int r = 0; r < mr; r++) {
+            int32_t a;
+            memcpy(&a, xq + r * k + kk * 4, 4);
+            __m512i b = _mm512_set1_epi32(a);
+            for (int t = 0; t < nt; t++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], b, w[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        __m512i corr = _mm512_mullo_epi32(_mm512_loadu_si512((const void *)(rowsum + t * 16)), _mm512_set1_epi32(128));
+        __m512 wsv = _mm512_loadu_ps(ws + t * 16);
+        for (int r = 0; r < mr; r++) {
+            __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][t], corr));
+            v = _mm512_mul_ps(v, _mm512_set1_ps(xs[r]));
+            v = _mm512_mul_ps(v, wsv);
+            _mm512_storeu_ps(y + r * ys + t * 16, v);
+        }
+    }
+}
+
+#define K512(MR, NT) kernel512(MR, NT, xq + i * k, k, xs + i, tiles, tile_stride, rowsum + n, ws + n, y + i * ys + n, ys)
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void gemm_avx512(const uint8_t *xq, size_t m, size_t k, const float *xs, const int8_t *packed,
+                        const int32_t *rowsum, const float *ws, size_t n0, size_t n1, float *y, size_t ys) {
+    size_t tile_stride = k * SIFT_Q8_TILE;
+    for (size_t n = n0; n < n1; n += 64) {
+        int nt = (int)((n1 - n) / 16 < 4 ? (n1 - n) / 16 : 4);
+        const int8_t *tiles = packed + (n / SIFT_Q8_TILE) * tile_stride;
+        size_t i = 0;
+        for (; i + 6 <= m; i += 6) {
+            switch (nt) {
+            case 4: K512(6, 4); break;
+            case 3: K512(6, 3); break;
+            case 2: K512(6, 2); break;
+            default: K512(6, 1); break;
+            }
+        }
+        for (; i < m; i++) {
+            switch (nt) {
+            case 4: K512(1, 4); break;
+            case 3: K512(1, 3); break;
+            case 2: K512(1, 2); break;
+            default: K512(1, 1); break;
+            }
+        }
+    }
+}
+
+/* ---- GEMM: AVX-VNNI (ymm vpdpbusd, VEX) -------------------------------------------------- */
+/* One 16-output tile = two ymm halves; MR = 4 rows. */
+
+#define Q8_TARGET_VNNI __attribute__((target("avx2,fma,avxvnni"), always_inline)) static inline
+
+Q8_TARGET_VNNI void kernel256(int mr, const uint8_t *xq, size_t k, const float *xs, const int8_t *tile,
+                              const int32_t *rowsum, const float *ws, float *y, size_t ys) {
+    __m256i acc[4][2];
+    for (int r = 0; r < mr; r++) { acc[r][0] = _mm256_setzero_si256(); acc[r][1] = _mm256_setzero_si256(); }
+    size_t k4 = k / 4;
+    for (size_t kk = 0; kk < k4; kk++) {
+        __m256i w0 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64));
+        __m256i w1 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64 + 32));
+        for (int r = 0; r < mr; r++) {
+            int32_t a;
+            memcpy(&a, xq + r * k + kk * 4, 4);
+            __m256i b = _mm256_set1_epi32(a);
+            acc[r][0] = _mm256_dpbusd_avx_epi32(acc[r][0], b, w0);
+            acc[r][1] = _mm256_dpbusd_avx_epi32(acc[r][1], b, w1);
+        }
+    }
+    for (int h = 0; h < 2; h++) {
+        __m256i corr = _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(rowsum + h * 8)), _mm256_set1_epi32(128));
+        __m256 wsv = _mm256_loadu_ps(ws + h * 8);
+        for (int r = 0; r < mr; r++) {
+            __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][h], corr));
+            v = _mm256_mul_ps(v, _mm256_set1_ps(xs[r]));
+            v = _mm256_mul_ps(v, wsv);
+            _mm256_storeu_ps(y + r * ys + h * 8, v);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma,avxvnni")))
+static void gemm_avxvnni(const uint8_t *xq, size_t m, size_t k, const float *xs, const int8_t *packed,
+                         const int32_t *rowsum, const float *ws, size_t n0, size_t n1, float *y, size_t ys) {
+    size_t tile_stride = k * SIFT_Q8_TILE;
+    for (size_t n = n0; n < n1; n += 16) {
+        const int8_t *tile = packed + (n / SIFT_Q8_TILE) * tile_stride;
+        size_t i = 0;
+        for (; i + 4 <= m; i += 4) kernel256(4, xq + i * k, k, xs + i, tile, rowsum + n, ws + n, y + i * ys + n, ys);
+        for (; i < m; i++) kernel256(1, xq + i * k, k, xs + i, tile, rowsum + n, ws + n, y + i * ys + n, ys);
+    }
+}
+
+void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, const float *xscale,
+                  const int8_t *packed, const int32_t *rowsum, const float *wscale,
+                  size_t n0, size_t n1, float *y, size_t y_stride) {
+    switch (path) {
+    case SIFT_PATH_AVX512VNNI: gemm_avx512(xq, m, k, xscale, packed, rowsum, wscale, n0, n1, y, y_stride); break;
+    case SIFT_PATH_AVXVNNI: gemm_avxvnni(xq, m, k, xscale, packed, rowsum, wscale, n0, n1, y, y_stride); break;
+    default: gemm_portable(xq, m, k, xscale, packed, rowsum, wscale, n0, n1, y, y_stride); break;
+    }
+}
+
+void sift_outlier_update(const float *x, size_t m, size_t x_stride, const int32_t *idx, size_t n_outliers,
+                         const float *wo, size_t n_total, size_t n0, size_t n1, float *y, size_t y_stride) {
+    for (size_t i = 0; i < m; i++) {
+        float *yr = y + i * y_stride;
+        for (size_t j = 0; j < n_outliers; j++) {
+            float a = x[i * x_stride + idx[j]];
+            const float *w = wo + j * n_total;
+            for (size_t n = n0; n < n1; n++) yr[n] = fmaf(a, w[n], yr[n]);
+        }
+    }
+}
+
+sift_path sift_q8_best_path(void) {
+    unsigned f = sift_cpu_features();
+    if (f & SIFT_CPU_AVX512VNNI) return SIFT_PATH_AVX512VNNI;
+    if (f & SIFT_CPU_AVXVNNI) return SIFT_PATH_AVXVNNI;
+    return SIFT_PATH_PORTABLE;
+}
+
+/* ---- peak measurement ------------------------------------------------------------------- */
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static int32_t peak512(size_t iters) {
+    __m512i a[16];
+    __m512i b = _mm512_set1_epi32(0x01010101), c = _mm512_set1_epi32(0x01FF0102);
+    for (int i = 0; i < 16; i++) a[i] = _mm512_set1_epi32(i);
+    for (size_t it = 0; it < iters; it++) {
+        for (int i = 0; i < 16; i++) a[i] = _mm512_dpbusd_epi32(a[i], b, c);
+        __asm__ volatile("" : "+v"(a[0]), "+v"(a[1]), "+v"(a[2]), "+v"(a[3]), "+v"(a[4]), "+v"(a[5]), "+v"(a[6]), "+v"(a[7]));
+    }
+    __m512i s = a[0];
+    for (int i = 1; i < 16; i++) s = _mm512_add_epi32(s, a[i]);
+    return _mm512_reduce_add_epi32(s);
+}
+
+__attribute__((target("avx2,avxvnni")))
+static int32_t peak256(size_t iters) {
+    __m256i a[12];
+    __m256i b = _mm256_set1_epi32(0x01010101), c = _mm256_set1_epi32(0x01FF0102);
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_epi32(i);
+    for (size_t it = 0; it < iters; it++) {
+        for (int i = 0; i < 12; i++) a[i] = _mm256_dpbusd_avx_epi32(a[i], b, c);
+        __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]));
+    }
+    __m256i s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_epi32(s, a[i]);
+    int32_t out[8];
+    _mm256_storeu_si256((__m256i *)out, s);
+    return out[0] + out[7];
+}
+
+int32_t sift_vnni_peak_loop(sift_path path, size_t iters) {
+    if (path == SIFT_PATH_AVX512VNNI) return peak512(iters);
+    if (path == SIFT_PATH_AVXVNNI) return peak256(iters);
+    return 0;
+}

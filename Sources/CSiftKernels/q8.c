@@ -79,15 +79,19 @@ static void quantize_row_avx512(const float *x, size_t k, uint8_t *q, float inv)
 }
 
 void sift_q8_quantize_rows(const float *x, size_t m, size_t k, size_t x_stride,
-                           const int32_t *outliers, size_t n_outliers, uint8_t *xq, float *scale) {
+                           const int32_t *outliers, size_t n_outliers, uint8_t *xq, float *scale, float *xo) {
     static int have512 = -1;
     if (have512 < 0) have512 = (sift_cpu_features() & SIFT_CPU_AVX512) != 0;
-    float saved[64];
+    float saved[256];
     for (size_t r = 0; r < m; r++) {
         float *xr = (float *)(x + r * x_stride);
         /* Outlier channels are computed in fp32 elsewhere: zero them for the int8 part. */
-        size_t no = n_outliers < 64 ? n_outliers : 64;
-        for (size_t j = 0; j < no; j++) { saved[j] = xr[outliers[j]]; xr[outliers[j]] = 0.0f; }
+        size_t no = n_outliers < 256 ? n_outliers : 256;
+        for (size_t j = 0; j < no; j++) {
+            saved[j] = xr[outliers[j]];
+            xo[r * n_outliers + j] = saved[j];
+            xr[outliers[j]] = 0.0f;
+        }
         float amax = have512 ? amax_avx512(xr, k) : amax_portable(xr, k);
         float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
         scale[r] = amax / 127.0f;
@@ -99,8 +103,9 @@ void sift_q8_quantize_rows(const float *x, size_t m, size_t k, size_t x_stride,
 
 /* ---- GEMM: portable ---------------------------------------------------------------------- */
 
-static void gemm_portable(const uint8_t *xq, size_t m, size_t k, const float *xs, const int8_t *packed,
-                          const int32_t *rowsum, const float *ws, size_t n0, size_t n1, float *y, size_t ys) {
+static void gemm_portable(const uint8_t *xq, size_t m, size_t k, const float *xs, const float *xo, size_t no,
+                          const int8_t *packed, const int32_t *rowsum, const float *ws, const float *wo,
+                          size_t n_total, size_t n0, size_t n1, float *y, size_t ys) {
     size_t k4 = k / 4;
     for (size_t n = n0; n < n1; n++) {
         const int8_t *tile = packed + (n / SIFT_Q8_TILE) * k4 * SIFT_Q8_TILE * 4 + (n % SIFT_Q8_TILE) * 4;
@@ -114,7 +119,9 @@ static void gemm_portable(const uint8_t *xq, size_t m, size_t k, const float *xs
             }
             float v = (float)(acc - 128 * rowsum[n]);
             v = v * xs[i];
-            y[i * ys + n] = v * ws[n];
+            v = v * ws[n];
+            for (size_t j = 0; j < no; j++) v = fmaf(xo[i * no + j], wo[j * n_total + n], v);
+            y[i * ys + n] = v;
         }
     }
 }
@@ -125,8 +132,9 @@ static void gemm_portable(const uint8_t *xq, size_t m, size_t k, const float *xs
 #define Q8_TARGET_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) static inline
 
 Q8_TARGET_512 void kernel512(int mr, int nt, const uint8_t *xq, size_t k, const float *xs,
-                             const int8_t *tiles, size_t tile_stride, const int32_t *rowsum,
-                             const float *ws, float *y, size_t ys) {
+                             const float *xo, size_t no, const int8_t *tiles, size_t tile_stride,
+                             const int32_t *rowsum, const float *ws, const float *wo, size_t n_total,
+                             float *y, size_t ys) {
     __m512i acc[6][4];
     for (int r = 0; r < mr; r++)
         for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_si512();
@@ -148,16 +156,19 @@ Q8_TARGET_512 void kernel512(int mr, int nt, const uint8_t *xq, size_t k, const 
             __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][t], corr));
             v = _mm512_mul_ps(v, _mm512_set1_ps(xs[r]));
             v = _mm512_mul_ps(v, wsv);
+            for (size_t j = 0; j < no; j++)
+                v = _mm512_fmadd_ps(_mm512_set1_ps(xo[r * no + j]), _mm512_loadu_ps(wo + j * n_total + t * 16), v);
             _mm512_storeu_ps(y + r * ys + t * 16, v);
         }
     }
 }
 
-#define K512(MR, NT) kernel512(MR, NT, xq + i * k, k, xs + i, tiles, tile_stride, rowsum + n, ws + n, y + i * ys + n, ys)
+#define K512(MR, NT) kernel512(MR, NT, xq + i * k, k, xs + i, xo + i * no, no, tiles, tile_stride, rowsum + n, ws + n, wo + n, n_total, y + i * ys + n, ys)
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-static void gemm_avx512(const uint8_t *xq, size_t m, size_t k, const float *xs, const int8_t *packed,
-                        const int32_t *rowsum, const float *ws, size_t n0, size_t n1, float *y, size_t ys) {
+static void gemm_avx512(const uint8_t *xq, size_t m, size_t k, const float *xs, const float *xo, size_t no,
+                        const int8_t *packed, const int32_t *rowsum, const float *ws, const float *wo,
+                        size_t n_total, size_t n0, size_t n1, float *y, size_t ys) {
     size_t tile_stride = k * SIFT_Q8_TILE;
     for (size_t n = n0; n < n1; n += 64) {
         int nt = (int)((n1 - n) / 16 < 4 ? (n1 - n) / 16 : 4);
@@ -187,8 +198,9 @@ static void gemm_avx512(const uint8_t *xq, size_t m, size_t k, const float *xs, 
 
 #define Q8_TARGET_VNNI __attribute__((target("avx2,fma,avxvnni"), always_inline)) static inline
 
-Q8_TARGET_VNNI void kernel256(int mr, const uint8_t *xq, size_t k, const float *xs, const int8_t *tile,
-                              const int32_t *rowsum, const float *ws, float *y, size_t ys) {
+Q8_TARGET_VNNI void kernel256(int mr, const uint8_t *xq, size_t k, const float *xs, const float *xo, size_t no,
+                              const int8_t *tile, const int32_t *rowsum, const float *ws, const float *wo,
+                              size_t n_total, float *y, size_t ys) {
     __m256i acc[4][2];
     for (int r = 0; r < mr; r++) { acc[r][0] = _mm256_setzero_si256(); acc[r][1] = _mm256_setzero_si256(); }
     size_t k4 = k / 4;
@@ -210,42 +222,42 @@ Q8_TARGET_VNNI void kernel256(int mr, const uint8_t *xq, size_t k, const float *
             __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][h], corr));
             v = _mm256_mul_ps(v, _mm256_set1_ps(xs[r]));
             v = _mm256_mul_ps(v, wsv);
+            for (size_t j = 0; j < no; j++)
+                v = _mm256_fmadd_ps(_mm256_set1_ps(xo[r * no + j]), _mm256_loadu_ps(wo + j * n_total + h * 8), v);
             _mm256_storeu_ps(y + r * ys + h * 8, v);
         }
     }
 }
 
 __attribute__((target("avx2,fma,avxvnni")))
-static void gemm_avxvnni(const uint8_t *xq, size_t m, size_t k, const float *xs, const int8_t *packed,
-                         const int32_t *rowsum, const float *ws, size_t n0, size_t n1, float *y, size_t ys) {
+static void gemm_avxvnni(const uint8_t *xq, size_t m, size_t k, const float *xs, const float *xo, size_t no,
+                         const int8_t *packed, const int32_t *rowsum, const float *ws, const float *wo,
+                         size_t n_total, size_t n0, size_t n1, float *y, size_t ys) {
     size_t tile_stride = k * SIFT_Q8_TILE;
     for (size_t n = n0; n < n1; n += 16) {
         const int8_t *tile = packed + (n / SIFT_Q8_TILE) * tile_stride;
         size_t i = 0;
-        for (; i + 4 <= m; i += 4) kernel256(4, xq + i * k, k, xs + i, tile, rowsum + n, ws + n, y + i * ys + n, ys);
-        for (; i < m; i++) kernel256(1, xq + i * k, k, xs + i, tile, rowsum + n, ws + n, y + i * ys + n, ys);
+        for (; i + 4 <= m; i += 4)
+            kernel256(4, xq + i * k, k, xs + i, xo + i * no, no, tile, rowsum + n, ws + n, wo + n, n_total, y + i * ys + n, ys);
+        for (; i < m; i++)
+            kernel256(1, xq + i * k, k, xs + i, xo + i * no, no, tile, rowsum + n, ws + n, wo + n, n_total, y + i * ys + n, ys);
     }
 }
 
 void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, const float *xscale,
-                  const int8_t *packed, const int32_t *rowsum, const float *wscale,
-                  size_t n0, size_t n1, float *y, size_t y_stride) {
+                  const float *xo, size_t n_outliers, const int8_t *packed, const int32_t *rowsum,
+                  const float *wscale, const float *wo, size_t n_total, size_t n0, size_t n1,
+                  float *y, size_t y_stride) {
     switch (path) {
-    case SIFT_PATH_AVX512VNNI: gemm_avx512(xq, m, k, xscale, packed, rowsum, wscale, n0, n1, y, y_stride); break;
-    case SIFT_PATH_AVXVNNI: gemm_avxvnni(xq, m, k, xscale, packed, rowsum, wscale, n0, n1, y, y_stride); break;
-    default: gemm_portable(xq, m, k, xscale, packed, rowsum, wscale, n0, n1, y, y_stride); break;
-    }
-}
-
-void sift_outlier_update(const float *x, size_t m, size_t x_stride, const int32_t *idx, size_t n_outliers,
-                         const float *wo, size_t n_total, size_t n0, size_t n1, float *y, size_t y_stride) {
-    for (size_t i = 0; i < m; i++) {
-        float *yr = y + i * y_stride;
-        for (size_t j = 0; j < n_outliers; j++) {
-            float a = x[i * x_stride + idx[j]];
-            const float *w = wo + j * n_total;
-            for (size_t n = n0; n < n1; n++) yr[n] = fmaf(a, w[n], yr[n]);
-        }
+    case SIFT_PATH_AVX512VNNI:
+        gemm_avx512(xq, m, k, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
+        break;
+    case SIFT_PATH_AVXVNNI:
+        gemm_avxvnni(xq, m, k, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
+        break;
+    default:
+        gemm_portable(xq, m, k, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
+        break;
     }
 }
 

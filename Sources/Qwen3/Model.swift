@@ -2,30 +2,85 @@ import COpenBLAS
 import CSiftKernels
 import Foundation
 
-/// Qwen3 decoder in fp32, reading like the maths:
+/// Numeric format of the linear layers.
+public enum Precision: String, Sendable, CaseIterable {
+    case fp32, int8
+}
+
+/// One Qwen3 decoder layer: norms in fp32, the four (fused) projections in fp32 or int8.
+public final class DecoderLayer: @unchecked Sendable {
+    public let inputNorm: [Float]    // (hidden)
+    public let qkv: any LinearLayer  // (qDim + 2·kvDim) × hidden
+    public let qNorm: [Float]        // (headDim)
+    public let kNorm: [Float]        // (headDim)
+    public let o: any LinearLayer    // hidden × qDim
+    public let postNorm: [Float]     // (hidden)
+    public let gateUp: any LinearLayer  // 2·intermediate × hidden
+    public let down: any LinearLayer    // hidden × intermediate
+
+    init(inputNorm: [Float], qkv: any LinearLayer, qNorm: [Float], kNorm: [Float], o: any LinearLayer,
+         postNorm: [Float], gateUp: any LinearLayer, down: any LinearLayer) {
+        self.inputNorm = inputNorm
+        self.qkv = qkv
+        self.qNorm = qNorm
+        self.kNorm = kNorm
+        self.o = o
+        self.postNorm = postNorm
+        self.gateUp = gateUp
+        self.down = down
+    }
+
+    var linears: [any LinearLayer] { [qkv, o, gateUp, down] }
+}
+
+/// The input of each projection, for calibration observers.
+enum ProjectionInput: Int, CaseIterable {
+    case qkv, o, gateUp, down
+}
+
+/// Qwen3 decoder, reading like the maths:
 ///
-///     h = x + o(attention(rope(qNorm(q(norm(x)))), rope(kNorm(k(norm(x)))), v(norm(x))))
+///     h  = x + o(attention(rope(qNorm(q(norm(x)))), rope(kNorm(k(norm(x)))), v(norm(x))))
 ///     x' = h + down(silu(gate(norm(h))) * up(norm(h)))
 ///
 /// followed by the final norm and the two output rows "yes" and "no" (the LM head is never
-/// computed). Linear layers run through OpenBLAS sgemm.
+/// computed). One thread drives a model at a time; the work of each step is spread over the
+/// model's `WorkerPool`.
 public final class Qwen3Model: @unchecked Sendable {
     public let config: Qwen3Config
-    let layers: [Float32Layer]
+    public let precision: Precision
+    public let kernelPath: KernelPath
+    private(set) var layers: [DecoderLayer] = []
     let finalNorm: [Float]
     let embedding: TensorView
     /// Rows of the output projection for the two answer tokens.
     public let yesRow: [Float]
     public let noRow: [Float]
     let invFreq: [Float]
+    public let pool: WorkerPool
+    private let workspace: Workspace
+    private let linearScratch = LinearScratch()
 
-    /// Converts the checked checkpoint to fp32. `yesID`/`noID` select the two output rows.
-    public init(checkpoint: Qwen3Checkpoint, yesID: Int32, noID: Int32) throws {
+    /// Builds the model from a checked checkpoint. For int8, every layer is converted, calibrated
+    /// on `calibrationTokens` in fp32 (to find its outlier input channels), quantized, and its
+    /// fp32 copy dropped, so peak memory stays near the int8 size.
+    public init(checkpoint: Qwen3Checkpoint, yesID: Int32, noID: Int32, precision: Precision = .fp32,
+                threads: Int = WorkerPool.defaultThreadCount, calibrationTokens: [Int32] = [],
+                progress: ((Int, Int) -> Void)? = nil) throws {
         let config = checkpoint.config
         for id in [yesID, noID] where id < 0 || Int(id) >= config.vocabSize {
             throw LoadError(file: "config.json", "answer token id \(id) is outside the vocabulary (\(config.vocabSize))")
         }
+        if precision == .int8 && calibrationTokens.isEmpty {
+            throw LoadError(file: "model", "int8 quantization needs calibration tokens")
+        }
         self.config = config
+        self.precision = precision
+        kernelPath = try KernelPath.selected()
+        // Sift parallelises every GEMM itself; OpenBLAS runs single-threaded inside its workers.
+        BLAS.threads = 1
+        pool = WorkerPool(threads: threads)
+        workspace = Workspace(config: config, threads: pool.threadCount)
         embedding = checkpoint.embedding
         let h = config.hiddenSize
         var yes = [Float](repeating: 0, count: h), no = yes
@@ -34,15 +89,50 @@ public final class Qwen3Model: @unchecked Sendable {
         yesRow = yes
         noRow = no
         finalNorm = checkpoint.finalNorm.floats()
-        layers = checkpoint.layers.map(Float32Layer.init)
         // As transformers computes it, in fp32: 1 / theta^(2i/d).
         let d = config.headDim
         invFreq = (0..<d / 2).map { i in 1 / powf(Float(config.ropeTheta), Float(2 * i) / Float(d)) }
+
+        var built: [DecoderLayer] = []
+        var calibration = precision == .int8
+            ? Calibration(tokens: calibrationTokens, config: config, embedding: checkpoint.embedding) : nil
+        for (index, source) in checkpoint.layers.enumerated() {
+            let fp = Self.float32Layer(source)
+            if calibration != nil {
+                let outliers = calibration!.run(layer: fp, model: self)
+                built.append(try Self.quantized(fp, outliers: outliers, path: kernelPath))
+            } else {
+                built.append(fp)
+            }
+            progress?(index + 1, checkpoint.layers.count)
+        }
+        layers = built
     }
+
+    static func float32Layer(_ l: Qwen3Checkpoint.Layer) -> DecoderLayer {
+        DecoderLayer(inputNorm: l.inputNorm.floats(), qkv: Float32Linear(Matrix(stacking: [l.q, l.k, l.v])),
+                     qNorm: l.qNorm.floats(), kNorm: l.kNorm.floats(), o: Float32Linear(Matrix(stacking: [l.o])),
+                     postNorm: l.postNorm.floats(), gateUp: Float32Linear(Matrix(stacking: [l.gate, l.up])),
+                     down: Float32Linear(Matrix(stacking: [l.down])))
+    }
+
+    static func quantized(_ fp: DecoderLayer, outliers: [[Int32]], path: KernelPath) throws -> DecoderLayer {
+        func q(_ l: any LinearLayer, _ site: ProjectionInput) throws -> any LinearLayer {
+            try Int8Linear(quantizing: (l as! Float32Linear).weights, outliers: outliers[site.rawValue], path: path)
+        }
+        return DecoderLayer(inputNorm: fp.inputNorm, qkv: try q(fp.qkv, .qkv), qNorm: fp.qNorm, kNorm: fp.kNorm,
+                            o: try q(fp.o, .o), postNorm: fp.postNorm, gateUp: try q(fp.gateUp, .gateUp),
+                            down: try q(fp.down, .down))
+    }
+
+    var workspaceForCalibration: Workspace { workspace }
 
     public func makeCache(capacity: Int = 256) -> KVCache {
         KVCache(layerCount: config.layerCount, kvDim: config.kvDim, capacity: capacity)
     }
+
+    /// Bytes of the linear-layer weights as held in memory.
+    public var linearWeightBytes: Int { layers.reduce(0) { $0 + $1.linears.reduce(0) { $0 + $1.weightBytes } } }
 
     /// Runs `tokens` at positions `cache.count...`, appending their keys and values to `cache`.
     /// With `wantHidden`, returns the final-normed hidden state of the last token; without it,
@@ -59,55 +149,86 @@ public final class Qwen3Model: @unchecked Sendable {
             throw ModelError.tooLong(start + t, limit: config.maxPositionEmbeddings)
         }
         cache.reserve(start + t)
-        let c = config
-        let h = c.hiddenSize, d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim, inter = c.intermediateSize
-        let eps = Float(c.rmsNormEps)
-
-        var ws = Workspace(tokens: t, context: start + t, config: c)
-        defer { ws.free() }
+        let h = config.hiddenSize
+        let ws = workspace
+        ws.reserve(tokens: t, context: start + t)
         for (row, id) in tokens.enumerated() {
             embedding.copyFloats(into: ws.x + row * h, offset: Int(id) * h, count: h)
         }
         ws.fillRope(start: start, invFreq: invFreq, tokens: t)
-
         for (index, layer) in layers.enumerated() {
             let isLast = index == layers.count - 1
-            // Attention block: normalise, project q/k/v in one GEMM.
-            sift_rmsnorm(ws.x, layer.inputNorm, ws.xn, t, h, h, h, eps)
-            gemm(ws.xn, rows: t, layer.qkv, out: ws.qkv)
-            for row in 0..<t {
+            runLayer(layer, keys: cache.keys[index], values: cache.values[index], start: start, tokens: t,
+                     finish: isLast ? (wantHidden ? .lastToken : .kvOnly) : .all, observer: nil)
+        }
+        cache.commit(t)
+        guard wantHidden else { return nil }
+        var out = [Float](repeating: 0, count: h)
+        out.withUnsafeMutableBufferPointer {
+            sift_rmsnorm(ws.x + (t - 1) * h, finalNorm, $0.baseAddress!, 1, h, h, h, Float(config.rmsNormEps))
+        }
+        return out
+    }
+
+    enum Finish { case all, lastToken, kvOnly }
+
+    /// One decoder layer over the `tokens` rows of the workspace, whose positions start at
+    /// `start`; writes their K/V rows into `keys`/`values` (this layer's cache).
+    func runLayer(_ layer: DecoderLayer, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>,
+                  start: Int, tokens t: Int, finish: Finish,
+                  observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) {
+        let c = config, ws = workspace
+        let h = c.hiddenSize, d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim, inter = c.intermediateSize
+        let eps = Float(c.rmsNormEps)
+        // Attention block: normalise, project q/k/v in one GEMM.
+        pool.run { i in
+            let r = pool.range(i, of: t)
+            sift_rmsnorm(ws.x + r.lowerBound * h, layer.inputNorm, ws.xn + r.lowerBound * h, r.count, h, h, h, eps)
+        }
+        observer?(.qkv, ws.xn, t, h)
+        layer.qkv.apply(ws.xn, rows: t, out: ws.qkv, pool: pool, scratch: linearScratch)
+        pool.run { i in
+            for row in pool.range(i, of: t) {
                 let q = ws.qkv + row * qkvCols, k = q + c.qDim, v = k + c.kvDim
                 sift_rmsnorm(q, layer.qNorm, q, c.headCount, d, d, d, eps)
                 sift_rmsnorm(k, layer.kNorm, k, c.kvHeadCount, d, d, d, eps)
                 let cosRow = ws.cos + row * (d / 2), sinRow = ws.sin + row * (d / 2)
                 sift_rope(q, c.headCount, d, cosRow, sinRow)
                 sift_rope(k, c.kvHeadCount, d, cosRow, sinRow)
-                (cache.keys[index] + (start + row) * c.kvDim).update(from: k, count: c.kvDim)
-                (cache.values[index] + (start + row) * c.kvDim).update(from: v, count: c.kvDim)
+                KVCache.storeKey(k, position: start + row, into: keys, kvHeads: c.kvHeadCount, headDim: d)
+                (values + (start + row) * c.kvDim).update(from: v, count: c.kvDim)
             }
-            if isLast && !wantHidden { break }
-            // In the last layer only the last token matters.
-            let first = isLast ? t - 1 : 0
-            let rows = t - first
-            attention(layer: index, cache: cache, start: start, firstRow: first, rows: rows, ws: &ws)
-            let x = ws.x + first * h
-            gemm(ws.attn, rows: rows, layer.o, out: ws.xn)
-            sift_add_inplace(x, ws.xn, rows * h)
-            // MLP block.
-            sift_rmsnorm(x, layer.postNorm, ws.xn, rows, h, h, h, eps)
-            gemm(ws.xn, rows: rows, layer.gateUp, out: ws.gateUp)
-            for row in 0..<rows {
+        }
+        if finish == .kvOnly { return }
+        // In the last layer only the last token matters.
+        let first = finish == .lastToken ? t - 1 : 0
+        let rows = t - first
+        attention(keys: keys, values: values, start: start, firstRow: first, rows: rows)
+        observer?(.o, ws.attn, rows, c.qDim)
+        let x = ws.x + first * h
+        layer.o.apply(ws.attn, rows: rows, out: ws.xn, pool: pool, scratch: linearScratch)
+        // MLP block.
+        pool.run { i in
+            let r = pool.range(i, of: rows)
+            guard !r.isEmpty else { return }
+            sift_add_inplace(x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
+            sift_rmsnorm(x + r.lowerBound * h, layer.postNorm, ws.xn + r.lowerBound * h, r.count, h, h, h, eps)
+        }
+        observer?(.gateUp, ws.xn, rows, h)
+        layer.gateUp.apply(ws.xn, rows: rows, out: ws.gateUp, pool: pool, scratch: linearScratch)
+        pool.run { i in
+            for row in pool.range(i, of: rows) {
                 let g = ws.gateUp + row * 2 * inter
                 sift_silu_mul(g, g + inter, ws.act + row * inter, inter)
             }
-            gemm(ws.act, rows: rows, layer.down, out: ws.xn)
-            sift_add_inplace(x, ws.xn, rows * h)
         }
-        cache.commit(t)
-        guard wantHidden else { return nil }
-        var out = [Float](repeating: 0, count: h)
-        out.withUnsafeMutableBufferPointer { sift_rmsnorm(ws.x + (t - 1) * h, finalNorm, $0.baseAddress!, 1, h, h, h, eps) }
-        return out
+        observer?(.down, ws.act, rows, inter)
+        layer.down.apply(ws.act, rows: rows, out: ws.xn, pool: pool, scratch: linearScratch)
+        pool.run { i in
+            let r = pool.range(i, of: rows)
+            guard !r.isEmpty else { return }
+            sift_add_inplace(x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
+        }
     }
 
     /// logit("yes") − logit("no") of a final hidden state: two dot products accumulated in
@@ -116,42 +237,30 @@ public final class Qwen3Model: @unchecked Sendable {
         Float(sift_dot_f64(hidden, yesRow, hidden.count) - sift_dot_f64(hidden, noRow, hidden.count))
     }
 
-    /// y[rows, w.rows] = x[rows, w.cols] · wᵀ
-    private func gemm(_ x: UnsafePointer<Float>, rows: Int, _ w: Matrix, out: UnsafeMutablePointer<Float>) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(w.rows), Int32(w.cols),
-                    1, x, Int32(w.cols), w.data, Int32(w.cols), 0, out, Int32(w.rows))
-    }
-
     /// Causal grouped-query attention for query rows [firstRow, firstRow + rows) of this step,
-    /// against every cached position up to each row's own. Processed in tiles of query rows so
-    /// the score buffer stays small even for 32k-token contexts.
-    private func attention(layer: Int, cache: KVCache, start: Int, firstRow: Int, rows: Int, ws: inout Workspace) {
-        let c = config
+    /// against every cached position up to each row's own (sift_attention: a fixed order per row,
+    /// so the result never depends on tiling or batching). Heads are split over the workers;
+    /// rows go in tiles so the score buffer stays small even for 32k-token contexts.
+    private func attention(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>,
+                           start: Int, firstRow: Int, rows: Int) {
+        let c = config, ws = workspace
         let d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
         let group = c.headCount / c.kvHeadCount
         let scale = 1 / sqrtf(Float(d))
-        let keys = cache.keys[layer], values = cache.values[layer]
-        var tileStart = 0
-        while tileStart < rows {
-            let tile = min(Workspace.attentionTile, rows - tileStart)
-            let r0 = firstRow + tileStart
-            let context = start + r0 + tile  // keys visible to the tile's last row
-            for head in 0..<c.headCount {
-                let g = head / group
-                let q = ws.qkv + r0 * qkvCols + head * d
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tile), Int32(context), Int32(d),
-                            scale, q, Int32(qkvCols), keys + g * d, Int32(c.kvDim), 0, ws.scores, Int32(context))
-                for i in 0..<tile {
-                    let row = ws.scores + i * context
-                    let visible = start + r0 + i + 1
-                    sift_softmax_row(row, visible)
-                    if visible < context { (row + visible).update(repeating: 0, count: context - visible) }
+        let simd: Int32 = kernelPath == .portable ? 0 : 1
+        pool.run { worker in
+            let scores = ws.scores(worker)
+            for head in pool.range(worker, of: c.headCount) {
+                var tileStart = 0
+                while tileStart < rows {
+                    let tile = min(Workspace.attentionTile, rows - tileStart)
+                    let r0 = firstRow + tileStart
+                    sift_attention(simd, ws.qkv + r0 * qkvCols + head * d, qkvCols, tile, start + r0,
+                                   keys, values, c.kvDim, c.kvHeadCount, head / group, d, scale,
+                                   ws.attn + tileStart * c.qDim + head * d, c.qDim, scores)
+                    tileStart += tile
                 }
-                let out = ws.attn + (tileStart) * c.qDim + head * d
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tile), Int32(d), Int32(context),
-                            1, ws.scores, Int32(context), values + g * d, Int32(c.kvDim), 0, out, Int32(c.qDim))
             }
-            tileStart += tile
         }
     }
 }
@@ -168,21 +277,50 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Activation buffers of one forward call, allocated once per call (never per layer).
-struct Workspace {
+/// Activation buffers of the forward pass, kept between calls and grown on demand, so nothing
+/// is allocated per layer and large buffers are not re-faulted on every call.
+final class Workspace: @unchecked Sendable {
     static let attentionTile = 64
-    let x, xn, qkv, attn, gateUp, act, scores, cos, sin: UnsafeMutablePointer<Float>
+    let config: Qwen3Config
+    let threads: Int
+    private(set) var tokenCapacity = 0
+    private(set) var contextCapacity = 0
+    private(set) var x, xn, qkv, attn, gateUp, act, cos, sin, scoreBuffer: UnsafeMutablePointer<Float>
 
-    init(tokens t: Int, context: Int, config c: Qwen3Config) {
-        x = .allocate(capacity: t * c.hiddenSize)
-        xn = .allocate(capacity: t * max(c.hiddenSize, c.qDim))
-        qkv = .allocate(capacity: t * (c.qDim + 2 * c.kvDim))
-        attn = .allocate(capacity: t * c.qDim)
-        gateUp = .allocate(capacity: t * 2 * c.intermediateSize)
-        act = .allocate(capacity: t * c.intermediateSize)
-        scores = .allocate(capacity: Self.attentionTile * context)
-        cos = .allocate(capacity: t * c.headDim / 2)
-        sin = .allocate(capacity: t * c.headDim / 2)
+    init(config: Qwen3Config, threads: Int) {
+        self.config = config
+        self.threads = threads
+        (x, xn, qkv, attn, gateUp, act, cos, sin, scoreBuffer) = (.allocate(capacity: 1), .allocate(capacity: 1),
+            .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1),
+            .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1))
+    }
+
+    deinit { for p in [x, xn, qkv, attn, gateUp, act, cos, sin, scoreBuffer] { p.deallocate() } }
+
+    func reserve(tokens t: Int, context: Int) {
+        let c = config
+        if t > tokenCapacity {
+            for p in [x, xn, qkv, attn, gateUp, act, cos, sin] { p.deallocate() }
+            x = .allocate(capacity: t * c.hiddenSize)
+            xn = .allocate(capacity: t * max(c.hiddenSize, c.qDim))
+            qkv = .allocate(capacity: t * (c.qDim + 2 * c.kvDim))
+            attn = .allocate(capacity: t * c.qDim)
+            gateUp = .allocate(capacity: t * 2 * c.intermediateSize)
+            act = .allocate(capacity: t * c.intermediateSize)
+            cos = .allocate(capacity: t * c.headDim / 2)
+            sin = .allocate(capacity: t * c.headDim / 2)
+            tokenCapacity = t
+        }
+        if context > contextCapacity {
+            scoreBuffer.deallocate()
+            contextCapacity = KVCache.roundUp(context)
+            scoreBuffer = .allocate(capacity: threads * Self.attentionTile * contextCapacity)
+        }
+    }
+
+    /// The attention score tile of one worker.
+    func scores(_ worker: Int) -> UnsafeMutablePointer<Float> {
+        scoreBuffer + worker * Self.attentionTile * contextCapacity
     }
 
     /// cos/sin of every (position, frequency) of this step, as transformers computes them:
@@ -197,9 +335,5 @@ struct Workspace {
                 sin[row * half + i] = Float(Foundation.sin(Double(angle)))
             }
         }
-    }
-
-    func free() {
-        for p in [x, xn, qkv, attn, gateUp, act, scores, cos, sin] { p.deallocate() }
     }
 }

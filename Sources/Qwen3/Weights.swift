@@ -101,25 +101,3 @@ public struct Qwen3Checkpoint: Sendable {
     }
 }
 
-/// fp32 weights of one decoder layer, with q/k/v and gate/up fused so each is one GEMM.
-public final class Float32Layer: @unchecked Sendable {
-    public let inputNorm: [Float]      // (hidden)
-    public let qkv: Matrix             // (qDim + 2·kvDim, hidden)
-    public let qNorm: [Float]          // (headDim)
-    public let kNorm: [Float]          // (headDim)
-    public let o: Matrix               // (hidden, qDim)
-    public let postNorm: [Float]       // (hidden)
-    public let gateUp: Matrix          // (2·intermediate, hidden)
-    public let down: Matrix            // (hidden, intermediate)
-
-    init(_ l: Qwen3Checkpoint.Layer) {
-        inputNorm = l.inputNorm.floats()
-        qkv = Matrix(stacking: [l.q, l.k, l.v])
-        qNorm = l.qNorm.floats()
-        kNorm = l.kNorm.floats()
-        o = Matrix(stacking: [l.o])
-        postNorm = l.postNorm.floats()
-        gateUp = Matrix(stacking: [l.gate, l.up])
-        down = Matrix(stacking: [l.down])
-    }
-}

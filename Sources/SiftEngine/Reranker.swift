@@ -30,8 +30,10 @@ public final class Reranker: @unchecked Sendable {
         self.noID = noID
     }
 
-    /// Loads a Hugging Face Qwen3-Reranker folder in fp32.
-    public static func load(directory: URL) throws -> Reranker {
+    /// Loads a Hugging Face Qwen3-Reranker folder; int8 quantizes the linear layers at load.
+    public static func load(directory: URL, precision: Precision = .fp32,
+                            threads: Int = WorkerPool.defaultThreadCount,
+                            progress: ((Int, Int) -> Void)? = nil) throws -> Reranker {
         let tokenizer = try Tokenizer.load(directory: directory)
         let (yes, no) = try answerTokens(tokenizer, directory: directory)
         let checkpoint = try Qwen3Checkpoint(directory: directory)
@@ -39,8 +41,24 @@ public final class Reranker: @unchecked Sendable {
             throw LoadError(file: directory.appendingPathComponent("config.json").path,
                             "vocab_size \(checkpoint.config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabularySize) tokens")
         }
-        let model = try Qwen3Model(checkpoint: checkpoint, yesID: yes, noID: no)
+        let model = try Qwen3Model(checkpoint: checkpoint, yesID: yes, noID: no, precision: precision, threads: threads,
+                                   calibrationTokens: calibrationTokens(tokenizer), progress: progress)
         return Reranker(tokenizer: tokenizer, model: model, yesID: yes, noID: no)
+    }
+
+    /// The text int8 calibration runs through the fp32 model: a real reranker input, so every
+    /// projection sees the activations it will see in service.
+    public static func calibrationTokens(_ tokenizer: Tokenizer) -> [Int32] {
+        let document = """
+            The Python open() function returns a file object. The mode argument selects reading ('r'), \
+            writing ('w'), appending ('a') or exclusive creation ('x'); add 'b' for binary data. Text files \
+            decode bytes with the given encoding, which defaults to the locale's. Always close files, or use \
+            a with statement so that they are closed even when an exception is raised. Beijing, the capital \
+            of China, has 21 million inhabitants; 3.14159 is close to pi. Ça va très bien, merci !
+            """
+        return tokenizer.encode(RerankPrompt.systemPrompt)
+            + tokenizer.encode("<Instruct>: \(RerankPrompt.defaultInstruction)\n<Query>: How do I open a file in Python?\n<Document>: \(document)")
+            + tokenizer.encode(RerankPrompt.suffixText)
     }
 
     /// The ids of "yes" and "no", looked up in the vocabulary.

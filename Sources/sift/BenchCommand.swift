@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (run a release build: swift build -c release).",
-        subcommands: [TokenizerBench.self, PrefillBench.self])
+        subcommands: [TokenizerBench.self, PrefillBench.self, ParityBench.self, KernelBench.self])
 }
 
 /// Monotonic seconds.
@@ -77,15 +77,15 @@ struct PrefillBench: ParsableCommand {
     @Option(help: "Hugging Face Qwen3 folder (e.g. from make_model.py --preset 0.6b).") var model: String
     @Option(help: "Tokens per sequence.") var tokens: Int = 512
     @Option(help: "Sequences to run (after one warm-up).") var sequences: Int = 3
-    @Option(help: "OpenBLAS threads (0 = its default).") var threads: Int = 0
+    @Option(help: "Worker threads (default: one per core).") var threads: Int = WorkerPool.defaultThreadCount
+    @Option(help: "Precision of the linear layers.") var precision: Precision = .int8
     @Option(help: "JSON-lines corpus.") var corpus: String = defaultCorpus
 
     func run() throws {
         try reportingErrors {
-            if threads > 0 { BLAS.threads = threads }
             let texts = try loadCorpus(corpus)
             let t0 = now()
-            let reranker = try Reranker.load(directory: URL(fileURLWithPath: model))
+            let reranker = try Reranker.load(directory: URL(fileURLWithPath: model), precision: precision, threads: threads)
             let loadTime = now() - t0
             var ids: [Int32] = []
             for t in texts where ids.count < tokens * (sequences + 1) { ids += reranker.tokenizer.encode(t) }
@@ -99,9 +99,40 @@ struct PrefillBench: ParsableCommand {
                 if s > 0 { timings.append(now() - start) }
             }
             let mean = timings.reduce(0, +) / Double(timings.count)
-            print("model: \(model)  precision: fp32  OpenBLAS core: \(BLAS.coreName), threads: \(BLAS.threads)")
+            print("model: \(model)  precision: \(precision.rawValue)  kernel: \(m.kernelPath.rawValue)  threads: \(threads)  OpenBLAS core: \(BLAS.coreName)")
             print(String(format: "load %.1f s; prefill %d-token sequences: %.1f tokens/s (mean of %d, %.2f s each); peak RSS %.2f GB",
                          loadTime, tokens, Double(tokens) / mean, timings.count, mean, Double(peakResidentBytes()) / 1e9))
+        }
+    }
+}
+
+struct ParityBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "parity", abstract: "|Δlogit| against a reference-scores file (fixtures format).")
+
+    @Option(help: "Model folder.") var model: String
+    @Option(help: "Reference scores JSON (../shared/fixtures/reference-scores*.json).") var reference: String
+    @Option(help: "Precision of the linear layers.") var precision: Precision = .int8
+    @Option(help: "Only the first N cases (0 = all).") var cases: Int = 0
+    @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
+
+    func run() throws {
+        try reportingErrors {
+            guard let data = FileManager.default.contents(atPath: reference),
+                  let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  var list = root["cases"] as? [[String: Any]] else { throw CLIError("cannot read \(reference)") }
+            if cases > 0 { list = Array(list.prefix(cases)) }
+            let reranker = try Reranker.load(directory: URL(fileURLWithPath: model), precision: precision, threads: threads)
+            var deltas: [Double] = []
+            for c in list {
+                let r = try reranker.score(query: c["query"] as! String, instruction: c["instruction_given"] as? String,
+                                           documents: [c["document"] as! String],
+                                           maxLength: (c["max_length"] as! NSNumber).intValue)[0]
+                deltas.append(abs(Double(r.logit) - (c["logit_diff"] as! NSNumber).doubleValue))
+            }
+            let mean = deltas.reduce(0, +) / Double(deltas.count)
+            print(String(format: "%@ %@ on %d cases: mean |Δlogit| %.4f, max %.4f", precision.rawValue,
+                         URL(fileURLWithPath: reference).lastPathComponent, deltas.count, mean, deltas.max() ?? 0))
         }
     }
 }

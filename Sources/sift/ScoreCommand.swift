@@ -3,9 +3,7 @@ import Foundation
 import Qwen3
 import SiftEngine
 
-enum Precision: String, ExpressibleByArgument, CaseIterable {
-    case fp32
-}
+extension Precision: ExpressibleByArgument {}
 
 struct ScoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,13 +20,14 @@ struct ScoreCommand: ParsableCommand {
     @Option(help: "Task instruction (default: the model card's web-search instruction).") var instruction: String?
     @Option(help: "Maximum tokens per (query, document) pair; documents are cut from the end.")
     var maxLength: Int = RerankPrompt.defaultMaxLength
-    @Option(help: "Numeric precision.") var precision: Precision = .fp32
+    @Option(help: "Precision of the linear layers: fp32 (reference) or int8 (fast).") var precision: Precision = .fp32
+    @Option(help: "Worker threads (default: one per core).") var threads: Int = WorkerPool.defaultThreadCount
     @Argument(help: "JSON-lines file of documents, or - for standard input.") var input: String = "-"
 
     func run() throws {
         try reportingErrors {
             let texts = try JSONLinesInput.readTexts(input)
-            let reranker = try Reranker.load(directory: URL(fileURLWithPath: model))
+            let reranker = try Reranker.load(directory: URL(fileURLWithPath: model), precision: precision, threads: threads)
             let results = try reranker.score(query: query, instruction: instruction, documents: texts, maxLength: maxLength)
             let items = results.map {
                 "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.probability)),\"tokens\":\($0.tokens),\"truncated\":\($0.truncated)}"

@@ -36,6 +36,18 @@ void sift_silu_mul(const float *gate, const float *up, float *out, size_t n);
 void sift_add_inplace(float *y, const float *x, size_t n);
 /* In-place softmax of one row of n (max-subtracted, fp32). */
 void sift_softmax_row(float *x, size_t n);
+/* exp(x) as the kernels compute it (portable; the SIMD twins agree bit for bit). */
+float sift_exp(float x);
+/* ---- attention -------------------------------------------------------------------------- */
+enum { SIFT_KEY_BLOCK = 16 };  /* keys are stored transposed in blocks of this many positions */
+/* Causal attention of `rows` query rows (positions first_pos...) of one head against KV head
+ * `g`: out[r, 0..d) = softmax(q_r · K[0..pos_r]ᵀ · scale) · V[0..pos_r]. `scratch` holds
+ * rows × round_up(first_pos + rows, 16) floats. use_simd = 0 forces the portable path (same
+ * bits). See attention.c for the layouts. */
+void sift_attention(int use_simd, const float *q, size_t q_stride, size_t rows, size_t first_pos,
+                    const float *kt, const float *v, size_t v_stride, size_t kv_heads, size_t g, size_t d,
+                    float scale, float *out, size_t out_stride, float *scratch);
+
 /* Dot product accumulated in double (fixed order). */
 double sift_dot_f64(const float *a, const float *b, size_t n);
 

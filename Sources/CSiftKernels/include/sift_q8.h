@@ -32,20 +32,19 @@ void sift_q8_pack(const int8_t *w, size_t n, size_t k, int8_t *packed);
 void sift_q8_quantize_weights(const float *w, size_t n, size_t k, int8_t *q, float *scale, int32_t *rowsum);
 
 /* Quantizes activation rows: x (m × k, row stride x_stride) -> xq (m × k, u8, offset 128),
- * scale[i] = amax / 127 over the non-outlier channels of row i (outlier channels get 128,
- * i.e. zero). */
+ * scale[i] = amax / 127 over the non-outlier channels of row i; outlier channels get 128 (zero)
+ * and their fp32 values are gathered into xo (m × n_outliers). */
 void sift_q8_quantize_rows(const float *x, size_t m, size_t k, size_t x_stride,
-                           const int32_t *outliers, size_t n_outliers, uint8_t *xq, float *scale);
+                           const int32_t *outliers, size_t n_outliers, uint8_t *xq, float *scale, float *xo);
 
-/* y[i, n] for n in [n0, n1) (multiples of 16), all i < m:
- *   y = (float)(Σ_k xq[i,k]·w[n,k] − 128·rowsum[n]) · xscale[i] · wscale[n]  */
+/* y[i, n] for n in [n0, n1) (multiples of 16), all i < m, in this order on every path:
+ *   v = (float)(Σ_k xq[i,k]·w[n,k] − 128·rowsum[n]);  v = v · xscale[i];  v = v · wscale[n];
+ *   for j in 0..<n_outliers: v = fma(xo[i, j], wo[j, n], v)
+ * wo is (n_outliers × n_total) fp32: the weight columns of the outlier channels. */
 void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, const float *xscale,
-                  const int8_t *packed, const int32_t *rowsum, const float *wscale,
-                  size_t n0, size_t n1, float *y, size_t y_stride);
-
-/* y[i, n] += Σ_j x[i, idx[j]] · wo[j, n] for n in [n0, n1), j in order (fmaf each step). */
-void sift_outlier_update(const float *x, size_t m, size_t x_stride, const int32_t *idx, size_t n_outliers,
-                         const float *wo, size_t n_total, size_t n0, size_t n1, float *y, size_t y_stride);
+                  const float *xo, size_t n_outliers, const int8_t *packed, const int32_t *rowsum,
+                  const float *wscale, const float *wo, size_t n_total, size_t n0, size_t n1,
+                  float *y, size_t y_stride);
 
 /* Best path this CPU can run. */
 sift_path sift_q8_best_path(void);

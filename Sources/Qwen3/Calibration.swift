@@ -1,0 +1,69 @@
+import CSiftKernels
+import Foundation
+
+/// Finds each projection's outlier input channels: a few channels whose activations are far
+/// larger than the rest (real LLMs have them; make_model.py --outliers plants them). Quantizing
+/// them per token with the others would set every token's scale and crush the small channels, so
+/// they are computed in fp32 beside the int8 GEMM (docs/QUANTIZATION.md).
+///
+/// The calibration text runs through the fp32 model one layer at a time, as each layer is
+/// loaded; the channel statistics of each projection's input pick its outliers. The choice is
+/// static (fixed at load), so scores never depend on what else is in a batch.
+struct Calibration {
+    /// A channel is an outlier when its max |activation| exceeds this multiple of the median
+    /// channel's.
+    static let threshold: Float = Float(ProcessInfo.processInfo.environment["SIFT_CAL_THRESHOLD"] ?? "") ?? 2
+    /// At most this many outlier channels per projection input.
+    static let maxOutliers = Int(ProcessInfo.processInfo.environment["SIFT_CAL_MAX"] ?? "") ?? 16
+
+    let tokens: Int
+    let config: Qwen3Config
+    /// Hidden states of the calibration tokens entering the next layer (tokens × hidden).
+    var hidden: [Float]
+
+    init(tokens ids: [Int32], config: Qwen3Config, embedding: TensorView) {
+        let h = config.hiddenSize
+        tokens = ids.count
+        self.config = config
+        hidden = [Float](repeating: 0, count: ids.count * h)
+        hidden.withUnsafeMutableBufferPointer { buf in
+            for (row, id) in ids.enumerated() {
+                embedding.copyFloats(into: buf.baseAddress! + row * h, offset: Int(id) * h, count: h)
+            }
+        }
+    }
+
+    /// Runs the fp32 `layer` on the calibration states, advances them, and returns the outlier
+    /// channels (ascending) of each projection input, indexed by `ProjectionInput`.
+    mutating func run(layer: DecoderLayer, model: Qwen3Model) -> [[Int32]] {
+        let c = config, t = tokens
+        var outliers = [[Int32]](repeating: [], count: ProjectionInput.allCases.count)
+        let keys = UnsafeMutablePointer<Float>.allocate(capacity: t * c.kvDim)
+        let values = UnsafeMutablePointer<Float>.allocate(capacity: t * c.kvDim)
+        defer { keys.deallocate(); values.deallocate() }
+        let ws = model.workspaceForCalibration
+        ws.reserve(tokens: t, context: t)
+        hidden.withUnsafeBufferPointer { ws.x.update(from: $0.baseAddress!, count: t * c.hiddenSize) }
+        ws.fillRope(start: 0, invFreq: model.invFreq, tokens: t)
+        model.runLayer(layer, keys: keys, values: values, start: 0, tokens: t, finish: .all) { site, x, rows, cols in
+            outliers[site.rawValue] = Self.outlierChannels(x, rows: rows, cols: cols)
+        }
+        hidden.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: ws.x, count: t * c.hiddenSize) }
+        return outliers
+    }
+
+    static func outlierChannels(_ x: UnsafePointer<Float>, rows: Int, cols: Int) -> [Int32] {
+        var peak = [Float](repeating: 0, count: cols)
+        for r in 0..<rows {
+            for j in 0..<cols { peak[j] = max(peak[j], abs(x[r * cols + j])) }
+        }
+        let median = peak.sorted()[cols / 2]
+        let candidates = (0..<cols).filter { peak[$0] > threshold * median }
+            .sorted { peak[$0] > peak[$1] }
+            .prefix(maxOutliers)
+        if ProcessInfo.processInfo.environment["SIFT_CAL_DEBUG"] != nil {
+            print("outliers \(cols): median \(median) ->", candidates.sorted().map { "\($0):\(peak[$0])" })
+        }
+        return candidates.sorted().map { Int32($0) }
+    }
+}

@@ -1,0 +1,212 @@
+import COpenBLAS
+import CSiftKernels
+import Foundation
+
+/// Which int8 GEMM implementation runs. Chosen from CPUID; `SIFT_KERNEL` forces one.
+public enum KernelPath: String, Sendable, CaseIterable {
+    case avx512vnni, avxvnni, portable
+
+    var cValue: sift_path {
+        switch self {
+        case .avx512vnni: SIFT_PATH_AVX512VNNI
+        case .avxvnni: SIFT_PATH_AVXVNNI
+        case .portable: SIFT_PATH_PORTABLE
+        }
+    }
+
+    /// Paths this CPU can run, best first.
+    public static var supported: [KernelPath] {
+        let f = sift_cpu_features()
+        var paths: [KernelPath] = []
+        if f & UInt32(SIFT_CPU_AVX512VNNI) != 0 { paths.append(.avx512vnni) }
+        if f & UInt32(SIFT_CPU_AVXVNNI) != 0 { paths.append(.avxvnni) }
+        return paths + [.portable]
+    }
+
+    /// The path to use: `SIFT_KERNEL` if set (and runnable), else the best one.
+    public static func selected() throws -> KernelPath {
+        guard let forced = ProcessInfo.processInfo.environment["SIFT_KERNEL"], !forced.isEmpty else {
+            return supported[0]
+        }
+        guard let path = KernelPath(rawValue: forced) else {
+            throw KernelPathError("SIFT_KERNEL=\(forced) is not one of \(allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard supported.contains(path) else {
+            throw KernelPathError("SIFT_KERNEL=\(forced): this CPU cannot run it (it can run \(supported.map(\.rawValue).joined(separator: ", ")))")
+        }
+        return path
+    }
+}
+
+public struct KernelPathError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ d: String) { description = d }
+}
+
+/// y[rows, outputs] = x[rows, inputs] · Wᵀ, split by output columns over a worker pool.
+public protocol LinearLayer: AnyObject, Sendable {
+    var inputs: Int { get }
+    var outputs: Int { get }
+    /// Bytes of weights held.
+    var weightBytes: Int { get }
+    func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>,
+               pool: WorkerPool, scratch: LinearScratch)
+}
+
+/// Activation-quantization buffers shared by all layers of a forward pass (grown on demand).
+public final class LinearScratch: @unchecked Sendable {
+    var xq: UnsafeMutablePointer<UInt8> = .allocate(capacity: 1)
+    var xqCapacity = 1
+    var scales: UnsafeMutablePointer<Float> = .allocate(capacity: 1)
+    var scalesCapacity = 1
+    var outlierValues: UnsafeMutablePointer<Float> = .allocate(capacity: 1)
+    var outlierCapacity = 1
+
+    public init() {}
+
+    func reserve(rows: Int, cols: Int, outliers: Int) {
+        if rows * cols > xqCapacity {
+            xq.deallocate()
+            xqCapacity = rows * cols
+            xq = .allocate(capacity: xqCapacity)
+        }
+        if rows > scalesCapacity {
+            scales.deallocate()
+            scalesCapacity = rows
+            scales = .allocate(capacity: rows)
+        }
+        if rows * outliers > outlierCapacity {
+            outlierValues.deallocate()
+            outlierCapacity = rows * outliers
+            outlierValues = .allocate(capacity: outlierCapacity)
+        }
+    }
+
+    deinit {
+        xq.deallocate()
+        scales.deallocate()
+        outlierValues.deallocate()
+    }
+}
+
+/// fp32 weights through OpenBLAS sgemm (single-threaded BLAS, one call per worker's columns).
+public final class Float32Linear: LinearLayer, @unchecked Sendable {
+    public let weights: Matrix
+    public var inputs: Int { weights.cols }
+    public var outputs: Int { weights.rows }
+    public var weightBytes: Int { weights.rows * weights.cols * 4 }
+
+    public init(_ weights: Matrix) { self.weights = weights }
+
+    public func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>,
+                      pool: WorkerPool, scratch: LinearScratch) {
+        let n = outputs, k = inputs
+        pool.run { i in
+            let cols = pool.range(i, of: n, granule: 16)
+            guard !cols.isEmpty else { return }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(cols.count), Int32(k),
+                        1, x, Int32(k), weights.data + cols.lowerBound * k, Int32(k), 0,
+                        out + cols.lowerBound, Int32(n))
+        }
+    }
+}
+
+/// int8 weights (per output row scale) × u8 activations (per token scale), with a few static
+/// outlier input channels computed in fp32 beside the integer GEMM (see docs/QUANTIZATION.md).
+public final class Int8Linear: LinearLayer, @unchecked Sendable {
+    public let inputs: Int
+    public let outputs: Int
+    let packed: UnsafePointer<Int8>      // (outputs/16, inputs/4, 16, 4)
+    let rowSums: UnsafePointer<Int32>    // (outputs) Σ_k q[n, k]
+    let scales: UnsafePointer<Float>     // (outputs)
+    let outlierChannels: [Int32]         // input channels computed in fp32
+    let outlierWeights: UnsafePointer<Float>  // (outlierChannels.count, outputs)
+    let path: KernelPath
+    /// Keeps the memory behind the pointers alive (owned buffers or a mapped file).
+    let owner: AnyObject
+
+    public var weightBytes: Int { outputs * inputs + outputs * 8 + outlierChannels.count * outputs * 4 }
+
+    init(inputs: Int, outputs: Int, packed: UnsafePointer<Int8>, rowSums: UnsafePointer<Int32>,
+         scales: UnsafePointer<Float>, outlierChannels: [Int32], outlierWeights: UnsafePointer<Float>,
+         path: KernelPath, owner: AnyObject) {
+        self.inputs = inputs
+        self.outputs = outputs
+        self.packed = packed
+        self.rowSums = rowSums
+        self.scales = scales
+        self.outlierChannels = outlierChannels
+        self.outlierWeights = outlierWeights
+        self.path = path
+        self.owner = owner
+    }
+
+    /// Quantizes fp32 weights (outputs × inputs). Columns listed in `outliers` are kept in fp32
+    /// and zeroed in the int8 matrix, so they neither contribute twice nor inflate row scales.
+    public convenience init(quantizing w: Matrix, outliers: [Int32], path: KernelPath) throws {
+        let n = w.rows, k = w.cols
+        guard n % 16 == 0, k % 4 == 0 else {
+            throw LoadError(file: "weights", "int8 layers need outputs % 16 == 0 and inputs % 4 == 0 (got \(n) × \(k))")
+        }
+        let storage = Int8Storage(outputs: n, inputs: k, outliers: outliers.count)
+        let masked = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
+        defer { masked.deallocate() }
+        masked.update(from: w.data, count: n * k)
+        for (j, c) in outliers.enumerated() {
+            for row in 0..<n {
+                storage.outlierWeights[j * n + row] = masked[row * k + Int(c)]
+                masked[row * k + Int(c)] = 0
+            }
+        }
+        let q = UnsafeMutablePointer<Int8>.allocate(capacity: n * k)
+        defer { q.deallocate() }
+        sift_q8_quantize_weights(masked, n, k, q, storage.scales, storage.rowSums)
+        sift_q8_pack(q, n, k, storage.packed)
+        self.init(inputs: k, outputs: n, packed: storage.packed, rowSums: storage.rowSums, scales: storage.scales,
+                  outlierChannels: outliers, outlierWeights: storage.outlierWeights, path: path, owner: storage)
+    }
+
+    public func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>,
+                      pool: WorkerPool, scratch: LinearScratch) {
+        let n = outputs, k = inputs
+        let no = outlierChannels.count
+        scratch.reserve(rows: rows, cols: k, outliers: no)
+        let xq = scratch.xq, xs = scratch.scales, xo = scratch.outlierValues
+        outlierChannels.withUnsafeBufferPointer { outl in
+            pool.run { i in
+                let r = pool.range(i, of: rows)
+                guard !r.isEmpty else { return }
+                sift_q8_quantize_rows(x + r.lowerBound * k, r.count, k, k, outl.baseAddress, no,
+                                      xq + r.lowerBound * k, xs + r.lowerBound, xo + r.lowerBound * no)
+            }
+        }
+        pool.run { i in
+            let cols = pool.range(i, of: n, granule: 16)
+            guard !cols.isEmpty else { return }
+            sift_q8_gemm(path.cValue, xq, rows, k, xs, xo, no, packed, rowSums, scales, outlierWeights, n,
+                         cols.lowerBound, cols.upperBound, out, n)
+        }
+    }
+}
+
+/// Owned memory of one quantized layer.
+final class Int8Storage: @unchecked Sendable {
+    let packed: UnsafeMutablePointer<Int8>
+    let rowSums: UnsafeMutablePointer<Int32>
+    let scales: UnsafeMutablePointer<Float>
+    let outlierWeights: UnsafeMutablePointer<Float>
+
+    init(outputs n: Int, inputs k: Int, outliers: Int) {
+        packed = .allocate(capacity: n * k)
+        rowSums = .allocate(capacity: n)
+        scales = .allocate(capacity: n)
+        outlierWeights = .allocate(capacity: max(1, outliers * n))
+    }
+
+    deinit {
+        packed.deallocate()
+        rowSums.deallocate()
+        scales.deallocate()
+        outlierWeights.deallocate()
+    }
+}

@@ -208,3 +208,26 @@ double sift_dot_f64(const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
     return s;
 }
+
+/* 64-bit checksum of a byte range: four independent multiply-rotate lanes over 8-byte words
+ * (fast enough to verify gigabytes at load), then a final mix. Not cryptographic. */
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+uint64_t sift_checksum64(const void *data, size_t len, uint64_t seed) {
+    const uint64_t CK1 = 0x9E3779B185EBCA87ull, CK2 = 0xC2B2AE3D27D4EB4Full;
+    const unsigned char *p = data;
+    uint64_t a = seed + CK1, b = seed ^ CK2, c = seed, d = seed - CK1;
+    size_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        uint64_t w[4];
+        memcpy(w, p + i, 32);
+        a = rotl64(a + w[0] * CK2, 31) * CK1;
+        b = rotl64(b + w[1] * CK2, 31) * CK1;
+        c = rotl64(c + w[2] * CK2, 31) * CK1;
+        d = rotl64(d + w[3] * CK2, 31) * CK1;
+    }
+    uint64_t h = rotl64(a, 1) + rotl64(b, 7) + rotl64(c, 12) + rotl64(d, 18) + (uint64_t)len;
+    for (; i < len; i++) h = rotl64(h ^ (p[i] * CK1), 11) * CK2;
+    h ^= h >> 33; h *= CK2; h ^= h >> 29; h *= CK1; h ^= h >> 32;
+    return h;
+}

@@ -50,7 +50,7 @@ public final class Qwen3Model: @unchecked Sendable {
     public let config: Qwen3Config
     public let precision: Precision
     public let kernelPath: KernelPath
-    private(set) var layers: [DecoderLayer] = []
+    private(set) var layers: [DecoderLayer]
     let finalNorm: [Float]
     let embedding: TensorView
     /// Rows of the output projection for the two answer tokens.
@@ -61,12 +61,32 @@ public final class Qwen3Model: @unchecked Sendable {
     private let workspace: Workspace
     private let linearScratch = LinearScratch()
 
+    /// Assembles a model from prepared parts (used by the checkpoint and .sift loaders).
+    init(config: Qwen3Config, precision: Precision, threads: Int, kernelPath: KernelPath?, embedding: TensorView,
+         finalNorm: [Float], yesRow: [Float], noRow: [Float], layers: [DecoderLayer]) throws {
+        self.config = config
+        self.precision = precision
+        self.kernelPath = try kernelPath ?? KernelPath.selected()
+        // Sift parallelises every GEMM itself; OpenBLAS runs single-threaded inside its workers.
+        BLAS.threads = 1
+        pool = WorkerPool(threads: threads)
+        workspace = Workspace(config: config, threads: pool.threadCount)
+        self.embedding = embedding
+        self.finalNorm = finalNorm
+        self.yesRow = yesRow
+        self.noRow = noRow
+        // As transformers computes it, in fp32: 1 / theta^(2i/d).
+        let d = config.headDim
+        invFreq = (0..<d / 2).map { i in 1 / powf(Float(config.ropeTheta), Float(2 * i) / Float(d)) }
+        self.layers = layers
+    }
+
     /// Builds the model from a checked checkpoint. For int8, every layer is converted, calibrated
     /// on `calibrationTokens` in fp32 (to find its outlier input channels), quantized, and its
     /// fp32 copy dropped, so peak memory stays near the int8 size.
-    public init(checkpoint: Qwen3Checkpoint, yesID: Int32, noID: Int32, precision: Precision = .fp32,
-                threads: Int = WorkerPool.defaultThreadCount, calibrationTokens: [Int32] = [],
-                progress: ((Int, Int) -> Void)? = nil) throws {
+    public convenience init(checkpoint: Qwen3Checkpoint, yesID: Int32, noID: Int32, precision: Precision = .fp32,
+                            threads: Int = WorkerPool.defaultThreadCount, kernelPath: KernelPath? = nil,
+                            calibrationTokens: [Int32] = [], progress: ((Int, Int) -> Void)? = nil) throws {
         let config = checkpoint.config
         for id in [yesID, noID] where id < 0 || Int(id) >= config.vocabSize {
             throw LoadError(file: "config.json", "answer token id \(id) is outside the vocabulary (\(config.vocabSize))")
@@ -74,25 +94,13 @@ public final class Qwen3Model: @unchecked Sendable {
         if precision == .int8 && calibrationTokens.isEmpty {
             throw LoadError(file: "model", "int8 quantization needs calibration tokens")
         }
-        self.config = config
-        self.precision = precision
-        kernelPath = try KernelPath.selected()
-        // Sift parallelises every GEMM itself; OpenBLAS runs single-threaded inside its workers.
-        BLAS.threads = 1
-        pool = WorkerPool(threads: threads)
-        workspace = Workspace(config: config, threads: pool.threadCount)
-        embedding = checkpoint.embedding
         let h = config.hiddenSize
         var yes = [Float](repeating: 0, count: h), no = yes
         yes.withUnsafeMutableBufferPointer { checkpoint.lmHead.copyFloats(into: $0.baseAddress!, offset: Int(yesID) * h, count: h) }
         no.withUnsafeMutableBufferPointer { checkpoint.lmHead.copyFloats(into: $0.baseAddress!, offset: Int(noID) * h, count: h) }
-        yesRow = yes
-        noRow = no
-        finalNorm = checkpoint.finalNorm.floats()
-        // As transformers computes it, in fp32: 1 / theta^(2i/d).
-        let d = config.headDim
-        invFreq = (0..<d / 2).map { i in 1 / powf(Float(config.ropeTheta), Float(2 * i) / Float(d)) }
-
+        try self.init(config: config, precision: precision, threads: threads, kernelPath: kernelPath,
+                      embedding: checkpoint.embedding,
+                      finalNorm: checkpoint.finalNorm.floats(), yesRow: yes, noRow: no, layers: [])
         var built: [DecoderLayer] = []
         var calibration = precision == .int8
             ? Calibration(tokens: calibrationTokens, config: config, embedding: checkpoint.embedding) : nil
@@ -100,7 +108,7 @@ public final class Qwen3Model: @unchecked Sendable {
             let fp = Self.float32Layer(source)
             if calibration != nil {
                 let outliers = calibration!.run(layer: fp, model: self)
-                built.append(try Self.quantized(fp, outliers: outliers, path: kernelPath))
+                built.append(try Self.quantized(fp, outliers: outliers, path: self.kernelPath))
             } else {
                 built.append(fp)
             }

@@ -30,9 +30,28 @@ public final class Reranker: @unchecked Sendable {
         self.noID = noID
     }
 
+    /// Loads a model: a `.sift` file (int8, memory-mapped) or a Hugging Face folder (quantized
+    /// at load when `precision` is int8).
+    public static func load(path: String, precision: Precision = .int8,
+                            threads: Int = WorkerPool.defaultThreadCount, kernelPath: KernelPath? = nil,
+                            progress: ((Int, Int) -> Void)? = nil) throws -> Reranker {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
+            guard precision == .int8 else {
+                throw LoadError(file: path, "a .sift file holds int8 weights; use --precision int8 or the Hugging Face folder for fp32")
+            }
+            let contents = try SiftFile.open(path)
+            let tokenizer = try Tokenizer.load(tokenizerJSONData: contents.tokenizerJSON, file: path + " (tokenizer.json)")
+            let model = try Qwen3Model(sift: contents, threads: threads, kernelPath: kernelPath)
+            return Reranker(tokenizer: tokenizer, model: model, yesID: contents.yesID, noID: contents.noID)
+        }
+        return try load(directory: URL(fileURLWithPath: path), precision: precision, threads: threads,
+                        kernelPath: kernelPath, progress: progress)
+    }
+
     /// Loads a Hugging Face Qwen3-Reranker folder; int8 quantizes the linear layers at load.
     public static func load(directory: URL, precision: Precision = .fp32,
-                            threads: Int = WorkerPool.defaultThreadCount,
+                            threads: Int = WorkerPool.defaultThreadCount, kernelPath: KernelPath? = nil,
                             progress: ((Int, Int) -> Void)? = nil) throws -> Reranker {
         let tokenizer = try Tokenizer.load(directory: directory)
         let (yes, no) = try answerTokens(tokenizer, directory: directory)
@@ -42,7 +61,8 @@ public final class Reranker: @unchecked Sendable {
                             "vocab_size \(checkpoint.config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabularySize) tokens")
         }
         let model = try Qwen3Model(checkpoint: checkpoint, yesID: yes, noID: no, precision: precision, threads: threads,
-                                   calibrationTokens: calibrationTokens(tokenizer), progress: progress)
+                                   kernelPath: kernelPath, calibrationTokens: calibrationTokens(tokenizer),
+                                   progress: progress)
         return Reranker(tokenizer: tokenizer, model: model, yesID: yes, noID: no)
     }
 

@@ -85,7 +85,7 @@ struct PrefillBench: ParsableCommand {
         try reportingErrors {
             let texts = try loadCorpus(corpus)
             let t0 = now()
-            let reranker = try Reranker.load(directory: URL(fileURLWithPath: model), precision: precision, threads: threads)
+            let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
             let loadTime = now() - t0
             var ids: [Int32] = []
             for t in texts where ids.count < tokens * (sequences + 1) { ids += reranker.tokenizer.encode(t) }
@@ -122,7 +122,7 @@ struct ParityBench: ParsableCommand {
                   let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                   var list = root["cases"] as? [[String: Any]] else { throw CLIError("cannot read \(reference)") }
             if cases > 0 { list = Array(list.prefix(cases)) }
-            let reranker = try Reranker.load(directory: URL(fileURLWithPath: model), precision: precision, threads: threads)
+            let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
             var deltas: [Double] = []
             for c in list {
                 let r = try reranker.score(query: c["query"] as! String, instruction: c["instruction_given"] as? String,

@@ -15,7 +15,7 @@ struct ScoreCommand: ParsableCommand {
             probability: do not apply sigmoid again.
             """)
 
-    @Option(help: "Hugging Face Qwen3-Reranker folder.") var model: String
+    @Option(help: "Model: a Hugging Face Qwen3-Reranker folder or a .sift file.") var model: String
     @Option(help: "The query.") var query: String
     @Option(help: "Task instruction (default: the model card's web-search instruction).") var instruction: String?
     @Option(help: "Maximum tokens per (query, document) pair; documents are cut from the end.")
@@ -27,7 +27,7 @@ struct ScoreCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let texts = try JSONLinesInput.readTexts(input)
-            let reranker = try Reranker.load(directory: URL(fileURLWithPath: model), precision: precision, threads: threads)
+            let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
             let results = try reranker.score(query: query, instruction: instruction, documents: texts, maxLength: maxLength)
             let items = results.map {
                 "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.probability)),\"tokens\":\($0.tokens),\"truncated\":\($0.truncated)}"

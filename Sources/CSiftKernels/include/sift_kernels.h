@@ -48,6 +48,9 @@ void sift_attention(int use_simd, const float *q, size_t q_stride, size_t rows, 
                     const float *kt, const float *v, size_t v_stride, size_t kv_heads, size_t g, size_t d,
                     float scale, float *out, size_t out_stride, float *scratch);
 
+/* Fast non-cryptographic 64-bit checksum (for .sift files). */
+uint64_t sift_checksum64(const void *data, size_t len, uint64_t seed);
+
 /* Dot product accumulated in double (fixed order). */
 double sift_dot_f64(const float *a, const float *b, size_t n);
 

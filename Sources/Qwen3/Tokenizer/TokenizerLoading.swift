@@ -19,8 +19,20 @@ extension Tokenizer {
 
     /// Loads a Hugging Face `tokenizer.json` (byte-level BPE model).
     public static func load(tokenizerJSON url: URL) throws -> Tokenizer {
-        let file = url.path
-        let root = try readJSONObject(url)
+        let data: Data
+        do {
+            data = try Data(contentsOf: url, options: .alwaysMapped)
+        } catch {
+            throw LoadError(file: url.path, "cannot read the file (\(error.localizedDescription))")
+        }
+        return try load(tokenizerJSONData: data, file: url.path)
+    }
+
+    /// Parses the bytes of a `tokenizer.json`; `file` names it in errors.
+    public static func load(tokenizerJSONData data: Data, file: String) throws -> Tokenizer {
+        guard let object = try? JSONSerialization.jsonObject(with: data), let root = object as? [String: Any] else {
+            throw LoadError(file: file, "not a JSON object")
+        }
         guard let model = root["model"] as? [String: Any] else { throw LoadError(file: file, "missing \"model\"") }
         if let type = model["type"] as? String, type != "BPE" {
             throw LoadError(file: file, "model type \(type) is not supported (Sift needs a byte-level BPE tokenizer)")

@@ -1,0 +1,275 @@
+import CSiftKernels
+import Foundation
+
+/// Sift's converted model file: one self-describing, memory-mappable file holding the config,
+/// the tokenizer, and the int8 weights in the exact layout the kernels read, so serving starts
+/// in seconds with no conversion.
+///
+///     0   magic "SIFTQ8\0\1"          32  data offset       (u64 LE)
+///     8   format version (u32 LE)     40  data length       (u64 LE)
+///     12  reserved (u32)              48  checksum of bytes [64, end) (sift_checksum64)
+///     16  metadata offset (u64 LE)    56  reserved (u64)
+///     24  metadata length (u64 LE)    64… metadata JSON, then 64-byte-aligned sections
+///
+/// The metadata names every section (offset, length), the config, the answer token ids and the
+/// outlier channels of every projection. See docs/QUANTIZATION.md.
+public enum SiftFile {
+    public static let magic: [UInt8] = Array("SIFTQ8".utf8) + [0, 1]
+    public static let formatVersion: UInt32 = 1
+    static let headerSize = 64
+    static let alignment = 64
+    static let projections = ["qkv", "o", "gate_up", "down"]
+
+    // MARK: - Writing
+
+    /// Writes `model` (int8) and the raw `tokenizer.json` bytes to `url`.
+    /// `progress(done, total)` counts bytes.
+    public static func write(model: Qwen3Model, tokenizerJSON: Data, yesID: Int32, noID: Int32, to url: URL,
+                             progress: ((Int, Int) -> Void)? = nil) throws {
+        guard model.precision == .int8 else { throw LoadError(file: url.path, "only int8 models are written to .sift files") }
+        // Plan the sections.
+        var sections: [(name: String, bytes: UnsafeRawBufferPointer)] = []
+        func add(_ name: String, _ p: UnsafeRawPointer, _ count: Int) {
+            sections.append((name, UnsafeRawBufferPointer(start: p, count: count)))
+        }
+        let keep = KeepAlive()
+        func addFloats(_ name: String, _ a: [Float]) {
+            let p = keep.copy(a)
+            add(name, p, a.count * 4)
+        }
+        tokenizerJSON.withUnsafeBytes { raw in
+            add("tokenizer.json", keep.copy(bytes: raw), raw.count)
+        }
+        let e = model.embedding
+        add("embedding", e.data, e.count * e.dtype.byteSize)
+        addFloats("final_norm", model.finalNorm)
+        addFloats("yes_row", model.yesRow)
+        addFloats("no_row", model.noRow)
+        var layerMeta: [[String: Any]] = []
+        for (l, layer) in model.layers.enumerated() {
+            addFloats("\(l).input_norm", layer.inputNorm)
+            addFloats("\(l).q_norm", layer.qNorm)
+            addFloats("\(l).k_norm", layer.kNorm)
+            addFloats("\(l).post_norm", layer.postNorm)
+            var meta: [String: Any] = [:]
+            for (name, linear) in zip(projections, layer.linears) {
+                let q = linear as! Int8Linear
+                add("\(l).\(name).packed", q.packed, q.outputs * q.inputs)
+                add("\(l).\(name).row_sums", q.rowSums, q.outputs * 4)
+                add("\(l).\(name).scales", q.scales, q.outputs * 4)
+                add("\(l).\(name).outlier_weights", q.outlierWeights, q.outlierChannels.count * q.outputs * 4)
+                meta[name] = ["outputs": q.outputs, "inputs": q.inputs, "outliers": q.outlierChannels.map(Int.init)]
+            }
+            layerMeta.append(meta)
+        }
+        // Lay them out after the metadata (whose size depends on the offsets: iterate once).
+        func metadata(_ offsets: [String: [Int]]) throws -> Data {
+            let config = try JSONSerialization.jsonObject(with: JSONEncoder().encode(model.config))
+            let object: [String: Any] = [
+                "format": "sift-q8", "version": Int(formatVersion), "config": config,
+                "yes_id": Int(yesID), "no_id": Int(noID),
+                "scheme": "int8 weights per output row x u8 activations per token, fp32 outlier input channels",
+                "embedding": ["dtype": e.dtype.rawValue, "shape": e.shape],
+                "layers": layerMeta, "sections": offsets,
+            ]
+            return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        }
+        var offsets: [String: [Int]] = Dictionary(uniqueKeysWithValues: sections.map { ($0.name, [0, $0.bytes.count]) })
+        var meta = try metadata(offsets)
+        var dataStart = 0
+        for _ in 0..<3 {  // offsets change the metadata length by a few digits: settle it
+            dataStart = align(headerSize + meta.count + 4096)
+            var cursor = dataStart
+            for s in sections {
+                offsets[s.name] = [cursor, s.bytes.count]
+                cursor = align(cursor + s.bytes.count)
+            }
+            meta = try metadata(offsets)
+        }
+        guard headerSize + meta.count <= dataStart else { throw LoadError(file: url.path, "internal: metadata does not fit") }
+        let total = sections.reduce(dataStart) { align($0 + $1.bytes.count) }
+
+        // Write: header with a zero checksum, metadata, sections; then checksum and patch it.
+        FileManager.default.createFile(atPath: url.path, contents: nil)
+        guard let handle = FileHandle(forWritingAtPath: url.path) else {
+            throw LoadError(file: url.path, "cannot create the file")
+        }
+        defer { try? handle.close() }
+        var header = Data(magic)
+        header.appendLE(formatVersion); header.appendLE(UInt32(0))
+        header.appendLE(UInt64(headerSize)); header.appendLE(UInt64(meta.count))
+        header.appendLE(UInt64(dataStart)); header.appendLE(UInt64(total - dataStart))
+        header.appendLE(UInt64(0)); header.appendLE(UInt64(0))
+        try handle.write(contentsOf: header)
+        try handle.write(contentsOf: meta)
+        var written = headerSize + meta.count
+        for s in sections {
+            let start = offsets[s.name]![0]
+            if start > written { try handle.write(contentsOf: Data(count: start - written)) }
+            var done = 0
+            while done < s.bytes.count {  // in pieces, for progress on multi-GB sections
+                let n = min(64 << 20, s.bytes.count - done)
+                try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: s.bytes.baseAddress! + done),
+                                                  count: n, deallocator: .none))
+                done += n
+                progress?(start + done, total)
+            }
+            written = start + s.bytes.count
+        }
+        if total > written { try handle.write(contentsOf: Data(count: total - written)) }
+        try handle.synchronize()
+        let mapped = try MappedFile(path: url.path)
+        var sum = sift_checksum64(mapped.base + headerSize, mapped.size - headerSize, 0).littleEndian
+        try handle.seek(toOffset: 48)
+        try handle.write(contentsOf: Data(bytes: &sum, count: 8))
+        progress?(total, total)
+    }
+
+    static func align(_ n: Int) -> Int { (n + alignment - 1) / alignment * alignment }
+
+    // MARK: - Reading
+
+    /// A verified, mapped .sift file.
+    public struct Contents {
+        public let file: MappedFile
+        public let config: Qwen3Config
+        public let yesID: Int32
+        public let noID: Int32
+        public let tokenizerJSON: Data
+        let metadata: [String: Any]
+        let sections: [String: (Int, Int)]
+
+        func section(_ name: String, bytes: Int? = nil) throws -> UnsafeRawPointer {
+            guard let (offset, length) = sections[name] else {
+                throw LoadError(file: file.path, "missing section \(name)")
+            }
+            if let bytes, bytes != length {
+                throw LoadError(file: file.path, "section \(name) has \(length) bytes, expected \(bytes)")
+            }
+            return file.base + offset
+        }
+
+        func floats(_ name: String, count: Int) throws -> [Float] {
+            let p = try section(name, bytes: count * 4).assumingMemoryBound(to: Float.self)
+            return Array(UnsafeBufferPointer(start: p, count: count))
+        }
+    }
+
+    /// True when `path` starts with the .sift magic.
+    public static func looksLikeSift(_ path: String) -> Bool {
+        guard let h = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? h.close() }
+        return (try? h.read(upToCount: 8)).map { Array($0) == magic } ?? false
+    }
+
+    /// Maps and verifies `path`: magic, version, bounds of every section, and the checksum.
+    public static func open(_ path: String, verifyChecksum: Bool = true) throws -> Contents {
+        let file = try MappedFile(path: path)
+        guard file.size >= headerSize else { throw LoadError(file: path, "truncated: \(file.size) bytes, shorter than the .sift header") }
+        guard Array(UnsafeRawBufferPointer(start: file.base, count: 8)) == magic else {
+            throw LoadError(file: path, "not a .sift file (bad magic); convert a Hugging Face folder with `sift convert`")
+        }
+        func u64(_ at: Int) -> Int { Int(UInt64(littleEndian: file.base.loadUnaligned(fromByteOffset: at, as: UInt64.self))) }
+        let version = UInt32(littleEndian: file.base.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        guard version == formatVersion else {
+            throw LoadError(file: path, ".sift format version \(version); this sift reads version \(formatVersion): convert the model again")
+        }
+        let metaOffset = u64(16), metaLength = u64(24), dataOffset = u64(32), dataLength = u64(40)
+        guard metaOffset == headerSize, metaLength > 0, metaOffset + metaLength <= dataOffset,
+              dataOffset <= file.size, dataLength == file.size - dataOffset else {
+            throw LoadError(file: path, "truncated or corrupt: header sizes do not match the file size \(file.size)")
+        }
+        if verifyChecksum {
+            let expected = UInt64(u64(48))
+            let actual = sift_checksum64(file.base + headerSize, file.size - headerSize, 0)
+            guard expected == actual else { throw LoadError(file: path, "corrupt: checksum mismatch (the file was modified or damaged)") }
+        }
+        let metaData = Data(bytes: file.base + metaOffset, count: metaLength)
+        guard let meta = (try? JSONSerialization.jsonObject(with: metaData)) as? [String: Any],
+              let configObject = meta["config"], let rawSections = meta["sections"] as? [String: [Int]],
+              let yes = meta["yes_id"] as? Int, let no = meta["no_id"] as? Int
+        else { throw LoadError(file: path, "corrupt metadata") }
+        let config: Qwen3Config
+        do {
+            config = try JSONDecoder().decode(Qwen3Config.self, from: JSONSerialization.data(withJSONObject: configObject))
+        } catch {
+            throw LoadError(file: path, "invalid config in metadata: \((error as? ConfigProblem)?.message ?? "\(error)")")
+        }
+        var sections: [String: (Int, Int)] = [:]
+        for (name, pair) in rawSections {
+            guard pair.count == 2, pair[0] >= dataOffset, pair[1] >= 0, pair[0] + pair[1] <= file.size else {
+                throw LoadError(file: path, "section \(name) points outside the file")
+            }
+            sections[name] = (pair[0], pair[1])
+        }
+        guard let (tOffset, tLength) = sections["tokenizer.json"] else { throw LoadError(file: path, "missing section tokenizer.json") }
+        return Contents(file: file, config: config, yesID: Int32(yes), noID: Int32(no),
+                        tokenizerJSON: Data(bytes: file.base + tOffset, count: tLength), metadata: meta, sections: sections)
+    }
+}
+
+extension Qwen3Model {
+    /// A model serving straight from a mapped .sift file (int8 weights are not copied).
+    public convenience init(sift c: SiftFile.Contents, threads: Int = WorkerPool.defaultThreadCount,
+                            kernelPath: KernelPath? = nil) throws {
+        let cfg = c.config, h = cfg.hiddenSize, path = try kernelPath ?? KernelPath.selected()
+        guard let emb = c.metadata["embedding"] as? [String: Any], let dtypeName = emb["dtype"] as? String,
+              let dtype = DType(rawValue: dtypeName), let shape = emb["shape"] as? [Int], shape == [cfg.vocabSize, h],
+              let layerMeta = c.metadata["layers"] as? [[String: Any]], layerMeta.count == cfg.layerCount
+        else { throw LoadError(file: c.file.path, "corrupt metadata (embedding or layers)") }
+        let embedding = TensorView(name: "embedding", dtype: dtype, shape: shape,
+                                   data: try c.section("embedding", bytes: shape[0] * shape[1] * dtype.byteSize), file: c.file)
+        var layers: [DecoderLayer] = []
+        for l in 0..<cfg.layerCount {
+            var linears: [any LinearLayer] = []
+            for name in SiftFile.projections {
+                guard let m = layerMeta[l][name] as? [String: Any], let n = m["outputs"] as? Int, let k = m["inputs"] as? Int,
+                      let outliers = m["outliers"] as? [Int], n % 16 == 0, k % 4 == 0,
+                      outliers.allSatisfy({ (0..<k).contains($0) })
+                else { throw LoadError(file: c.file.path, "corrupt metadata for layer \(l) \(name)") }
+                let p = "\(l).\(name)"
+                linears.append(Int8Linear(
+                    inputs: k, outputs: n,
+                    packed: try c.section(p + ".packed", bytes: n * k).assumingMemoryBound(to: Int8.self),
+                    rowSums: try c.section(p + ".row_sums", bytes: n * 4).assumingMemoryBound(to: Int32.self),
+                    scales: try c.section(p + ".scales", bytes: n * 4).assumingMemoryBound(to: Float.self),
+                    outlierChannels: outliers.map { Int32($0) },
+                    outlierWeights: try c.section(p + ".outlier_weights", bytes: outliers.count * n * 4).assumingMemoryBound(to: Float.self),
+                    path: path, owner: c.file))
+            }
+            let expected = [(cfg.qDim + 2 * cfg.kvDim, h), (h, cfg.qDim), (2 * cfg.intermediateSize, h), (h, cfg.intermediateSize)]
+            for (linear, (n, k)) in zip(linears, expected) where linear.outputs != n || linear.inputs != k {
+                throw LoadError(file: c.file.path, "layer \(l): projection shape \(linear.outputs)×\(linear.inputs) does not match the config (\(n)×\(k))")
+            }
+            layers.append(DecoderLayer(
+                inputNorm: try c.floats("\(l).input_norm", count: h), qkv: linears[0],
+                qNorm: try c.floats("\(l).q_norm", count: cfg.headDim), kNorm: try c.floats("\(l).k_norm", count: cfg.headDim),
+                o: linears[1], postNorm: try c.floats("\(l).post_norm", count: h), gateUp: linears[2], down: linears[3]))
+        }
+        try self.init(config: cfg, precision: .int8, threads: threads, kernelPath: path, embedding: embedding,
+                      finalNorm: try c.floats("final_norm", count: h), yesRow: try c.floats("yes_row", count: h),
+                      noRow: try c.floats("no_row", count: h), layers: layers)
+    }
+}
+
+/// Owns copies of small arrays while a file is written.
+private final class KeepAlive {
+    private var buffers: [UnsafeMutableRawPointer] = []
+    func copy(_ a: [Float]) -> UnsafeRawPointer {
+        a.withUnsafeBytes { copy(bytes: $0) }
+    }
+    func copy(bytes: UnsafeRawBufferPointer) -> UnsafeRawPointer {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes.count), alignment: 64)
+        if bytes.count > 0 { p.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+        buffers.append(p)
+        return UnsafeRawPointer(p)
+    }
+    deinit { buffers.forEach { $0.deallocate() } }
+}
+
+extension Data {
+    mutating func appendLE<T: FixedWidthInteger>(_ v: T) {
+        var le = v.littleEndian
+        Swift.withUnsafeBytes(of: &le) { append(contentsOf: $0) }
+    }
+}

@@ -1,0 +1,142 @@
+import CSiftKernels
+import Foundation
+import Qwen3
+import XCTest
+
+/// The int8 GEMM and the attention kernel: every path this CPU can run gives the same bits,
+/// for any thread count, and the results are close to an fp64 reference.
+final class KernelTests: XCTestCase {
+    /// Deterministic pseudo-random floats in [-scale, scale).
+    func randomFloats(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+        var s = seed
+        return (0..<n).map { _ in
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            return (Float(s >> 40) / Float(1 << 24) * 2 - 1) * scale
+        }
+    }
+
+    func testInt8GemmIsBitIdenticalOnEveryPathAndThreadCount() throws {
+        // N = 112 exercises 64-column panels and a 48-column tail; M = 13 the row remainders.
+        for (n, k, m, outliers) in [(112, 96, 13, [3, 50]), (64, 64, 1, []), (256, 192, 7, [0, 1, 2, 191])] {
+            let w = Matrix(rows: n, cols: k)
+            let wv = randomFloats(n * k, seed: 1, scale: 0.1)
+            for i in 0..<(n * k) { w.data[i] = wv[i] }
+            var x = randomFloats(m * k, seed: 2)
+            for r in 0..<m { for c in outliers { x[r * k + c] *= 40 } }  // planted outlier channels
+            var reference: [Float]?
+            for path in KernelPath.supported {
+                let layer = try Int8Linear(quantizing: w, outliers: outliers.map(Int32.init), path: path)
+                for threads in [1, 2, 3] {
+                    let pool = WorkerPool(threads: threads)
+                    var y = [Float](repeating: .nan, count: m * n)
+                    x.withUnsafeMutableBufferPointer { xb in
+                        y.withUnsafeMutableBufferPointer { yb in
+                            layer.apply(xb.baseAddress!, rows: m, out: yb.baseAddress!, pool: pool, scratch: LinearScratch())
+                        }
+                    }
+                    if let reference {
+                        XCTAssertEqual(y.map(\.bitPattern), reference.map(\.bitPattern), "\(n)×\(k), M=\(m): \(path), \(threads) threads")
+                    } else {
+                        reference = y
+                        // Close to the exact product (int8 error only).
+                        var worst = 0.0, norm = 0.0
+                        for r in 0..<m {
+                            for o in 0..<n {
+                                var exact = 0.0
+                                for c in 0..<k { exact += Double(x[r * k + c]) * Double(wv[o * k + c]) }
+                                worst = max(worst, abs(exact - Double(y[r * n + o])))
+                                norm = max(norm, abs(exact))
+                            }
+                        }
+                        XCTAssertLessThan(worst, 0.03 * norm + 1e-3, "int8 result too far from the exact product")
+                    }
+                }
+            }
+        }
+    }
+
+    func testOutlierChannelsAreComputedExactly() throws {
+        // With every input channel an outlier the layer is pure fp32.
+        let n = 32, k = 16, m = 3
+        let w = Matrix(rows: n, cols: k)
+        let wv = randomFloats(n * k, seed: 5)
+        for i in 0..<(n * k) { w.data[i] = wv[i] }
+        var x = randomFloats(m * k, seed: 6)
+        let layer = try Int8Linear(quantizing: w, outliers: (0..<Int32(k)).map { $0 }, path: .portable)
+        var y = [Float](repeating: 0, count: m * n)
+        x.withUnsafeMutableBufferPointer { xb in
+            y.withUnsafeMutableBufferPointer { layer.apply(xb.baseAddress!, rows: m, out: $0.baseAddress!, pool: WorkerPool(threads: 1), scratch: LinearScratch()) }
+        }
+        for r in 0..<m {
+            for o in 0..<n {
+                var exact: Float = 0
+                for c in 0..<k { exact = fmaf(x[r * k + c], wv[o * k + c], exact) }
+                XCTAssertEqual(y[r * n + o], exact, accuracy: 1e-5)
+            }
+        }
+    }
+
+    /// Attention: SIMD and portable agree bit for bit; rows computed in one call or in chunks
+    /// (as chunked prefill does) agree bit for bit; and both match a float64 reference.
+    func testAttentionIsChunkInvariantAndMatchesReference() {
+        let d = 128, kvHeads = 2, heads = 4, positions = 45
+        let kvDim = kvHeads * d, qDim = heads * d
+        let q = randomFloats(positions * qDim, seed: 11)
+        let k = randomFloats(positions * kvDim, seed: 12)
+        let v = randomFloats(positions * kvDim, seed: 13)
+        // Keys in the blocked layout.
+        let block = Int(SIFT_KEY_BLOCK)
+        var kt = [Float](repeating: 0, count: (positions + block) / block * block * kvDim)
+        for p in 0..<positions { for i in 0..<kvDim { kt[(p / block) * kvDim * block + i * block + p % block] = k[p * kvDim + i] } }
+        let scale = 1 / Float(d).squareRoot()
+        func run(simd: Int32, splits: [Int]) -> [Float] {
+            var out = [Float](repeating: 0, count: positions * qDim)
+            var scratch = [Float](repeating: 0, count: positions * (positions + block))
+            for head in 0..<heads {
+                var start = 0
+                for end in splits + [positions] {
+                    q.withUnsafeBufferPointer { qb in
+                        out.withUnsafeMutableBufferPointer { ob in
+                            sift_attention(simd, qb.baseAddress! + start * qDim + head * d, qDim, end - start, start, kt, v, kvDim,
+                                           kvHeads, head / (heads / kvHeads), d, scale, ob.baseAddress! + start * qDim + head * d, qDim,
+                                           &scratch)
+                        }
+                    }
+                    start = end
+                }
+            }
+            return out
+        }
+        let whole = run(simd: 1, splits: [])
+        XCTAssertEqual(whole.map(\.bitPattern), run(simd: 0, splits: []).map(\.bitPattern), "portable vs SIMD")
+        XCTAssertEqual(whole.map(\.bitPattern), run(simd: 1, splits: [1, 17, 30]).map(\.bitPattern), "chunked")
+        XCTAssertEqual(whole.map(\.bitPattern), run(simd: 0, splits: [16, 32]).map(\.bitPattern), "chunked portable")
+        // float64 reference.
+        for p in [0, 15, 16, 44] {
+            for head in 0..<heads {
+                let g = head / (heads / kvHeads)
+                var s = (0...p).map { j in (0..<d).reduce(0.0) { $0 + Double(q[p * qDim + head * d + $1]) * Double(k[j * kvDim + g * d + $1]) } * Double(scale) }
+                let mx = s.max()!
+                s = s.map { exp($0 - mx) }
+                let sum = s.reduce(0, +)
+                for dd in stride(from: 0, to: d, by: 17) {
+                    let expected = (0...p).reduce(0.0) { $0 + s[$1] / sum * Double(v[$1 * kvDim + g * d + dd]) }
+                    XCTAssertEqual(Double(whole[p * qDim + head * d + dd]), expected, accuracy: 1e-5)
+                }
+            }
+        }
+    }
+
+    func testExpIsAccurate() {
+        for x in stride(from: Float(-80), through: 80, by: 0.37) {
+            let e = Double(sift_exp(x)), r = Foundation.exp(Double(x))
+            XCTAssertEqual(e, r, accuracy: r * 3e-7, "exp(\(x))")
+        }
+    }
+
+    func testKernelPathSelectionRejectsUnknownNames() {
+        setenv("SIFT_KERNEL", "avx9000", 1)
+        defer { unsetenv("SIFT_KERNEL") }
+        XCTAssertThrowsError(try KernelPath.selected()) { XCTAssertTrue("\($0)".contains("avx9000")) }
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import Qwen3
+import SiftEngine
+import SiftTestSupport
+import XCTest
+
+/// The int8 path: parity gates against transformers, bit-identity across kernel paths and
+/// thread counts, and the .sift file.
+final class Int8Tests: XCTestCase {
+    func deltas(_ reranker: Reranker, _ cases: [Fixtures.ReferenceCase]) throws -> [Double] {
+        try cases.map { c in
+            let r = try reranker.score(query: c.query, instruction: c.instructionGiven, documents: [c.document], maxLength: c.maxLength)[0]
+            return abs(Double(r.logit) - c.logitDiff)
+        }
+    }
+
+    /// At least as faithful as llama.cpp's Q8_0 scheme on the tiny fixture (mean 0.053, max 0.347).
+    func testParityGateOnTheTinyModel() throws {
+        let reranker = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8)
+        let d = try deltas(reranker, try Fixtures.referenceCases())
+        let mean = d.reduce(0, +) / Double(d.count)
+        print("int8 tiny: mean |Δlogit| \(mean), max \(d.max()!)")
+        XCTAssertLessThanOrEqual(mean, 0.053)
+        XCTAssertLessThanOrEqual(d.max()!, 0.35)
+    }
+
+    /// The real 0.6B shape, first 10 cases: mean |Δlogit| ≤ 0.045 (Q8_0: 0.041).
+    func testParityGateOnThe06BShape() throws {
+        guard let dir = Fixtures.model06B else {
+            print("SKIPPED testParityGateOnThe06BShape: no 0.6B model; run scripts/make-test-models.sh or set SIFT_MODEL_06B")
+            throw XCTSkip("0.6B model absent (scripts/make-test-models.sh makes it)")
+        }
+        let reranker = try Reranker.load(directory: dir, precision: .int8)
+        let d = try deltas(reranker, Array(try Fixtures.referenceCases("reference-scores-0.6b.json").prefix(10)))
+        let mean = d.reduce(0, +) / Double(d.count)
+        print("int8 0.6B (10 cases): mean |Δlogit| \(mean), max \(d.max()!)")
+        XCTAssertLessThanOrEqual(mean, 0.045)
+    }
+
+    func testLogitsAreBitIdenticalAcrossKernelPathsAndThreadCounts() throws {
+        let cases = Array(try Fixtures.referenceCases().prefix(4))
+        var reference: [Float]?
+        for path in KernelPath.supported {
+            for threads in [1, 2, 3] {
+                let reranker = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8, threads: threads, kernelPath: path)
+                let logits = try cases.map {
+                    try reranker.score(query: $0.query, instruction: $0.instructionGiven, documents: [$0.document])[0].logit
+                }
+                if let reference {
+                    XCTAssertEqual(logits.map(\.bitPattern), reference.map(\.bitPattern), "\(path), \(threads) threads")
+                } else {
+                    reference = logits
+                }
+            }
+        }
+    }
+
+    func testSiftFileServesTheSameScores() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("tiny.sift")
+        let direct = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8)
+        let json = try Data(contentsOf: Fixtures.tinyModel.appendingPathComponent("tokenizer.json"))
+        try SiftFile.write(model: direct.model, tokenizerJSON: json, yesID: direct.yesID, noID: direct.noID, to: file)
+        let mapped = try Reranker.load(path: file.path)
+        let docs = ["The capital of China is Beijing.", "", "Gravity is a force."]
+        let a = try direct.score(query: "capital of China?", instruction: nil, documents: docs)
+        let b = try mapped.score(query: "capital of China?", instruction: nil, documents: docs)
+        XCTAssertEqual(a.map(\.logit), b.map(\.logit))
+        XCTAssertEqual(mapped.model.config, direct.model.config)
+    }
+
+    func testCorruptTruncatedAndForeignSiftFilesAreRefused() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("tiny.sift")
+        let direct = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8)
+        let json = try Data(contentsOf: Fixtures.tinyModel.appendingPathComponent("tokenizer.json"))
+        try SiftFile.write(model: direct.model, tokenizerJSON: json, yesID: direct.yesID, noID: direct.noID, to: file)
+        let good = try Data(contentsOf: file)
+
+        func expect(_ data: Data, _ words: String, line: UInt = #line) throws {
+            try data.write(to: file)
+            XCTAssertThrowsError(try Reranker.load(path: file.path), line: line) { error in
+                XCTAssertTrue("\(error)".contains(words), "\(error)", line: line)
+                XCTAssertTrue("\(error)".contains(file.path), "\(error)", line: line)
+            }
+        }
+        var flipped = good
+        flipped[good.count - 1000] ^= 0x40
+        try expect(flipped, "checksum")
+        try expect(good.prefix(good.count / 2), "truncated")
+        try expect(good.prefix(40), "truncated")
+        try expect(Data("definitely not a model file, but long enough to have a header ......".utf8), "not a .sift file")
+        var version = good
+        version[8] = 9
+        try expect(version, "format version 9")
+        // A Hugging Face safetensors file given where a .sift is expected.
+        try expect(try Data(contentsOf: Fixtures.tinyModel.appendingPathComponent("model.safetensors")), "not a .sift file")
+    }
+}

@@ -131,63 +131,94 @@ static void gemm_portable(const uint8_t *xq, size_t m, size_t k, const float *xs
 
 #define Q8_TARGET_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) static inline
 
-Q8_TARGET_512 void kernel512(int mr, int nt, const uint8_t *xq, size_t k, const float *xs,
+/* acc_in/acc_out: int32 partial sums (MR × NT·16) carried between K blocks; NULL for the
+ * first / last block. The float epilogue runs only on the last block. */
+Q8_TARGET_512 void kernel512(int mr, int nt, const uint8_t *xq, size_t xq_stride, size_t kb, const float *xs,
                              const float *xo, size_t no, const int8_t *tiles, size_t tile_stride,
                              const int32_t *rowsum, const float *ws, const float *wo, size_t n_total,
-                             float *y, size_t ys) {
+                             int32_t *acc_in, int32_t *acc_out, float *y, size_t ys) {
     __m512i acc[6][4];
     for (int r = 0; r < mr; r++)
-        for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_si512();
-    size_t k4 = k / 4;
+        for (int t = 0; t < nt; t++)
+            acc[r][t] = acc_in ? _mm512_loadu_si512((const void *)(acc_in + (r * 4 + t) * 16)) : _mm512_setzero_si512();
+    size_t k4 = kb / 4;
     for (size_t kk = 0; kk < k4; kk++) {
         __m512i w[4];
         for (int t = 0; t < nt; t++) w[t] = _mm512_loadu_si512((const void *)(tiles + t * tile_stride + kk * 64));
         for (int r = 0; r < mr; r++) {
             int32_t a;
-            memcpy(&a, xq + r * k + kk * 4, 4);
+            memcpy(&a, xq + r * xq_stride + kk * 4, 4);
             __m512i b = _mm512_set1_epi32(a);
             for (int t = 0; t < nt; t++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], b, w[t]);
         }
     }
+    if (acc_out) {
+        for (int r = 0; r < mr; r++)
+            for (int t = 0; t < nt; t++) _mm512_storeu_si512((void *)(acc_out + (r * 4 + t) * 16), acc[r][t]);
+        return;
+    }
     for (int t = 0; t < nt; t++) {
         __m512i corr = _mm512_mullo_epi32(_mm512_loadu_si512((const void *)(rowsum + t * 16)), _mm512_set1_epi32(128));
         __m512 wsv = _mm512_loadu_ps(ws + t * 16);
+        __m512 v[6];
         for (int r = 0; r < mr; r++) {
-            __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][t], corr));
-            v = _mm512_mul_ps(v, _mm512_set1_ps(xs[r]));
-            v = _mm512_mul_ps(v, wsv);
-            for (size_t j = 0; j < no; j++)
-                v = _mm512_fmadd_ps(_mm512_set1_ps(xo[r * no + j]), _mm512_loadu_ps(wo + j * n_total + t * 16), v);
-            _mm512_storeu_ps(y + r * ys + t * 16, v);
+            v[r] = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][t], corr));
+            v[r] = _mm512_mul_ps(v[r], _mm512_set1_ps(xs[r]));
+            v[r] = _mm512_mul_ps(v[r], wsv);
         }
+        for (size_t j = 0; j < no; j++) {
+            __m512 wj = _mm512_loadu_ps(wo + j * n_total + t * 16);
+            for (int r = 0; r < mr; r++) v[r] = _mm512_fmadd_ps(_mm512_set1_ps(xo[r * no + j]), wj, v[r]);
+        }
+        for (int r = 0; r < mr; r++) _mm512_storeu_ps(y + r * ys + t * 16, v[r]);
     }
 }
 
-#define K512(MR, NT) kernel512(MR, NT, xq + i * k, k, xs + i, xo + i * no, no, tiles, tile_stride, rowsum + n, ws + n, wo + n, n_total, y + i * ys + n, ys)
+/* Blocking: rows in blocks of Q8_MB (a multiple of 6), columns in panels of 64, K in blocks of
+ * Q8_KC so a panel's weights (64 × Q8_KC bytes) stay in L1 while every row block uses them.
+ * int32 partial sums carry exactly between K blocks, so blocking never changes a result. */
+#ifndef Q8_MB
+#define Q8_MB 96
+#endif
+#ifndef Q8_KC
+#define Q8_KC 256
+#endif
+
+#define K512(MR, NT) kernel512(MR, NT, xq + i * k + k0, k, kb, xs + i, xo + i * no, no, tiles + k0 * 16, tile_stride, \
+                               rowsum + n, ws + n, wo + n, n_total, first ? NULL : accbuf + (i - i0) * 64, \
+                               last ? NULL : accbuf + (i - i0) * 64, y + i * ys + n, ys)
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 static void gemm_avx512(const uint8_t *xq, size_t m, size_t k, const float *xs, const float *xo, size_t no,
                         const int8_t *packed, const int32_t *rowsum, const float *ws, const float *wo,
                         size_t n_total, size_t n0, size_t n1, float *y, size_t ys) {
     size_t tile_stride = k * SIFT_Q8_TILE;
-    for (size_t n = n0; n < n1; n += 64) {
-        int nt = (int)((n1 - n) / 16 < 4 ? (n1 - n) / 16 : 4);
-        const int8_t *tiles = packed + (n / SIFT_Q8_TILE) * tile_stride;
-        size_t i = 0;
-        for (; i + 6 <= m; i += 6) {
-            switch (nt) {
-            case 4: K512(6, 4); break;
-            case 3: K512(6, 3); break;
-            case 2: K512(6, 2); break;
-            default: K512(6, 1); break;
-            }
-        }
-        for (; i < m; i++) {
-            switch (nt) {
-            case 4: K512(1, 4); break;
-            case 3: K512(1, 3); break;
-            case 2: K512(1, 2); break;
-            default: K512(1, 1); break;
+    int32_t accbuf[Q8_MB * 64];   /* (row, tile, lane) partial sums of one row block */
+    for (size_t i0 = 0; i0 < m; i0 += Q8_MB) {
+        size_t i1 = i0 + Q8_MB < m ? i0 + Q8_MB : m;
+        for (size_t n = n0; n < n1; n += 64) {
+            int nt = (int)((n1 - n) / 16 < 4 ? (n1 - n) / 16 : 4);
+            const int8_t *tiles = packed + (n / SIFT_Q8_TILE) * tile_stride;
+            for (size_t k0 = 0; k0 < k; k0 += Q8_KC) {
+                size_t kb = k - k0 < Q8_KC ? k - k0 : Q8_KC;
+                int first = k0 == 0, last = k0 + kb == k;
+                size_t i = i0;
+                for (; i + 6 <= i1; i += 6) {
+                    switch (nt) {
+                    case 4: K512(6, 4); break;
+                    case 3: K512(6, 3); break;
+                    case 2: K512(6, 2); break;
+                    default: K512(6, 1); break;
+                    }
+                }
+                for (; i < i1; i++) {
+                    switch (nt) {
+                    case 4: K512(1, 4); break;
+                    case 3: K512(1, 3); break;
+                    case 2: K512(1, 2); break;
+                    default: K512(1, 1); break;
+                    }
+                }
             }
         }
     }

@@ -20,6 +20,8 @@ struct Calibration {
     let config: Qwen3Config
     /// Hidden states of the calibration tokens entering the next layer (tokens × hidden).
     var hidden: [Float]
+    /// K/V of the calibration sequence (each layer writes its own slice).
+    var cache: KVCache?
 
     init(tokens ids: [Int32], config: Qwen3Config, embedding: TensorView) {
         let h = config.hiddenSize
@@ -33,19 +35,19 @@ struct Calibration {
         }
     }
 
-    /// Runs the fp32 `layer` on the calibration states, advances them, and returns the outlier
-    /// channels (ascending) of each projection input, indexed by `ProjectionInput`.
-    mutating func run(layer: DecoderLayer, model: Qwen3Model) -> [[Int32]] {
+    /// Runs the fp32 `layer` (number `index`) on the calibration states, advances them, and
+    /// returns the outlier channels (ascending) of each projection input, by `ProjectionInput`.
+    mutating func run(layer: DecoderLayer, index: Int, model: Qwen3Model) -> [[Int32]] {
         let c = config, t = tokens
         var outliers = [[Int32]](repeating: [], count: ProjectionInput.allCases.count)
-        let keys = UnsafeMutablePointer<Float>.allocate(capacity: t * c.kvDim)
-        let values = UnsafeMutablePointer<Float>.allocate(capacity: t * c.kvDim)
-        defer { keys.deallocate(); values.deallocate() }
+        if cache == nil { cache = model.makeCache() }
+        cache!.reserve(t)
         let ws = model.workspaceForCalibration
         ws.reserve(tokens: t, context: t)
         hidden.withUnsafeBufferPointer { ws.x.update(from: $0.baseAddress!, count: t * c.hiddenSize) }
-        ws.fillRope(start: 0, invFreq: model.invFreq, tokens: t)
-        model.runLayer(layer, keys: keys, values: values, start: 0, tokens: t, finish: .all) { site, x, rows, cols in
+        for row in 0..<t { ws.fillRope(row: row, position: row, invFreq: model.invFreq) }
+        let span = Qwen3Model.Span(cache: cache!, firstRow: 0, start: 0, count: t, finish: false)
+        model.runLayer(layer, index: index, spans: [span], rows: t, last: false) { site, x, rows, cols in
             outliers[site.rawValue] = Self.outlierChannels(x, rows: rows, cols: cols)
         }
         hidden.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: ws.x, count: t * c.hiddenSize) }

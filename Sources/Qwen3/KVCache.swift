@@ -1,74 +1,136 @@
 import CSiftKernels
+import Foundation
+import Synchronization
 
-/// Keys and values of one sequence, per layer (RoPE already applied to keys). Grows on demand.
+/// KV memory is paged in blocks of 16 positions. One block holds those positions for every
+/// layer: per layer, the keys transposed (`[kvHead][headDim][16]`, so the attention kernel
+/// scores 16 keys per vector FMA) followed by the value rows (`[16][kvDim]`).
 ///
-/// Values are rows of `kvDim` floats (all KV heads of a position side by side). Keys are stored
-/// transposed in blocks of 16 positions, `[position / 16][kvHead][headDim][position % 16]`, so
-/// the attention kernel scores 16 keys with one vector FMA per dimension. Capacity is always a
-/// whole number of blocks.
-public final class KVCache: @unchecked Sendable {
+/// Blocks are shared, never copied: every document of a request attends to the same prefix
+/// blocks, and the prefix cache keeps popular blocks alive across requests. A block is only
+/// written while its positions are being computed; once full it is immutable.
+public final class KVBlock: @unchecked Sendable {
+    public static let positions = Int(SIFT_KEY_BLOCK)
+    let base: UnsafeMutablePointer<Float>
+    unowned let pool: KVBlockPool
+
+    init(base: UnsafeMutablePointer<Float>, pool: KVBlockPool) {
+        self.base = base
+        self.pool = pool
+    }
+
+    deinit { pool.recycle(base) }
+}
+
+/// Allocates KV blocks of one model and recycles their memory (large allocations would
+/// otherwise be faulted in afresh each time). Thread-safe; tracks live bytes for metrics.
+public final class KVBlockPool: @unchecked Sendable {
     public let layerCount: Int
     public let kvDim: Int
-    public private(set) var count = 0
-    public private(set) var capacity: Int
-    private(set) var keys: [UnsafeMutablePointer<Float>]
-    private(set) var values: [UnsafeMutablePointer<Float>]
+    public let headDim: Int
+    /// Floats of one layer in a block: keys then values.
+    let layerStride: Int
+    public var blockBytes: Int { layerStride * layerCount * 4 }
+    private let state = Mutex(State())
+    private let keepFree: Int
 
-    public init(layerCount: Int, kvDim: Int, capacity: Int = 256) {
+    struct State {
+        var free: [UInt] = []  // addresses (pointers are not Sendable)
+        var live = 0
+    }
+
+    /// `keepFreeBytes`: freed block memory kept for reuse instead of returned to the system.
+    public init(layerCount: Int, kvDim: Int, headDim: Int, keepFreeBytes: Int = 256 << 20) {
         self.layerCount = layerCount
         self.kvDim = kvDim
-        let rounded = Self.roundUp(max(capacity, 1))
-        self.capacity = rounded
-        keys = (0..<layerCount).map { _ in .allocate(capacity: rounded * kvDim) }
-        values = (0..<layerCount).map { _ in .allocate(capacity: rounded * kvDim) }
+        self.headDim = headDim
+        layerStride = 2 * KVBlock.positions * kvDim
+        keepFree = max(0, keepFreeBytes / max(1, layerStride * layerCount * 4))
     }
 
-    static let block = Int(SIFT_KEY_BLOCK)
-    static func roundUp(_ n: Int) -> Int { (n + block - 1) / block * block }
+    deinit { state.withLock { $0.free.forEach { UnsafeMutablePointer<Float>(bitPattern: $0)!.deallocate() } } }
 
-    deinit {
-        keys.forEach { $0.deallocate() }
-        values.forEach { $0.deallocate() }
-    }
-
-    /// Bytes held (both K and V, all layers).
-    public var bytes: Int { 2 * layerCount * capacity * kvDim * 4 }
-
-    /// A copy holding the same positions, with room for `extra` more.
-    public func copy(reserving extra: Int = 0) -> KVCache {
-        let c = KVCache(layerCount: layerCount, kvDim: kvDim, capacity: count + extra)
-        let keyFloats = Self.roundUp(count) * kvDim  // whole key blocks
-        for l in 0..<layerCount {
-            c.keys[l].update(from: keys[l], count: keyFloats)
-            c.values[l].update(from: values[l], count: count * kvDim)
+    public func allocate() -> KVBlock {
+        let reused: UInt? = state.withLock { s in
+            s.live += 1
+            return s.free.popLast()
         }
-        c.count = count
+        let base = reused.flatMap { UnsafeMutablePointer<Float>(bitPattern: $0) } ?? .allocate(capacity: layerStride * layerCount)
+        return KVBlock(base: base, pool: self)
+    }
+
+    func recycle(_ p: UnsafeMutablePointer<Float>) {
+        let address = UInt(bitPattern: p)
+        let kept = state.withLock { s -> Bool in
+            s.live -= 1
+            if s.free.count < keepFree { s.free.append(address); return true }
+            return false
+        }
+        if !kept { p.deallocate() }
+    }
+
+    /// Blocks currently referenced by a sequence or a cache.
+    public var liveBlocks: Int { state.withLock { $0.live } }
+    public var liveBytes: Int { liveBlocks * blockBytes }
+
+    /// Offsets (in floats) of layer `l`'s keys and values inside a block.
+    func keyOffset(_ l: Int) -> Int { l * layerStride }
+    func valueOffset(_ l: Int) -> Int { l * layerStride + KVBlock.positions * kvDim }
+}
+
+/// The KV of one sequence: a table of blocks covering positions 0..<count.
+public final class KVCache: @unchecked Sendable {
+    public let pool: KVBlockPool
+    public private(set) var blocks: [KVBlock]
+    public private(set) var count: Int
+
+    public init(pool: KVBlockPool, blocks: [KVBlock] = [], count: Int = 0) {
+        precondition(count <= blocks.count * KVBlock.positions)
+        self.pool = pool
+        self.blocks = blocks
+        self.count = count
+    }
+
+    /// Bytes of the blocks this sequence references (shared blocks included).
+    public var bytes: Int { blocks.count * pool.blockBytes }
+
+    /// A sequence continuing from the same positions: full blocks are shared; a partly filled
+    /// last block is duplicated, because the new sequence will write its free positions.
+    public func copy(reserving extra: Int = 0) -> KVCache {
+        let full = count / KVBlock.positions
+        var table = Array(blocks.prefix(full))
+        if count % KVBlock.positions != 0 {
+            let tail = pool.allocate()
+            tail.base.update(from: blocks[full].base, count: pool.layerStride * pool.layerCount)
+            table.append(tail)
+        }
+        let c = KVCache(pool: pool, blocks: table, count: count)
+        c.reserve(count + extra)
         return c
     }
 
-    func reserve(_ needed: Int) {
-        guard needed > capacity else { return }
-        let newCapacity = Self.roundUp(max(needed, capacity * 2))
-        for l in 0..<layerCount {
-            let k = UnsafeMutablePointer<Float>.allocate(capacity: newCapacity * kvDim)
-            let v = UnsafeMutablePointer<Float>.allocate(capacity: newCapacity * kvDim)
-            k.update(from: keys[l], count: Self.roundUp(count) * kvDim)
-            v.update(from: values[l], count: count * kvDim)
-            keys[l].deallocate()
-            values[l].deallocate()
-            keys[l] = k
-            values[l] = v
-        }
-        capacity = newCapacity
+    /// Makes sure blocks exist for positions 0..<positions.
+    public func reserve(_ positions: Int) {
+        while blocks.count * KVBlock.positions < positions { blocks.append(pool.allocate()) }
     }
 
-    /// Writes the key row (kvDim floats, all KV heads) of `position` into the blocked layout.
-    static func storeKey(_ row: UnsafePointer<Float>, position: Int, into keys: UnsafeMutablePointer<Float>,
-                         kvHeads: Int, headDim: Int) {
-        let base = keys + (position / block) * kvHeads * headDim * block + position % block
-        for i in 0..<(kvHeads * headDim) { base[i * block] = row[i] }
+    /// Drops blocks past the filled positions (after a reservation that was not used).
+    public func trim() {
+        let needed = (count + KVBlock.positions - 1) / KVBlock.positions
+        if blocks.count > needed { blocks.removeLast(blocks.count - needed) }
     }
 
-    /// Marks `n` more positions as filled (their rows were written by the forward pass).
-    func commit(_ n: Int) { count += n }
+    /// Marks `n` more positions as filled (their K/V were written by the forward pass).
+    func commit(_ n: Int) {
+        precondition(count + n <= blocks.count * KVBlock.positions)
+        count += n
+    }
+
+    /// Writes the key and value rows (kvDim floats each, all KV heads) of `position`, layer `l`.
+    func store(layer l: Int, position: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+        let block = blocks[position / KVBlock.positions].base, slot = position % KVBlock.positions
+        let k = block + pool.keyOffset(l) + slot
+        for i in 0..<pool.kvDim { k[i * KVBlock.positions] = key[i] }
+        (block + pool.valueOffset(l) + slot * pool.kvDim).update(from: value, count: pool.kvDim)
+    }
 }

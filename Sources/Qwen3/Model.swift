@@ -60,6 +60,7 @@ public final class Qwen3Model: @unchecked Sendable {
     public let pool: WorkerPool
     private let workspace: Workspace
     private let linearScratch = LinearScratch()
+    private let blockPool: KVBlockPool
 
     /// Assembles a model from prepared parts (used by the checkpoint and .sift loaders).
     init(config: Qwen3Config, precision: Precision, threads: Int, kernelPath: KernelPath?, embedding: TensorView,
@@ -71,6 +72,7 @@ public final class Qwen3Model: @unchecked Sendable {
         BLAS.threads = 1
         pool = WorkerPool(threads: threads)
         workspace = Workspace(config: config, threads: pool.threadCount)
+        blockPool = KVBlockPool(layerCount: config.layerCount, kvDim: config.kvDim, headDim: config.headDim)
         self.embedding = embedding
         self.finalNorm = finalNorm
         self.yesRow = yesRow
@@ -107,7 +109,7 @@ public final class Qwen3Model: @unchecked Sendable {
         for (index, source) in checkpoint.layers.enumerated() {
             let fp = Self.float32Layer(source)
             if calibration != nil {
-                let outliers = calibration!.run(layer: fp, model: self)
+                let outliers = calibration!.run(layer: fp, index: index, model: self)
                 built.append(try Self.quantized(fp, outliers: outliers, path: self.kernelPath))
             } else {
                 built.append(fp)
@@ -135,55 +137,98 @@ public final class Qwen3Model: @unchecked Sendable {
 
     var workspaceForCalibration: Workspace { workspace }
 
-    public func makeCache(capacity: Int = 256) -> KVCache {
-        KVCache(layerCount: config.layerCount, kvDim: config.kvDim, capacity: capacity)
-    }
+    /// KV blocks of this model's sequences come from here.
+    public var kvPool: KVBlockPool { blockPool }
+
+    public func makeCache() -> KVCache { KVCache(pool: blockPool) }
 
     /// Bytes of the linear-layer weights as held in memory.
     public var linearWeightBytes: Int { layers.reduce(0) { $0 + $1.linears.reduce(0) { $0 + $1.weightBytes } } }
 
-    /// Runs `tokens` at positions `cache.count...`, appending their keys and values to `cache`.
-    /// With `wantHidden`, returns the final-normed hidden state of the last token; without it,
-    /// the last layer stops after writing K/V (a prefix needs nothing more).
-    @discardableResult
-    public func forward(_ tokens: [Int32], cache: KVCache, wantHidden: Bool) throws -> [Float]? {
-        let t = tokens.count
-        guard t > 0 else { return nil }
-        for id in tokens where id < 0 || Int(id) >= config.vocabSize {
-            throw ModelError.tokenOutOfRange(id, vocabularySize: config.vocabSize)
+    /// One sequence's share of a step: `tokens` at positions `cache.count...`.
+    public struct BatchItem {
+        public var tokens: ArraySlice<Int32>
+        public var cache: KVCache
+        /// Return the final-normed hidden state of the last token (the sequence is complete).
+        public var wantHidden: Bool
+
+        public init(tokens: ArraySlice<Int32>, cache: KVCache, wantHidden: Bool) {
+            self.tokens = tokens
+            self.cache = cache
+            self.wantHidden = wantHidden
         }
-        let start = cache.count
-        guard start + t <= config.maxPositionEmbeddings else {
-            throw ModelError.tooLong(start + t, limit: config.maxPositionEmbeddings)
-        }
-        cache.reserve(start + t)
-        let h = config.hiddenSize
-        let ws = workspace
-        ws.reserve(tokens: t, context: start + t)
-        for (row, id) in tokens.enumerated() {
-            embedding.copyFloats(into: ws.x + row * h, offset: Int(id) * h, count: h)
-        }
-        ws.fillRope(start: start, invFreq: invFreq, tokens: t)
-        for (index, layer) in layers.enumerated() {
-            let isLast = index == layers.count - 1
-            runLayer(layer, keys: cache.keys[index], values: cache.values[index], start: start, tokens: t,
-                     finish: isLast ? (wantHidden ? .lastToken : .kvOnly) : .all, observer: nil)
-        }
-        cache.commit(t)
-        guard wantHidden else { return nil }
-        var out = [Float](repeating: 0, count: h)
-        out.withUnsafeMutableBufferPointer {
-            sift_rmsnorm(ws.x + (t - 1) * h, finalNorm, $0.baseAddress!, 1, h, h, h, Float(config.rmsNormEps))
-        }
-        return out
     }
 
-    enum Finish { case all, lastToken, kvOnly }
+    /// Runs one packed step over several sequences: the linear layers see all their tokens as
+    /// one matrix; attention runs per (sequence, head) against each sequence's own blocks.
+    /// Every row is computed exactly as it would be alone, so results never depend on the
+    /// batch. Appends each sequence's K/V; returns the hidden state of those that want it.
+    public func forward(_ batch: [BatchItem]) throws -> [[Float]?] {
+        var rows = 0, maxContext = 0
+        for item in batch {
+            for id in item.tokens where id < 0 || Int(id) >= config.vocabSize {
+                throw ModelError.tokenOutOfRange(id, vocabularySize: config.vocabSize)
+            }
+            let end = item.cache.count + item.tokens.count
+            guard end <= config.maxPositionEmbeddings else {
+                throw ModelError.tooLong(end, limit: config.maxPositionEmbeddings)
+            }
+            rows += item.tokens.count
+            maxContext = max(maxContext, end)
+        }
+        guard rows > 0 else { return batch.map { _ in nil } }
+        let h = config.hiddenSize, ws = workspace
+        ws.reserve(tokens: rows, context: maxContext)
+        var spans: [Span] = []
+        var row = 0
+        for item in batch {
+            item.cache.reserve(item.cache.count + item.tokens.count)
+            spans.append(Span(cache: item.cache, firstRow: row, start: item.cache.count, count: item.tokens.count,
+                              finish: item.wantHidden && !item.tokens.isEmpty))
+            for id in item.tokens {
+                embedding.copyFloats(into: ws.x + row * h, offset: Int(id) * h, count: h)
+                ws.fillRope(row: row, position: spans.last!.start + row - spans.last!.firstRow, invFreq: invFreq)
+                row += 1
+            }
+        }
+        for (index, layer) in layers.enumerated() {
+            runLayer(layer, index: index, spans: spans, rows: rows, last: index == layers.count - 1, observer: nil)
+        }
+        for item in batch { item.cache.commit(item.tokens.count) }
+        // After the last layer, finishing sequences' rows are packed at the top of x.
+        var outputs: [[Float]?] = []
+        var packed = 0
+        for span in spans {
+            guard span.finish else { outputs.append(nil); continue }
+            var out = [Float](repeating: 0, count: h)
+            out.withUnsafeMutableBufferPointer {
+                sift_rmsnorm(ws.x + packed * h, finalNorm, $0.baseAddress!, 1, h, h, h, Float(config.rmsNormEps))
+            }
+            outputs.append(out)
+            packed += 1
+        }
+        return outputs
+    }
 
-    /// One decoder layer over the `tokens` rows of the workspace, whose positions start at
-    /// `start`; writes their K/V rows into `keys`/`values` (this layer's cache).
-    func runLayer(_ layer: DecoderLayer, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>,
-                  start: Int, tokens t: Int, finish: Finish,
+    /// Single-sequence convenience over `forward(_:)`.
+    @discardableResult
+    public func forward(_ tokens: [Int32], cache: KVCache, wantHidden: Bool) throws -> [Float]? {
+        try forward([BatchItem(tokens: tokens[...], cache: cache, wantHidden: wantHidden)])[0]
+    }
+
+    /// A sequence's rows within a step.
+    struct Span {
+        let cache: KVCache
+        let firstRow: Int
+        let start: Int   // position of the first row
+        let count: Int
+        let finish: Bool // its last row goes through the whole last layer
+    }
+
+    /// One decoder layer over the step's rows. In the last layer, K/V are written for every row
+    /// but only the last row of each finishing sequence goes on through attention output and
+    /// MLP; those rows are packed at the top of the workspace.
+    func runLayer(_ layer: DecoderLayer, index: Int, spans: [Span], rows t: Int, last: Bool,
                   observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) {
         let c = config, ws = workspace
         let h = c.hiddenSize, d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim, inter = c.intermediateSize
@@ -196,31 +241,52 @@ public final class Qwen3Model: @unchecked Sendable {
         observer?(.qkv, ws.xn, t, h)
         layer.qkv.apply(ws.xn, rows: t, out: ws.qkv, pool: pool, scratch: linearScratch)
         pool.run { i in
-            for row in pool.range(i, of: t) {
-                let q = ws.qkv + row * qkvCols, k = q + c.qDim, v = k + c.kvDim
-                sift_rmsnorm(q, layer.qNorm, q, c.headCount, d, d, d, eps)
-                sift_rmsnorm(k, layer.kNorm, k, c.kvHeadCount, d, d, d, eps)
-                let cosRow = ws.cos + row * (d / 2), sinRow = ws.sin + row * (d / 2)
-                sift_rope(q, c.headCount, d, cosRow, sinRow)
-                sift_rope(k, c.kvHeadCount, d, cosRow, sinRow)
-                KVCache.storeKey(k, position: start + row, into: keys, kvHeads: c.kvHeadCount, headDim: d)
-                (values + (start + row) * c.kvDim).update(from: v, count: c.kvDim)
+            for span in spans {
+                let mine = pool.range(i, of: span.count)
+                for r in mine {
+                    let row = span.firstRow + r
+                    let q = ws.qkv + row * qkvCols, k = q + c.qDim, v = k + c.kvDim
+                    sift_rmsnorm(q, layer.qNorm, q, c.headCount, d, d, d, eps)
+                    sift_rmsnorm(k, layer.kNorm, k, c.kvHeadCount, d, d, d, eps)
+                    let cosRow = ws.cos + row * (d / 2), sinRow = ws.sin + row * (d / 2)
+                    sift_rope(q, c.headCount, d, cosRow, sinRow)
+                    sift_rope(k, c.kvHeadCount, d, cosRow, sinRow)
+                    span.cache.store(layer: index, position: span.start + r, key: k, value: v)
+                }
             }
         }
-        if finish == .kvOnly { return }
-        // In the last layer only the last token matters.
-        let first = finish == .lastToken ? t - 1 : 0
-        let rows = t - first
-        attention(keys: keys, values: values, start: start, firstRow: first, rows: rows)
+        // Which query rows continue: all of them, or in the last layer each finishing
+        // sequence's last row (packed to the top).
+        var tasks: [(span: Int, firstRow: Int, rows: Int, outRow: Int)] = []
+        var outRows = 0
+        for (n, span) in spans.enumerated() where span.count > 0 {
+            if !last {
+                tasks.append((n, 0, span.count, span.firstRow))
+                outRows += span.count
+            } else if span.finish {
+                tasks.append((n, span.count - 1, 1, outRows))
+                outRows += 1
+            }
+        }
+        if outRows == 0 { return }
+        attention(layer: index, spans: spans, tasks: tasks)
+        if last {
+            // Pack the residual rows of finishing sequences to the top of x (in span order,
+            // so a destination row never overwrites a source row not yet moved).
+            for task in tasks {
+                let from = spans[task.span].firstRow + task.firstRow
+                if from != task.outRow { (ws.x + task.outRow * h).update(from: ws.x + from * h, count: h) }
+            }
+        }
+        let rows = outRows
         observer?(.o, ws.attn, rows, c.qDim)
-        let x = ws.x + first * h
         layer.o.apply(ws.attn, rows: rows, out: ws.xn, pool: pool, scratch: linearScratch)
         // MLP block.
         pool.run { i in
             let r = pool.range(i, of: rows)
             guard !r.isEmpty else { return }
-            sift_add_inplace(x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
-            sift_rmsnorm(x + r.lowerBound * h, layer.postNorm, ws.xn + r.lowerBound * h, r.count, h, h, h, eps)
+            sift_add_inplace(ws.x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
+            sift_rmsnorm(ws.x + r.lowerBound * h, layer.postNorm, ws.xn + r.lowerBound * h, r.count, h, h, h, eps)
         }
         observer?(.gateUp, ws.xn, rows, h)
         layer.gateUp.apply(ws.xn, rows: rows, out: ws.gateUp, pool: pool, scratch: linearScratch)
@@ -235,7 +301,7 @@ public final class Qwen3Model: @unchecked Sendable {
         pool.run { i in
             let r = pool.range(i, of: rows)
             guard !r.isEmpty else { return }
-            sift_add_inplace(x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
+            sift_add_inplace(ws.x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
         }
     }
 
@@ -245,28 +311,34 @@ public final class Qwen3Model: @unchecked Sendable {
         Float(sift_dot_f64(hidden, yesRow, hidden.count) - sift_dot_f64(hidden, noRow, hidden.count))
     }
 
-    /// Causal grouped-query attention for query rows [firstRow, firstRow + rows) of this step,
-    /// against every cached position up to each row's own (sift_attention: a fixed order per row,
-    /// so the result never depends on tiling or batching). Heads are split over the workers;
-    /// rows go in tiles so the score buffer stays small even for 32k-token contexts.
-    private func attention(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>,
-                           start: Int, firstRow: Int, rows: Int) {
+    /// Causal grouped-query attention (sift_attention: a fixed order per row, so the result
+    /// never depends on tiling, chunking or batching). Work items are (task, head) pairs split
+    /// over the workers; rows go in tiles so the score buffer stays small for 32k contexts.
+    private func attention(layer: Int, spans: [Span], tasks: [(span: Int, firstRow: Int, rows: Int, outRow: Int)]) {
         let c = config, ws = workspace
         let d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
         let group = c.headCount / c.kvHeadCount
         let scale = 1 / sqrtf(Float(d))
         let simd: Int32 = kernelPath == .portable ? 0 : 1
+        // Block base pointers of each sequence (read-only during attention).
+        let tables: [[UnsafePointer<Float>?]] = spans.map { $0.cache.blocks.map { UnsafePointer($0.base) } }
+        let units = tasks.count * c.headCount
         pool.run { worker in
             let scores = ws.scores(worker)
-            for head in pool.range(worker, of: c.headCount) {
-                var tileStart = 0
-                while tileStart < rows {
-                    let tile = min(Workspace.attentionTile, rows - tileStart)
-                    let r0 = firstRow + tileStart
-                    sift_attention(simd, ws.qkv + r0 * qkvCols + head * d, qkvCols, tile, start + r0,
-                                   keys, values, c.kvDim, c.kvHeadCount, head / group, d, scale,
-                                   ws.attn + tileStart * c.qDim + head * d, c.qDim, scores)
-                    tileStart += tile
+            for unit in pool.range(worker, of: units) {
+                let task = tasks[unit / c.headCount], head = unit % c.headCount
+                let span = spans[task.span]
+                let kOff = span.cache.pool.keyOffset(layer), vOff = span.cache.pool.valueOffset(layer)
+                tables[task.span].withUnsafeBufferPointer { table in
+                    var done = 0
+                    while done < task.rows {
+                        let tile = min(Workspace.attentionTile, task.rows - done)
+                        let r0 = task.firstRow + done
+                        sift_attention(simd, ws.qkv + (span.firstRow + r0) * qkvCols + head * d, qkvCols, tile,
+                                       span.start + r0, table.baseAddress, kOff, vOff, c.kvDim, head / group, d, scale,
+                                       ws.attn + (task.outRow + done) * c.qDim + head * d, c.qDim, scores)
+                        done += tile
+                    }
                 }
             }
         }
@@ -321,7 +393,7 @@ final class Workspace: @unchecked Sendable {
         }
         if context > contextCapacity {
             scoreBuffer.deallocate()
-            contextCapacity = KVCache.roundUp(context)
+            contextCapacity = (context + KVBlock.positions - 1) / KVBlock.positions * KVBlock.positions
             scoreBuffer = .allocate(capacity: threads * Self.attentionTile * contextCapacity)
         }
     }
@@ -331,17 +403,15 @@ final class Workspace: @unchecked Sendable {
         scoreBuffer + worker * Self.attentionTile * contextCapacity
     }
 
-    /// cos/sin of every (position, frequency) of this step, as transformers computes them:
-    /// angle = Float(position) · invFreq in fp32, then cos/sin of that fp32 angle.
-    func fillRope(start: Int, invFreq: [Float], tokens: Int) {
+    /// cos/sin of one row's position, as transformers computes them: angle = Float(position) ·
+    /// invFreq in fp32, then cos/sin of that fp32 angle.
+    func fillRope(row: Int, position: Int, invFreq: [Float]) {
         let half = invFreq.count
-        for row in 0..<tokens {
-            let position = Float(start + row)
-            for i in 0..<half {
-                let angle = position * invFreq[i]
-                cos[row * half + i] = Float(Foundation.cos(Double(angle)))
-                sin[row * half + i] = Float(Foundation.sin(Double(angle)))
-            }
+        let p = Float(position)
+        for i in 0..<half {
+            let angle = p * invFreq[i]
+            cos[row * half + i] = Float(Foundation.cos(Double(angle)))
+            sin[row * half + i] = Float(Foundation.sin(Double(angle)))
         }
     }
 }

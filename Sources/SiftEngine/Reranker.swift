@@ -98,7 +98,7 @@ public final class Reranker: @unchecked Sendable {
             throw RerankError.invalidArgument("max_length \(maxLength) must be in 1...\(maxLengthLimit)")
         }
         let prompt = try RerankPrompt(tokenizer: tokenizer, query: query, instruction: instruction, maxLength: maxLength)
-        let prefixCache = model.makeCache(capacity: prompt.prefix.count)
+        let prefixCache = model.makeCache()
         try model.forward(prompt.prefix, cache: prefixCache, wantHidden: false)
         return try documents.enumerated().map { index, text in
             let (docTokens, truncated) = prompt.document(text, tokenizer: tokenizer)

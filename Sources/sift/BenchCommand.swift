@@ -93,7 +93,7 @@ struct PrefillBench: ParsableCommand {
             var timings: [Double] = []
             for s in 0...sequences {
                 let seq = Array(ids[(s * tokens)..<((s + 1) * tokens)])
-                let cache = m.makeCache(capacity: tokens)
+                let cache = m.makeCache()
                 let start = now()
                 _ = try m.forward(seq, cache: cache, wantHidden: true)
                 if s > 0 { timings.append(now() - start) }

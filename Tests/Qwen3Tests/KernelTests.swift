@@ -84,10 +84,20 @@ final class KernelTests: XCTestCase {
         let q = randomFloats(positions * qDim, seed: 11)
         let k = randomFloats(positions * kvDim, seed: 12)
         let v = randomFloats(positions * kvDim, seed: 13)
-        // Keys in the blocked layout.
+        // Paged KV: one block per 16 positions, keys transposed, then value rows.
         let block = Int(SIFT_KEY_BLOCK)
-        var kt = [Float](repeating: 0, count: (positions + block) / block * block * kvDim)
-        for p in 0..<positions { for i in 0..<kvDim { kt[(p / block) * kvDim * block + i * block + p % block] = k[p * kvDim + i] } }
+        let blockCount = (positions + block - 1) / block
+        let blockFloats = 2 * block * kvDim
+        let memory = UnsafeMutablePointer<Float>.allocate(capacity: blockCount * blockFloats)
+        defer { memory.deallocate() }
+        for p in 0..<positions {
+            let base = memory + (p / block) * blockFloats
+            for i in 0..<kvDim {
+                base[i * block + p % block] = k[p * kvDim + i]
+                base[block * kvDim + (p % block) * kvDim + i] = v[p * kvDim + i]
+            }
+        }
+        let table: [UnsafePointer<Float>?] = (0..<blockCount).map { UnsafePointer(memory + $0 * blockFloats) }
         let scale = 1 / Float(d).squareRoot()
         func run(simd: Int32, splits: [Int]) -> [Float] {
             var out = [Float](repeating: 0, count: positions * qDim)
@@ -97,9 +107,9 @@ final class KernelTests: XCTestCase {
                 for end in splits + [positions] {
                     q.withUnsafeBufferPointer { qb in
                         out.withUnsafeMutableBufferPointer { ob in
-                            sift_attention(simd, qb.baseAddress! + start * qDim + head * d, qDim, end - start, start, kt, v, kvDim,
-                                           kvHeads, head / (heads / kvHeads), d, scale, ob.baseAddress! + start * qDim + head * d, qDim,
-                                           &scratch)
+                            sift_attention(simd, qb.baseAddress! + start * qDim + head * d, qDim, end - start, start, table,
+                                           0, block * kvDim, kvDim, head / (heads / kvHeads), d, scale,
+                                           ob.baseAddress! + start * qDim + head * d, qDim, &scratch)
                         }
                     }
                     start = end

@@ -24,7 +24,7 @@ public enum Fixtures {
 
 extension Fixtures {
     /// The reference cases of reference-scores.json (or -0.6b.json).
-    public struct ReferenceCase {
+    public struct ReferenceCase: Sendable {
         public let id: String
         public let query: String
         public let instructionGiven: String?

@@ -1,0 +1,119 @@
+import Foundation
+
+/// One rerank call: a query and its documents.
+public struct RerankRequest: Sendable {
+    public var query: String
+    /// Task instruction; nil = the model card's default (an empty string is used as is).
+    public var instruction: String?
+    public var documents: [String]
+    /// Keep only the best `topN` in `RerankResult.ranked` (nil = all).
+    public var topN: Int?
+    /// Cut each document to at most this many tokens (besides the pair's max length).
+    public var maxTokensPerDocument: Int?
+    /// Tokens of one (query, document) pair; nil = the engine's default.
+    public var maxLength: Int?
+    /// Work not finished by then fails with `deadlineExceeded`.
+    public var deadline: ContinuousClock.Instant?
+    /// Higher is served first (ties: least served first, then oldest).
+    public var priority: Int
+    /// Called on the scheduler thread with each batch of newly finished documents (streaming).
+    public var onProgress: (@Sendable ([DocumentScore]) -> Void)?
+
+    public init(query: String, instruction: String? = nil, documents: [String], topN: Int? = nil,
+                maxTokensPerDocument: Int? = nil, maxLength: Int? = nil, deadline: ContinuousClock.Instant? = nil,
+                priority: Int = 0, onProgress: (@Sendable ([DocumentScore]) -> Void)? = nil) {
+        self.query = query
+        self.instruction = instruction
+        self.documents = documents
+        self.topN = topN
+        self.maxTokensPerDocument = maxTokensPerDocument
+        self.maxLength = maxLength
+        self.deadline = deadline
+        self.priority = priority
+        self.onProgress = onProgress
+    }
+}
+
+/// The score of one document.
+public struct DocumentScore: Sendable, Equatable {
+    /// Position in the request's `documents`.
+    public var index: Int
+    /// logit("yes") − logit("no"): the raw relevance score; sort by it.
+    public var logit: Float
+    /// sigmoid(logit), in 0...1. Already a probability: never apply sigmoid again.
+    public var probability: Float
+    /// Tokens of this document fed to the model (after truncation, without prefix and suffix).
+    public var tokens: Int
+    public var truncated: Bool
+}
+
+public struct RerankResult: Sendable {
+    /// Every document, in input order.
+    public var results: [DocumentScore]
+    /// Best first (by logit, ties by index), cut to `topN`.
+    public var ranked: [DocumentScore]
+    public var usage: Usage
+    public var timings: Timings
+
+    public struct Usage: Sendable, Equatable {
+        /// Tokens of the shared prefix (system prompt + instruction + query).
+        public var prefixTokens: Int
+        /// Of those, served from the prefix cache.
+        public var prefixTokensCached: Int
+        /// Σ document tokens (after truncation).
+        public var documentTokens: Int
+        /// Σ suffix tokens (the assistant turn after each document).
+        public var suffixTokens: Int
+        public var truncatedDocuments: Int
+    }
+
+    public struct Timings: Sendable {
+        /// From submission to the first scheduled step.
+        public var queued: Duration
+        /// From the first scheduled step to completion.
+        public var computing: Duration
+    }
+}
+
+/// Why a rerank call failed. Codes follow gRPC's, so the server maps them one to one.
+public struct EngineError: Error, CustomStringConvertible, Equatable {
+    public enum Code: String, Sendable {
+        case invalidArgument, resourceExhausted, deadlineExceeded, cancelled, unavailable, `internal`
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}
+
+/// Engine settings. Each is documented where the server exposes it as a flag.
+public struct EngineOptions: Sendable {
+    /// Tokens computed per scheduler step (all sequences together). Bigger steps use the int8
+    /// GEMMs better; smaller ones let new requests in sooner. Default from `sift bench engine`.
+    public var maxBatchTokens = 1024
+    /// A long document enters the batch in chunks of at most this many tokens, so short
+    /// requests never wait behind a 32k-token one.
+    public var prefillChunk = 512
+    /// Tokens admitted but not yet computed, over all requests; beyond it `rerank` fails with
+    /// `resourceExhausted` at once instead of queueing without bound.
+    public var maxQueuedTokens = 262_144
+    /// Byte budget of the prefix KV cache (0 disables caching across requests).
+    public var prefixCacheBytes = 1 << 30
+    /// Share the prefix KV among a request's documents (false: every document is computed with
+    /// its own copy of the prompt, as servers without prefix sharing do; for comparisons).
+    public var prefixSharing = true
+    /// Documents per request.
+    public var maxDocuments = 1000
+    /// Default tokens per (query, document) pair.
+    public var defaultMaxLength = RerankPrompt.defaultMaxLength
+    /// A waiting request gains one priority level per this many seconds, so none starves.
+    public var agingSeconds = 10.0
+
+    public init() {}
+}

@@ -1,0 +1,329 @@
+import Foundation
+import Qwen3
+import Synchronization
+
+/// The thread that owns the model and its KV memory. It admits requests, plans each step
+/// (`Planner`), runs it on the model as one packed batch, and applies the results: finished
+/// documents are scored, finished requests resumed, cancelled or expired ones dropped with
+/// their memory. Swift concurrency's threads only enqueue and await; they never compute.
+final class Scheduler: @unchecked Sendable {
+    let model: Qwen3Model
+    let options: EngineOptions
+    let prefixCache: PrefixCache
+    let stats = Mutex(EngineStats())
+
+    private let condition = NSCondition()
+    // Guarded by `condition`:
+    private var inbox: [ActiveRequest] = []
+    private var queuedTokens = 0
+    private var stopping = false
+    private var wakeups = 0
+    // Scheduler thread only:
+    private var active: [ActiveRequest] = []
+    private var thread: Thread?
+
+    init(model: Qwen3Model, options: EngineOptions) {
+        self.model = model
+        self.options = options
+        prefixCache = PrefixCache(budgetBytes: options.prefixCacheBytes, blockBytes: model.kvPool.blockBytes)
+    }
+
+    func start() {
+        let t = Thread { [self] in self.loop() }
+        t.name = "sift-scheduler"
+        t.stackSize = 8 << 20
+        thread = t
+        t.start()
+    }
+
+    /// Admits a request, or throws `resourceExhausted` when the queue bound would be passed.
+    func submit(_ r: ActiveRequest) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopping else { throw EngineError(.unavailable, "the engine is shutting down") }
+        guard queuedTokens + r.totalTokens <= options.maxQueuedTokens || queuedTokens == 0 else {
+            throw EngineError(.resourceExhausted,
+                              "the queue holds \(queuedTokens) tokens; this request adds \(r.totalTokens) and the limit is \(options.maxQueuedTokens): retry later or send fewer documents")
+        }
+        queuedTokens += r.totalTokens
+        inbox.append(r)
+        stats.withLock { $0.queuedTokens = queuedTokens; $0.activeRequests += 1 }
+        condition.signal()
+    }
+
+    /// Wakes the loop so a cancellation is noticed before the next step.
+    func poke() {
+        condition.lock()
+        wakeups += 1
+        condition.signal()
+        condition.unlock()
+    }
+
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while inbox.isEmpty && active.isEmpty && !stopping { condition.wait() }
+            let arrived = inbox
+            inbox.removeAll()
+            let stop = stopping
+            condition.unlock()
+            for r in arrived { admit(r) }
+            if stop {
+                for r in active { finish(r, error: EngineError(.unavailable, "the engine shut down before this request finished")) }
+                active.removeAll()
+                return
+            }
+            expire()
+            if active.isEmpty { continue }
+            step()
+        }
+    }
+
+    /// Looks up the prefix in the cache and sets up the request's prefix sequence.
+    private func admit(_ r: ActiveRequest) {
+        active.append(r)
+        guard options.prefixSharing else { r.prefixReady = true; return }
+        let (entries, covered) = prefixCache.acquire(r.prefix)
+        r.pinned = entries
+        r.prefixTokensCached = covered
+        r.prefixKV = KVCache(pool: model.kvPool, blocks: entries.map(\.block), count: covered)
+        r.prefixReady = covered == r.prefix.count
+        r.release(tokens: covered, from: self)
+    }
+
+    /// Drops cancelled and expired requests (and their memory).
+    private func expire() {
+        let now = ContinuousClock.now
+        active.removeAll { r in
+            if r.cancelled.load(ordering: .relaxed) {
+                finish(r, error: EngineError(.cancelled, "the request was cancelled"))
+                return true
+            }
+            if let d = r.deadline, now >= d {
+                finish(r, error: EngineError(.deadlineExceeded, "the deadline passed after \(r.finishedDocuments) of \(r.documents.count) documents; allow more time or send fewer or shorter documents"))
+                return true
+            }
+            return false
+        }
+    }
+
+    private func step() {
+        let now = ContinuousClock.now
+        let summaries = active.map { r in
+            let waited = r.firstScheduled == nil ? (now - r.arrival) : .zero
+            let aging = Double(waited.components.seconds) / max(options.agingSeconds, 0.001)
+            return Planner.RequestSummary(
+                id: r.id, priority: Double(r.priority) + aging, servedTokens: r.servedTokens, arrival: r.id,
+                prefixRemaining: r.prefixReady ? 0 : r.prefix.count - r.prefixKV!.count,
+                documents: r.pendingDocuments())
+        }
+        let plan = Planner.plan(summaries, budget: options.maxBatchTokens, chunk: options.prefillChunk)
+        let byID = Dictionary(uniqueKeysWithValues: active.map { ($0.id, $0) })
+        let started = ContinuousClock.now
+        let outputs: [[Float]?]
+        do {
+            // The batch is a temporary: its references to finished sequences' KV die here.
+            outputs = try model.forward(makeBatch(plan, byID, now: now))
+        } catch {
+            for r in Set(plan.map(\.request)).compactMap({ byID[$0] }) {
+                finish(r, error: EngineError(.internal, "model step failed: \(error)"))
+            }
+            active.removeAll { r in plan.contains { $0.request == r.id } }
+            return
+        }
+        let stepTokens = plan.reduce(0) { $0 + $1.tokens }
+        stats.withLock {
+            $0.steps += 1
+            $0.stepTokens += stepTokens
+            $0.stepCapacity += options.maxBatchTokens
+            $0.computeSeconds += (ContinuousClock.now - started).seconds
+        }
+        // Apply results.
+        var finishedRequests: [ActiveRequest] = []
+        var newlyScored: [UInt64: [DocumentScore]] = [:]
+        for (item, output) in zip(plan, outputs) {
+            let r = byID[item.request]!
+            r.servedTokens += item.tokens
+            r.release(tokens: item.tokens, from: self)
+            switch item.target {
+            case .prefix:
+                if item.final {
+                    r.prefixReady = true
+                    r.pinned += prefixCache.insert(r.prefix, cache: r.prefixKV!)
+                }
+            case let .document(i):
+                let doc = r.documents[i]
+                doc.computed += item.tokens
+                if item.final, let hidden = output {
+                    let logit = model.logitDifference(hidden)
+                    let score = DocumentScore(index: i, logit: logit, probability: sigmoid(logit),
+                                              tokens: doc.documentTokens, truncated: doc.truncated)
+                    r.scores[i] = score
+                    doc.cache = nil  // its own KV is freed now
+                    r.finishedDocuments += 1
+                    newlyScored[r.id, default: []].append(score)
+                    if r.finishedDocuments == r.documents.count { finishedRequests.append(r) }
+                }
+            }
+        }
+        for (id, scores) in newlyScored { byID[id]!.onProgress?(scores.sorted { $0.index < $1.index }) }
+        for r in finishedRequests { finish(r, error: nil) }
+        if !finishedRequests.isEmpty {
+            let done = Set(finishedRequests.map(\.id))
+            active.removeAll { done.contains($0.id) }
+        }
+        stats.withLock { $0.kvBytes = model.kvPool.liveBytes; $0.prefixCacheBytes = prefixCache.bytes
+            $0.prefixLookupTokens = prefixCache.lookups; $0.prefixHitTokens = prefixCache.hits }
+    }
+
+    /// The model's view of a plan: which tokens of which sequence, against which KV.
+    private func makeBatch(_ plan: [Planner.Item], _ byID: [UInt64: ActiveRequest],
+                           now: ContinuousClock.Instant) -> [Qwen3Model.BatchItem] {
+        plan.map { item in
+            let r = byID[item.request]!
+            if r.firstScheduled == nil { r.firstScheduled = now }
+            switch item.target {
+            case .prefix:
+                let kv = r.prefixKV!
+                return .init(tokens: r.prefix[kv.count..<(kv.count + item.tokens)], cache: kv, wantHidden: false)
+            case let .document(i):
+                let doc = r.documents[i]
+                if doc.cache == nil {
+                    doc.cache = options.prefixSharing ? r.prefixKV!.copy() : model.makeCache()
+                }
+                return .init(tokens: doc.tokens[doc.computed..<(doc.computed + item.tokens)], cache: doc.cache!,
+                             wantHidden: item.final)
+            }
+        }
+    }
+
+    /// Resumes the caller and frees everything the request holds.
+    private func finish(_ r: ActiveRequest, error: EngineError?) {
+        r.release(tokens: r.remainingTokens, from: self)
+        prefixCache.release(r.pinned)
+        r.pinned = []
+        r.prefixKV = nil
+        for d in r.documents { d.cache = nil }
+        stats.withLock {
+            $0.activeRequests -= 1
+            $0.kvBytes = model.kvPool.liveBytes
+            $0.prefixCacheBytes = prefixCache.bytes
+            if let error { $0.failed[error.code, default: 0] += 1 } else { $0.completed += 1 }
+        }
+        r.complete(error: error)
+    }
+
+    /// Returns admitted-but-uncomputed tokens to the queue budget.
+    fileprivate func returnTokens(_ n: Int) {
+        guard n > 0 else { return }
+        condition.lock()
+        queuedTokens -= n
+        let q = queuedTokens
+        condition.unlock()
+        stats.withLock { $0.queuedTokens = q }
+    }
+}
+
+/// Live counters of the engine, for metrics and tests.
+public struct EngineStats: Sendable {
+    public var queuedTokens = 0
+    public var activeRequests = 0
+    public var completed = 0
+    public var failed: [EngineError.Code: Int] = [:]
+    public var steps = 0
+    /// Tokens computed in all steps, and the steps' token capacity (fill = ratio).
+    public var stepTokens = 0
+    public var stepCapacity = 0
+    public var computeSeconds = 0.0
+    /// KV memory referenced by sequences and the cache.
+    public var kvBytes = 0
+    public var prefixCacheBytes = 0
+    public var prefixLookupTokens = 0
+    public var prefixHitTokens = 0
+}
+
+/// A request inside the engine (scheduler thread only, except `cancelled`).
+final class ActiveRequest: @unchecked Sendable {
+    let id: UInt64
+    let arrival = ContinuousClock.now
+    let deadline: ContinuousClock.Instant?
+    let priority: Int
+    let prefix: [Int32]
+    let documents: [DocumentWork]
+    let onProgress: (@Sendable ([DocumentScore]) -> Void)?
+    let cancelled = Atomic<Bool>(false)
+    let totalTokens: Int
+    private(set) var remainingTokens: Int
+    private let continuation: CheckedContinuation<[DocumentScore], any Error>
+
+    var prefixKV: KVCache?
+    var prefixReady = false
+    var prefixTokensCached = 0
+    var pinned: [PrefixCache.Entry] = []
+    var servedTokens = 0
+    var finishedDocuments = 0
+    var scores: [DocumentScore?]
+    var firstScheduled: ContinuousClock.Instant?
+    var finishedAt: ContinuousClock.Instant?
+
+    init(id: UInt64, request: RerankRequest, prefix: [Int32], documents: [DocumentWork], sharing: Bool,
+         continuation: CheckedContinuation<[DocumentScore], any Error>) {
+        self.id = id
+        deadline = request.deadline
+        priority = request.priority
+        self.prefix = prefix
+        self.documents = documents
+        onProgress = request.onProgress
+        self.continuation = continuation
+        scores = Array(repeating: nil, count: documents.count)
+        totalTokens = (sharing ? prefix.count : 0) + documents.reduce(0) { $0 + $1.tokens.count }
+        remainingTokens = totalTokens
+    }
+
+    var finishedScores: [DocumentScore] { scores.compactMap { $0 } }
+
+    /// Unfinished documents, those already started first (so in-flight KV is freed soonest).
+    func pendingDocuments() -> [(index: Int, remaining: Int)] {
+        let open = documents.enumerated().filter { $0.element.computed < $0.element.tokens.count }
+        let started = open.filter { $0.element.cache != nil }, fresh = open.filter { $0.element.cache == nil }
+        return (started + fresh).map { ($0.offset, $0.element.tokens.count - $0.element.computed) }
+    }
+
+    func release(tokens n: Int, from scheduler: Scheduler) {
+        let n = min(n, remainingTokens)
+        remainingTokens -= n
+        scheduler.returnTokens(n)
+    }
+
+    func complete(error: EngineError?) {
+        finishedAt = ContinuousClock.now
+        if let error { continuation.resume(throwing: error) } else { continuation.resume(returning: finishedScores) }
+    }
+}
+
+/// One document of a request: its tokens (document + suffix, or the whole prompt when the
+/// prefix is not shared) and its own KV while it is being computed.
+final class DocumentWork {
+    let tokens: [Int32]
+    let documentTokens: Int
+    let truncated: Bool
+    var computed = 0
+    var cache: KVCache?
+
+    init(tokens: [Int32], documentTokens: Int, truncated: Bool) {
+        self.tokens = tokens
+        self.documentTokens = documentTokens
+        self.truncated = truncated
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}

@@ -1,0 +1,211 @@
+import Foundation
+import Qwen3
+import SiftEngine
+import SiftTestSupport
+import Synchronization
+import XCTest
+
+final class EngineTests: XCTestCase {
+    var docs: [String] { Self.docs }
+    static let tokenizer = try! Tokenizer.load(directory: Fixtures.tinyModel)
+
+    func makeEngine(precision: Precision = .int8, _ configure: (inout EngineOptions) -> Void = { _ in }) throws -> SiftEngine {
+        let checkpoint = try Qwen3Checkpoint(directory: Fixtures.tinyModel)
+        let tok = Self.tokenizer
+        let model = try Qwen3Model(checkpoint: checkpoint, yesID: 9693, noID: 2152, precision: precision, threads: 2,
+                                   calibrationTokens: Reranker.calibrationTokens(tok))
+        var options = EngineOptions()
+        configure(&options)
+        return SiftEngine(reranker: Reranker(tokenizer: tok, model: model, yesID: 9693, noID: 2152), options: options)
+    }
+
+    static let docs = ["The capital of China is Beijing.", "Gravity is a force by which a planet draws objects toward its center.",
+                "", "Paris is the capital of France.", String(repeating: "A long document about many things. ", count: 40)]
+
+    // MARK: parity and invariance
+
+    func testParityThroughTheEngine() async throws {
+        let fp32 = try makeEngine(precision: .fp32)
+        let int8 = try makeEngine()
+        let cases = try Fixtures.referenceCases()
+        // One request per (query, instruction, max_length) group, all in flight at once.
+        let groups = Dictionary(grouping: cases) { "\($0.query)|\($0.instructionGiven ?? "<nil>")|\($0.maxLength)" }
+        for (engine, tolerance) in [(fp32, 1e-3), (int8, 0.35)] {
+            var deltas: [Double] = []
+            try await withThrowingTaskGroup(of: [(Double, Double)].self) { group in
+                for (_, list) in groups {
+                    group.addTask {
+                        let r = try await engine.rerank(RerankRequest(query: list[0].query, instruction: list[0].instructionGiven,
+                                                                      documents: list.map(\.document), maxLength: list[0].maxLength))
+                        return zip(list, r.results).map { (Double($1.logit), $0.logitDiff) }
+                    }
+                }
+                for try await pairs in group { deltas += pairs.map { abs($0.0 - $0.1) } }
+            }
+            XCTAssertEqual(deltas.count, cases.count)
+            XCTAssertLessThanOrEqual(deltas.max()!, tolerance)
+            if engine === int8 { XCTAssertLessThanOrEqual(deltas.reduce(0, +) / Double(deltas.count), 0.053) }
+        }
+    }
+
+    func testScoresAreBitIdenticalHoweverTheyAreBatched() async throws {
+        let engine = try makeEngine()
+        let query = "What is the capital of China?"
+        // Together in one request (prefix computed fresh).
+        let together = try await engine.rerank(RerankRequest(query: query, documents: docs))
+        XCTAssertEqual(together.usage.prefixTokensCached, 0)
+        // Each alone (prefix now from the cache).
+        for (i, d) in docs.enumerated() {
+            let alone = try await engine.rerank(RerankRequest(query: query, documents: [d]))
+            XCTAssertEqual(alone.usage.prefixTokensCached, alone.usage.prefixTokens, "prefix should come from the cache")
+            XCTAssertEqual(alone.results[0].logit.bitPattern, together.results[i].logit.bitPattern, "document \(i) alone")
+        }
+        // Mixed with other requests in the same steps.
+        let docs = Self.docs
+        async let other1 = engine.rerank(RerankRequest(query: "Who wrote Hamlet?", documents: Array(docs.reversed())))
+        async let mixed = engine.rerank(RerankRequest(query: query, documents: docs))
+        async let other2 = engine.rerank(RerankRequest(query: "gravity", instruction: "Find physics passages", documents: docs))
+        let (m, _, _) = try await (mixed, other1, other2)
+        XCTAssertEqual(m.results.map(\.logit.bitPattern), together.results.map(\.logit.bitPattern))
+        // Other chunk and batch sizes: within 1e-4 (the kernels make them bit-identical).
+        let chunky = try makeEngine { $0.prefillChunk = 5; $0.maxBatchTokens = 37 }
+        let c = try await chunky.rerank(RerankRequest(query: query, documents: docs))
+        for (a, b) in zip(c.results, together.results) { XCTAssertEqual(a.logit, b.logit, accuracy: 1e-4) }
+        // Without prefix sharing (each document computes the whole prompt): same scores.
+        let unshared = try makeEngine { $0.prefixSharing = false }
+        let u = try await unshared.rerank(RerankRequest(query: query, documents: docs))
+        for (a, b) in zip(u.results, together.results) { XCTAssertEqual(a.logit, b.logit, accuracy: 1e-4) }
+    }
+
+    func testResultShapeUsageAndTopN() async throws {
+        let engine = try makeEngine()
+        let r = try await engine.rerank(RerankRequest(query: "capital of China", documents: docs, topN: 2, maxTokensPerDocument: 10))
+        XCTAssertEqual(r.results.map(\.index), Array(0..<docs.count))
+        XCTAssertEqual(r.ranked.count, 2)
+        XCTAssertGreaterThanOrEqual(r.ranked[0].logit, r.ranked[1].logit)
+        XCTAssertEqual(r.ranked[0].logit, r.results.map(\.logit).max())
+        XCTAssertTrue(r.results[4].truncated)
+        XCTAssertEqual(r.results[4].tokens, 10)
+        XCTAssertEqual(r.usage.truncatedDocuments, r.results.filter(\.truncated).count)
+        XCTAssertEqual(r.usage.documentTokens, r.results.reduce(0) { $0 + $1.tokens })
+        for s in r.results { XCTAssertEqual(s.probability, 1 / (1 + exp(-s.logit)), accuracy: 1e-6) }
+        let empty = try await engine.rerank(RerankRequest(query: "q", documents: []))
+        XCTAssertTrue(empty.results.isEmpty)
+    }
+
+    func testInvalidArgumentsAreRejectedWithAClearMessage() async throws {
+        let engine = try makeEngine { $0.maxDocuments = 3 }
+        let bad: [(RerankRequest, String)] = [
+            (RerankRequest(query: "", documents: ["x"]), "query is empty"),
+            (RerankRequest(query: "q", documents: ["a", "b", "c", "d"]), "at most 3"),
+            (RerankRequest(query: "q", documents: ["x"], maxLength: 0), "max_length"),
+            (RerankRequest(query: "q", documents: ["x"], topN: -1), "top_n"),
+            (RerankRequest(query: "q", documents: ["x"], maxTokensPerDocument: 0), "max_tokens_per_document"),
+            (RerankRequest(query: String(repeating: "long query ", count: 100), documents: ["x"], maxLength: 64), "max_length 64"),
+        ]
+        for (request, words) in bad {
+            do {
+                _ = try await engine.rerank(request)
+                XCTFail("expected an error mentioning \(words)")
+            } catch let e as EngineError {
+                XCTAssertEqual(e.code, .invalidArgument)
+                XCTAssertTrue(e.message.contains(words), e.message)
+            }
+        }
+    }
+
+    // MARK: scheduling
+
+    func testAShortRequestSubmittedDuringALongOneFinishesFirst() async throws {
+        let engine = try makeEngine { $0.maxBatchTokens = 64; $0.prefillChunk = 32 }
+        let long = Array(repeating: String(repeating: "word ", count: 1500), count: 4)
+        let order = Mutex<[String]>([])
+        let longTask = Task {
+            _ = try await engine.rerank(RerankRequest(query: "long", documents: long))
+            order.withLock { $0.append("long") }
+        }
+        while engine.stats.steps < 3 { try await Task.sleep(for: .milliseconds(2)) }
+        _ = try await engine.rerank(RerankRequest(query: "short", documents: ["a short document", "another"]))
+        order.withLock { $0.append("short") }
+        try await longTask.value
+        XCTAssertEqual(order.withLock { $0 }, ["short", "long"])
+    }
+
+    func testCancellationStopsTheWorkAndReturnsTheMemory() async throws {
+        let engine = try makeEngine { $0.maxBatchTokens = 32; $0.prefillChunk = 16 }
+        let task = Task { try await engine.rerank(RerankRequest(query: "q", documents: Array(repeating: String(repeating: "word ", count: 2000), count: 3))) }
+        while engine.stats.steps < 3 { try await Task.sleep(for: .milliseconds(2)) }
+        task.cancel()
+        do {
+            _ = try await task.value
+            XCTFail("expected cancellation")
+        } catch let e as EngineError {
+            XCTAssertEqual(e.code, .cancelled)
+        }
+        let steps = engine.stats.steps
+        try await Task.sleep(for: .milliseconds(100))
+        let s = engine.stats
+        XCTAssertEqual(s.steps, steps, "no work after cancellation")
+        XCTAssertEqual(s.activeRequests, 0)
+        XCTAssertEqual(s.queuedTokens, 0)
+        XCTAssertEqual(s.kvBytes, s.prefixCacheBytes, "only the prefix cache may still hold KV blocks")
+    }
+
+    func testDeadlineExpires() async throws {
+        let engine = try makeEngine { $0.maxBatchTokens = 32; $0.prefillChunk = 16 }
+        do {
+            _ = try await engine.rerank(RerankRequest(query: "q", documents: [String(repeating: "word ", count: 3000)],
+                                                      deadline: .now + .milliseconds(50)))
+            XCTFail("expected deadlineExceeded")
+        } catch let e as EngineError {
+            XCTAssertEqual(e.code, .deadlineExceeded)
+        }
+        XCTAssertEqual(engine.stats.kvBytes, engine.stats.prefixCacheBytes)
+    }
+
+    func testQueueOverflowFailsFastWhileSmallRequestsStillRun() async throws {
+        let engine = try makeEngine { $0.maxQueuedTokens = 3000; $0.maxBatchTokens = 64; $0.prefillChunk = 32 }
+        let big = Task { try await engine.rerank(RerankRequest(query: "q", documents: [String(repeating: "word ", count: 2500)])) }
+        while engine.stats.queuedTokens == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        do {
+            _ = try await engine.rerank(RerankRequest(query: "q2", documents: [String(repeating: "word ", count: 1500)]))
+            XCTFail("expected resourceExhausted")
+        } catch let e as EngineError {
+            XCTAssertEqual(e.code, .resourceExhausted)
+            XCTAssertTrue(e.message.contains("3000"), e.message)
+        }
+        let small = try await engine.rerank(RerankRequest(query: "q3", documents: ["short"]))
+        XCTAssertEqual(small.results.count, 1)
+        _ = try await big.value
+    }
+
+    func testPrefixCacheStaysWithinATinyBudget() async throws {
+        let blockBytes = try makeEngine().reranker.model.kvPool.blockBytes
+        let engine = try makeEngine { $0.prefixCacheBytes = 3 * blockBytes }
+        for q in ["alpha", "beta", "gamma", "delta", "epsilon"] {
+            _ = try await engine.rerank(RerankRequest(query: "query about \(q)", documents: ["doc"]))
+            XCTAssertLessThanOrEqual(engine.stats.prefixCacheBytes, 3 * blockBytes)
+        }
+        XCTAssertEqual(engine.stats.kvBytes, engine.stats.prefixCacheBytes)
+    }
+
+    func testManyConcurrentTasks() async throws {
+        let engine = try makeEngine { $0.maxBatchTokens = 96 }
+        let queries = (0..<6).map { "query number \($0)" }
+        var expected: [String: [Float]] = [:]
+        for q in queries { expected[q] = try await engine.rerank(RerankRequest(query: q, documents: docs)).results.map(\.logit) }
+        try await withThrowingTaskGroup(of: (String, [Float]).self) { group in
+            for round in 0..<4 {
+                for q in queries {
+                    group.addTask {
+                        let r = try await engine.rerank(RerankRequest(query: q, documents: EngineTests.docs, priority: round))
+                        return (q, r.results.map(\.logit))
+                    }
+                }
+            }
+            for try await (q, logits) in group { XCTAssertEqual(logits, expected[q]) }
+        }
+        XCTAssertEqual(engine.stats.activeRequests, 0)
+        XCTAssertEqual(engine.stats.completed, queries.count * 5)
+    }
+}

@@ -107,11 +107,12 @@ public struct SafeTensorsFile: Sendable {
                 return (m, acc.1 || o)
             }
             let begin = offsetsRaw[0].intValue, end = offsetsRaw[1].intValue
-            guard !overflow, begin >= 0, begin <= end, end <= dataSize else {
+            let (bytes, bytesOverflow) = elements.multipliedReportingOverflow(by: dtype.byteSize)
+            guard !overflow, !bytesOverflow, begin >= 0, begin <= end, end <= dataSize else {
                 throw LoadError(file: path, "tensor \(name): data_offsets [\(begin), \(end)] point outside the data section (\(dataSize) bytes); the file is truncated or corrupt")
             }
-            guard end - begin == elements * dtype.byteSize else {
-                throw LoadError(file: path, "tensor \(name): shape \(shape) of \(dtypeName) needs \(elements * dtype.byteSize) bytes but data_offsets span \(end - begin)")
+            guard end - begin == bytes else {
+                throw LoadError(file: path, "tensor \(name): shape \(shape) of \(dtypeName) needs \(bytes) bytes but data_offsets span \(end - begin)")
             }
             tensors[name] = TensorView(name: name, dtype: dtype, shape: shape, data: file.base + dataStart + begin, file: file)
         }

@@ -169,20 +169,25 @@ public enum SiftFile {
         guard Array(UnsafeRawBufferPointer(start: file.base, count: 8)) == magic else {
             throw LoadError(file: path, "not a .sift file (bad magic); convert a Hugging Face folder with `sift convert`")
         }
-        func u64(_ at: Int) -> Int { Int(UInt64(littleEndian: file.base.loadUnaligned(fromByteOffset: at, as: UInt64.self))) }
+        func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: file.base.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
         let version = UInt32(littleEndian: file.base.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
         guard version == formatVersion else {
             throw LoadError(file: path, ".sift format version \(version); this sift reads version \(formatVersion): convert the model again")
         }
-        let metaOffset = u64(16), metaLength = u64(24), dataOffset = u64(32), dataLength = u64(40)
+        // Sizes are checked as UInt64 before any conversion: a corrupt header must not trap.
+        let size = UInt64(file.size)
+        let fields = [u64(16), u64(24), u64(32), u64(40)]
+        guard fields.allSatisfy({ $0 <= size }) else {
+            throw LoadError(file: path, "truncated or corrupt: header sizes do not match the file size \(file.size)")
+        }
+        let (metaOffset, metaLength, dataOffset, dataLength) = (Int(fields[0]), Int(fields[1]), Int(fields[2]), Int(fields[3]))
         guard metaOffset == headerSize, metaLength > 0, metaOffset + metaLength <= dataOffset,
               dataOffset <= file.size, dataLength == file.size - dataOffset else {
             throw LoadError(file: path, "truncated or corrupt: header sizes do not match the file size \(file.size)")
         }
         if verifyChecksum {
-            let expected = UInt64(u64(48))
             let actual = sift_checksum64(file.base + headerSize, file.size - headerSize, 0)
-            guard expected == actual else { throw LoadError(file: path, "corrupt: checksum mismatch (the file was modified or damaged)") }
+            guard u64(48) == actual else { throw LoadError(file: path, "corrupt: checksum mismatch (the file was modified or damaged)") }
         }
         let metaData = Data(bytes: file.base + metaOffset, count: metaLength)
         guard let meta = (try? JSONSerialization.jsonObject(with: metaData)) as? [String: Any],
@@ -197,7 +202,7 @@ public enum SiftFile {
         }
         var sections: [String: (Int, Int)] = [:]
         for (name, pair) in rawSections {
-            guard pair.count == 2, pair[0] >= dataOffset, pair[1] >= 0, pair[0] + pair[1] <= file.size else {
+            guard pair.count == 2, pair[0] >= dataOffset, pair[0] <= file.size, pair[1] >= 0, pair[1] <= file.size - pair[0] else {
                 throw LoadError(file: path, "section \(name) points outside the file")
             }
             sections[name] = (pair[0], pair[1])
@@ -222,11 +227,14 @@ extension Qwen3Model {
         var layers: [DecoderLayer] = []
         for l in 0..<cfg.layerCount {
             var linears: [any LinearLayer] = []
-            for name in SiftFile.projections {
-                guard let m = layerMeta[l][name] as? [String: Any], let n = m["outputs"] as? Int, let k = m["inputs"] as? Int,
-                      let outliers = m["outliers"] as? [Int], n % 16 == 0, k % 4 == 0,
-                      outliers.allSatisfy({ (0..<k).contains($0) })
+            let expected = [(cfg.qDim + 2 * cfg.kvDim, h), (h, cfg.qDim), (2 * cfg.intermediateSize, h), (h, cfg.intermediateSize)]
+            for (name, (n, k)) in zip(SiftFile.projections, expected) {
+                guard let m = layerMeta[l][name] as? [String: Any], let outliers = m["outliers"] as? [Int],
+                      outliers.count <= 256, outliers.allSatisfy({ (0..<k).contains($0) })
                 else { throw LoadError(file: c.file.path, "corrupt metadata for layer \(l) \(name)") }
+                guard m["outputs"] as? Int == n, m["inputs"] as? Int == k, n % 16 == 0, k % 4 == 0 else {
+                    throw LoadError(file: c.file.path, "layer \(l) \(name): shape in the file does not match the config (\(n)×\(k))")
+                }
                 let p = "\(l).\(name)"
                 linears.append(Int8Linear(
                     inputs: k, outputs: n,
@@ -236,10 +244,6 @@ extension Qwen3Model {
                     outlierChannels: outliers.map { Int32($0) },
                     outlierWeights: try c.section(p + ".outlier_weights", bytes: outliers.count * n * 4).assumingMemoryBound(to: Float.self),
                     path: path, owner: c.file))
-            }
-            let expected = [(cfg.qDim + 2 * cfg.kvDim, h), (h, cfg.qDim), (2 * cfg.intermediateSize, h), (h, cfg.intermediateSize)]
-            for (linear, (n, k)) in zip(linears, expected) where linear.outputs != n || linear.inputs != k {
-                throw LoadError(file: c.file.path, "layer \(l): projection shape \(linear.outputs)×\(linear.inputs) does not match the config (\(n)×\(k))")
             }
             layers.append(DecoderLayer(
                 inputNorm: try c.floats("\(l).input_norm", count: h), qkv: linears[0],

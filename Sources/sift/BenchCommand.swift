@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (run a release build: swift build -c release).",
-        subcommands: [TokenizerBench.self, PrefillBench.self, ParityBench.self, KernelBench.self])
+        subcommands: [TokenizerBench.self, PrefillBench.self, ParityBench.self, KernelBench.self, EngineBench.self])
 }
 
 /// Monotonic seconds.
@@ -21,7 +21,8 @@ func now() -> Double {
 func peakResidentBytes() -> Int {
     guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
     for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        return (fields.count > 1 ? Int(fields[1]) ?? 0 : 0) * 1024
     }
     return 0
 }

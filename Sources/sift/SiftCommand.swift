@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 
-struct SiftCommand: ParsableCommand {
+struct SiftCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sift",
         abstract: "Sift: a Qwen3-Reranker inference service.",

@@ -95,6 +95,13 @@ final class Int8Tests: XCTestCase {
         var version = good
         version[8] = 9
         try expect(version, "format version 9")
+        // Header fields with the top bit set (and offsets past the end) are errors, not traps.
+        for field in [16, 24, 32, 40, 48] {
+            var huge = good
+            for b in 0..<8 { huge[field + b] = 0xFF }
+            try huge.write(to: file)
+            XCTAssertThrowsError(try Reranker.load(path: file.path), "field at \(field)")
+        }
         // A Hugging Face safetensors file given where a .sift is expected.
         try expect(try Data(contentsOf: Fixtures.tinyModel.appendingPathComponent("model.safetensors")), "not a .sift file")
     }

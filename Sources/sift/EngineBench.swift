@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import Qwen3
+import SiftEngine
+
+/// W1–W3 of the engine issue, in-process.
+struct EngineBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engine",
+        abstract: "Engine workloads W1 (one request, 64 docs), W2 (8 concurrent submitters), W3 (4 long docs, alone and under W2).")
+
+    @Option(help: "Model: .sift file or Hugging Face folder (quantized at load).") var model: String
+    @Option(help: "JSON-lines corpus of documents.") var corpus: String = defaultCorpus
+    @Option(help: "JSON-lines queries.") var queries: String = "../shared/bench/queries.jsonl"
+    @Option(help: "Workloads to run, comma-separated.") var workloads: String = "w1,w2,w3"
+    @Option(help: "W2: concurrent submitters.") var submitters: Int = 8
+    @Option(help: "W2: requests per submitter.") var requestsPerSubmitter: Int = 10
+    @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
+    @Option(help: "Tokens per scheduler step.") var maxBatchTokens: Int = EngineOptions().maxBatchTokens
+    @Option(help: "Chunk of a long document per step.") var prefillChunk: Int = EngineOptions().prefillChunk
+
+    func run() async throws {
+        do {
+            try await runBench()
+        } catch {
+            FileHandle.standardError.write(Data("sift: error: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    func makeEngine(_ reranker: Reranker, sharing: Bool = true) -> SiftEngine {
+        var o = EngineOptions()
+        o.maxBatchTokens = maxBatchTokens
+        o.prefillChunk = prefillChunk
+        o.prefixSharing = sharing
+        o.maxQueuedTokens = 4_000_000
+        return SiftEngine(reranker: reranker, options: o)
+    }
+
+    func runBench() async throws {
+        let texts = try loadCorpus(corpus)
+        let qs = try loadCorpus(queries)
+        guard texts.count >= 64, !qs.isEmpty else { throw CLIError("need at least 64 documents and one query") }
+        let reranker = try Reranker.load(path: model, precision: .int8, threads: threads)
+        let which = Set(workloads.lowercased().split(separator: ","))
+        print("model \(model), \(threads) threads, max-batch-tokens \(maxBatchTokens), prefill-chunk \(prefillChunk), kernel \(reranker.model.kernelPath.rawValue)")
+        let docs256 = Array(texts.prefix(64))
+        // Long documents: consecutive passages joined to ~4000 tokens, cut there.
+        var longDocs: [String] = []
+        var cursor = 64
+        for _ in 0..<4 {
+            var doc = ""
+            while reranker.tokenizer.encode(doc).count < 4000 { doc += texts[cursor % texts.count] + "\n\n"; cursor += 1 }
+            longDocs.append(doc)
+        }
+
+        if which.contains("w1") {
+            for sharing in [true, false] {
+                let engine = makeEngine(reranker, sharing: sharing)
+                let start = now()
+                let r = try await engine.rerank(RerankRequest(query: qs[0], documents: docs256, maxTokensPerDocument: 256))
+                let wall = now() - start
+                let tokens = (sharing ? r.usage.prefixTokens : r.usage.prefixTokens * 64) + r.usage.documentTokens + r.usage.suffixTokens
+                print(String(format: "W1 prefix sharing %@: 64 docs in %.1f s = %.2f docs/s; %d prefill tokens = %.0f tokens/s",
+                             sharing ? "on " : "off", wall, 64 / wall, tokens, Double(tokens) / wall))
+                engine.shutdown()
+            }
+        }
+        var w2AloneP50 = 0.0
+        if which.contains("w2") {
+            let engine = makeEngine(reranker)
+            let (lat, wall, n) = try await w2(engine, texts: texts, queries: qs)
+            w2AloneP50 = percentile(lat, 50)
+            print(String(format: "W2 %d×%d requests of 16 docs: %.2f docs/s, p50 %.1f s, p99 %.1f s, max %.1f s (wall %.1f s)",
+                         submitters, requestsPerSubmitter, Double(n * 16) / wall, w2AloneP50, percentile(lat, 99), lat.max() ?? 0, wall))
+            engine.shutdown()
+        }
+        if which.contains("w3") {
+            let engine = makeEngine(reranker)
+            let start = now()
+            let r = try await engine.rerank(RerankRequest(query: qs[1 % qs.count], documents: longDocs, maxTokensPerDocument: 4000))
+            let wall = now() - start
+            print(String(format: "W3 4 docs of ~4000 tokens: %.1f s = %.2f docs/s (%d document tokens, %.0f tokens/s)",
+                         wall, 4 / wall, r.usage.documentTokens, Double(r.usage.documentTokens) / wall))
+            if which.contains("w2") {
+                let long = Task { try await engine.rerank(RerankRequest(query: qs[2 % qs.count], documents: longDocs + longDocs,
+                                                                        maxTokensPerDocument: 4000)) }
+                let (lat, wall2, n) = try await w2(engine, texts: texts, queries: qs)
+                let w3Time = try await long.value.timings
+                print(String(format: "W2 during W3: %.2f docs/s, p50 %.1f s (%.2f× W2 alone), p99 %.1f s; W3 (8 long docs) took %.1f s",
+                             Double(n * 16) / wall2, percentile(lat, 50), percentile(lat, 50) / max(w2AloneP50, 1e-9),
+                             percentile(lat, 99), (w3Time.queued + w3Time.computing).seconds))
+            }
+            engine.shutdown()
+        }
+        print(String(format: "peak RSS %.2f GB", Double(peakResidentBytes()) / 1e9))
+    }
+
+    /// `submitters` tasks, each sending `requestsPerSubmitter` requests of 16 docs one after another.
+    func w2(_ engine: SiftEngine, texts: [String], queries: [String]) async throws -> ([Double], Double, Int) {
+        let start = now()
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for s in 0..<submitters {
+                group.addTask {
+                    var out: [Double] = []
+                    for i in 0..<requestsPerSubmitter {
+                        let n = s * requestsPerSubmitter + i
+                        let docs = (0..<16).map { texts[(n * 16 + $0) % texts.count] }
+                        let t0 = now()
+                        _ = try await engine.rerank(RerankRequest(query: queries[n % queries.count], documents: docs,
+                                                                  maxTokensPerDocument: 256))
+                        out.append(now() - t0)
+                    }
+                    return out
+                }
+            }
+            var all: [Double] = []
+            for try await l in group { all += l }
+            return all
+        }
+        return (latencies, now() - start, latencies.count)
+    }
+}
+
+func percentile(_ values: [Double], _ p: Double) -> Double {
+    guard !values.isEmpty else { return 0 }
+    let sorted = values.sorted()
+    let rank = Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1
+    return sorted[min(max(rank, 0), sorted.count - 1)]
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}

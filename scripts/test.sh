@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: Debian packages, test models, build, swift test.
+# Sets up and runs every test: Debian packages, test models, build, swift test; then the
+# engine's concurrency tests again under ThreadSanitizer (own build folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -12,3 +13,8 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512bw /proc/cpuinfo; then
 fi
 swift build --build-tests
 swift test --skip-build
+if [ "${SIFT_SKIP_TSAN:-0}" != 1 ]; then
+  echo "== engine and planner tests under ThreadSanitizer =="
+  swift test --scratch-path .build-tsan --sanitize=thread \
+    --filter 'EngineTests|PlannerTests|PrefixCacheTests|KernelTests'
+fi

@@ -53,50 +53,71 @@ enum { ROWS512 = 16, PV_ROWS = 4 };
 
 /* NR rows × 16 keys per step; NR is a compile-time constant at every call, so the
  * accumulators stay in registers. */
+/* NR rows × the 16·NB keys of blocks b ... b+NB-1; NR and NB are compile-time constants at
+ * every call, so the NR·NB accumulators stay in registers. One broadcast of q feeds NB FMAs. */
 __attribute__((target("avx512f"), always_inline))
-static inline void scores_rows(int nr, const float *q, size_t q_stride, size_t keys, kv_view kv,
-                               size_t g, size_t d, float scale, float *s, size_t s_stride) {
-    size_t blocks = (keys + SIFT_KEY_BLOCK - 1) / SIFT_KEY_BLOCK;
-    __m512 vscale = _mm512_set1_ps(scale);
-    for (size_t b = 0; b < blocks; b++) {
-        const float *panel = key_panel(kv, b, g, d);
-        __m512 acc[ROWS512];
-        for (int r = 0; r < nr; r++) acc[r] = _mm512_setzero_ps();
-        for (size_t dd = 0; dd < d; dd++) {
-            __m512 k = _mm512_loadu_ps(panel + dd * SIFT_KEY_BLOCK);
-            for (int r = 0; r < nr; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r * q_stride + dd]), k, acc[r]);
+static inline void scores_blocks(int nr, int nb, const float *q, size_t q_stride, size_t b, size_t keys, kv_view kv,
+                                 size_t g, size_t d, float scale, float *s, size_t s_stride) {
+    const float *panel[2];
+    for (int k = 0; k < nb; k++) panel[k] = key_panel(kv, b + k, g, d);
+    __m512 acc[8][2];
+    for (int r = 0; r < nr; r++)
+        for (int k = 0; k < nb; k++) acc[r][k] = _mm512_setzero_ps();
+    for (size_t dd = 0; dd < d; dd++) {
+        __m512 kv16[2];
+        for (int k = 0; k < nb; k++) kv16[k] = _mm512_loadu_ps(panel[k] + dd * SIFT_KEY_BLOCK);
+        for (int r = 0; r < nr; r++) {
+            __m512 qr = _mm512_set1_ps(q[r * q_stride + dd]);
+            for (int k = 0; k < nb; k++) acc[r][k] = _mm512_fmadd_ps(qr, kv16[k], acc[r][k]);
         }
+    }
+    __m512 vscale = _mm512_set1_ps(scale);
+    for (int k = 0; k < nb; k++) {
         /* Key positions past `keys` hold stale data: store only the valid lanes. */
-        size_t valid = keys - b * SIFT_KEY_BLOCK;
+        size_t valid = keys - (b + k) * SIFT_KEY_BLOCK;
         __mmask16 mask = valid >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << valid) - 1);
-        for (int r = 0; r < nr; r++) _mm512_mask_storeu_ps(s + r * s_stride + b * SIFT_KEY_BLOCK, mask, _mm512_mul_ps(acc[r], vscale));
+        for (int r = 0; r < nr; r++)
+            _mm512_mask_storeu_ps(s + r * s_stride + (b + k) * SIFT_KEY_BLOCK, mask, _mm512_mul_ps(acc[r][k], vscale));
     }
 }
+
+/* Keys in chunks of KEY_CHUNK blocks (32 keys: 16 KB of K for head_dim 128; with a 64-row tile of q, 32 KB, this stays in L1) on
+ * the outside, row groups inside: each key is read from beyond L1 once per call, not once per
+ * row group. Every score is its own dot product, so the order of these loops changes nothing. */
+enum { KEY_CHUNK = 2 };
 
 __attribute__((target("avx512f")))
 static void scores_avx512(const float *q, size_t q_stride, size_t rows, size_t keys, kv_view kv,
                           size_t g, size_t d, float scale, float *s, size_t s_stride) {
-    size_t r = 0;
-#define SCORES(NR) scores_rows(NR, q + r * q_stride, q_stride, keys, kv, g, d, scale, s + r * s_stride, s_stride)
-    for (; r + 16 <= rows; r += 16) SCORES(16);
-    if (r + 8 <= rows) { SCORES(8); r += 8; }
-    if (r + 4 <= rows) { SCORES(4); r += 4; }
-    if (r + 2 <= rows) { SCORES(2); r += 2; }
-    if (r < rows) { SCORES(1); r += 1; }
+    size_t blocks = (keys + SIFT_KEY_BLOCK - 1) / SIFT_KEY_BLOCK;
+    for (size_t b0 = 0; b0 < blocks; b0 += KEY_CHUNK) {
+        size_t b1 = b0 + KEY_CHUNK < blocks ? b0 + KEY_CHUNK : blocks;
+        size_t r = 0;
+#define SCORES(NR) do { size_t b = b0; \
+            for (; b + 2 <= b1; b += 2) scores_blocks(NR, 2, q + r * q_stride, q_stride, b, keys, kv, g, d, scale, s + r * s_stride, s_stride); \
+            if (b < b1) scores_blocks(NR, 1, q + r * q_stride, q_stride, b, keys, kv, g, d, scale, s + r * s_stride, s_stride); \
+        } while (0)
+        for (; r + 8 <= rows; r += 8) SCORES(8);
+        if (r + 4 <= rows) { SCORES(4); r += 4; }
+        if (r + 2 <= rows) { SCORES(2); r += 2; }
+        if (r < rows) { SCORES(1); r += 1; }
 #undef SCORES
+    }
 }
 
-/* PV for up to PV_ROWS rows at once: every V load feeds all of them. Row r's probabilities are
- * zero past its visible keys (softmax leaves them so), and adding fma(0, v, acc) changes no
- * accumulator, so each row still gets exactly its own sequential sum. */
+/* PV for NR rows (compile-time) over keys [j0, j1), d in 64-wide chunks: the accumulators
+ * start from `out` (zero for the first key chunk) and go back to it, so each element still sums
+ * its keys one by one in increasing order. Row r's probabilities are zero past its visible keys
+ * (the caller zero-fills them), and fma(0, v, acc) leaves acc unchanged. */
 __attribute__((target("avx512f"), always_inline))
-static inline void pv_rows_avx512(int nr, const float *p, size_t p_stride, size_t keys, kv_view kv,
-                           size_t g, size_t d, float *out, size_t out_stride) {
+static inline void pv_rows_avx512(int nr, const float *p, size_t p_stride, size_t j0, size_t j1, kv_view kv,
+                                  size_t g, size_t d, float *out, size_t out_stride, int first) {
     for (size_t d0 = 0; d0 < d; d0 += 64) {
         __m512 acc[PV_ROWS][4];
         for (int r = 0; r < nr; r++)
-            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
-        for (size_t j = 0; j < keys; j++) {
+            for (int c = 0; c < 4; c++)
+                acc[r][c] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(out + r * out_stride + d0 + c * 16);
+        for (size_t j = j0; j < j1; j++) {
             const float *vb = value_row(kv, j) + g * d + d0;
             __m512 vj[4];
             for (int c = 0; c < 4; c++) vj[c] = _mm512_loadu_ps(vb + c * 16);
@@ -110,15 +131,24 @@ static inline void pv_rows_avx512(int nr, const float *p, size_t p_stride, size_
     }
 }
 
+/* Keys in chunks of 64 outside (their values stay in L1), rows in groups of 4 inside. Row
+ * group r sees keys up to first_pos + r + 4; chunks past that are skipped for it. */
 __attribute__((target("avx512f")))
 static void pv_avx512(const float *p, size_t s_stride, size_t rows, size_t first_pos, kv_view kv,
                       size_t g, size_t d, float *out, size_t out_stride) {
-    size_t r = 0;
-#define PV(NR) pv_rows_avx512(NR, p + r * s_stride, s_stride, first_pos + r + NR, kv, g, d, out + r * out_stride, out_stride)
-    for (; r + 4 <= rows; r += 4) PV(4);
-    if (r + 2 <= rows) { PV(2); r += 2; }
-    if (r < rows) { PV(1); r += 1; }
+    size_t keys = first_pos + rows, chunk = KEY_CHUNK * SIFT_KEY_BLOCK;
+    for (size_t j0 = 0; j0 < keys; j0 += chunk) {
+        size_t r = 0;
+#define PV(NR) do { \
+            size_t limit = first_pos + r + NR; \
+            if (j0 < limit) pv_rows_avx512(NR, p + r * s_stride, s_stride, j0, j0 + chunk < limit ? j0 + chunk : limit, kv, g, d, \
+                                           out + r * out_stride, out_stride, j0 == 0); \
+        } while (0)
+        for (; r + 4 <= rows; r += 4) PV(4);
+        if (r + 2 <= rows) { PV(2); r += 2; }
+        if (r < rows) { PV(1); r += 1; }
 #undef PV
+    }
 }
 
 void sift_attention(int use_simd, const float *q, size_t q_stride, size_t rows, size_t first_pos,

@@ -178,10 +178,14 @@ static void softmax_portable(float *x, size_t n) {
 
 __attribute__((target("avx512f")))
 static void softmax_avx512(float *x, size_t n) {
-    float m = -INFINITY;
-    for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
-    __m512 vm = _mm512_set1_ps(m), vacc = _mm512_setzero_ps();
+    /* The max is exact whatever the order, so a vector max equals the portable scalar one. */
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
     size_t i = 0;
+    for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
+    float m = _mm512_reduce_max_ps(vmax);
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    __m512 vm = _mm512_set1_ps(m), vacc = _mm512_setzero_ps();
+    i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
         _mm512_storeu_ps(x + i, e);

@@ -148,6 +148,9 @@ public final class Int8Linear: LinearLayer, @unchecked Sendable {
         guard n % 16 == 0, k % 4 == 0 else {
             throw LoadError(file: "weights", "int8 layers need outputs % 16 == 0 and inputs % 4 == 0 (got \(n) × \(k))")
         }
+        guard outliers.count <= 256, outliers.allSatisfy({ (0..<Int32(k)).contains($0) }), Set(outliers).count == outliers.count else {
+            throw LoadError(file: "weights", "outlier channels must be at most 256 distinct inputs in 0..<\(k)")
+        }
         let storage = Int8Storage(outputs: n, inputs: k, outliers: outliers.count)
         let masked = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
         defer { masked.deallocate() }

@@ -60,6 +60,13 @@ public final class Reranker: @unchecked Sendable {
             throw LoadError(file: directory.appendingPathComponent("config.json").path,
                             "vocab_size \(checkpoint.config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabularySize) tokens")
         }
+        // Refuse up front what cannot fit, rather than be killed by the OOM killer mid-load.
+        let needed = precision == .fp32 ? checkpoint.linearFloat32Bytes : checkpoint.linearFloat32Bytes / 4
+        if let available = availableMemoryBytes(), needed > available {
+            throw LoadError(file: directory.path, String(format: "%@ weights need %.1f GB but only %.1f GB of memory is available%@",
+                                                         precision.rawValue, Double(needed) / 1e9, Double(available) / 1e9,
+                                                         precision == .fp32 ? "; use --precision int8 (or sift convert)" : ""))
+        }
         let model = try Qwen3Model(checkpoint: checkpoint, yesID: yes, noID: no, precision: precision, threads: threads,
                                    kernelPath: kernelPath, calibrationTokens: calibrationTokens(tokenizer),
                                    progress: progress)
@@ -131,4 +138,14 @@ public enum RerankError: Error, CustomStringConvertible, Equatable {
         case let .invalidArgument(m): m
         }
     }
+}
+
+/// MemAvailable from /proc/meminfo (nil where it cannot be read).
+func availableMemoryBytes() -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        if fields.count > 1, let kb = Int(fields[1]) { return kb * 1024 }
+    }
+    return nil
 }

@@ -117,8 +117,9 @@ final class Scheduler: @unchecked Sendable {
     private func step() {
         let now = ContinuousClock.now
         let summaries = active.map { r in
-            let waited = r.firstScheduled == nil ? (now - r.arrival) : .zero
-            let aging = Double(waited.components.seconds) / max(options.agingSeconds, 0.001)
+            // Aging: one priority level per `agingSeconds` since the request was last served.
+            let waited = now - (r.lastServed ?? r.arrival)
+            let aging = waited.seconds / max(options.agingSeconds, 0.001)
             return Planner.RequestSummary(
                 id: r.id, priority: Double(r.priority) + aging, servedTokens: r.servedTokens, arrival: r.id,
                 prefixRemaining: r.prefixReady ? 0 : r.prefix.count - r.prefixKV!.count,
@@ -151,6 +152,7 @@ final class Scheduler: @unchecked Sendable {
         for (item, output) in zip(plan, outputs) {
             let r = byID[item.request]!
             r.servedTokens += item.tokens
+            r.lastServed = now
             r.release(tokens: item.tokens, from: self)
             switch item.target {
             case .prefix:
@@ -271,6 +273,7 @@ final class ActiveRequest: @unchecked Sendable {
     var finishedDocuments = 0
     var scores: [DocumentScore?]
     var firstScheduled: ContinuousClock.Instant?
+    var lastServed: ContinuousClock.Instant?
     var finishedAt: ContinuousClock.Instant?
 
     init(id: UInt64, request: RerankRequest, prefix: [Int32], documents: [DocumentWork], sharing: Bool,

@@ -16,5 +16,5 @@ swift test --skip-build
 if [ "${SIFT_SKIP_TSAN:-0}" != 1 ]; then
   echo "== engine and planner tests under ThreadSanitizer =="
   swift test --scratch-path .build-tsan --sanitize=thread \
-    --filter 'EngineTests|PlannerTests|PrefixCacheTests|KernelTests'
+    --filter '\.(EngineTests|PlannerTests|PrefixCacheTests|KernelTests)/'
 fi

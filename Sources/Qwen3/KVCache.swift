@@ -114,12 +114,6 @@ public final class KVCache: @unchecked Sendable {
         while blocks.count * KVBlock.positions < positions { blocks.append(pool.allocate()) }
     }
 
-    /// Drops blocks past the filled positions (after a reservation that was not used).
-    public func trim() {
-        let needed = (count + KVBlock.positions - 1) / KVBlock.positions
-        if blocks.count > needed { blocks.removeLast(blocks.count - needed) }
-    }
-
     /// Marks `n` more positions as filled (their K/V were written by the forward pass).
     func commit(_ n: Int) {
         precondition(count + n <= blocks.count * KVBlock.positions)

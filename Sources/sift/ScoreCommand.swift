@@ -20,14 +20,16 @@ struct ScoreCommand: ParsableCommand {
     @Option(help: "Task instruction (default: the model card's web-search instruction).") var instruction: String?
     @Option(help: "Maximum tokens per (query, document) pair; documents are cut from the end.")
     var maxLength: Int = RerankPrompt.defaultMaxLength
-    @Option(help: "Precision of the linear layers: fp32 (reference) or int8 (fast).") var precision: Precision = .fp32
+    @Option(help: "Precision of the linear layers: fp32 (reference) or int8 (fast). Default: fp32 for a folder, int8 for a .sift file.")
+    var precision: Precision?
     @Option(help: "Worker threads (default: one per core).") var threads: Int = WorkerPool.defaultThreadCount
     @Argument(help: "JSON-lines file of documents, or - for standard input.") var input: String = "-"
 
     func run() throws {
         try reportingErrors {
             let texts = try JSONLinesInput.readTexts(input)
-            let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
+            let reranker = try Reranker.load(path: model, precision: precision ?? (SiftFile.looksLikeSift(model) ? .int8 : .fp32),
+                                             threads: threads)
             let results = try reranker.score(query: query, instruction: instruction, documents: texts, maxLength: maxLength)
             let items = results.map {
                 "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.probability)),\"tokens\":\($0.tokens),\"truncated\":\($0.truncated)}"

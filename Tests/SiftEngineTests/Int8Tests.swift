@@ -55,13 +55,19 @@ final class Int8Tests: XCTestCase {
         }
     }
 
-    func testSiftFileServesTheSameScores() throws {
-        let dir = try Fixtures.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
+    /// The tiny fixture quantized at load, and written as `dir/tiny.sift`.
+    func writeTinySift(in dir: URL) throws -> (direct: Reranker, file: URL) {
         let file = dir.appendingPathComponent("tiny.sift")
         let direct = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8)
         let json = try Data(contentsOf: Fixtures.tinyModel.appendingPathComponent("tokenizer.json"))
         try SiftFile.write(model: direct.model, tokenizerJSON: json, yesID: direct.yesID, noID: direct.noID, to: file)
+        return (direct, file)
+    }
+
+    func testSiftFileServesTheSameScores() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (direct, file) = try writeTinySift(in: dir)
         let mapped = try Reranker.load(path: file.path)
         let docs = ["The capital of China is Beijing.", "", "Gravity is a force."]
         let a = try direct.score(query: "capital of China?", instruction: nil, documents: docs)
@@ -73,10 +79,7 @@ final class Int8Tests: XCTestCase {
     func testCorruptTruncatedAndForeignSiftFilesAreRefused() throws {
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let file = dir.appendingPathComponent("tiny.sift")
-        let direct = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8)
-        let json = try Data(contentsOf: Fixtures.tinyModel.appendingPathComponent("tokenizer.json"))
-        try SiftFile.write(model: direct.model, tokenizerJSON: json, yesID: direct.yesID, noID: direct.noID, to: file)
+        let (_, file) = try writeTinySift(in: dir)
         let good = try Data(contentsOf: file)
 
         func expect(_ data: Data, _ words: String, line: UInt = #line) throws {

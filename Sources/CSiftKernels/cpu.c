@@ -1,7 +1,7 @@
 #include "sift_kernels.h"
 
 
-unsigned sift_cpu_features(void) {
+static unsigned detect(void) {
     unsigned f = 0;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) f |= SIFT_CPU_AVX2;
@@ -11,4 +11,15 @@ unsigned sift_cpu_features(void) {
     if ((f & SIFT_CPU_AVX512) && __builtin_cpu_supports("avx512vnni")) f |= SIFT_CPU_AVX512VNNI;
     if ((f & SIFT_CPU_AVX2) && __builtin_cpu_supports("avxvnni")) f |= SIFT_CPU_AVXVNNI;
     return f;
+}
+
+/* Detected once; every kernel asks on its hot path. (Racing first calls store the same value.) */
+unsigned sift_cpu_features(void) {
+    static unsigned cached = 0;   /* bit 31 marks "detected" */
+    unsigned f = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (!(f & 0x80000000u)) {
+        f = detect() | 0x80000000u;
+        __atomic_store_n(&cached, f, __ATOMIC_RELAXED);
+    }
+    return f & 0x7FFFFFFFu;
 }

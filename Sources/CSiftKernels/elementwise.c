@@ -118,11 +118,7 @@ static inline __m512 exp_avx512(__m512 x) {
     return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
 }
 
-static int have_avx512(void) {
-    static int cached = -1;
-    if (cached < 0) cached = (sift_cpu_features() & SIFT_CPU_AVX512) != 0;
-    return cached;
-}
+static int have_avx512(void) { return (sift_cpu_features() & SIFT_CPU_AVX512) != 0; }
 
 float sift_exp(float x) { return exp_portable(x); }
 

@@ -80,8 +80,7 @@ static void quantize_row_avx512(const float *x, size_t k, uint8_t *q, float inv)
 
 void sift_q8_quantize_rows(const float *x, size_t m, size_t k, size_t x_stride,
                            const int32_t *outliers, size_t n_outliers, uint8_t *xq, float *scale, float *xo) {
-    static int have512 = -1;
-    if (have512 < 0) have512 = (sift_cpu_features() & SIFT_CPU_AVX512) != 0;
+    int have512 = (sift_cpu_features() & SIFT_CPU_AVX512) != 0;
     float saved[256];
     for (size_t r = 0; r < m; r++) {
         float *xr = (float *)(x + r * x_stride);

@@ -43,7 +43,7 @@ struct Calibration {
         var outliers = [[Int32]](repeating: [], count: ProjectionInput.allCases.count)
         if cache == nil { cache = model.makeCache() }
         cache!.reserve(t)
-        let ws = model.workspaceForCalibration
+        let ws = model.workspace
         ws.reserve(tokens: t, context: t)
         hidden.withUnsafeBufferPointer { ws.x.update(from: $0.baseAddress!, count: t * c.hiddenSize) }
         for row in 0..<t { ws.fillRope(row: row, position: row, invFreq: model.invFreq) }

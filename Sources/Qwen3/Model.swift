@@ -58,7 +58,7 @@ public final class Qwen3Model: @unchecked Sendable {
     public let noRow: [Float]
     let invFreq: [Float]
     public let pool: WorkerPool
-    private let workspace: Workspace
+    let workspace: Workspace
     private let linearScratch = LinearScratch()
     private let blockPool: KVBlockPool
 
@@ -134,8 +134,6 @@ public final class Qwen3Model: @unchecked Sendable {
                             o: try q(fp.o, .o), postNorm: fp.postNorm, gateUp: try q(fp.gateUp, .gateUp),
                             down: try q(fp.down, .down))
     }
-
-    var workspaceForCalibration: Workspace { workspace }
 
     /// KV blocks of this model's sequences come from here.
     public var kvPool: KVBlockPool { blockPool }

@@ -249,6 +249,8 @@ public struct EngineStats: Sendable {
     public var prefixCacheBytes = 0
     public var prefixLookupTokens = 0
     public var prefixHitTokens = 0
+
+    public init() {}
 }
 
 /// A request inside the engine (scheduler thread only, except `cancelled`).

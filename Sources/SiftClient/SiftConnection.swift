@@ -1,0 +1,164 @@
+import NIOCore
+import NIOPosix
+import SiftProtocol
+import Synchronization
+
+/// One TCP connection to a Sift server, multiplexed: any number of calls in flight, each
+/// answered under its own request id. Thread-safe. `SiftClient` adds reconnects, several
+/// endpoints and typed calls on top.
+public final class SiftConnection: Sendable {
+    private let channel: any Channel
+    private let pending: PendingCalls
+    private let nextID = Atomic<UInt64>(1)
+
+    private init(channel: any Channel, pending: PendingCalls) {
+        self.channel = channel
+        self.pending = pending
+    }
+
+    /// Opens a connection. Fails with `Wire.Status(.unavailable, …)` if nothing listens.
+    public static func connect(host: String, port: Int, maxFrameBytes: Int = Framing.defaultMaxFrameBytes,
+                               connectTimeout: Duration = .seconds(5),
+                               group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> SiftConnection {
+        let pending = PendingCalls()
+        let bootstrap = ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.milliseconds(connectTimeout.components.seconds * 1000 + connectTimeout.components.attoseconds / 1_000_000_000_000_000))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(MessageToByteHandler(FrameEncoder()))
+                    try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrameBytes)))
+                    try pipeline.addHandler(ResponseHandler(pending: pending))
+                }
+            }
+        do {
+            let channel = try await bootstrap.connect(host: host, port: port).get()
+            return SiftConnection(channel: channel, pending: pending)
+        } catch {
+            throw Wire.Status(.unavailable, "cannot connect to \(host):\(port): \(error)")
+        }
+    }
+
+    /// False once the connection has closed (calls then fail with UNAVAILABLE).
+    public var isOpen: Bool { channel.isActive && !pending.isClosed }
+
+    /// Sends a request and returns the call's final frame body. A `status` answer is thrown as
+    /// `Wire.Status`. Partial frames (streamed rerank results) go to `onPartial` as they arrive.
+    /// Cancelling the calling task sends a Cancel frame; the call then ends with CANCELLED.
+    public func call(_ body: Wire.Body, metadata: [Wire.MetadataEntry] = [],
+                     onPartial: (@Sendable (Wire.Body) -> Void)? = nil) async throws -> Wire.Body {
+        let id = nextID.add(1, ordering: .relaxed).oldValue
+        let frame = Wire.Frame(requestID: id, metadata: metadata, body: body)
+        let answer: Wire.Body = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                guard pending.add(id, continuation: continuation, onPartial: onPartial) else {
+                    continuation.resume(throwing: Wire.Status(.unavailable, "connection closed"))
+                    return
+                }
+                channel.writeAndFlush(frame).whenFailure { [pending] error in
+                    pending.fail(id, Wire.Status(.unavailable, "could not send the request: \(error)"))
+                }
+            }
+        } onCancel: {
+            channel.writeAndFlush(Wire.Frame(requestID: nextID.add(1, ordering: .relaxed).oldValue,
+                                             body: .cancelRequest(requestID: id)), promise: nil)
+        }
+        if case .status(let status) = answer { throw status }
+        return answer
+    }
+
+    /// Sends raw bytes as they are (for protocol tests: malformed frames).
+    public func sendRaw(_ bytes: [UInt8]) async throws {
+        try await channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)).get()
+    }
+
+    /// Frames that belong to no call (request id 0 or unknown ids): connection-level errors.
+    public var connectionStatuses: [Wire.Status] { pending.orphans }
+
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// Calls waiting for their answer, by request id.
+final class PendingCalls: Sendable {
+    struct Call {
+        var continuation: CheckedContinuation<Wire.Body, any Error>
+        var onPartial: (@Sendable (Wire.Body) -> Void)?
+    }
+
+    private struct State {
+        var calls: [UInt64: Call] = [:]
+        var closed = false
+        var orphans: [Wire.Status] = []
+    }
+
+    private let state = Mutex(State())
+
+    var isClosed: Bool { state.withLock { $0.closed } }
+    var orphans: [Wire.Status] { state.withLock { $0.orphans } }
+
+    func add(_ id: UInt64, continuation: CheckedContinuation<Wire.Body, any Error>, onPartial: (@Sendable (Wire.Body) -> Void)?) -> Bool {
+        state.withLock { s in
+            if s.closed { return false }
+            s.calls[id] = Call(continuation: continuation, onPartial: onPartial)
+            return true
+        }
+    }
+
+    func deliver(_ frame: Wire.Frame) {
+        if case .rerankPartial = frame.body {
+            let onPartial = state.withLock { $0.calls[frame.requestID]?.onPartial }
+            onPartial?(frame.body)
+            return
+        }
+        let call = state.withLock { s -> Call? in
+            guard let call = s.calls.removeValue(forKey: frame.requestID) else {
+                if case .status(let status) = frame.body { s.orphans.append(status) }
+                return nil
+            }
+            return call
+        }
+        call?.continuation.resume(returning: frame.body)
+    }
+
+    func fail(_ id: UInt64, _ error: Wire.Status) {
+        state.withLock { $0.calls.removeValue(forKey: id) }?.continuation.resume(throwing: error)
+    }
+
+    func closeAll(_ error: Wire.Status) {
+        let calls = state.withLock { s in
+            s.closed = true
+            defer { s.calls = [:] }
+            return Array(s.calls.values)
+        }
+        for call in calls { call.continuation.resume(throwing: error) }
+    }
+}
+
+final class ResponseHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private let pending: PendingCalls
+
+    init(pending: PendingCalls) { self.pending = pending }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        do {
+            pending.deliver(try Framing.decode(unwrapInboundIn(data)))
+        } catch {
+            pending.closeAll(Wire.Status(.internal, "the server sent a frame this client cannot read: \(error)"))
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        pending.closeAll(Wire.Status(.unavailable, "connection to the server closed"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        pending.closeAll(Wire.Status(.unavailable, "connection error: \(error)"))
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,3 @@
+#pragma once
+#include "sift.pb-c.h"
+#include "sift_wire.h"

@@ -1,0 +1,233 @@
+/// The messages of Protos/sift.proto as Swift values. `Wire.Frame.decode` / `encode` convert
+/// them through the protobuf-c code generated from that file.
+public enum Wire {
+    /// Protocol version in ModelInfo; bumped only for changes old peers cannot ignore.
+    public static let protocolVersion: UInt32 = 1
+
+    public struct Frame: Sendable, Equatable {
+        public var requestID: UInt64
+        public var metadata: [MetadataEntry]
+        public var body: Body
+
+        public init(requestID: UInt64, metadata: [MetadataEntry] = [], body: Body) {
+            self.requestID = requestID
+            self.metadata = metadata
+            self.body = body
+        }
+
+        /// The value of the first metadata entry with this key (keys are case-insensitive).
+        public func metadata(_ key: String) -> String? {
+            metadata.first { $0.key.lowercased() == key }?.value
+        }
+    }
+
+    public struct MetadataEntry: Sendable, Equatable {
+        public var key: String
+        public var value: String
+        public init(_ key: String, _ value: String) {
+            self.key = key
+            self.value = value
+        }
+    }
+
+    public enum Body: Sendable, Equatable {
+        case rerankRequest(RerankRequest)
+        case rerankResponse(RerankResponse)
+        case rerankPartial([RerankResult])
+        case tokenizeRequest(TokenizeRequest)
+        case tokenizeResponse([TokenizedText])
+        case modelInfoRequest
+        case modelInfoResponse(ModelInfo)
+        case healthRequest
+        case healthResponse(Health)
+        case cancelRequest(requestID: UInt64)
+        case status(Status)
+        /// No body this version knows (a newer peer's message, or none at all).
+        case unknown
+
+        /// The call's name in logs and metrics.
+        public var method: String {
+            switch self {
+            case .rerankRequest, .rerankResponse, .rerankPartial: "rerank"
+            case .tokenizeRequest, .tokenizeResponse: "tokenize"
+            case .modelInfoRequest, .modelInfoResponse: "model_info"
+            case .healthRequest, .healthResponse: "health"
+            case .cancelRequest: "cancel"
+            case .status: "status"
+            case .unknown: "unknown"
+            }
+        }
+    }
+
+    /// gRPC's status codes, same numbers.
+    public enum Code: Int32, Sendable, CaseIterable {
+        case ok = 0, cancelled, unknown, invalidArgument, deadlineExceeded, notFound, alreadyExists,
+             permissionDenied, resourceExhausted, failedPrecondition, aborted, outOfRange, unimplemented,
+             `internal`, unavailable, dataLoss, unauthenticated
+
+        /// As gRPC spells it: INVALID_ARGUMENT.
+        public var name: String {
+            String(describing: self).reduce(into: "") { out, c in
+                if c.isUppercase { out += "_" }
+                out += c.uppercased()
+            }
+        }
+    }
+
+    public struct Status: Sendable, Equatable, Error, CustomStringConvertible {
+        public var code: Code
+        public var message: String
+        public init(_ code: Code, _ message: String) {
+            self.code = code
+            self.message = message
+        }
+        public var description: String { "\(code.name): \(message)" }
+    }
+
+    public struct RerankRequest: Sendable, Equatable {
+        public var query: String
+        /// Empty: the model card's default instruction.
+        public var instruction: String
+        public var documents: [String]
+        /// 0: all.
+        public var topN: UInt32
+        public var returnDocuments: Bool
+        /// 0: no cut beyond maxLength.
+        public var maxTokensPerDocument: UInt32
+        /// 0: the server's default.
+        public var maxLength: UInt32
+        public var inputOrder: Bool
+        /// 0: no deadline.
+        public var timeoutMs: UInt32
+        public var priority: Int32
+        public var stream: Bool
+
+        public init(query: String, instruction: String = "", documents: [String], topN: UInt32 = 0,
+                    returnDocuments: Bool = false, maxTokensPerDocument: UInt32 = 0, maxLength: UInt32 = 0,
+                    inputOrder: Bool = false, timeoutMs: UInt32 = 0, priority: Int32 = 0, stream: Bool = false) {
+            self.query = query
+            self.instruction = instruction
+            self.documents = documents
+            self.topN = topN
+            self.returnDocuments = returnDocuments
+            self.maxTokensPerDocument = maxTokensPerDocument
+            self.maxLength = maxLength
+            self.inputOrder = inputOrder
+            self.timeoutMs = timeoutMs
+            self.priority = priority
+            self.stream = stream
+        }
+    }
+
+    public struct RerankResult: Sendable, Equatable {
+        public var index: UInt32
+        /// sigmoid(logit), 0...1.
+        public var relevanceScore: Float
+        /// logit("yes") − logit("no").
+        public var logit: Float
+        public var tokens: UInt32
+        public var truncated: Bool
+        /// Set when the request asked for return_documents.
+        public var document: String?
+
+        public init(index: UInt32, relevanceScore: Float, logit: Float, tokens: UInt32, truncated: Bool, document: String? = nil) {
+            self.index = index
+            self.relevanceScore = relevanceScore
+            self.logit = logit
+            self.tokens = tokens
+            self.truncated = truncated
+            self.document = document
+        }
+    }
+
+    public struct Usage: Sendable, Equatable {
+        public var prefixTokens: UInt32
+        public var prefixTokensCached: UInt32
+        public var documentTokens: UInt64
+        public var truncatedDocuments: UInt32
+        public var documents: UInt32
+
+        public init(prefixTokens: UInt32 = 0, prefixTokensCached: UInt32 = 0, documentTokens: UInt64 = 0,
+                    truncatedDocuments: UInt32 = 0, documents: UInt32 = 0) {
+            self.prefixTokens = prefixTokens
+            self.prefixTokensCached = prefixTokensCached
+            self.documentTokens = documentTokens
+            self.truncatedDocuments = truncatedDocuments
+            self.documents = documents
+        }
+    }
+
+    public struct Timings: Sendable, Equatable {
+        public var queuedMs: Double
+        public var computeMs: Double
+        public init(queuedMs: Double = 0, computeMs: Double = 0) {
+            self.queuedMs = queuedMs
+            self.computeMs = computeMs
+        }
+    }
+
+    public struct RerankResponse: Sendable, Equatable {
+        public var results: [RerankResult]
+        public var usage: Usage
+        public var timings: Timings
+        public var modelID: String
+
+        public init(results: [RerankResult], usage: Usage = Usage(), timings: Timings = Timings(), modelID: String = "") {
+            self.results = results
+            self.usage = usage
+            self.timings = timings
+            self.modelID = modelID
+        }
+    }
+
+    public struct TokenizeRequest: Sendable, Equatable {
+        public var texts: [String]
+        public var returnIDs: Bool
+        public init(texts: [String], returnIDs: Bool = false) {
+            self.texts = texts
+            self.returnIDs = returnIDs
+        }
+    }
+
+    public struct TokenizedText: Sendable, Equatable {
+        public var count: UInt32
+        public var ids: [UInt32]
+        public init(count: UInt32, ids: [UInt32] = []) {
+            self.count = count
+            self.ids = ids
+        }
+    }
+
+    public struct ModelInfo: Sendable, Equatable {
+        public var modelID = ""
+        public var quantization = ""
+        public var hiddenSize: UInt32 = 0
+        public var layers: UInt32 = 0
+        public var attentionHeads: UInt32 = 0
+        public var kvHeads: UInt32 = 0
+        public var vocabSize: UInt32 = 0
+        public var maxLength: UInt32 = 0
+        public var defaultMaxLength: UInt32 = 0
+        public var maxDocuments: UInt32 = 0
+        public var maxFrameBytes: UInt32 = 0
+        public var maxInFlightPerConnection: UInt32 = 0
+        public var serverVersion = ""
+        public var protocolVersion: UInt32 = 0
+        public var defaultInstruction = ""
+        public init() {}
+    }
+
+    public struct Health: Sendable, Equatable {
+        public enum ServingStatus: Int32, Sendable {
+            case unknown = 0, serving = 1, notServing = 2
+        }
+        public var status: ServingStatus
+        public var activeRequests: UInt32
+        public var queuedTokens: UInt64
+        public init(status: ServingStatus, activeRequests: UInt32 = 0, queuedTokens: UInt64 = 0) {
+            self.status = status
+            self.activeRequests = activeRequests
+            self.queuedTokens = queuedTokens
+        }
+    }
+}

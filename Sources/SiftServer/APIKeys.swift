@@ -1,0 +1,60 @@
+import Foundation
+
+/// The API keys a server accepts. A call presents one as metadata
+/// `authorization: Bearer <key>`; keys are compared in constant time.
+public struct APIKeys: Sendable {
+    private let keys: [[UInt8]]
+
+    public init(_ keys: [String]) { self.keys = keys.map { Array($0.utf8) } }
+
+    /// One key per line; blank lines and lines starting with # are ignored.
+    public init(file path: String) throws {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw APIKeysError("cannot read API key file \(path): \(error.localizedDescription)")
+        }
+        let keys = text.split(whereSeparator: \.isNewline)
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        guard !keys.isEmpty else { throw APIKeysError("API key file \(path) holds no key (one per line)") }
+        if let short = keys.first(where: { $0.utf8.count < 16 }) {
+            throw APIKeysError("API key file \(path): key starting \"\(short.prefix(3))…\" is shorter than 16 characters")
+        }
+        self.init(keys)
+    }
+
+    public var isEmpty: Bool { keys.isEmpty }
+    public var count: Int { keys.count }
+
+    /// Checks an `authorization` metadata value. Every key is compared over its whole length
+    /// whatever matches, so timing tells nothing about how much of a guess was right.
+    public func accepts(authorization: String?) -> Bool {
+        if keys.isEmpty { return true }
+        guard let authorization else { return false }
+        let presented = Array((authorization.hasPrefix("Bearer ") ? authorization.dropFirst(7) : Substring(authorization)).utf8)
+        var matched = false
+        for key in keys {
+            matched = Self.constantTimeEqual(presented, key) || matched
+        }
+        return matched
+    }
+
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+        if a.count != b.count { difference |= 1 }
+        let n = b.count
+        for i in 0..<n {
+            // Reads a at a fixed index either way, so a short guess costs the same as a long one.
+            let x = a.isEmpty ? 0 : a[i % a.count]
+            difference |= x ^ b[i]
+        }
+        return difference == 0
+    }
+}
+
+public struct APIKeysError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

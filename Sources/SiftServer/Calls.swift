@@ -1,0 +1,104 @@
+import Qwen3
+import SiftEngine
+import SiftProtocol
+
+/// What each call does, independent of the network: wire request in, wire response out,
+/// failures as `Wire.Status` with a message for the caller.
+struct Calls: Sendable {
+    let engine: SiftEngine
+    let options: ServerOptions
+    static let serverVersion = "0.5.0"
+
+    /// What a finished rerank reports to logs and metrics.
+    struct RerankOutcome: Sendable {
+        var response: Wire.RerankResponse
+        var queued: Duration
+        var computing: Duration
+    }
+
+    func rerank(_ r: Wire.RerankRequest, receivedAt: ContinuousClock.Instant,
+                partial: (@Sendable ([Wire.RerankResult]) -> Void)?) async throws -> RerankOutcome {
+        var request = RerankRequest(query: r.query, instruction: r.instruction.isEmpty ? nil : r.instruction,
+                                    documents: r.documents)
+        request.topN = r.topN == 0 ? nil : Int(r.topN)
+        request.maxTokensPerDocument = r.maxTokensPerDocument == 0 ? nil : Int(r.maxTokensPerDocument)
+        request.maxLength = r.maxLength == 0 ? nil : Int(r.maxLength)
+        request.deadline = r.timeoutMs == 0 ? nil : receivedAt + .milliseconds(Int(r.timeoutMs))
+        request.priority = Int(r.priority)
+        if let partial {
+            request.onProgress = { scores in partial(scores.map { Self.result($0, document: nil) }) }
+        }
+        let result: RerankResult
+        do {
+            result = try await engine.rerank(request)
+        } catch let error as EngineError {
+            throw Self.status(error)
+        }
+        var chosen = result.ranked
+        if r.inputOrder { chosen.sort { $0.index < $1.index } }
+        let u = result.usage
+        let response = Wire.RerankResponse(
+            results: chosen.map { Self.result($0, document: r.returnDocuments ? r.documents[$0.index] : nil) },
+            usage: Wire.Usage(prefixTokens: UInt32(u.prefixTokens), prefixTokensCached: UInt32(u.prefixTokensCached),
+                              documentTokens: UInt64(u.documentTokens), truncatedDocuments: UInt32(u.truncatedDocuments),
+                              documents: UInt32(r.documents.count)),
+            timings: Wire.Timings(queuedMs: result.timings.queued.milliseconds, computeMs: result.timings.computing.milliseconds),
+            modelID: options.modelID)
+        return RerankOutcome(response: response, queued: result.timings.queued, computing: result.timings.computing)
+    }
+
+    func tokenize(_ r: Wire.TokenizeRequest) throws -> [Wire.TokenizedText] {
+        guard r.texts.count <= engine.options.maxDocuments else {
+            throw Wire.Status(.invalidArgument, "\(r.texts.count) texts; at most \(engine.options.maxDocuments) per request: split the request")
+        }
+        let tokenizer = engine.reranker.tokenizer
+        return r.texts.map { text in
+            let ids = tokenizer.encode(text)
+            return Wire.TokenizedText(count: UInt32(ids.count), ids: r.returnIDs ? ids.map { UInt32($0) } : [])
+        }
+    }
+
+    func modelInfo() -> Wire.ModelInfo {
+        let c = engine.modelConfig
+        var m = Wire.ModelInfo()
+        m.modelID = options.modelID
+        m.quantization = engine.reranker.model.precision == .int8 ? "int8" : "fp32"
+        m.hiddenSize = UInt32(c.hiddenSize)
+        m.layers = UInt32(c.layerCount)
+        m.attentionHeads = UInt32(c.headCount)
+        m.kvHeads = UInt32(c.kvHeadCount)
+        m.vocabSize = UInt32(c.vocabSize)
+        m.maxLength = UInt32(engine.maxLengthLimit)
+        m.defaultMaxLength = UInt32(engine.options.defaultMaxLength)
+        m.maxDocuments = UInt32(engine.options.maxDocuments)
+        m.maxFrameBytes = UInt32(options.maxFrameBytes)
+        m.maxInFlightPerConnection = UInt32(options.maxInFlightPerConnection)
+        m.serverVersion = Self.serverVersion
+        m.protocolVersion = Wire.protocolVersion
+        m.defaultInstruction = RerankPrompt.defaultInstruction
+        return m
+    }
+
+    func health(serving: Bool) -> Wire.Health {
+        let stats = engine.stats
+        return Wire.Health(status: serving ? .serving : .notServing, activeRequests: UInt32(stats.activeRequests),
+                           queuedTokens: UInt64(stats.queuedTokens))
+    }
+
+    static func result(_ s: DocumentScore, document: String?) -> Wire.RerankResult {
+        Wire.RerankResult(index: UInt32(s.index), relevanceScore: s.probability, logit: s.logit, tokens: UInt32(s.tokens),
+                          truncated: s.truncated, document: document)
+    }
+
+    static func status(_ e: EngineError) -> Wire.Status {
+        let code: Wire.Code = switch e.code {
+        case .invalidArgument: .invalidArgument
+        case .resourceExhausted: .resourceExhausted
+        case .deadlineExceeded: .deadlineExceeded
+        case .cancelled: .cancelled
+        case .unavailable: .unavailable
+        case .internal: .internal
+        }
+        return Wire.Status(code, e.message)
+    }
+}

@@ -1,0 +1,266 @@
+import Foundation
+import Logging
+import NIOCore
+import SiftEngine
+import SiftProtocol
+import Synchronization
+
+/// State shared by all connections of one server.
+final class ServerState: Sendable {
+    /// Set when shutdown begins: Health says NOT_SERVING, new calls get UNAVAILABLE.
+    let draining = Atomic<Bool>(false)
+    let connections = Atomic<Int>(0)
+    /// Calls accepted and not yet answered, over all connections.
+    let inFlight = Atomic<Int>(0)
+    /// Open connections, to close them at the end of a drain.
+    let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    /// Nil while the model loads.
+    let engine = Mutex<SiftEngine?>(nil)
+
+    var currentEngine: SiftEngine? { engine.withLock { $0 } }
+    var isServing: Bool { !draining.load(ordering: .relaxed) && currentEngine != nil }
+}
+
+/// One client connection: decodes frames, checks them, runs calls concurrently (answered out
+/// of order under their request ids), cancels them on Cancel frames or disconnect.
+/// Event-loop confined; calls run in Tasks and hop back to the loop to answer.
+final class ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = Wire.Frame
+
+    private let state: ServerState
+    private let metrics: ServerMetrics
+    private let options: ServerOptions
+    private var logger: Logger
+    private var context: ChannelHandlerContext?
+    private var inFlight: [UInt64: Task<Void, Never>] = [:]
+
+    init(state: ServerState, metrics: ServerMetrics, options: ServerOptions, logger: Logger) {
+        self.state = state
+        self.metrics = metrics
+        self.options = options
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        logger[metadataKey: "peer"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // The client is gone (a half-close counts: as with gRPC, closing the connection ends
+        // its calls): their work would be wasted, stop it.
+        if !inFlight.isEmpty {
+            logger.info("client disconnected; cancelling its calls in flight", metadata: ["calls": "\(inFlight.count)"])
+        }
+        for task in inFlight.values { task.cancel() }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let received = ContinuousClock.now
+        let frame: Wire.Frame
+        do {
+            frame = try Framing.decode(unwrapInboundIn(data))
+        } catch {
+            // The framing is intact, so the connection stays usable.
+            metrics.protocolErrors.increment()
+            let id = (error as? ProtocolError)?.requestID ?? 0
+            logger.warning("malformed frame", metadata: ["request_id": "\(id)", "error": "\(error)"])
+            send(Wire.Frame(requestID: id, body: .status(Wire.Status(.invalidArgument, "malformed frame: \(error)"))))
+            return
+        }
+        handle(frame, received: received)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, inFlight.isEmpty {
+            logger.debug("closing idle connection")
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch error {
+        case let tooLarge as FrameTooLarge:
+            metrics.protocolErrors.increment()
+            logger.warning("frame over the size limit; closing", metadata: ["bytes": "\(tooLarge.length)", "limit": "\(tooLarge.limit)"])
+            context.writeAndFlush(wrapOutboundOut(Wire.Frame(requestID: 0, body: .status(Wire.Status(.resourceExhausted, tooLarge.description)))))
+                .whenComplete { _ in context.close(promise: nil) }
+        case let truncated as TruncatedFrame:
+            metrics.protocolErrors.increment()
+            logger.info("\(truncated)")
+            context.close(promise: nil)
+        default:
+            logger.debug("connection error", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: - Calls
+
+    private func handle(_ frame: Wire.Frame, received: ContinuousClock.Instant) {
+        let id = frame.requestID
+        switch frame.body {
+        case .healthRequest:
+            // No key needed: load balancers probe it.
+            let health = state.currentEngine.map { Calls(engine: $0, options: options).health(serving: state.isServing) }
+                ?? Wire.Health(status: .notServing)
+            reply(id, method: "health", received: received, .healthResponse(health), log: false)
+            return
+        case .cancelRequest(let target):
+            if let task = inFlight[target] {
+                task.cancel()
+                reply(id, method: "cancel", received: received, .status(Wire.Status(.ok, "call \(target) cancelled")))
+            } else {
+                reply(id, method: "cancel", received: received,
+                      .status(Wire.Status(.notFound, "no call \(target) in flight on this connection")))
+            }
+            return
+        case .rerankRequest, .tokenizeRequest, .modelInfoRequest:
+            break
+        case .unknown, .rerankResponse, .rerankPartial, .tokenizeResponse, .modelInfoResponse, .healthResponse, .status:
+            fail(id, method: frame.body.method, received: received, Wire.Status(.unimplemented,
+                "not a request this server handles (it speaks sift.v1, protocol version \(Wire.protocolVersion)): send rerank_request, tokenize_request, model_info_request, health_request or cancel_request"))
+            return
+        }
+        let method = frame.body.method
+        guard id != 0 else {
+            return fail(0, method: method, received: received, Wire.Status(.invalidArgument, "request_id 0 is reserved: number calls from 1"))
+        }
+        guard inFlight[id] == nil else {
+            return fail(id, method: method, received: received,
+                        Wire.Status(.invalidArgument, "request_id \(id) is already in flight on this connection: use a new id per call"))
+        }
+        guard options.apiKeys.accepts(authorization: frame.metadata("authorization")) else {
+            let missing = frame.metadata("authorization") == nil
+            return fail(id, method: method, received: received, Wire.Status(.unauthenticated, missing
+                ? "this server needs an API key: send metadata authorization: Bearer <key>"
+                : "API key not accepted"))
+        }
+        guard !state.draining.load(ordering: .relaxed) else {
+            return fail(id, method: method, received: received, Wire.Status(.unavailable, "server is shutting down: retry on another replica"))
+        }
+        guard let engine = state.currentEngine else {
+            return fail(id, method: method, received: received, Wire.Status(.unavailable, "the model is still loading: retry in a few seconds"))
+        }
+        guard inFlight.count < options.maxInFlightPerConnection else {
+            return fail(id, method: method, received: received, Wire.Status(.resourceExhausted,
+                "\(inFlight.count) calls in flight on this connection (limit \(options.maxInFlightPerConnection)): wait for answers or open another connection"))
+        }
+        start(id, frame.body, calls: Calls(engine: engine, options: options), received: received)
+    }
+
+    /// Runs a call in a Task; its answer comes back through the event loop.
+    private func start(_ id: UInt64, _ body: Wire.Body, calls: Calls, received: ContinuousClock.Instant) {
+        guard let context else { return }
+        let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        let method = body.method
+        state.inFlight.add(1, ordering: .relaxed)
+        metrics.inFlight.increment()
+        let metrics = self.metrics
+        let streams = if case .rerankRequest(let r) = body { r.stream } else { false }
+        let sendPartial: @Sendable ([Wire.RerankResult]) -> Void = { results in
+            eventLoop.execute { loop.value.send(Wire.Frame(requestID: id, body: .rerankPartial(results))) }
+        }
+        let partial = streams ? sendPartial : nil
+        let finish: @Sendable (Wire.Body, Logger.Metadata) -> Void = { answer, details in
+            eventLoop.execute { loop.value.finish(id, method: method, received: received, answer, details: details) }
+        }
+        let task = Task {
+            let outcome = await ConnectionHandler.perform(body, calls: calls, metrics: metrics, received: received, partial: partial)
+            finish(outcome.0, outcome.1)
+        }
+        inFlight[id] = task
+    }
+
+    /// The work of one call, off the event loop: its answer and what to log about it.
+    private static func perform(_ body: Wire.Body, calls: Calls, metrics: ServerMetrics, received: ContinuousClock.Instant,
+                                partial: (@Sendable ([Wire.RerankResult]) -> Void)?) async -> (Wire.Body, Logger.Metadata) {
+        var details: Logger.Metadata = [:]
+        do {
+            switch body {
+            case .rerankRequest(let r):
+                details["documents"] = "\(r.documents.count)"
+                let outcome = try await calls.rerank(r, receivedAt: received, partial: partial)
+                let u = outcome.response.usage
+                details["prefix_tokens"] = "\(u.prefixTokens)"
+                details["cached_tokens"] = "\(u.prefixTokensCached)"
+                details["document_tokens"] = "\(u.documentTokens)"
+                details["queued_ms"] = "\(Int(outcome.queued.milliseconds))"
+                details["compute_ms"] = "\(Int(outcome.computing.milliseconds))"
+                metrics.queueTime.recordNanoseconds(outcome.queued.nanoseconds)
+                metrics.computeTime.recordNanoseconds(outcome.computing.nanoseconds)
+                metrics.documents.increment(by: Int64(r.documents.count))
+                metrics.prefixTokens.increment(by: Int64(u.prefixTokens))
+                metrics.prefixTokensCached.increment(by: Int64(u.prefixTokensCached))
+                metrics.documentTokens.increment(by: Int64(u.documentTokens))
+                return (.rerankResponse(outcome.response), details)
+            case .tokenizeRequest(let r):
+                details["texts"] = "\(r.texts.count)"
+                return (.tokenizeResponse(try calls.tokenize(r)), details)
+            case .modelInfoRequest:
+                return (.modelInfoResponse(calls.modelInfo()), details)
+            default:
+                return (.status(Wire.Status(.internal, "unexpected call \(body.method)")), details)
+            }
+        } catch let status as Wire.Status {
+            return (.status(status), details)
+        } catch {
+            return (.status(Wire.Status(.internal, "\(error)")), details)
+        }
+    }
+
+    private func finish(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ answer: Wire.Body, details: Logger.Metadata) {
+        inFlight[id] = nil
+        state.inFlight.subtract(1, ordering: .relaxed)
+        metrics.inFlight.decrement()
+        reply(id, method: method, received: received, answer, details: details)
+        context?.flush()
+    }
+
+    private func fail(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ status: Wire.Status) {
+        reply(id, method: method, received: received, .status(status))
+    }
+
+    /// Sends a call's final frame, logs it and counts it.
+    private func reply(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ answer: Wire.Body,
+                       details: Logger.Metadata = [:], log: Bool = true) {
+        send(Wire.Frame(requestID: id, body: answer), flush: false)
+        let code: Wire.Code
+        if case .status(let s) = answer { code = s.code } else { code = .ok }
+        let duration = ContinuousClock.now - received
+        metrics.record(method: method, code: code, duration: duration)
+        guard log else { return }
+        var metadata = details
+        metadata["request_id"] = "\(id)"
+        metadata["method"] = "\(method)"
+        metadata["status"] = "\(code.name)"
+        metadata["duration_ms"] = "\(String(format: "%.1f", duration.milliseconds))"
+        if case .status(let s) = answer, s.code != .ok {
+            metadata["error"] = "\(s.message)"
+            let level: Logger.Level = s.code == .internal ? .error : .notice
+            logger.log(level: level, "call failed", metadata: metadata)
+        } else {
+            logger.info("call", metadata: metadata)
+        }
+    }
+
+    func send(_ frame: Wire.Frame, flush: Bool = true) {
+        guard let context else { return }
+        if flush {
+            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(frame), promise: nil)
+        }
+    }
+}

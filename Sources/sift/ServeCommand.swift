@@ -1,0 +1,117 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Qwen3
+import ServiceLifecycle
+import SiftEngine
+import SiftProtocol
+import SiftServer
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a Qwen3-Reranker over Sift's binary RPC (docs/PROTOCOL.md).",
+        discussion: """
+            Listens at once; Health reports NOT_SERVING until the model is loaded. SIGTERM or SIGINT
+            drains: no new connections or calls, Health NOT_SERVING, calls in flight finish (up to
+            --drain-timeout), then exit 0.
+            """)
+
+    @Option(help: "Model: a Hugging Face Qwen3-Reranker folder or a .sift file (sift convert).") var model: String
+    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
+    @Option(help: "RPC port (0: any free port; the log says which).") var port: Int = 7700
+    @Option(help: "Prometheus metrics port, serving /metrics and /health (off unless set).") var metricsPort: Int?
+    @Option(help: "File of accepted API keys, one per line (# comments). Without it the port is open to anyone who reaches it.")
+    var apiKeyFile: String?
+    @Option(help: "Precision of the linear layers (default: int8 for a .sift file, fp32 for a folder).") var precision: Precision?
+    @Option(help: "Model worker threads (default: one per core).") var threads: Int = WorkerPool.defaultThreadCount
+    @Option(help: "Network I/O threads.") var ioThreads: Int = 1
+
+    @Option(help: "Tokens computed per scheduler step.") var maxBatchTokens: Int = EngineOptions().maxBatchTokens
+    @Option(help: "A long document enters the batch in chunks of this many tokens.") var prefillChunk: Int = EngineOptions().prefillChunk
+    @Option(help: "Tokens queued over all calls before new calls get RESOURCE_EXHAUSTED.") var maxQueuedTokens: Int = EngineOptions().maxQueuedTokens
+    @Option(help: "Prefix KV cache budget in MiB (0: no caching across calls).") var prefixCacheMb: Int = EngineOptions().prefixCacheBytes >> 20
+    @Option(help: "Documents per call.") var maxDocuments: Int = EngineOptions().maxDocuments
+    @Option(help: "Default tokens per (query, document) pair.") var maxLength: Int = EngineOptions().defaultMaxLength
+
+    @Option(help: "Largest frame in MiB.") var maxFrameMb: Int = Framing.defaultMaxFrameBytes >> 20
+    @Option(help: "Calls in flight per connection.") var maxInFlight: Int = ServerOptions().maxInFlightPerConnection
+    @Option(help: "Open connections.") var maxConnections: Int = ServerOptions().maxConnections
+    @Option(help: "Seconds before an idle connection is closed.") var idleTimeout: Double = 300
+    @Option(help: "Seconds calls in flight get to finish on shutdown.") var drainTimeout: Double = 30
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        for (name, value) in [("--port", port), ("--metrics-port", metricsPort ?? 0)] where !(0...65535).contains(value) {
+            throw ValidationError("\(name) \(value) is not a port (0...65535)")
+        }
+        for (name, value) in [("--threads", threads), ("--io-threads", ioThreads), ("--max-batch-tokens", maxBatchTokens),
+                              ("--prefill-chunk", prefillChunk), ("--max-documents", maxDocuments), ("--max-length", maxLength),
+                              ("--max-frame-mb", maxFrameMb), ("--max-in-flight", maxInFlight), ("--max-connections", maxConnections)]
+            where value < 1 {
+            throw ValidationError("\(name) must be at least 1 (got \(value))")
+        }
+        if maxFrameMb > 1024 { throw ValidationError("--max-frame-mb must be at most 1024") }
+        if idleTimeout <= 0 || drainTimeout < 0 { throw ValidationError("--idle-timeout must be positive and --drain-timeout not negative") }
+    }
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "sift")
+
+        var options = ServerOptions()
+        options.host = host
+        options.port = port
+        options.metricsPort = metricsPort
+        options.maxFrameBytes = maxFrameMb << 20
+        options.maxInFlightPerConnection = maxInFlight
+        options.maxConnections = maxConnections
+        options.idleTimeout = .milliseconds(Int(idleTimeout * 1000))
+        options.drainTimeout = .milliseconds(Int(drainTimeout * 1000))
+        options.ioThreads = ioThreads
+        options.modelID = URL(fileURLWithPath: model).lastPathComponent
+        if let apiKeyFile {
+            do {
+                options.apiKeys = try APIKeys(file: apiKeyFile)
+            } catch {
+                FileHandle.standardError.write(Data("sift: error: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+
+        var engineOptions = EngineOptions()
+        engineOptions.maxBatchTokens = maxBatchTokens
+        engineOptions.prefillChunk = prefillChunk
+        engineOptions.maxQueuedTokens = maxQueuedTokens
+        engineOptions.prefixCacheBytes = prefixCacheMb << 20
+        engineOptions.maxDocuments = maxDocuments
+        engineOptions.defaultMaxLength = maxLength
+
+        let loadOptions = engineOptions
+        let (model, precision, threads) = (self.model, self.precision ?? (SiftFile.looksLikeSift(self.model) ? .int8 : .fp32), self.threads)
+        let server = SiftServer(options: options, logger: logger) {
+            let started = ContinuousClock.now
+            logger.notice("loading model", metadata: ["model": "\(model)", "precision": "\(precision)", "threads": "\(threads)"])
+            let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
+            let seconds = Double((ContinuousClock.now - started).components.seconds)
+            logger.notice("model loaded", metadata: ["seconds": "\(Int(seconds))", "layers": "\(reranker.model.config.layerCount)"])
+            return SiftEngine(reranker: reranker, options: loadOptions)
+        }
+        let group = ServiceGroup(configuration: .init(services: [.init(service: server)],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint],
+                                                      logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            FileHandle.standardError.write(Data("sift: error: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}

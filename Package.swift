@@ -84,7 +84,7 @@ let package = Package(
 
         .executableTarget(name: "sift",
                           dependencies: [
-                              "Qwen3", "SiftEngine", "SiftServer", "SiftProtocol",
+                              "Qwen3", "SiftEngine", "SiftServer", "SiftProtocol", "SiftClient",
                               .product(name: "Logging", package: "swift-log"),
                               .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                               .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -105,6 +105,6 @@ let package = Package(
                                    .product(name: "NIOCore", package: "swift-nio"),
                                    .product(name: "NIOPosix", package: "swift-nio")],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "SiftCLITests", dependencies: ["sift", "SiftTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SiftCLITests", dependencies: ["sift", "SiftTestSupport", "SiftClient", "SiftProtocol"], swiftSettings: swiftSettings),
     ]
 )

@@ -61,7 +61,7 @@ public final class SiftServer: Service, Sendable {
         listeners.withLock { $0 = Listeners(rpc: rpc, metrics: metricsChannel, started: true) }
         var metadata: Logger.Metadata = ["address": "\(options.host):\(rpc.localAddress?.port ?? 0)"]
         if let p = metricsChannel?.localAddress?.port { metadata["metrics"] = "http://\(options.host):\(p)/metrics" }
-        logger.notice("serving", metadata: metadata)
+        logger.notice(state.currentEngine == nil ? "listening (NOT_SERVING until the model is loaded)" : "serving", metadata: metadata)
         if options.apiKeys.isEmpty {
             logger.warning("no API keys configured: anyone who can reach the port may call it (use --api-key-file)")
         } else {

@@ -3,11 +3,11 @@ import Foundation
 import Qwen3
 import SiftEngine
 
-struct BenchCommand: ParsableCommand {
+struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (run a release build: swift build -c release).",
-        subcommands: [TokenizerBench.self, PrefillBench.self, ParityBench.self, KernelBench.self, EngineBench.self])
+        subcommands: [TokenizerBench.self, PrefillBench.self, ParityBench.self, KernelBench.self, EngineBench.self, RPCBench.self])
 }
 
 /// Monotonic seconds.

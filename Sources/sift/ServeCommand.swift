@@ -25,7 +25,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Prometheus metrics port, serving /metrics and /health (off unless set).") var metricsPort: Int?
     @Option(help: "File of accepted API keys, one per line (# comments). Without it the port is open to anyone who reaches it.")
     var apiKeyFile: String?
-    @Option(help: "Precision of the linear layers (default: int8 for a .sift file, fp32 for a folder).") var precision: Precision?
+    @Option(help: "Precision of the linear layers: int8 (fast; a folder is quantized at load) or fp32 (reference).")
+    var precision: Precision = .int8
     @Option(help: "Model worker threads (default: one per core).") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Network I/O threads.") var ioThreads: Int = 1
 
@@ -95,7 +96,7 @@ struct ServeCommand: AsyncParsableCommand {
         engineOptions.defaultMaxLength = maxLength
 
         let loadOptions = engineOptions
-        let (model, precision, threads) = (self.model, self.precision ?? (SiftFile.looksLikeSift(self.model) ? .int8 : .fp32), self.threads)
+        let (model, precision, threads) = (self.model, self.precision, self.threads)
         let server = SiftServer(options: options, logger: logger) {
             let started = ContinuousClock.now
             logger.notice("loading model", metadata: ["model": "\(model)", "precision": "\(precision)", "threads": "\(threads)"])

@@ -13,6 +13,10 @@ final class CLITests: XCTestCase {
     struct Result { var status: Int32; var stdout: String; var stderr: String }
 
     func run(_ args: [String], stdin: Data = Data(), env: [String: String] = [:]) throws -> Result {
+        try Self.run(args, stdin: stdin, env: env)
+    }
+
+    static func run(_ args: [String], stdin: Data = Data(), env: [String: String] = [:]) throws -> Result {
         let p = Process()
         p.executableURL = Self.sift
         p.arguments = args

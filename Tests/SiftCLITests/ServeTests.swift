@@ -1,0 +1,87 @@
+import Foundation
+import SiftClient
+import SiftProtocol
+import SiftTestSupport
+import XCTest
+
+/// `sift serve` as a real process: start-up, signals, exit status.
+final class ServeTests: XCTestCase {
+    /// A running `sift serve` whose log goes to a file, read to learn the port.
+    final class ServerProcess {
+        let process = Process()
+        let log: URL
+
+        init(_ args: [String]) throws {
+            log = try Fixtures.temporaryDirectory().appendingPathComponent("serve.log")
+            FileManager.default.createFile(atPath: log.path, contents: nil)
+            process.executableURL = CLITests.sift
+            process.arguments = ["serve", "--port", "0"] + args
+            process.standardError = try FileHandle(forWritingTo: log)
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+        }
+
+        var text: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+        /// Waits for a line containing `marker`; returns the log.
+        func wait(for marker: String, seconds: Double = 60) throws -> String {
+            let end = Date().addingTimeInterval(seconds)
+            while Date() < end {
+                if text.contains(marker) { return text }
+                if !process.isRunning { break }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            throw CLIError("no \"\(marker)\" in the server log:\n\(text)")
+        }
+
+        var port: Int {
+            get throws {
+                let log = try wait(for: "address=")
+                let address = log.components(separatedBy: "address=127.0.0.1:")[1]
+                return Int(address.prefix { $0.isNumber })!
+            }
+        }
+    }
+
+    struct CLIError: Error, CustomStringConvertible { let description: String; init(_ d: String) { description = d } }
+
+    func testSIGTERMDrainsWithoutLosingAcceptedCalls() async throws {
+        let server = try ServerProcess(["--model", Fixtures.tinyModel.path, "--threads", "2", "--drain-timeout", "60"])
+        defer { if server.process.isRunning { server.process.terminate() } }
+        let port = try server.port
+        _ = try server.wait(for: "model loaded; serving")
+        let c = try await SiftConnection.connect(host: "127.0.0.1", port: port)
+        let documents = (0..<24).map { i in (0..<120).map { "term\($0 % 40 + i)" }.joined(separator: " ") }
+        let calls = (0..<6).map { _ in
+            Task { try await c.call(.rerankRequest(Wire.RerankRequest(query: "which terms?", documents: documents))) }
+        }
+        // Frames are read in order: once Health is answered, every call above was accepted.
+        while true {
+            guard case .healthResponse(let h) = try await c.call(.healthRequest) else { return XCTFail("no health") }
+            if h.activeRequests > 0 { break }
+        }
+        kill(server.process.processIdentifier, SIGTERM)
+        for call in calls {
+            guard case .rerankResponse(let r) = try await call.value else { return XCTFail("a call was lost") }
+            XCTAssertEqual(r.results.count, documents.count)
+        }
+        server.process.waitUntilExit()
+        XCTAssertEqual(server.process.terminationStatus, 0, server.text)
+        XCTAssertTrue(server.text.contains("draining"), server.text)
+        XCTAssertTrue(server.text.contains("stopped"), server.text)
+    }
+
+    func testBadFlagsAndModelsFailWithOneLine() throws {
+        var r = try CLITests.run(["serve", "--model", "/nonexistent", "--port", "0"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("sift: error:"), r.stderr)
+        r = try CLITests.run(["serve", "--model", Fixtures.tinyModel.path, "--port", "70000"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("--port 70000 is not a port"), r.stderr)
+        let keys = try Fixtures.temporaryDirectory().appendingPathComponent("keys")
+        try "# no keys\n".write(to: keys, atomically: true, encoding: .utf8)
+        r = try CLITests.run(["serve", "--model", Fixtures.tinyModel.path, "--port", "0", "--api-key-file", keys.path])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("holds no key"), r.stderr)
+    }
+}

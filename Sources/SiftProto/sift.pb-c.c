@@ -1237,7 +1237,7 @@ const ProtobufCMessageDescriptor sift__v1__rerank_request__descriptor =
   (ProtobufCMessageInit) sift__v1__rerank_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sift__v1__rerank_result__field_descriptors[6] =
+static const ProtobufCFieldDescriptor sift__v1__rerank_result__field_descriptors[7] =
 {
   {
     "index",
@@ -1311,10 +1311,23 @@ static const ProtobufCFieldDescriptor sift__v1__rerank_result__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "input_tokens",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__RerankResult, input_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sift__v1__rerank_result__field_indices_by_name[] = {
   5,   /* field[5] = document */
   0,   /* field[0] = index */
+  6,   /* field[6] = input_tokens */
   2,   /* field[2] = logit */
   1,   /* field[1] = relevance_score */
   3,   /* field[3] = tokens */
@@ -1323,7 +1336,7 @@ static const unsigned sift__v1__rerank_result__field_indices_by_name[] = {
 static const ProtobufCIntRange sift__v1__rerank_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor sift__v1__rerank_result__descriptor =
 {
@@ -1333,7 +1346,7 @@ const ProtobufCMessageDescriptor sift__v1__rerank_result__descriptor =
   "Sift__V1__RerankResult",
   "sift.v1",
   sizeof(Sift__V1__RerankResult),
-  6,
+  7,
   sift__v1__rerank_result__field_descriptors,
   sift__v1__rerank_result__field_indices_by_name,
   1,  sift__v1__rerank_result__number_ranges,

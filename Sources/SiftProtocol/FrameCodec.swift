@@ -152,7 +152,8 @@ private enum Decoder {
     static func result(_ r: Sift__V1__RerankResult) throws -> Wire.RerankResult {
         let document = try string(r.document, "result document")
         return Wire.RerankResult(index: r.index, relevanceScore: r.relevance_score, logit: r.logit, tokens: r.tokens,
-                                 truncated: r.truncated != 0, document: document.isEmpty ? nil : document)
+                                 truncated: r.truncated != 0, document: document.isEmpty ? nil : document,
+                                 inputTokens: r.input_tokens)
     }
 }
 
@@ -331,6 +332,7 @@ private struct Encoder {
             p.pointee.logit = r.logit
             p.pointee.tokens = r.tokens
             p.pointee.truncated = r.truncated ? 1 : 0
+            p.pointee.input_tokens = r.inputTokens
             if let d = r.document { p.pointee.document = arena.string(d) }
         }
     }

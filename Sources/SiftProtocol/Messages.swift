@@ -125,12 +125,17 @@ public enum Wire {
         public var relevanceScore: Float
         /// logit("yes") − logit("no").
         public var logit: Float
+        /// Document tokens (after truncation).
         public var tokens: UInt32
         public var truncated: Bool
         /// Set when the request asked for return_documents.
         public var document: String?
+        /// Prompt + document + suffix tokens of this pair.
+        public var inputTokens: UInt32
 
-        public init(index: UInt32, relevanceScore: Float, logit: Float, tokens: UInt32, truncated: Bool, document: String? = nil) {
+        public init(index: UInt32, relevanceScore: Float, logit: Float, tokens: UInt32, truncated: Bool, document: String? = nil,
+                    inputTokens: UInt32 = 0) {
+            self.inputTokens = inputTokens
             self.index = index
             self.relevanceScore = relevanceScore
             self.logit = logit

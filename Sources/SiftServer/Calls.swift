@@ -26,7 +26,7 @@ struct Calls: Sendable {
         request.deadline = r.timeoutMs == 0 ? nil : receivedAt + .milliseconds(Int(r.timeoutMs))
         request.priority = Int(r.priority)
         if let partial {
-            request.onProgress = { scores in partial(scores.map { Self.result($0, document: nil) }) }
+            request.onProgress = { scores in partial(scores.map { Self.result($0, document: nil, promptTokens: 0) }) }
         }
         let result: RerankResult
         do {
@@ -37,8 +37,9 @@ struct Calls: Sendable {
         var chosen = result.ranked
         if r.inputOrder { chosen.sort { $0.index < $1.index } }
         let u = result.usage
+        let promptTokens = u.prefixTokens + (r.documents.isEmpty ? 0 : u.suffixTokens / r.documents.count)
         let response = Wire.RerankResponse(
-            results: chosen.map { Self.result($0, document: r.returnDocuments ? r.documents[$0.index] : nil) },
+            results: chosen.map { Self.result($0, document: r.returnDocuments ? r.documents[$0.index] : nil, promptTokens: promptTokens) },
             usage: Wire.Usage(prefixTokens: UInt32(u.prefixTokens), prefixTokensCached: UInt32(u.prefixTokensCached),
                               documentTokens: UInt64(u.documentTokens), truncatedDocuments: UInt32(u.truncatedDocuments),
                               documents: UInt32(r.documents.count)),
@@ -85,9 +86,11 @@ struct Calls: Sendable {
                            queuedTokens: UInt64(stats.queuedTokens))
     }
 
-    static func result(_ s: DocumentScore, document: String?) -> Wire.RerankResult {
+    /// `promptTokens`: the pair's tokens besides the document (0 in streamed results, which
+    /// are sent before the usage is known).
+    static func result(_ s: DocumentScore, document: String?, promptTokens: Int) -> Wire.RerankResult {
         Wire.RerankResult(index: UInt32(s.index), relevanceScore: s.probability, logit: s.logit, tokens: UInt32(s.tokens),
-                          truncated: s.truncated, document: document)
+                          truncated: s.truncated, document: document, inputTokens: promptTokens > 0 ? UInt32(promptTokens + s.tokens) : 0)
     }
 
     static func status(_ e: EngineError) -> Wire.Status {

@@ -69,17 +69,21 @@ public final class SiftServer: Service, Sendable {
         }
     }
 
+    /// Loads the model with the server's loader (if it has one and no engine yet); SERVING after.
+    public func loadEngineIfNeeded() async throws {
+        guard state.currentEngine == nil, let loadEngine else { return }
+        let engine = try await Task.detached { try loadEngine() }.value
+        state.engine.withLock { $0 = engine }
+        logger.notice("model loaded; serving")
+    }
+
     public func run() async throws {
         try await start()
-        if state.currentEngine == nil, let loadEngine {
-            do {
-                let engine = try await Task.detached { try loadEngine() }.value
-                state.engine.withLock { $0 = engine }
-                logger.notice("model loaded; serving")
-            } catch {
-                await shutdown()
-                throw error
-            }
+        do {
+            try await loadEngineIfNeeded()
+        } catch {
+            await shutdown()
+            throw error
         }
         // Until SIGTERM/SIGINT (or the task is cancelled).
         try? await gracefulShutdown()

@@ -71,6 +71,26 @@ final class ServeTests: XCTestCase {
         XCTAssertTrue(server.text.contains("stopped"), server.text)
     }
 
+    func testRerankPrintsWhatScorePrints() throws {
+        let server = try ServerProcess(["--model", Fixtures.tinyModel.path, "--threads", "2"])
+        defer { server.process.terminate() }
+        let port = try server.port
+        _ = try server.wait(for: "model loaded; serving")
+        let docs = ["The capital of China is Beijing.", "", "Gravity pulls things down.", String(repeating: "many words ", count: 50)]
+        let input = Data(docs.map { "{\"text\": \"\($0)\"}" }.joined(separator: "\n").utf8)
+        let query = "What is the capital of China?"
+        let remote = try CLITests.run(["rerank", "--server", "127.0.0.1:\(port)", "--query", query, "--max-length", "100", "-"], stdin: input)
+        let local = try CLITests.run(["score", "--model", Fixtures.tinyModel.path, "--precision", "int8", "--query", query,
+                                      "--max-length", "100", "-"], stdin: input)
+        XCTAssertEqual(remote.status, 0, remote.stderr)
+        XCTAssertEqual(remote.stdout, local.stdout)
+        XCTAssertTrue(remote.stdout.contains("\"truncated\":true"), remote.stdout)
+        // Nothing listening: one line, exit 1.
+        let refused = try CLITests.run(["rerank", "--server", "127.0.0.1:1", "--query", "q", "-"], stdin: input)
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stderr.contains("cannot connect to 127.0.0.1:1"), refused.stderr)
+    }
+
     func testBadFlagsAndModelsFailWithOneLine() throws {
         var r = try CLITests.run(["serve", "--model", "/nonexistent", "--port", "0"])
         XCTAssertEqual(r.status, 1)

@@ -229,10 +229,14 @@ struct  Sift__V1__RerankResult
    * The document's text, when return_documents was set.
    */
   char *document;
+  /*
+   * All tokens of this pair fed to the model: prompt (system, instruction, query), document, suffix.
+   */
+  uint32_t input_tokens;
 };
 #define SIFT__V1__RERANK_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sift__v1__rerank_result__descriptor) \
-    , 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Sift__V1__Usage

@@ -1,0 +1,205 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import SiftClient
+import SiftProtocol
+
+/// A load generator over the Swift client: closed loop (N callers, each waiting for its answer)
+/// or open loop (calls start on a fixed schedule whatever the answers do, so latency under
+/// overload is measured honestly, from when each call should have started).
+struct LoadCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load",
+        abstract: "Load-test a server: closed or open loop, latency percentiles, throughput, errors by status.",
+        discussion: """
+            Workload presets (the engine benchmarks' W1–W3, through the server):
+              w1: one call of 64 corpus passages (cut to 256 tokens)
+              w2: 8 callers × 10 calls of 16 passages (256 tokens), a different query each
+              w3: one call of 4 documents of ~4000 tokens
+            Without --workload: --documents passages per call, --concurrency callers (or --rate calls/s),
+            until --requests calls or --duration seconds.
+            """)
+
+    @OptionGroup var connection: ServerConnectionOptions
+    @Option(help: "Preset: w1, w2 or w3 (overrides the shape flags).") var workload: String?
+    @Option(help: "JSON-lines corpus of documents.") var corpus: String = defaultCorpus
+    @Option(help: "JSON-lines queries.") var queries: String = "../shared/bench/queries.jsonl"
+    @Option(help: "Documents per call.") var documents: Int = 16
+    @Option(help: "Cut each document to this many tokens (0: no cut).") var maxTokensPerDocument: Int = 256
+    @Option(help: "Closed loop: callers, each sending its next call when the last is answered.") var concurrency: Int = 8
+    @Option(help: "Open loop: calls started per second (overrides --concurrency).") var rate: Double?
+    @Option(help: "Stop after this many calls.") var requests: Int?
+    @Option(help: "Stop after this many seconds.") var duration: Double = 30
+    @Option(help: "Per-call deadline in seconds (0: none).") var timeout: Double = 0
+    @Flag(help: "Print one JSON object instead of the table.") var json = false
+
+    struct Shape {
+        var documentsPerCall: Int
+        var maxTokens: Int
+        var concurrency: Int
+        var requests: Int?
+        var longDocuments = false
+    }
+
+    func run() async throws {
+        try await reportingErrors { try await runLoad() }
+    }
+
+    func runLoad() async throws {
+        var shape = Shape(documentsPerCall: documents, maxTokens: maxTokensPerDocument, concurrency: concurrency, requests: requests)
+        switch workload?.lowercased() {
+        case nil: break
+        case "w1": shape = Shape(documentsPerCall: 64, maxTokens: 256, concurrency: 1, requests: 1)
+        case "w2": shape = Shape(documentsPerCall: 16, maxTokens: 256, concurrency: 8, requests: 80)
+        case "w3": shape = Shape(documentsPerCall: 4, maxTokens: 4000, concurrency: 1, requests: 1, longDocuments: true)
+        case let other?: throw CLIError("unknown workload \(other): w1, w2 or w3")
+        }
+        guard shape.documentsPerCall >= 0, shape.concurrency >= 1 else { throw CLIError("--documents ≥ 0 and --concurrency ≥ 1") }
+        if let rate, !(rate > 0) { throw CLIError("--rate must be positive") }
+        let texts = try loadCorpus(corpus)
+        let qs = try loadCorpus(queries)
+        guard !texts.isEmpty, !qs.isEmpty else { throw CLIError("the corpus and the queries must not be empty") }
+        let client = try connection.makeClient()
+        var pool = texts
+        if shape.longDocuments {
+            pool = try await longDocuments(texts, client: client, tokens: 4000, count: shape.documentsPerCall)
+        }
+        let plan = Plan(texts: pool, queries: qs, shape: shape, long: shape.longDocuments,
+                        timeout: timeout > 0 ? .milliseconds(Int(timeout * 1000)) : nil)
+        let limit = shape.requests ?? Int.max
+        let stopAt = ContinuousClock.now + .milliseconds(Int(duration * 1000))
+        let recorder = Recorder()
+        let started = ContinuousClock.now
+        if let rate {
+            // Open loop: call n starts at started + n/rate; its latency counts from then.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                var n = 0
+                while n < limit {
+                    let due = started + .nanoseconds(Int64(Double(n) / rate * 1e9))
+                    if due > stopAt { break }
+                    try await Task.sleep(until: due, clock: .continuous)
+                    let i = n
+                    group.addTask { await plan.send(i, client: client, scheduled: due, into: recorder) }
+                    n += 1
+                }
+                try await group.waitForAll()
+            }
+        } else {
+            let next = Counter()
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<shape.concurrency {
+                    group.addTask {
+                        while ContinuousClock.now < stopAt {
+                            let i = await next.take()
+                            if i >= limit { break }
+                            await plan.send(i, client: client, scheduled: ContinuousClock.now, into: recorder)
+                        }
+                    }
+                }
+            }
+        }
+        let wall = ContinuousClock.now - started
+        await client.close()
+        let report = await recorder.report(wall: wall, mode: rate.map { String(format: "open loop %.1f calls/s", $0) }
+            ?? "closed loop, \(shape.concurrency) callers", documentsPerCall: shape.documentsPerCall)
+        print(json ? report.json : report.table)
+        if report.ok == 0 { throw ExitCode(1) }
+    }
+
+    /// Documents of about `tokens` tokens: consecutive passages joined, counted by the server.
+    func longDocuments(_ texts: [String], client: SiftClient, tokens: Int, count: Int) async throws -> [String] {
+        var out: [String] = []
+        var cursor = 64
+        for _ in 0..<count {
+            var doc = ""
+            while true {
+                let n = try await client.tokenize([doc]).first?.count ?? 0
+                if n >= tokens { break }
+                doc += texts[cursor % texts.count] + "\n\n"
+                cursor += 1
+            }
+            out.append(doc)
+        }
+        return out
+    }
+}
+
+/// What call n sends.
+struct Plan: Sendable {
+    let texts: [String]
+    let queries: [String]
+    let shape: LoadCommand.Shape
+    let long: Bool
+    let timeout: Duration?
+
+    func send(_ n: Int, client: SiftClient, scheduled: ContinuousClock.Instant, into recorder: Recorder) async {
+        let docs = long ? Array(texts.prefix(shape.documentsPerCall))
+            : (0..<shape.documentsPerCall).map { texts[(n * shape.documentsPerCall + $0) % texts.count] }
+        do {
+            let r = try await client.rerank(query: queries[n % queries.count], documents: docs,
+                                            maxTokensPerDocument: shape.maxTokens > 0 ? shape.maxTokens : nil, timeout: timeout)
+            await recorder.ok(ContinuousClock.now - scheduled, documents: docs.count,
+                              prefix: Int(r.usage.prefixTokens), cached: Int(r.usage.prefixTokensCached))
+        } catch let status as Wire.Status {
+            await recorder.failed(status.code)
+        } catch {
+            await recorder.failed(.unknown)
+        }
+    }
+}
+
+extension LoadCommand.Shape: Sendable {}
+
+actor Counter {
+    private var n = 0
+    func take() -> Int { defer { n += 1 }; return n }
+}
+
+actor Recorder {
+    private var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)  // µs, up to 1 h
+    private(set) var okCount = 0
+    private var documents = 0
+    private var prefixTokens = 0
+    private var cachedTokens = 0
+    private var errors: [Wire.Code: Int] = [:]
+
+    func ok(_ latency: Duration, documents: Int, prefix: Int, cached: Int) {
+        let (s, atto) = latency.components
+        _ = histogram.record(UInt64(max(0, s * 1_000_000 + atto / 1_000_000_000_000)))
+        okCount += 1
+        self.documents += documents
+        prefixTokens += prefix
+        cachedTokens += cached
+    }
+
+    func failed(_ code: Wire.Code) { errors[code, default: 0] += 1 }
+
+    struct Report {
+        var ok: Int
+        var table: String
+        var json: String
+    }
+
+    func report(wall: Duration, mode: String, documentsPerCall: Int) -> Report {
+        let seconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
+        let ms: (Double) -> Double = { Double(self.histogram.valueAtPercentile($0)) / 1000 }
+        let failed = errors.values.reduce(0, +)
+        let hitRatio = prefixTokens > 0 ? Double(cachedTokens) / Double(prefixTokens) : 0
+        let errorText = errors.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.name) \($0.value)" }.joined(separator: ", ")
+        let table = """
+            \(mode), \(documentsPerCall) documents per call, \(String(format: "%.1f", seconds)) s
+            calls        \(okCount) ok, \(failed) failed\(errorText.isEmpty ? "" : " (\(errorText))")
+            throughput   \(String(format: "%.2f", Double(okCount) / seconds)) calls/s, \(String(format: "%.2f", Double(documents) / seconds)) docs/s
+            latency ms   p50 \(String(format: "%.1f", ms(50)))  p90 \(String(format: "%.1f", ms(90)))  p99 \(String(format: "%.1f", ms(99)))  p99.9 \(String(format: "%.1f", ms(99.9)))  max \(String(format: "%.1f", Double(histogram.max) / 1000))
+            prefix cache \(String(format: "%.1f", hitRatio * 100))% of prefix tokens served from cache
+            """
+        let errorJSON = errors.map { "\"\($0.key.name)\":\($0.value)" }.joined(separator: ",")
+        let json = """
+            {"mode":"\(mode)","seconds":\(seconds),"ok":\(okCount),"failed":\(failed),"errors":{\(errorJSON)},\
+            "calls_per_second":\(Double(okCount) / seconds),"docs_per_second":\(Double(documents) / seconds),\
+            "latency_ms":{"p50":\(ms(50)),"p90":\(ms(90)),"p99":\(ms(99)),"p99.9":\(ms(99.9)),"max":\(Double(histogram.max) / 1000)},\
+            "prefix_cache_hit_ratio":\(hitRatio)}
+            """
+        return Report(ok: okCount, table: table, json: json)
+    }
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: Debian packages, test models, build, swift test; then the
-# engine's concurrency tests again under ThreadSanitizer (own build folder).
+# Sets up and runs every test: Debian packages, test models, build, swift test, the Python and
+# C clients against a real server; then the engine's and the server's concurrency tests again
+# under ThreadSanitizer (own build folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -13,8 +14,13 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512bw /proc/cpuinfo; then
 fi
 swift build --build-tests
 swift test --skip-build
+echo "== Python client against a real server =="
+python3 -m pip install --quiet --disable-pip-version-check ./Clients/python pytest
+python3 -m pytest -q -p no:cacheprovider Clients/python/tests
+echo "== C client against a real server =="
+bash Clients/c/test.sh
 if [ "${SIFT_SKIP_TSAN:-0}" != 1 ]; then
-  echo "== engine and planner tests under ThreadSanitizer =="
+  echo "== engine, server and client concurrency tests under ThreadSanitizer =="
   swift test --scratch-path .build-tsan --sanitize=thread \
-    --filter '\.(EngineTests|PlannerTests|PrefixCacheTests|KernelTests)/'
+    --filter '\.(EngineTests|PlannerTests|PrefixCacheTests|KernelTests|ServerTests|ClientTests)/'
 fi

@@ -1,0 +1,42 @@
+/* test_client HOST PORT: checks the C client against a running server (tiny model). */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sift_client.h"
+
+#define CHECK(cond) do { if (!(cond)) { fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); exit(1); } } while (0)
+
+int main(int argc, char **argv) {
+    CHECK(argc == 3);
+    sift_status status;
+    sift_client *client = sift_connect(argv[1], atoi(argv[2]), &status);
+    CHECK(client != NULL);
+    int serving = 0;
+    CHECK(sift_health(client, &serving, &status) == SIFT_OK && serving);
+
+    const char *docs[] = {"The capital of China is Beijing.", "Gravity pulls things down.", ""};
+    sift_result results[3];
+    size_t n = 0;
+    sift_rerank_options in_order = {.input_order = 1};
+    CHECK(sift_rerank(client, "What is the capital of China?", docs, 3, &in_order, results, &n, &status) == SIFT_OK);
+    CHECK(n == 3);
+    for (size_t i = 0; i < n; i++) {
+        CHECK(results[i].index == i);
+        CHECK(results[i].relevance_score >= 0 && results[i].relevance_score <= 1);
+        printf("%u\t%.7g\n", results[i].index, results[i].logit);
+    }
+    /* Ranked and cut. */
+    sift_rerank_options top1 = {.top_n = 1};
+    CHECK(sift_rerank(client, "What is the capital of China?", docs, 3, &top1, results, &n, &status) == SIFT_OK && n == 1);
+    /* Errors come back as status codes with a message; the connection stays usable. */
+    CHECK(sift_rerank(client, "", docs, 3, NULL, results, &n, &status) == SIFT_INVALID_ARGUMENT);
+    CHECK(strstr(status.message, "query is empty") != NULL);
+    CHECK(sift_health(client, &serving, &status) == SIFT_OK);
+    sift_close(client);
+    /* Nothing listening. */
+    CHECK(sift_connect("127.0.0.1", 1, &status) == NULL && status.code == SIFT_UNAVAILABLE);
+    fprintf(stderr, "C client: all checks passed\n");
+    return 0;
+}

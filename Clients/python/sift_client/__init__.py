@@ -1,0 +1,7 @@
+"""Python client for Sift, the Qwen3-Reranker inference service."""
+from ._wire import Code, Health, RerankResponse, RerankResult, SiftError, Usage
+from .aio import AsyncClient
+from .client import Client
+
+__all__ = ["AsyncClient", "Client", "Code", "Health", "RerankResponse", "RerankResult", "SiftError", "Usage"]
+__version__ = "0.5.0"

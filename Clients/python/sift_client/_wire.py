@@ -1,0 +1,135 @@
+"""Framing, typed results and errors shared by the sync and asyncio clients."""
+from __future__ import annotations
+
+import enum
+import random
+import struct
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from . import sift_pb2 as pb
+
+HEADER = struct.Struct(">I")
+DEFAULT_MAX_FRAME_BYTES = 16 << 20
+
+
+class Code(enum.IntEnum):
+    """gRPC's status codes, as the server sends them."""
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class SiftError(Exception):
+    """A call failed; `code` says how, `message` what to do about it."""
+
+    def __init__(self, code: Code, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    index: int
+    relevance_score: float
+    """sigmoid(logit), 0..1: already a probability."""
+    logit: float
+    """logit("yes") - logit("no")."""
+    tokens: int
+    truncated: bool
+    document: Optional[str] = None
+    input_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Usage:
+    prefix_tokens: int
+    prefix_tokens_cached: int
+    document_tokens: int
+    truncated_documents: int
+    documents: int
+
+
+@dataclass(frozen=True)
+class RerankResponse:
+    results: List[RerankResult]
+    usage: Usage
+    queued_ms: float
+    compute_ms: float
+    model_id: str
+
+
+@dataclass(frozen=True)
+class Health:
+    serving: bool
+    active_requests: int
+    queued_tokens: int
+
+
+def parse_endpoint(text: str) -> Tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"endpoint {text!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def encode(frame: pb.Frame) -> bytes:
+    body = frame.SerializeToString()
+    return HEADER.pack(len(body)) + body
+
+
+def rerank_request(query: str, documents: List[str], instruction: Optional[str], top_n: Optional[int],
+                   return_documents: bool, max_tokens_per_document: Optional[int], max_length: Optional[int],
+                   input_order: bool, timeout: Optional[float], priority: int, stream: bool) -> pb.RerankRequest:
+    return pb.RerankRequest(
+        query=query, instruction=instruction or "", documents=list(documents), top_n=top_n or 0,
+        return_documents=return_documents, max_tokens_per_document=max_tokens_per_document or 0,
+        max_length=max_length or 0, input_order=input_order,
+        timeout_ms=max(1, int(timeout * 1000)) if timeout else 0, priority=priority, stream=stream)
+
+
+def result(r: pb.RerankResult) -> RerankResult:
+    return RerankResult(index=r.index, relevance_score=r.relevance_score, logit=r.logit, tokens=r.tokens,
+                        truncated=r.truncated, document=r.document or None, input_tokens=r.input_tokens)
+
+
+def rerank_response(r: pb.RerankResponse) -> RerankResponse:
+    u = r.usage
+    return RerankResponse(
+        results=[result(x) for x in r.results],
+        usage=Usage(u.prefix_tokens, u.prefix_tokens_cached, u.document_tokens, u.truncated_documents, u.documents),
+        queued_ms=r.timings.queued_ms, compute_ms=r.timings.compute_ms, model_id=r.model_id)
+
+
+def check(frame: pb.Frame, expected: str) -> pb.Frame:
+    """The frame's body if it is `expected`; a status is raised as SiftError."""
+    kind = frame.WhichOneof("body")
+    if kind == "status":
+        code = Code(frame.status.code) if frame.status.code in Code._value2member_map_ else Code.UNKNOWN
+        raise SiftError(code, frame.status.message)
+    if kind != expected:
+        raise SiftError(Code.INTERNAL, f"the server answered {kind} to a call expecting {expected}")
+    return getattr(frame, expected)
+
+
+def backoff_delays(attempts: int, initial: float = 0.05, maximum: float = 2.0):
+    """Full-jitter exponential backoff, so many clients do not retry in step."""
+    delay = initial
+    for _ in range(attempts - 1):
+        yield random.uniform(0, delay)
+        delay = min(delay * 2, maximum)

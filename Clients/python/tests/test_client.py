@@ -1,0 +1,98 @@
+import asyncio
+
+import pytest
+
+from conftest import API_KEY, sift_score
+from sift_client import AsyncClient, Client, Code, SiftError
+
+QUERY = "What is the capital of China?"
+DOCS = ["The capital of China is Beijing.", "Gravity pulls objects toward the ground.", "",
+        "Paris is the capital of France.", "A long document about many things. " * 40]
+
+
+def test_sync_scores_equal_sift_score(server):
+    expected = sift_score(QUERY, DOCS)
+    with Client(server.endpoint) as client:
+        response = client.rerank(QUERY, DOCS, input_order=True, return_documents=True)
+    assert [r.index for r in response.results] == list(range(len(DOCS)))
+    for got, want in zip(response.results, expected):
+        assert got.logit == pytest.approx(want["logit"], abs=1e-6)
+        assert got.relevance_score == pytest.approx(want["score"], abs=1e-6)
+        assert got.input_tokens == want["tokens"]
+        assert got.truncated == want["truncated"]
+        assert got.document == (DOCS[got.index] or None)
+    assert response.usage.documents == len(DOCS)
+    assert response.model_id == "tiny-qwen3"
+
+
+def test_sync_ranking_top_n_tokenize_info_health(server):
+    with Client(server.endpoint) as client:
+        ranked = client.rerank(QUERY, DOCS, top_n=2)
+        everything = client.rerank(QUERY, DOCS, input_order=True)
+        best = sorted(everything.results, key=lambda r: (-r.logit, r.index))[:2]
+        assert [r.index for r in ranked.results] == [r.index for r in best]
+        counts = client.tokenize(["Hello world", ""], return_ids=True)
+        assert counts[0].count == len(counts[0].ids) > 0 and counts[1].count == 0
+        info = client.model_info()
+        assert info.quantization == "int8" and info.protocol_version == 1
+        assert client.health().serving
+
+
+def test_errors_carry_the_status_code(server):
+    with Client(server.endpoint) as client:
+        with pytest.raises(SiftError) as error:
+            client.rerank("", ["d"])
+        assert error.value.code == Code.INVALID_ARGUMENT and "query is empty" in error.value.message
+        with pytest.raises(SiftError) as error:
+            client.rerank("q", ["word " * 3000] * 64, timeout=0.001)
+        assert error.value.code == Code.DEADLINE_EXCEEDED
+        # The connection is still good.
+        assert len(client.rerank("q", ["d"]).results) == 1
+    with pytest.raises(SiftError) as error:
+        Client("127.0.0.1:1", max_attempts=2).rerank("q", ["d"])
+    assert error.value.code == Code.UNAVAILABLE
+
+
+def test_api_key(secured_server):
+    with pytest.raises(SiftError) as error:
+        Client(secured_server.endpoint).rerank("q", ["d"])
+    assert error.value.code == Code.UNAUTHENTICATED
+    with Client(secured_server.endpoint, api_key=API_KEY) as client:
+        assert len(client.rerank("q", ["d"]).results) == 1
+
+
+def test_asyncio_many_calls_one_connection(server):
+    expected = sift_score(QUERY, DOCS)
+
+    async def main():
+        async with AsyncClient(server.endpoint) as client:
+            responses = await asyncio.gather(*(client.rerank(QUERY, DOCS, input_order=True) for _ in range(20)))
+            for response in responses:
+                assert [r.logit for r in response.results] == pytest.approx([e["logit"] for e in expected], abs=1e-6)
+            seen = []
+            streamed = await client.rerank(QUERY, DOCS, on_partial=lambda rs: seen.extend(r.index for r in rs))
+            assert sorted(seen) == sorted(r.index for r in streamed.results)
+            with pytest.raises(SiftError) as error:
+                await client.rerank("q", ["d"] * 5000)
+            assert error.value.code == Code.INVALID_ARGUMENT
+            assert (await client.health()).serving
+
+    asyncio.run(main())
+
+
+def test_asyncio_cancellation_stops_the_work(server):
+    async def main():
+        async with AsyncClient(server.endpoint) as client:
+            task = asyncio.ensure_future(client.rerank("q", ["word%d " % i * 300 for i in range(200)]))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The server drops the cancelled call: the engine is soon idle again.
+            for _ in range(200):
+                if (await client.health()).active_requests == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await client.health()).active_requests == 0
+
+    asyncio.run(main())

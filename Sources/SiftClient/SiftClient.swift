@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SiftProtocol
 import Synchronization
 
@@ -53,6 +54,9 @@ public final class SiftClient: Sendable {
         public var maxBackoff: Duration = .seconds(2)
         public var connectTimeout: Duration = .seconds(5)
         public var maxFrameBytes = Framing.defaultMaxFrameBytes
+        /// TLS (nil: plain TCP). E.g. `.makeClientConfiguration()` with `trustRoots = .file(ca)`,
+        /// and `certificateChain`/`privateKey` for mutual TLS.
+        public var tls: TLSConfiguration?
         public init() {}
     }
 
@@ -69,7 +73,13 @@ public final class SiftClient: Sendable {
         self.endpoints = endpoints
         self.options = options
         self.group = group
-        connections = endpoints.map { EndpointConnection(endpoint: $0, options: options, group: group) }
+        let tls: NIOSSLContext?
+        do {
+            tls = try options.tls.map { try NIOSSLContext(configuration: $0) }
+        } catch {
+            throw Wire.Status(.invalidArgument, "TLS configuration rejected: \(error)")
+        }
+        connections = endpoints.map { EndpointConnection(endpoint: $0, options: options, tls: tls, group: group) }
         ring = HashRing(count: endpoints.count)
     }
 
@@ -181,22 +191,24 @@ public final class SiftClient: Sendable {
 final class EndpointConnection: Sendable {
     let endpoint: Endpoint
     private let options: SiftClient.Options
+    private let tls: NIOSSLContext?
     private let group: any EventLoopGroup
     private let current = Mutex<Task<SiftConnection, any Error>?>(nil)
 
-    init(endpoint: Endpoint, options: SiftClient.Options, group: any EventLoopGroup) {
+    init(endpoint: Endpoint, options: SiftClient.Options, tls: NIOSSLContext?, group: any EventLoopGroup) {
         self.endpoint = endpoint
         self.options = options
+        self.tls = tls
         self.group = group
     }
 
     func connection() async throws -> SiftConnection {
         let task = current.withLock { task -> Task<SiftConnection, any Error> in
             if let task { return task }
-            let (endpoint, options, group) = (endpoint, options, group)
+            let (endpoint, options, tls, group) = (endpoint, options, tls, group)
             let new = Task {
                 try await SiftConnection.connect(host: endpoint.host, port: endpoint.port, maxFrameBytes: options.maxFrameBytes,
-                                                 connectTimeout: options.connectTimeout, group: group)
+                                                 connectTimeout: options.connectTimeout, tls: tls, group: group)
             }
             task = new
             return new

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SiftProtocol
 import Synchronization
 
@@ -18,8 +19,11 @@ public final class SiftConnection: Sendable {
 
     /// Opens a connection. Fails with `Wire.Status(.unavailable, …)` if nothing listens.
     public static func connect(host: String, port: Int, maxFrameBytes: Int = Framing.defaultMaxFrameBytes,
-                               connectTimeout: Duration = .seconds(5),
+                               connectTimeout: Duration = .seconds(5), tls: NIOSSLContext? = nil,
                                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> SiftConnection {
+        // SNI takes a name, not an address; for an address the certificate is checked against it.
+        let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
+        let serverHostname = isAddress ? nil : host
         let pending = PendingCalls()
         let bootstrap = ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -27,6 +31,7 @@ public final class SiftConnection: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
+                    if let tls { try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverHostname)) }
                     try pipeline.addHandler(MessageToByteHandler(FrameEncoder()))
                     try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrameBytes)))
                     try pipeline.addHandler(ResponseHandler(pending: pending))

@@ -1069,7 +1069,7 @@ const ProtobufCMessageDescriptor sift__v1__status__descriptor =
   (ProtobufCMessageInit) sift__v1__status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sift__v1__rerank_request__field_descriptors[11] =
+static const ProtobufCFieldDescriptor sift__v1__rerank_request__field_descriptors[13] =
 {
   {
     "query",
@@ -1203,8 +1203,34 @@ static const ProtobufCFieldDescriptor sift__v1__rerank_request__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "chunk_long_documents",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__RerankRequest, chunk_long_documents),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "chunk_overlap_tokens",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__RerankRequest, chunk_overlap_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sift__v1__rerank_request__field_indices_by_name[] = {
+  11,   /* field[11] = chunk_long_documents */
+  12,   /* field[12] = chunk_overlap_tokens */
   2,   /* field[2] = documents */
   7,   /* field[7] = input_order */
   1,   /* field[1] = instruction */
@@ -1220,7 +1246,7 @@ static const unsigned sift__v1__rerank_request__field_indices_by_name[] = {
 static const ProtobufCIntRange sift__v1__rerank_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor sift__v1__rerank_request__descriptor =
 {
@@ -1230,14 +1256,14 @@ const ProtobufCMessageDescriptor sift__v1__rerank_request__descriptor =
   "Sift__V1__RerankRequest",
   "sift.v1",
   sizeof(Sift__V1__RerankRequest),
-  11,
+  13,
   sift__v1__rerank_request__field_descriptors,
   sift__v1__rerank_request__field_indices_by_name,
   1,  sift__v1__rerank_request__number_ranges,
   (ProtobufCMessageInit) sift__v1__rerank_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sift__v1__rerank_result__field_descriptors[7] =
+static const ProtobufCFieldDescriptor sift__v1__rerank_result__field_descriptors[9] =
 {
   {
     "index",
@@ -1323,6 +1349,30 @@ static const ProtobufCFieldDescriptor sift__v1__rerank_result__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "window",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__RerankResult, window),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "windows",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__RerankResult, windows),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sift__v1__rerank_result__field_indices_by_name[] = {
   5,   /* field[5] = document */
@@ -1332,11 +1382,13 @@ static const unsigned sift__v1__rerank_result__field_indices_by_name[] = {
   1,   /* field[1] = relevance_score */
   3,   /* field[3] = tokens */
   4,   /* field[4] = truncated */
+  7,   /* field[7] = window */
+  8,   /* field[8] = windows */
 };
 static const ProtobufCIntRange sift__v1__rerank_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor sift__v1__rerank_result__descriptor =
 {
@@ -1346,7 +1398,7 @@ const ProtobufCMessageDescriptor sift__v1__rerank_result__descriptor =
   "Sift__V1__RerankResult",
   "sift.v1",
   sizeof(Sift__V1__RerankResult),
-  7,
+  9,
   sift__v1__rerank_result__field_descriptors,
   sift__v1__rerank_result__field_indices_by_name,
   1,  sift__v1__rerank_result__number_ranges,

@@ -82,12 +82,15 @@ private enum Decoder {
         switch f.body_case {
         case SIFT__V1__FRAME__BODY_RERANK_REQUEST:
             guard let r = f.rerank_request?.pointee else { return .unknown }
-            return .rerankRequest(Wire.RerankRequest(
+            var request = Wire.RerankRequest(
                 query: try string(r.query, "query"), instruction: try string(r.instruction, "instruction"),
                 documents: try strings(r.n_documents, r.documents, "documents"), topN: r.top_n,
                 returnDocuments: r.return_documents != 0, maxTokensPerDocument: r.max_tokens_per_document,
                 maxLength: r.max_length, inputOrder: r.input_order != 0, timeoutMs: r.timeout_ms,
-                priority: r.priority, stream: r.stream != 0))
+                priority: r.priority, stream: r.stream != 0)
+            request.chunkLongDocuments = r.chunk_long_documents != 0
+            request.chunkOverlapTokens = r.chunk_overlap_tokens
+            return .rerankRequest(request)
         case SIFT__V1__FRAME__BODY_RERANK_RESPONSE:
             guard let r = f.rerank_response?.pointee else { return .unknown }
             let u = r.usage?.pointee
@@ -151,9 +154,12 @@ private enum Decoder {
 
     static func result(_ r: Sift__V1__RerankResult) throws -> Wire.RerankResult {
         let document = try string(r.document, "result document")
-        return Wire.RerankResult(index: r.index, relevanceScore: r.relevance_score, logit: r.logit, tokens: r.tokens,
-                                 truncated: r.truncated != 0, document: document.isEmpty ? nil : document,
-                                 inputTokens: r.input_tokens)
+        var result = Wire.RerankResult(index: r.index, relevanceScore: r.relevance_score, logit: r.logit, tokens: r.tokens,
+                                       truncated: r.truncated != 0, document: document.isEmpty ? nil : document,
+                                       inputTokens: r.input_tokens)
+        result.window = r.window
+        result.windows = r.windows
+        return result
     }
 }
 
@@ -220,6 +226,8 @@ private struct Encoder {
                 p.pointee.timeout_ms = r.timeoutMs
                 p.pointee.priority = r.priority
                 p.pointee.stream = r.stream ? 1 : 0
+                p.pointee.chunk_long_documents = r.chunkLongDocuments ? 1 : 0
+                p.pointee.chunk_overlap_tokens = r.chunkOverlapTokens
             }
         case .rerankResponse(let r):
             c.body_case = SIFT__V1__FRAME__BODY_RERANK_RESPONSE
@@ -333,6 +341,8 @@ private struct Encoder {
             p.pointee.tokens = r.tokens
             p.pointee.truncated = r.truncated ? 1 : 0
             p.pointee.input_tokens = r.inputTokens
+            p.pointee.window = r.window
+            p.pointee.windows = r.windows
             if let d = r.document { p.pointee.document = arena.string(d) }
         }
     }

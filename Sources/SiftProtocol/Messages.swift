@@ -101,6 +101,9 @@ public enum Wire {
         public var timeoutMs: UInt32
         public var priority: Int32
         public var stream: Bool
+        public var chunkLongDocuments = false
+        /// 0: the server's default overlap.
+        public var chunkOverlapTokens: UInt32 = 0
 
         public init(query: String, instruction: String = "", documents: [String], topN: UInt32 = 0,
                     returnDocuments: Bool = false, maxTokensPerDocument: UInt32 = 0, maxLength: UInt32 = 0,
@@ -132,6 +135,9 @@ public enum Wire {
         public var document: String?
         /// Prompt + document + suffix tokens of this pair.
         public var inputTokens: UInt32
+        /// With chunking: the best window (0-based) and the number of windows.
+        public var window: UInt32 = 0
+        public var windows: UInt32 = 0
 
         public init(index: UInt32, relevanceScore: Float, logit: Float, tokens: UInt32, truncated: Bool, document: String? = nil,
                     inputTokens: UInt32 = 0) {

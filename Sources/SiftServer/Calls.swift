@@ -25,6 +25,8 @@ struct Calls: Sendable {
         request.maxLength = r.maxLength == 0 ? nil : Int(r.maxLength)
         request.deadline = r.timeoutMs == 0 ? nil : receivedAt + .milliseconds(Int(r.timeoutMs))
         request.priority = Int(r.priority)
+        request.chunkLongDocuments = r.chunkLongDocuments
+        request.chunkOverlapTokens = r.chunkOverlapTokens == 0 ? nil : Int(r.chunkOverlapTokens)
         if let partial {
             request.onProgress = { scores in partial(scores.map { Self.result($0, document: nil, promptTokens: 0) }) }
         }
@@ -37,7 +39,7 @@ struct Calls: Sendable {
         var chosen = result.ranked
         if r.inputOrder { chosen.sort { $0.index < $1.index } }
         let u = result.usage
-        let promptTokens = u.prefixTokens + (r.documents.isEmpty ? 0 : u.suffixTokens / r.documents.count)
+        let promptTokens = u.prefixTokens + (u.windows == 0 ? 0 : u.suffixTokens / u.windows)
         let response = Wire.RerankResponse(
             results: chosen.map { Self.result($0, document: r.returnDocuments ? r.documents[$0.index] : nil, promptTokens: promptTokens) },
             usage: Wire.Usage(prefixTokens: UInt32(u.prefixTokens), prefixTokensCached: UInt32(u.prefixTokensCached),
@@ -89,8 +91,12 @@ struct Calls: Sendable {
     /// `promptTokens`: the pair's tokens besides the document (0 in streamed results, which
     /// are sent before the usage is known).
     static func result(_ s: DocumentScore, document: String?, promptTokens: Int) -> Wire.RerankResult {
-        Wire.RerankResult(index: UInt32(s.index), relevanceScore: s.probability, logit: s.logit, tokens: UInt32(s.tokens),
-                          truncated: s.truncated, document: document, inputTokens: promptTokens > 0 ? UInt32(promptTokens + s.tokens) : 0)
+        var result = Wire.RerankResult(index: UInt32(s.index), relevanceScore: s.probability, logit: s.logit, tokens: UInt32(s.tokens),
+                                       truncated: s.truncated, document: document,
+                                       inputTokens: promptTokens > 0 && s.windows == 1 ? UInt32(promptTokens + s.tokens) : 0)
+        result.window = UInt32(s.window)
+        result.windows = UInt32(s.windows)
+        return result
     }
 
     static func status(_ e: EngineError) -> Wire.Status {

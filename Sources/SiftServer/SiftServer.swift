@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import SiftEngine
 import SiftProtocol
@@ -18,11 +19,12 @@ public final class SiftServer: Service, Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let state = ServerState()
     private let listeners = Mutex<Listeners>(Listeners())
-    private let loadEngine: (@Sendable () throws -> SiftEngine)?
+    private let loadEngine: (@Sendable () async throws -> SiftEngine)?
 
     private struct Listeners {
         var rpc: (any Channel)?
         var metrics: (any Channel)?
+        var http: (any Channel)?
         var started = false
     }
 
@@ -34,7 +36,7 @@ public final class SiftServer: Service, Sendable {
 
     /// A server that listens at once (Health: NOT_SERVING, calls: UNAVAILABLE) and serves
     /// when `loadEngine` has loaded the model; a load failure ends `run` with its error.
-    public init(options: ServerOptions, logger: Logger, loadEngine: (@Sendable () throws -> SiftEngine)?) {
+    public init(options: ServerOptions, logger: Logger, loadEngine: (@Sendable () async throws -> SiftEngine)?) {
         self.options = options
         self.logger = logger
         self.loadEngine = loadEngine
@@ -46,6 +48,7 @@ public final class SiftServer: Service, Sendable {
     /// The RPC port actually bound (after `start`).
     public var port: Int? { listeners.withLock { $0.rpc?.localAddress?.port } }
     public var metricsPort: Int? { listeners.withLock { $0.metrics?.localAddress?.port } }
+    public var httpPort: Int? { listeners.withLock { $0.http?.localAddress?.port } }
     public var isServing: Bool { state.isServing }
     /// Calls accepted and not yet answered.
     public var callsInFlight: Int { state.inFlight.load(ordering: .relaxed) }
@@ -53,15 +56,25 @@ public final class SiftServer: Service, Sendable {
     /// Binds the ports. Idempotent.
     public func start() async throws {
         if listeners.withLock({ $0.started }) { return }
-        let rpc = try await bindRPC()
+        let tls = try options.tls.map(Self.makeTLSContext)
+        let rpc = try await bindRPC(tls: tls)
         var metricsChannel: (any Channel)?
         if let metricsPort = options.metricsPort {
             metricsChannel = try await bindMetrics(port: metricsPort)
         }
-        listeners.withLock { $0 = Listeners(rpc: rpc, metrics: metricsChannel, started: true) }
+        var httpChannel: (any Channel)?
+        if let httpPort = options.httpPort {
+            httpChannel = try await bindHTTPAPI(port: httpPort, tls: tls)
+        }
+        listeners.withLock { $0 = Listeners(rpc: rpc, metrics: metricsChannel, http: httpChannel, started: true) }
         var metadata: Logger.Metadata = ["address": "\(options.host):\(rpc.localAddress?.port ?? 0)"]
         if let p = metricsChannel?.localAddress?.port { metadata["metrics"] = "http://\(options.host):\(p)/metrics" }
+        if let p = httpChannel?.localAddress?.port { metadata["http"] = "http://\(options.host):\(p)/v2/rerank" }
         logger.notice(state.currentEngine == nil ? "listening (NOT_SERVING until the model is loaded)" : "serving", metadata: metadata)
+        if let files = options.tls {
+            logger.info("TLS on", metadata: ["certificate": "\(files.certificatePath)",
+                                             "client_certificates": "\(files.clientCAPath == nil ? "not required" : "required")"])
+        }
         if options.apiKeys.isEmpty {
             logger.warning("no API keys configured: anyone who can reach the port may call it (use --api-key-file)")
         } else {
@@ -72,7 +85,7 @@ public final class SiftServer: Service, Sendable {
     /// Loads the model with the server's loader (if it has one and no engine yet); SERVING after.
     public func loadEngineIfNeeded() async throws {
         guard state.currentEngine == nil, let loadEngine else { return }
-        let engine = try await Task.detached { try loadEngine() }.value
+        let engine = try await Task.detached { try await loadEngine() }.value
         state.engine.withLock { $0 = engine }
         logger.notice("model loaded; serving")
     }
@@ -94,10 +107,11 @@ public final class SiftServer: Service, Sendable {
     /// `drainTimeout`, then every connection closes.
     public func shutdown() async {
         if state.draining.exchange(true, ordering: .relaxed) { return }
-        let (rpc, metricsChannel) = listeners.withLock { ($0.rpc, $0.metrics) }
+        let (rpc, metricsChannel, httpChannel) = listeners.withLock { ($0.rpc, $0.metrics, $0.http) }
         logger.notice("draining", metadata: ["calls_in_flight": "\(state.inFlight.load(ordering: .relaxed))",
                                              "timeout_s": "\(options.drainTimeout.components.seconds)"])
         try? await rpc?.close()
+        try? await httpChannel?.close()
         let deadline = ContinuousClock.now + options.drainTimeout
         while state.inFlight.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
@@ -114,7 +128,36 @@ public final class SiftServer: Service, Sendable {
         logger.notice("stopped")
     }
 
-    private func bindRPC() async throws -> any Channel {
+    /// The server's TLS context; errors name the file and what is wrong with it.
+    static func makeTLSContext(_ files: TLSFiles) throws -> NIOSSLContext {
+        let chain: [NIOSSLCertificate]
+        let key: NIOSSLPrivateKey
+        do {
+            chain = try NIOSSLCertificate.fromPEMFile(files.certificatePath)
+        } catch {
+            throw ServerError("cannot read the TLS certificate \(files.certificatePath) (PEM expected): \(error)")
+        }
+        do {
+            key = try NIOSSLPrivateKey(file: files.keyPath, format: .pem)
+        } catch {
+            throw ServerError("cannot read the TLS private key \(files.keyPath) (PEM expected): \(error)")
+        }
+        var configuration: TLSConfiguration
+        if let ca = files.clientCAPath {
+            configuration = .makeServerConfigurationWithMTLS(certificateChain: chain.map { .certificate($0) },
+                                                             privateKey: .privateKey(key), trustRoots: .file(ca))
+        } else {
+            configuration = .makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        }
+        configuration.minimumTLSVersion = .tlsv12
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw ServerError("TLS setup failed (does the key match the certificate? is the client CA a PEM file?): \(error)")
+        }
+    }
+
+    private func bindRPC(tls: NIOSSLContext?) async throws -> any Channel {
         let (state, metrics, options, logger) = (self.state, self.metrics, self.options, self.logger)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -132,6 +175,7 @@ public final class SiftServer: Service, Sendable {
                         state.channels.withLock { $0[id] = nil }
                     }
                     let pipeline = channel.pipeline.syncOperations
+                    if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
                     try pipeline.addHandler(MessageToByteHandler(FrameEncoder()))
                     if count > options.maxConnections {
                         logger.warning("connection limit reached; refusing", metadata: ["limit": "\(options.maxConnections)"])
@@ -149,6 +193,28 @@ public final class SiftServer: Service, Sendable {
             return try await bootstrap.bind(host: options.host, port: options.port).get()
         } catch {
             throw ServerError("cannot listen on \(options.host):\(options.port): \(error) (is another server using the port? pick one with --port)")
+        }
+    }
+
+    private func bindHTTPAPI(port: Int, tls: NIOSSLContext?) async throws -> any Channel {
+        let (state, metrics, options, logger) = (self.state, self.metrics, self.options, self.logger)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let id = ObjectIdentifier(channel)
+                    state.channels.withLock { $0[id] = channel }
+                    channel.closeFuture.whenComplete { _ in state.channels.withLock { $0[id] = nil } }
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(HTTPAPIHandler(state: state, metrics: metrics, options: options, logger: logger))
+                }
+            }
+        do {
+            return try await bootstrap.bind(host: options.host, port: port).get()
+        } catch {
+            throw ServerError("cannot listen for HTTP on \(options.host):\(port): \(error) (pick another --http-port)")
         }
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NIOSSL
 import SiftClient
 import SiftProtocol
 import SiftServer
@@ -9,6 +10,10 @@ struct ServerConnectionOptions: ParsableArguments {
     @Option(help: "Server(s), host:port, comma-separated (several: routed by --routing).") var server: String = "127.0.0.1:7700"
     @Option(help: "File whose first key is sent as the API key (or set SIFT_API_KEY).") var apiKeyFile: String?
     @Option(help: "affinity (same query → same server, keeps its prefix cache warm) or round-robin.") var routing: String = Routing.affinity.rawValue
+    @Flag(help: "Use TLS, trusting the system's CAs (or --tls-ca).") var tls = false
+    @Option(help: "CA (PEM) the server certificate must chain to (implies --tls).") var tlsCa: String?
+    @Option(help: "Client certificate (PEM) for mutual TLS.") var tlsCert: String?
+    @Option(help: "Client private key (PEM).") var tlsKey: String?
 
     func makeClient() throws -> SiftClient {
         var options = SiftClient.Options()
@@ -23,6 +28,17 @@ struct ServerConnectionOptions: ParsableArguments {
             if options.apiKey == nil { throw CLIError("API key file \(apiKeyFile) holds no key") }
         } else if let key = ProcessInfo.processInfo.environment["SIFT_API_KEY"], !key.isEmpty {
             options.apiKey = key
+        }
+        if tls || tlsCa != nil || tlsCert != nil {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            if let tlsCa { configuration.trustRoots = .file(tlsCa) }
+            if let tlsCert, let tlsKey {
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(tlsCert).map { .certificate($0) }
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: tlsKey, format: .pem))
+            } else if tlsCert != nil || tlsKey != nil {
+                throw CLIError("--tls-cert and --tls-key go together")
+            }
+            options.tls = configuration
         }
         let endpoints = try server.split(separator: ",").map { try Endpoint(String($0)) }
         return try SiftClient(endpoints: endpoints, options: options)

@@ -31,6 +31,7 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Stop after this many calls.") var requests: Int?
     @Option(help: "Stop after this many seconds.") var duration: Double = 30
     @Option(help: "Per-call deadline in seconds (0: none).") var timeout: Double = 0
+    @Option(help: "Use only the first N queries (repeats exercise the prefix cache; 0: all).") var distinctQueries: Int = 0
     @Flag(help: "Print one JSON object instead of the table.") var json = false
 
     struct Shape {
@@ -57,7 +58,8 @@ struct LoadCommand: AsyncParsableCommand {
         guard shape.documentsPerCall >= 0, shape.concurrency >= 1 else { throw CLIError("--documents ≥ 0 and --concurrency ≥ 1") }
         if let rate, !(rate > 0) { throw CLIError("--rate must be positive") }
         let texts = try loadCorpus(corpus)
-        let qs = try loadCorpus(queries)
+        var qs = try loadCorpus(queries)
+        if distinctQueries > 0 { qs = Array(qs.prefix(distinctQueries)) }
         guard !texts.isEmpty, !qs.isEmpty else { throw CLIError("the corpus and the queries must not be empty") }
         let client = try connection.makeClient()
         var pool = texts

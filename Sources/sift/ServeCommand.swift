@@ -4,6 +4,7 @@ import Logging
 import Qwen3
 import ServiceLifecycle
 import SiftEngine
+import SiftHub
 import SiftProtocol
 import SiftServer
 
@@ -19,12 +20,18 @@ struct ServeCommand: AsyncParsableCommand {
             --drain-timeout), then exit 0.
             """)
 
-    @Option(help: "Model: a Hugging Face Qwen3-Reranker folder or a .sift file (sift convert).") var model: String
+    @Option(help: "Model: a Hugging Face name (Qwen/Qwen3-Reranker-0.6B: from the HF cache, else downloaded), a model folder, or a .sift file.")
+    var model: String
     @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
     @Option(help: "RPC port (0: any free port; the log says which).") var port: Int = 7700
     @Option(help: "Prometheus metrics port, serving /metrics and /health (off unless set).") var metricsPort: Int?
+    @Option(help: "HTTP/JSON API port: POST /v1/rerank, /v2/rerank (Cohere and Jina shapes), GET /health (off unless set).")
+    var httpPort: Int?
     @Option(help: "File of accepted API keys, one per line (# comments). Without it the port is open to anyone who reaches it.")
     var apiKeyFile: String?
+    @Option(help: "TLS certificate chain (PEM) for the RPC and HTTP ports.") var tlsCert: String?
+    @Option(help: "TLS private key (PEM).") var tlsKey: String?
+    @Option(help: "CA (PEM) that client certificates must chain to: mutual TLS.") var tlsClientCa: String?
     @Option(help: "Precision of the linear layers: int8 (fast; a folder is quantized at load) or fp32 (reference).")
     var precision: Precision = .int8
     @Option(help: "Model worker threads (default: one per core).") var threads: Int = WorkerPool.defaultThreadCount
@@ -45,7 +52,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
 
     func validate() throws {
-        for (name, value) in [("--port", port), ("--metrics-port", metricsPort ?? 0)] where !(0...65535).contains(value) {
+        for (name, value) in [("--port", port), ("--metrics-port", metricsPort ?? 0), ("--http-port", httpPort ?? 0)] where !(0...65535).contains(value) {
             throw ValidationError("\(name) \(value) is not a port (0...65535)")
         }
         for (name, value) in [("--threads", threads), ("--io-threads", ioThreads), ("--max-batch-tokens", maxBatchTokens),
@@ -54,6 +61,8 @@ struct ServeCommand: AsyncParsableCommand {
             where value < 1 {
             throw ValidationError("\(name) must be at least 1 (got \(value))")
         }
+        if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+        if tlsClientCa != nil && tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
         if maxFrameMb > 1024 { throw ValidationError("--max-frame-mb must be at most 1024") }
         if idleTimeout <= 0 || drainTimeout < 0 { throw ValidationError("--idle-timeout must be positive and --drain-timeout not negative") }
     }
@@ -71,13 +80,18 @@ struct ServeCommand: AsyncParsableCommand {
         options.host = host
         options.port = port
         options.metricsPort = metricsPort
+        options.httpPort = httpPort
         options.maxFrameBytes = maxFrameMb << 20
         options.maxInFlightPerConnection = maxInFlight
         options.maxConnections = maxConnections
         options.idleTimeout = .milliseconds(Int(idleTimeout * 1000))
         options.drainTimeout = .milliseconds(Int(drainTimeout * 1000))
         options.ioThreads = ioThreads
-        options.modelID = URL(fileURLWithPath: model).lastPathComponent
+        options.modelID = HubModelResolver.isRepoName(model) && !FileManager.default.fileExists(atPath: model)
+            ? model : URL(fileURLWithPath: model).lastPathComponent
+        if let tlsCert, let tlsKey {
+            options.tls = TLSFiles(certificatePath: tlsCert, keyPath: tlsKey, clientCAPath: tlsClientCa)
+        }
         if let apiKeyFile {
             do {
                 options.apiKeys = try APIKeys(file: apiKeyFile)
@@ -98,9 +112,10 @@ struct ServeCommand: AsyncParsableCommand {
         let loadOptions = engineOptions
         let (model, precision, threads) = (self.model, self.precision, self.threads)
         let server = SiftServer(options: options, logger: logger) {
+            let path = try await HubModelResolver(progress: { logger.notice("\($0)") }).resolve(model).path
             let started = ContinuousClock.now
-            logger.notice("loading model", metadata: ["model": "\(model)", "precision": "\(precision)", "threads": "\(threads)"])
-            let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
+            logger.notice("loading model", metadata: ["model": "\(path)", "precision": "\(precision)", "threads": "\(threads)"])
+            let reranker = try Reranker.load(path: path, precision: precision, threads: threads)
             let seconds = Double((ContinuousClock.now - started).components.seconds)
             logger.notice("model loaded", metadata: ["seconds": "\(Int(seconds))", "layers": "\(reranker.model.config.layerCount)"])
             return SiftEngine(reranker: reranker, options: loadOptions)

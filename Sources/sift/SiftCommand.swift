@@ -5,7 +5,7 @@ struct SiftCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sift",
         abstract: "Sift: a Qwen3-Reranker inference service.",
-        subcommands: [ServeCommand.self, RerankCommand.self, LoadCommand.self, ScoreCommand.self, TokenizeCommand.self, ConvertCommand.self, InspectCommand.self, BenchCommand.self])
+        subcommands: [ServeCommand.self, RerankCommand.self, LoadCommand.self, DownloadCommand.self, ScoreCommand.self, TokenizeCommand.self, ConvertCommand.self, InspectCommand.self, BenchCommand.self])
 }
 
 /// A failure the user can fix: printed as one line, exit status 1.

@@ -72,7 +72,7 @@ final class ClientTests: XCTestCase {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let server = SiftServer(options: options, logger: logger) {
-            Thread.sleep(forTimeInterval: 0.4)
+            try await Task.sleep(for: .milliseconds(400))
             return SiftEngine(reranker: TestServer.reranker)
         }
         try await server.start()

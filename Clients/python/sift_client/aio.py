@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 from typing import Callable, Dict, List, Optional
 
 from . import _wire as w
@@ -12,9 +13,11 @@ from . import sift_pb2 as pb
 class AsyncClient:
     def __init__(self, endpoint: str = "127.0.0.1:7700", api_key: Optional[str] = None,
                  connect_timeout: float = 5.0, max_attempts: int = 5,
-                 max_frame_bytes: int = w.DEFAULT_MAX_FRAME_BYTES):
+                 max_frame_bytes: int = w.DEFAULT_MAX_FRAME_BYTES, ssl_context: Optional[ssl.SSLContext] = None):
+        """ssl_context: TLS (e.g. ssl.create_default_context(cafile=...)); None: plain TCP."""
         self.host, self.port = w.parse_endpoint(endpoint)
         self.api_key = api_key
+        self.ssl_context = ssl_context
         self.connect_timeout = connect_timeout
         self.max_attempts = max(1, max_attempts)
         self.max_frame_bytes = max_frame_bytes
@@ -111,7 +114,8 @@ class AsyncClient:
         async with self._connecting:
             if self._writer is None or self._writer.is_closing():
                 try:
-                    reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                        self.host, self.port, ssl=self.ssl_context, server_hostname=self.host if self.ssl_context else None),
                                                             self.connect_timeout)
                 except (OSError, asyncio.TimeoutError) as error:
                     raise w.SiftError(w.Code.UNAVAILABLE, f"cannot connect to {self.host}:{self.port}: {error}") from None

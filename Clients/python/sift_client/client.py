@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from typing import Callable, List, Optional
@@ -13,9 +14,11 @@ from . import sift_pb2 as pb
 class Client:
     def __init__(self, endpoint: str = "127.0.0.1:7700", api_key: Optional[str] = None,
                  connect_timeout: float = 5.0, max_attempts: int = 5,
-                 max_frame_bytes: int = w.DEFAULT_MAX_FRAME_BYTES):
+                 max_frame_bytes: int = w.DEFAULT_MAX_FRAME_BYTES, ssl_context: Optional[ssl.SSLContext] = None):
+        """ssl_context: TLS (e.g. ssl.create_default_context(cafile=...)); None: plain TCP."""
         self.host, self.port = w.parse_endpoint(endpoint)
         self.api_key = api_key
+        self.ssl_context = ssl_context
         self.connect_timeout = connect_timeout
         self.max_attempts = max(1, max_attempts)
         self.max_frame_bytes = max_frame_bytes
@@ -114,6 +117,8 @@ class Client:
         if self._sock is None:
             try:
                 sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+                if self.ssl_context is not None:
+                    sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
             except OSError as error:
                 raise w.SiftError(w.Code.UNAVAILABLE, f"cannot connect to {self.host}:{self.port}: {error}") from None
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

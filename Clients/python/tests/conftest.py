@@ -66,3 +66,19 @@ def sift_score(query, documents, *extra):
     out = subprocess.run([str(SIFT), "score", "--model", str(TINY), "--precision", "int8", "--query", query, *extra, "-"],
                          input=lines.encode(), capture_output=True, check=True)
     return json.loads(out.stdout)["results"]
+
+
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory):
+    """A server with TLS; yields (server, CA file)."""
+    d = tmp_path_factory.mktemp("tls")
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
+        "-days", "2", "-extfile", "san.ext")
+    s = Server("--tls-cert", str(d / "server.pem"), "--tls-key", str(d / "server.key"))
+    yield s, str(d / "ca.pem")
+    s.stop()

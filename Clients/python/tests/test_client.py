@@ -96,3 +96,19 @@ def test_asyncio_cancellation_stops_the_work(server):
             assert (await client.health()).active_requests == 0
 
     asyncio.run(main())
+
+
+def test_tls(tls_server):
+    import ssl
+    server, ca = tls_server
+    context = ssl.create_default_context(cafile=ca)
+    with Client(server.endpoint, ssl_context=context) as client:
+        assert len(client.rerank("q", ["d"]).results) == 1
+
+    async def main():
+        async with AsyncClient(server.endpoint, ssl_context=context) as client:
+            assert (await client.health()).serving
+
+    asyncio.run(main())
+    with pytest.raises(SiftError):
+        Client(server.endpoint, ssl_context=ssl.create_default_context(), max_attempts=1).rerank("q", ["d"])

@@ -18,6 +18,11 @@ public struct RerankRequest: Sendable {
     public var priority: Int
     /// Called on the scheduler thread with each batch of newly finished documents (streaming).
     public var onProgress: (@Sendable ([DocumentScore]) -> Void)?
+    /// Instead of cutting a document longer than its budget, score overlapping windows of it
+    /// (each with the shared prefix) and keep the best; `DocumentScore.window` says which won.
+    public var chunkLongDocuments = false
+    /// Tokens shared by consecutive windows (nil: a quarter of the window, at most 256).
+    public var chunkOverlapTokens: Int?
 
     public init(query: String, instruction: String? = nil, documents: [String], topN: Int? = nil,
                 maxTokensPerDocument: Int? = nil, maxLength: Int? = nil, deadline: ContinuousClock.Instant? = nil,
@@ -42,9 +47,23 @@ public struct DocumentScore: Sendable, Equatable {
     public var logit: Float
     /// sigmoid(logit), in 0...1. Already a probability: never apply sigmoid again.
     public var probability: Float
-    /// Tokens of this document fed to the model (after truncation, without prefix and suffix).
+    /// Tokens of this document fed to the model (after truncation, without prefix and suffix;
+    /// with chunking, the whole document's).
     public var tokens: Int
     public var truncated: Bool
+    /// With chunking: the window that gave the score (0-based) and how many there were.
+    public var window = 0
+    public var windows = 1
+
+    public init(index: Int, logit: Float, probability: Float, tokens: Int, truncated: Bool, window: Int = 0, windows: Int = 1) {
+        self.index = index
+        self.logit = logit
+        self.probability = probability
+        self.tokens = tokens
+        self.truncated = truncated
+        self.window = window
+        self.windows = windows
+    }
 }
 
 public struct RerankResult: Sendable {
@@ -65,6 +84,8 @@ public struct RerankResult: Sendable {
         /// Σ suffix tokens (the assistant turn after each document).
         public var suffixTokens: Int
         public var truncatedDocuments: Int
+        /// Sequences scored: one per document, more when long documents were chunked.
+        public var windows: Int
     }
 
     public struct Timings: Sendable {

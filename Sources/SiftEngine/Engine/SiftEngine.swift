@@ -42,9 +42,18 @@ public final class SiftEngine: Sendable {
                                 timings: .init(queued: .zero, computing: .zero))
         }
         if Task.isCancelled { throw EngineError(.cancelled, "the request was cancelled") }
+        var request = request
+        if prepared.isChunked, let onProgress = request.onProgress {
+            // Report a document once all its windows are scored.
+            let merger = Mutex(WindowMerger(prepared))
+            request.onProgress = { scores in
+                let done = merger.withLock { $0.add(scores) }
+                if !done.isEmpty { onProgress(done) }
+            }
+        }
         let id = nextID.add(1, ordering: .relaxed).oldValue
         let box = Mutex<ActiveRequest?>(nil)
-        let scores: [DocumentScore] = try await withTaskCancellationHandler {
+        let workScores: [DocumentScore] = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[DocumentScore], any Error>) in
                 let active = ActiveRequest(id: id, request: request, prefix: prepared.prefix, documents: prepared.documents,
                                            sharing: options.prefixSharing, continuation: continuation)
@@ -63,7 +72,14 @@ public final class SiftEngine: Sendable {
         let active = box.withLock { $0! }
         let first = active.firstScheduled ?? active.arrival
         let end = active.finishedAt ?? ContinuousClock.now
-        let ranked = scores.sorted { $0.logit != $1.logit ? $0.logit > $1.logit : $0.index < $1.index }
+        var scores = workScores
+        if prepared.isChunked {
+            var merger = WindowMerger(prepared)
+            scores = merger.add(workScores).sorted { $0.index < $1.index }
+        }
+        let ranked = scores.sorted { (a: DocumentScore, b: DocumentScore) -> Bool in
+            a.logit != b.logit ? a.logit > b.logit : a.index < b.index
+        }
         return RerankResult(results: scores, ranked: Array(ranked.prefix(request.topN ?? ranked.count)),
                             usage: prepared.usage(cached: active.prefixTokensCached),
                             timings: .init(queued: first - active.arrival, computing: end - first))
@@ -72,13 +88,19 @@ public final class SiftEngine: Sendable {
     /// Validated, tokenized form of a request.
     struct Prepared {
         var prefix: [Int32]
+        /// What the scheduler computes: one per document, or one per window of a chunked one.
         var documents: [DocumentWork]
         var suffixTokens: Int
+        /// For each work item: its document and window; and each document's window count and tokens.
+        var owners: [(document: Int, window: Int)] = []
+        var windowCounts: [Int] = []
+        var documentTokens: [Int] = []
+        var isChunked: Bool { owners.count != windowCounts.count }
 
         func usage(cached: Int) -> RerankResult.Usage {
             .init(prefixTokens: prefix.count, prefixTokensCached: cached,
                   documentTokens: documents.reduce(0) { $0 + $1.documentTokens }, suffixTokens: suffixTokens * documents.count,
-                  truncatedDocuments: documents.filter(\.truncated).count)
+                  truncatedDocuments: documents.filter(\.truncated).count, windows: documents.count)
         }
     }
 
@@ -100,15 +122,70 @@ public final class SiftEngine: Sendable {
         } catch {
             throw EngineError(.invalidArgument, "\(error)")
         }
-        let documents = r.documents.map { text -> DocumentWork in
-            var (ids, truncated) = prompt.document(text, tokenizer: tokenizer)
-            if let cap = r.maxTokensPerDocument, ids.count > cap {
-                ids.removeLast(ids.count - cap)
-                truncated = true
-            }
-            let tokens = options.prefixSharing ? ids + prompt.suffix : prompt.prefix + ids + prompt.suffix
+        if let n = r.chunkOverlapTokens, n < 0 { throw EngineError(.invalidArgument, "chunk overlap must not be negative") }
+        let budget = min(prompt.documentBudget, r.maxTokensPerDocument ?? .max)
+        var prepared = Prepared(prefix: prompt.prefix, documents: [], suffixTokens: prompt.suffix.count)
+        func work(_ ids: ArraySlice<Int32>, truncated: Bool) -> DocumentWork {
+            let tokens = options.prefixSharing ? Array(ids) + prompt.suffix : prompt.prefix + ids + prompt.suffix
             return DocumentWork(tokens: tokens, documentTokens: ids.count, truncated: truncated)
         }
-        return Prepared(prefix: prompt.prefix, documents: documents, suffixTokens: prompt.suffix.count)
+        for (index, text) in r.documents.enumerated() {
+            let ids = tokenizer.encode(" " + text)
+            if r.chunkLongDocuments && ids.count > budget && budget > 0 {
+                let overlap = min(r.chunkOverlapTokens ?? min(256, budget / 4), budget - 1)
+                var start = 0, window = 0
+                while true {
+                    let end = min(ids.count, start + budget)
+                    prepared.documents.append(work(ids[start..<end], truncated: false))
+                    prepared.owners.append((index, window))
+                    window += 1
+                    if end == ids.count { break }
+                    start = end - overlap
+                }
+                prepared.windowCounts.append(window)
+            } else {
+                let kept = min(ids.count, budget)
+                prepared.documents.append(work(ids[..<kept], truncated: kept < ids.count))
+                prepared.owners.append((index, 0))
+                prepared.windowCounts.append(1)
+            }
+            prepared.documentTokens.append(min(ids.count, r.chunkLongDocuments ? ids.count : budget))
+        }
+        return prepared
+    }
+}
+
+/// Folds the scores of a chunked document's windows into one score per document: the best
+/// window's (ties: the earlier window), reported once every window is scored.
+struct WindowMerger {
+    private let owners: [(document: Int, window: Int)]
+    private let windowCounts: [Int]
+    private let documentTokens: [Int]
+    private var remaining: [Int]
+    private var best: [DocumentScore?]
+
+    init(_ prepared: SiftEngine.Prepared) {
+        owners = prepared.owners
+        windowCounts = prepared.windowCounts
+        documentTokens = prepared.documentTokens
+        remaining = prepared.windowCounts
+        best = Array(repeating: nil, count: prepared.windowCounts.count)
+    }
+
+    /// Work-level scores in; the documents they completed out.
+    mutating func add(_ scores: [DocumentScore]) -> [DocumentScore] {
+        var done: [DocumentScore] = []
+        for s in scores {
+            let (document, window) = owners[s.index]
+            if best[document] == nil || s.logit > best[document]!.logit
+                || (s.logit == best[document]!.logit && window < best[document]!.window) {
+                best[document] = DocumentScore(index: document, logit: s.logit, probability: s.probability,
+                                               tokens: documentTokens[document], truncated: s.truncated,
+                                               window: window, windows: windowCounts[document])
+            }
+            remaining[document] -= 1
+            if remaining[document] == 0 { done.append(best[document]!) }
+        }
+        return done
     }
 }

@@ -199,10 +199,19 @@ struct  Sift__V1__RerankRequest
    * Send each batch of finished documents as a RerankPartial frame as soon as it is scored.
    */
   protobuf_c_boolean stream;
+  /*
+   * A document longer than its budget is scored in overlapping windows (each with the shared
+   * prompt) instead of being cut; its score is the best window's (RerankResult.window says which).
+   */
+  protobuf_c_boolean chunk_long_documents;
+  /*
+   * Tokens shared by consecutive windows; 0 = a quarter of the window, at most 256.
+   */
+  uint32_t chunk_overlap_tokens;
 };
 #define SIFT__V1__RERANK_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sift__v1__rerank_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Sift__V1__RerankResult
@@ -233,10 +242,16 @@ struct  Sift__V1__RerankResult
    * All tokens of this pair fed to the model: prompt (system, instruction, query), document, suffix.
    */
   uint32_t input_tokens;
+  /*
+   * With chunk_long_documents: the window that gave the score (0-based) and the number of
+   * windows (1: the document fit whole).
+   */
+  uint32_t window;
+  uint32_t windows;
 };
 #define SIFT__V1__RERANK_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sift__v1__rerank_result__descriptor) \
-    , 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 struct  Sift__V1__Usage

@@ -1,0 +1,163 @@
+import Foundation
+import SiftProtocol
+
+/// The JSON shapes of the Cohere (v1, v2) and Jina rerank APIs, which Elasticsearch's and
+/// OpenSearch's rerank connectors speak. One request type reads both; one response type is a
+/// superset of both (each client ignores the other's fields).
+enum HTTPRerankAPI {
+    /// A document: a string, or an object with "text" (Cohere v1, Jina).
+    struct Document: Decodable {
+        let text: String
+
+        init(from decoder: any Decoder) throws {
+            if let text = try? decoder.singleValueContainer().decode(String.self) {
+                self.text = text
+                return
+            }
+            struct Object: Decodable { let text: String }
+            guard let object = try? Object(from: decoder) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                    debugDescription: "a document must be a string or an object with a \"text\" string"))
+            }
+            text = object.text
+        }
+    }
+
+    struct Request: Decodable {
+        /// Echoed back; any name is accepted (clients send the name they were configured with).
+        var model: String?
+        var query: String
+        var documents: [Document]
+        var top_n: Int?
+        var return_documents: Bool?
+        /// Cohere v2.
+        var max_tokens_per_doc: Int?
+        /// Sift's own options.
+        var instruction: String?
+        var max_length: Int?
+        var chunk_long_documents: Bool?
+        var chunk_overlap_tokens: Int?
+        var timeout_ms: Int?
+        var priority: Int?
+    }
+
+    struct Response: Encodable {
+        struct Result: Encodable {
+            var index: Int
+            var relevance_score: Float
+            var logit: Float
+            var document: DocumentText?
+            var window: Int?
+            var windows: Int?
+        }
+        struct DocumentText: Encodable { var text: String }
+        struct Usage: Encodable {
+            var total_tokens: Int
+            var prompt_tokens: Int
+            var prefix_tokens_cached: Int
+        }
+        struct Meta: Encodable {
+            struct APIVersion: Encodable { var version: String }
+            struct BilledUnits: Encodable { var search_units: Int }
+            struct Tokens: Encodable { var input_tokens: Int }
+            var api_version: APIVersion
+            var billed_units: BilledUnits
+            var tokens: Tokens
+        }
+        var id: String
+        var model: String
+        var results: [Result]
+        var usage: Usage
+        var meta: Meta
+    }
+
+    struct ErrorBody: Encodable {
+        var message: String
+        var code: String
+    }
+
+    /// The wire request for a JSON body, or a status saying what is wrong with it.
+    static func decode(_ body: Data) throws -> (Wire.RerankRequest, model: String?) {
+        let request: Request
+        do {
+            request = try JSONDecoder().decode(Request.self, from: body)
+        } catch let error as DecodingError {
+            throw Wire.Status(.invalidArgument, "invalid request body: \(describe(error))")
+        } catch {
+            throw Wire.Status(.invalidArgument, "invalid request body: \(error.localizedDescription)")
+        }
+        func count(_ value: Int?, _ name: String) throws -> UInt32 {
+            guard let value else { return 0 }
+            guard value > 0, value <= Int(UInt32.max) else { throw Wire.Status(.invalidArgument, "\(name) must be a positive integer") }
+            return UInt32(value)
+        }
+        if request.query.utf8.contains(0) || request.documents.contains(where: { $0.text.utf8.contains(0) }) {
+            throw Wire.Status(.invalidArgument, "text may not contain NUL (U+0000)")
+        }
+        var wire = Wire.RerankRequest(query: request.query, instruction: request.instruction ?? "",
+                                      documents: request.documents.map(\.text))
+        wire.topN = try count(request.top_n, "top_n")
+        wire.returnDocuments = request.return_documents ?? false
+        wire.maxTokensPerDocument = try count(request.max_tokens_per_doc, "max_tokens_per_doc")
+        wire.maxLength = try count(request.max_length, "max_length")
+        wire.timeoutMs = try count(request.timeout_ms, "timeout_ms")
+        wire.priority = Int32(clamping: request.priority ?? 0)
+        wire.chunkLongDocuments = request.chunk_long_documents ?? false
+        if let overlap = request.chunk_overlap_tokens {
+            guard overlap >= 0 else { throw Wire.Status(.invalidArgument, "chunk_overlap_tokens must not be negative") }
+            wire.chunkOverlapTokens = UInt32(clamping: overlap)
+        }
+        return (wire, request.model)
+    }
+
+    static func encode(_ r: Wire.RerankResponse, model: String?, apiVersion: String) -> Data {
+        let promptTokens = Int(r.usage.prefixTokens)
+        let total = r.results.isEmpty ? promptTokens : r.results.reduce(0) { $0 + Int($1.inputTokens) }
+        let response = Response(
+            id: UUID().uuidString.lowercased(),
+            model: model ?? r.modelID,
+            results: r.results.map {
+                Response.Result(index: Int($0.index), relevance_score: $0.relevanceScore, logit: $0.logit,
+                                document: $0.document.map { Response.DocumentText(text: $0) },
+                                window: $0.windows > 1 ? Int($0.window) : nil, windows: $0.windows > 1 ? Int($0.windows) : nil)
+            },
+            usage: Response.Usage(total_tokens: max(total, Int(r.usage.documentTokens) + promptTokens),
+                                  prompt_tokens: promptTokens, prefix_tokens_cached: Int(r.usage.prefixTokensCached)),
+            meta: Response.Meta(api_version: .init(version: apiVersion), billed_units: .init(search_units: 1),
+                                tokens: .init(input_tokens: max(total, Int(r.usage.documentTokens) + promptTokens))))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        return (try? encoder.encode(response)) ?? Data("{}".utf8)
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            let p = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            return p.isEmpty ? "body" : String(p.drop { $0 == "." })
+        }
+        switch error {
+        case .keyNotFound(let key, _): return "missing field \"\(key.stringValue)\""
+        case .typeMismatch(let type, let c): return "\(path(c)) must be \(type == String.self ? "a string" : "\(type)")"
+        case .valueNotFound(_, let c): return "\(path(c)) must not be null"
+        case .dataCorrupted(let c): return "\(path(c)): \(c.debugDescription)"
+        @unknown default: return "\(error)"
+        }
+    }
+
+    /// HTTP status for a call's failure (the issue's mapping: 400/401/413/429/503/504).
+    static func httpStatus(_ code: Wire.Code) -> Int {
+        switch code {
+        case .ok: 200
+        case .invalidArgument, .outOfRange, .failedPrecondition: 400
+        case .unauthenticated: 401
+        case .permissionDenied: 403
+        case .notFound: 404
+        case .resourceExhausted: 429
+        case .cancelled: 499
+        case .unimplemented: 501
+        case .unavailable: 503
+        case .deadlineExceeded: 504
+        default: 500
+        }
+    }
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Sift builds against (run as root, or with sudo available).
+# --test: also what the tests use (haproxy for the scale-out test, openssl and curl for TLS).
 set -euo pipefail
 packages=(libopenblas-dev libprotobuf-c-dev protobuf-c-compiler pkg-config)
+[ "${1:-}" = --test ] && packages+=(haproxy openssl curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

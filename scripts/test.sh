@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: Debian packages, test models, build, swift test, the Python and
-# C clients against a real server; then the engine's and the server's concurrency tests again
+# C clients against a real server, the haproxy scale-out test; then the engine's and the server's concurrency tests again
 # under ThreadSanitizer (own build folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --test
 bash scripts/make-test-models.sh
 # Debian 12's OpenBLAS falls back to slow generic kernels on CPUs it does not know; `sift`
 # re-executes itself to fix that, the test runner cannot, so pick the core here (the CLI
@@ -19,8 +19,10 @@ python3 -m pip install --quiet --disable-pip-version-check ./Clients/python pyte
 python3 -m pytest -q -p no:cacheprovider Clients/python/tests
 echo "== C client against a real server =="
 bash Clients/c/test.sh
+echo "== scale-out: 3 replicas behind haproxy, one stopped mid-run; affinity vs round robin =="
+bash scripts/test-scaleout.sh
 if [ "${SIFT_SKIP_TSAN:-0}" != 1 ]; then
   echo "== engine, server and client concurrency tests under ThreadSanitizer =="
   swift test --scratch-path .build-tsan --sanitize=thread \
-    --filter '\.(EngineTests|PlannerTests|PrefixCacheTests|KernelTests|ServerTests|ClientTests)/'
+    --filter '\.(EngineTests|PlannerTests|PrefixCacheTests|KernelTests|ServerTests|ClientTests|HTTPAPITests)/'
 fi

@@ -13,7 +13,7 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve a Qwen3-Reranker over Sift's binary RPC (docs/PROTOCOL.md).",
+        abstract: "Serve a Qwen3-Reranker: binary RPC (docs/PROTOCOL.md), optional HTTP/JSON API and Prometheus metrics.",
         discussion: """
             Listens at once; Health reports NOT_SERVING until the model is loaded. SIGTERM or SIGINT
             drains: no new connections or calls, Health NOT_SERVING, calls in flight finish (up to

@@ -1,6 +1,6 @@
+import SiftSync
 import CSiftKernels
 import Foundation
-import Synchronization
 
 /// KV memory is paged in blocks of 16 positions. One block holds those positions for every
 /// layer: per layer, the keys transposed (`[kvHead][headDim][16]`, so the attention kernel
@@ -31,7 +31,7 @@ public final class KVBlockPool: @unchecked Sendable {
     /// Floats of one layer in a block: keys then values.
     let layerStride: Int
     public var blockBytes: Int { layerStride * layerCount * 4 }
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let keepFree: Int
 
     struct State {

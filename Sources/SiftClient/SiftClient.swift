@@ -1,3 +1,4 @@
+import SiftSync
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -193,7 +194,7 @@ final class EndpointConnection: Sendable {
     private let options: SiftClient.Options
     private let tls: NIOSSLContext?
     private let group: any EventLoopGroup
-    private let current = Mutex<Task<SiftConnection, any Error>?>(nil)
+    private let current = Locked<Task<SiftConnection, any Error>?>(nil)
 
     init(endpoint: Endpoint, options: SiftClient.Options, tls: NIOSSLContext?, group: any EventLoopGroup) {
         self.endpoint = endpoint

@@ -1,3 +1,4 @@
+import SiftSync
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -99,7 +100,7 @@ final class PendingCalls: Sendable {
         var orphans: [Wire.Status] = []
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     var isClosed: Bool { state.withLock { $0.closed } }
     var orphans: [Wire.Status] { state.withLock { $0.orphans } }

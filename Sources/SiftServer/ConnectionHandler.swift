@@ -1,3 +1,4 @@
+import SiftSync
 import Foundation
 import Logging
 import NIOCore
@@ -13,9 +14,9 @@ final class ServerState: Sendable {
     /// Calls accepted and not yet answered, over all connections.
     let inFlight = Atomic<Int>(0)
     /// Open connections, to close them at the end of a drain.
-    let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    let channels = Locked<[ObjectIdentifier: any Channel]>([:])
     /// Nil while the model loads.
-    let engine = Mutex<SiftEngine?>(nil)
+    let engine = Locked<SiftEngine?>(nil)
 
     var currentEngine: SiftEngine? { engine.withLock { $0 } }
     var isServing: Bool { !draining.load(ordering: .relaxed) && currentEngine != nil }

@@ -1,9 +1,9 @@
+import SiftSync
 import CoreMetrics
 import Metrics
 import Prometheus
 import SiftEngine
 import SiftProtocol
-import Synchronization
 
 /// The server's metrics, through swift-metrics into a Prometheus registry of its own (so
 /// several servers in one process, as in tests, keep separate counts). `render()` gives the
@@ -11,8 +11,8 @@ import Synchronization
 public final class ServerMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
-    private let requestCounters = Mutex<[String: CoreMetrics.Counter]>([:])
-    private let durations = Mutex<[String: Metrics.Timer]>([:])
+    private let requestCounters = Locked<[String: CoreMetrics.Counter]>([:])
+    private let durations = Locked<[String: Metrics.Timer]>([:])
 
     let queueTime: Metrics.Timer
     let computeTime: Metrics.Timer

@@ -1,3 +1,4 @@
+import SiftSync
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -6,7 +7,6 @@ import NIOSSL
 import ServiceLifecycle
 import SiftEngine
 import SiftProtocol
-import Synchronization
 
 /// The Sift service: the binary RPC port (and optionally a metrics port) in front of a
 /// `SiftEngine`. Run it in a `ServiceGroup`: on graceful shutdown (SIGTERM/SIGINT) it stops
@@ -18,7 +18,7 @@ public final class SiftServer: Service, Sendable {
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let state = ServerState()
-    private let listeners = Mutex<Listeners>(Listeners())
+    private let listeners = Locked<Listeners>(Listeners())
     private let loadEngine: (@Sendable () async throws -> SiftEngine)?
 
     private struct Listeners {

@@ -1,8 +1,8 @@
+import SiftSync
 import Foundation
 import Qwen3
 import SiftEngine
 import SiftTestSupport
-import Synchronization
 import XCTest
 
 final class EngineTests: XCTestCase {
@@ -119,7 +119,7 @@ final class EngineTests: XCTestCase {
     func testAShortRequestSubmittedDuringALongOneFinishesFirst() async throws {
         let engine = try makeEngine { $0.maxBatchTokens = 64; $0.prefillChunk = 32 }
         let long = Array(repeating: String(repeating: "word ", count: 1500), count: 4)
-        let order = Mutex<[String]>([])
+        let order = Locked<[String]>([])
         let longTask = Task {
             _ = try await engine.rerank(RerankRequest(query: "long", documents: long))
             order.withLock { $0.append("long") }

@@ -1,3 +1,4 @@
+import SiftSync
 import Crypto
 import Foundation
 import NIOCore
@@ -24,7 +25,7 @@ final class FakeHub: @unchecked Sendable {
     let repo = "Qwen/Tiny-Reranker"
     let commit = "0123456789abcdef0123456789abcdef01234567"
     let files: [String: [UInt8]]
-    let behaviour: Mutex<Behaviour>
+    let behaviour: Locked<Behaviour>
     let rangeRequests = Atomic<Int>(0)
     let downloads = Atomic<Int>(0)
     private var channel: (any Channel)?
@@ -36,7 +37,7 @@ final class FakeHub: @unchecked Sendable {
         }
         files["README.md"] = Array("# not needed by a reranker\n".utf8)
         self.files = files
-        self.behaviour = Mutex(behaviour)
+        self.behaviour = Locked(behaviour)
     }
 
     var port: Int { channel!.localAddress!.port! }

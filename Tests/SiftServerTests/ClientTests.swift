@@ -4,6 +4,7 @@ import SiftClient
 import SiftEngine
 import SiftProtocol
 import SiftServer
+import SiftSync
 import SiftTestSupport
 import XCTest
 
@@ -144,20 +145,11 @@ final class ClientTests: XCTestCase {
         }
         let streamed = Locked<[UInt32]>([])
         let r = try await c.rerank(query: "q", documents: TestServer.documents) { partial in
-            streamed.mutate { $0 += partial.map(\.index) }
+            streamed.withLock { $0 += partial.map(\.index) }
         }
-        XCTAssertEqual(streamed.value.sorted(), r.results.map(\.index).sorted())
+        XCTAssertEqual(streamed.withLock { $0 }.sorted(), r.results.map(\.index).sorted())
         await c.close()
         await anonymous.close()
         await server.shutdown()
     }
-}
-
-/// A value behind a lock, for test callbacks.
-final class Locked<T>: @unchecked Sendable {
-    private var stored: T
-    private let lock = NSLock()
-    init(_ value: T) { stored = value }
-    var value: T { lock.withLock { stored } }
-    func mutate(_ body: (inout T) -> Void) { lock.withLock { body(&stored) } }
 }

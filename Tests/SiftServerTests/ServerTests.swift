@@ -1,3 +1,4 @@
+import SiftSync
 import Foundation
 import NIOCore
 import SiftClient
@@ -5,7 +6,6 @@ import SiftEngine
 import SiftProtocol
 import SiftServer
 import SiftTestSupport
-import Synchronization
 import XCTest
 
 /// The server over real TCP on 127.0.0.1, with the tiny fixture model.
@@ -61,7 +61,7 @@ final class ServerTests: XCTestCase {
     func testStreamedResultsCoverEveryDocumentBeforeTheFinalFrame() async throws {
         let server = try await TestServer.start()
         let c = try await TestServer.connect(server)
-        let seen = Mutex<[Int]>([])
+        let seen = Locked<[Int]>([])
         let docs = TestServer.longDocuments(12, words: 120)
         let answer = try await c.call(.rerankRequest(Wire.RerankRequest(query: "q", documents: docs, stream: true))) { partial in
             if case .rerankPartial(let results) = partial { seen.withLock { $0 += results.map { Int($0.index) } } }

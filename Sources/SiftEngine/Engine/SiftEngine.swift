@@ -1,3 +1,4 @@
+import SiftSync
 import Foundation
 import Qwen3
 import Synchronization
@@ -45,14 +46,14 @@ public final class SiftEngine: Sendable {
         var request = request
         if prepared.isChunked, let onProgress = request.onProgress {
             // Report a document once all its windows are scored.
-            let merger = Mutex(WindowMerger(prepared))
+            let merger = Locked(WindowMerger(prepared))
             request.onProgress = { scores in
                 let done = merger.withLock { $0.add(scores) }
                 if !done.isEmpty { onProgress(done) }
             }
         }
         let id = nextID.add(1, ordering: .relaxed).oldValue
-        let box = Mutex<ActiveRequest?>(nil)
+        let box = Locked<ActiveRequest?>(nil)
         let workScores: [DocumentScore] = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[DocumentScore], any Error>) in
                 let active = ActiveRequest(id: id, request: request, prefix: prepared.prefix, documents: prepared.documents,

@@ -1,3 +1,4 @@
+import SiftSync
 import Foundation
 import Qwen3
 import Synchronization
@@ -10,7 +11,7 @@ final class Scheduler: @unchecked Sendable {
     let model: Qwen3Model
     let options: EngineOptions
     let prefixCache: PrefixCache
-    let stats = Mutex(EngineStats())
+    let stats = Locked(EngineStats())
 
     private let condition = NSCondition()
     // Guarded by `condition`:

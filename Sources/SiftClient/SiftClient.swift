@@ -155,6 +155,15 @@ public final class SiftClient: Sendable {
         if let key = options.apiKey { metadata.append(.init("authorization", "Bearer " + key)) }
         var backoff = options.initialBackoff
         var lastError = Wire.Status(.unavailable, "no attempt made")
+        // Once partial results were delivered, a retry would deliver them again: fail instead.
+        let delivered = Locked(false)
+        var tracked: (@Sendable (Wire.Body) -> Void)?
+        if let onPartial {
+            tracked = { body in
+                delivered.withLock { $0 = true }
+                onPartial(body)
+            }
+        }
         for attempt in 0..<max(1, options.maxAttempts) {
             // Each attempt starts at the preferred endpoint's successor after a failure there.
             let endpoint = order[attempt % order.count]
@@ -169,10 +178,11 @@ public final class SiftClient: Sendable {
             }
             do {
                 let connection = try await connections[endpoint].connection()
-                return try await connection.call(body, metadata: metadata, onPartial: onPartial)
+                return try await connection.call(body, metadata: metadata, onPartial: tracked)
             } catch let status as Wire.Status where status.code == .unavailable {
                 lastError = status
                 connections[endpoint].failed()
+                if delivered.withLock({ $0 }) { throw status }
                 if Task.isCancelled { throw Wire.Status(.cancelled, "the call was cancelled") }
                 // Full jitter keeps a fleet of clients from retrying in step.
                 let sleep = Duration.nanoseconds(Int64.random(in: 0...max(1, backoff.nanosecondsInt)))

@@ -65,13 +65,20 @@ public final class SiftConnection: Sendable {
                 channel.writeAndFlush(frame).whenFailure { [pending] error in
                     pending.fail(id, Wire.Status(.unavailable, "could not send the request: \(error)"))
                 }
+                // Cancelled before the request went out: onCancel's Cancel frame may have
+                // overtaken it, so send one after it too.
+                if Task.isCancelled { sendCancel(id) }
             }
         } onCancel: {
-            channel.writeAndFlush(Wire.Frame(requestID: nextID.add(1, ordering: .relaxed).oldValue,
-                                             body: .cancelRequest(requestID: id)), promise: nil)
+            sendCancel(id)
         }
         if case .status(let status) = answer { throw status }
         return answer
+    }
+
+    private func sendCancel(_ id: UInt64) {
+        channel.writeAndFlush(Wire.Frame(requestID: nextID.add(1, ordering: .relaxed).oldValue,
+                                         body: .cancelRequest(requestID: id)), promise: nil)
     }
 
     /// Sends raw bytes as they are (for protocol tests: malformed frames).

@@ -1,4 +1,4 @@
-import SiftSync
+import SiftBase
 import CSiftKernels
 import Foundation
 

@@ -1,4 +1,4 @@
-import SiftSync
+import SiftBase
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -172,7 +172,7 @@ public final class SiftClient: Sendable {
                 let left = deadline - ContinuousClock.now
                 guard left > .zero else { throw Wire.Status(.deadlineExceeded, "deadline passed after \(attempt) attempts: \(lastError)") }
                 if case .rerankRequest(var r) = body {
-                    r.timeoutMs = UInt32(clamping: max(1, Int(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)))
+                    r.timeoutMs = UInt32(clamping: max(1, Int(left.milliseconds.rounded(.up))))
                     body = .rerankRequest(r)
                 }
             }
@@ -185,7 +185,7 @@ public final class SiftClient: Sendable {
                 if delivered.withLock({ $0 }) { throw status }
                 if Task.isCancelled { throw Wire.Status(.cancelled, "the call was cancelled") }
                 // Full jitter keeps a fleet of clients from retrying in step.
-                let sleep = Duration.nanoseconds(Int64.random(in: 0...max(1, backoff.nanosecondsInt)))
+                let sleep = Duration.nanoseconds(Int64.random(in: 0...max(1, backoff.nanoseconds)))
                 try? await Task.sleep(for: sleep)
                 backoff = min(backoff * 2, options.maxBackoff)
             }
@@ -282,12 +282,5 @@ struct HashRing: Sendable {
         for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
         h ^= h >> 33; h &*= 0xff51_afd7_ed55_8ccd; h ^= h >> 33
         return h
-    }
-}
-
-extension Duration {
-    var nanosecondsInt: Int64 {
-        let (s, atto) = components
-        return s * 1_000_000_000 + atto / 1_000_000_000
     }
 }

@@ -1,4 +1,4 @@
-import SiftSync
+import SiftBase
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -28,7 +28,7 @@ public final class SiftConnection: Sendable {
         let pending = PendingCalls()
         let bootstrap = ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.milliseconds(connectTimeout.components.seconds * 1000 + connectTimeout.components.attoseconds / 1_000_000_000_000_000))
+            .connectTimeout(TimeAmount(connectTimeout))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations

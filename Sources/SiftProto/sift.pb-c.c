@@ -1405,7 +1405,7 @@ const ProtobufCMessageDescriptor sift__v1__rerank_result__descriptor =
   (ProtobufCMessageInit) sift__v1__rerank_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sift__v1__usage__field_descriptors[5] =
+static const ProtobufCFieldDescriptor sift__v1__usage__field_descriptors[6] =
 {
   {
     "prefix_tokens",
@@ -1467,10 +1467,23 @@ static const ProtobufCFieldDescriptor sift__v1__usage__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "input_tokens",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__Usage, input_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sift__v1__usage__field_indices_by_name[] = {
   2,   /* field[2] = document_tokens */
   4,   /* field[4] = documents */
+  5,   /* field[5] = input_tokens */
   0,   /* field[0] = prefix_tokens */
   1,   /* field[1] = prefix_tokens_cached */
   3,   /* field[3] = truncated_documents */
@@ -1478,7 +1491,7 @@ static const unsigned sift__v1__usage__field_indices_by_name[] = {
 static const ProtobufCIntRange sift__v1__usage__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor sift__v1__usage__descriptor =
 {
@@ -1488,7 +1501,7 @@ const ProtobufCMessageDescriptor sift__v1__usage__descriptor =
   "Sift__V1__Usage",
   "sift.v1",
   sizeof(Sift__V1__Usage),
-  5,
+  6,
   sift__v1__usage__field_descriptors,
   sift__v1__usage__field_indices_by_name,
   1,  sift__v1__usage__number_ranges,

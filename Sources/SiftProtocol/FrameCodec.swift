@@ -99,7 +99,7 @@ private enum Decoder {
                 results: try messages(r.n_results, r.results, result),
                 usage: Wire.Usage(prefixTokens: u?.prefix_tokens ?? 0, prefixTokensCached: u?.prefix_tokens_cached ?? 0,
                                   documentTokens: u?.document_tokens ?? 0, truncatedDocuments: u?.truncated_documents ?? 0,
-                                  documents: u?.documents ?? 0),
+                                  documents: u?.documents ?? 0, inputTokens: u?.input_tokens ?? 0),
                 timings: Wire.Timings(queuedMs: t?.queued_ms ?? 0, computeMs: t?.compute_ms ?? 0),
                 modelID: try string(r.model_id, "model_id")))
         case SIFT__V1__FRAME__BODY_RERANK_PARTIAL:
@@ -242,6 +242,7 @@ private struct Encoder {
                     u.pointee.document_tokens = r.usage.documentTokens
                     u.pointee.truncated_documents = r.usage.truncatedDocuments
                     u.pointee.documents = r.usage.documents
+                    u.pointee.input_tokens = r.usage.inputTokens
                 }
                 p.pointee.timings = arena.new { t in
                     sift__v1__timings__init(t)

@@ -157,9 +157,12 @@ public enum Wire {
         public var documentTokens: UInt64
         public var truncatedDocuments: UInt32
         public var documents: UInt32
+        /// Prompt + document + suffix tokens summed over every scored pair.
+        public var inputTokens: UInt64
 
         public init(prefixTokens: UInt32 = 0, prefixTokensCached: UInt32 = 0, documentTokens: UInt64 = 0,
-                    truncatedDocuments: UInt32 = 0, documents: UInt32 = 0) {
+                    truncatedDocuments: UInt32 = 0, documents: UInt32 = 0, inputTokens: UInt64 = 0) {
+            self.inputTokens = inputTokens
             self.prefixTokens = prefixTokens
             self.prefixTokensCached = prefixTokensCached
             self.documentTokens = documentTokens

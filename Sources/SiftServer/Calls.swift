@@ -1,6 +1,7 @@
 import Qwen3
 import SiftEngine
 import SiftProtocol
+import SiftBase
 
 /// What each call does, independent of the network: wire request in, wire response out,
 /// failures as `Wire.Status` with a message for the caller.
@@ -44,7 +45,8 @@ struct Calls: Sendable {
             results: chosen.map { Self.result($0, document: r.returnDocuments ? r.documents[$0.index] : nil, promptTokens: promptTokens) },
             usage: Wire.Usage(prefixTokens: UInt32(u.prefixTokens), prefixTokensCached: UInt32(u.prefixTokensCached),
                               documentTokens: UInt64(u.documentTokens), truncatedDocuments: UInt32(u.truncatedDocuments),
-                              documents: UInt32(r.documents.count)),
+                              documents: UInt32(r.documents.count),
+                              inputTokens: UInt64(u.prefixTokens * u.windows + u.documentTokens + u.suffixTokens)),
             timings: Wire.Timings(queuedMs: result.timings.queued.milliseconds, computeMs: result.timings.computing.milliseconds),
             modelID: options.modelID)
         return RerankOutcome(response: response, queued: result.timings.queued, computing: result.timings.computing)
@@ -65,7 +67,7 @@ struct Calls: Sendable {
         let c = engine.modelConfig
         var m = Wire.ModelInfo()
         m.modelID = options.modelID
-        m.quantization = engine.reranker.model.precision == .int8 ? "int8" : "fp32"
+        m.quantization = engine.reranker.model.precision.rawValue
         m.hiddenSize = UInt32(c.hiddenSize)
         m.layers = UInt32(c.layerCount)
         m.attentionHeads = UInt32(c.headCount)

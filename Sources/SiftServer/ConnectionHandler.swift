@@ -1,4 +1,4 @@
-import SiftSync
+import SiftBase
 import Foundation
 import Logging
 import NIOCore
@@ -20,6 +20,22 @@ final class ServerState: Sendable {
 
     var currentEngine: SiftEngine? { engine.withLock { $0 } }
     var isServing: Bool { !draining.load(ordering: .relaxed) && currentEngine != nil }
+
+    /// The checks every call passes, on either front door, before it reaches the engine: the
+    /// API key (`keyHint` says how to send one), shutdown, model still loading.
+    func admit(authorization: String?, keys: APIKeys, keyHint: String) throws(Wire.Status) -> SiftEngine {
+        guard keys.accepts(authorization: authorization) else {
+            throw Wire.Status(.unauthenticated, authorization == nil
+                ? "this server needs an API key: send \(keyHint)" : "API key not accepted")
+        }
+        guard !draining.load(ordering: .relaxed) else {
+            throw Wire.Status(.unavailable, "server is shutting down: retry on another replica")
+        }
+        guard let engine = currentEngine else {
+            throw Wire.Status(.unavailable, "the model is still loading: retry in a few seconds")
+        }
+        return engine
+    }
 }
 
 /// One client connection: decodes frames, checks them, runs calls concurrently (answered out
@@ -141,17 +157,11 @@ final class ConnectionHandler: ChannelInboundHandler {
             return fail(id, method: method, received: received,
                         Wire.Status(.invalidArgument, "request_id \(id) is already in flight on this connection: use a new id per call"))
         }
-        guard options.apiKeys.accepts(authorization: frame.metadata("authorization")) else {
-            let missing = frame.metadata("authorization") == nil
-            return fail(id, method: method, received: received, Wire.Status(.unauthenticated, missing
-                ? "this server needs an API key: send metadata authorization: Bearer <key>"
-                : "API key not accepted"))
-        }
-        guard !state.draining.load(ordering: .relaxed) else {
-            return fail(id, method: method, received: received, Wire.Status(.unavailable, "server is shutting down: retry on another replica"))
-        }
-        guard let engine = state.currentEngine else {
-            return fail(id, method: method, received: received, Wire.Status(.unavailable, "the model is still loading: retry in a few seconds"))
+        let engine: SiftEngine
+        do {
+            engine = try state.admit(authorization: frame.metadata("authorization"), keys: options.apiKeys, keyHint: "metadata authorization: Bearer <key>")
+        } catch {
+            return fail(id, method: method, received: received, error)
         }
         guard inFlight.count < options.maxInFlightPerConnection else {
             return fail(id, method: method, received: received, Wire.Status(.resourceExhausted,

@@ -1,4 +1,4 @@
-import SiftSync
+import SiftBase
 import CoreMetrics
 import Metrics
 import Prometheus
@@ -91,13 +91,4 @@ public final class ServerMetrics: Sendable {
         serving.record(isServing ? 1 : 0)
         return registry.emitToBuffer()
     }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (s, atto) = components
-        return s * 1_000_000_000 + atto / 1_000_000_000
-    }
-
-    var milliseconds: Double { Double(nanoseconds) / 1e6 }
 }

@@ -1,4 +1,4 @@
-import SiftSync
+import SiftBase
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -183,8 +183,7 @@ public final class SiftServer: Service, Sendable {
                         channel.writeAndFlush(Wire.Frame(requestID: 0, body: .status(status))).whenComplete { _ in channel.close(promise: nil) }
                         return
                     }
-                    let idle = TimeAmount.nanoseconds(options.idleTimeout.nanoseconds)
-                    try pipeline.addHandler(IdleStateHandler(readTimeout: idle))
+                    try pipeline.addHandler(IdleStateHandler(readTimeout: TimeAmount(options.idleTimeout)))
                     try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: options.maxFrameBytes)))
                     try pipeline.addHandler(ConnectionHandler(state: state, metrics: metrics, options: options, logger: logger))
                 }

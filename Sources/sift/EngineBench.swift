@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Qwen3
 import SiftEngine
+import SiftBase
 
 /// W1–W3 of the engine issue, in-process.
 struct EngineBench: AsyncParsableCommand {
@@ -129,6 +130,3 @@ func percentile(_ values: [Double], _ p: Double) -> Double {
     return sorted[min(max(rank, 0), sorted.count - 1)]
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
-}

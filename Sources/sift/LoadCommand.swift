@@ -3,6 +3,7 @@ import Foundation
 import Histogram
 import SiftClient
 import SiftProtocol
+import SiftBase
 
 /// A load generator over the Swift client: closed loop (N callers, each waiting for its answer)
 /// or open loop (calls start on a fixed schedule whatever the answers do, so latency under
@@ -183,7 +184,7 @@ actor Recorder {
     }
 
     func report(wall: Duration, mode: String, documentsPerCall: Int) -> Report {
-        let seconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
+        let seconds = wall.seconds
         let ms: (Double) -> Double = { Double(self.histogram.valueAtPercentile($0)) / 1000 }
         let failed = errors.values.reduce(0, +)
         let hitRatio = prefixTokens > 0 ? Double(cachedTokens) / Double(prefixTokens) : 0

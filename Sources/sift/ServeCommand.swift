@@ -7,6 +7,7 @@ import SiftEngine
 import SiftHub
 import SiftProtocol
 import SiftServer
+import SiftBase
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
@@ -116,8 +117,8 @@ struct ServeCommand: AsyncParsableCommand {
             let started = ContinuousClock.now
             logger.notice("loading model", metadata: ["model": "\(path)", "precision": "\(precision)", "threads": "\(threads)"])
             let reranker = try Reranker.load(path: path, precision: precision, threads: threads)
-            let seconds = Double((ContinuousClock.now - started).components.seconds)
-            logger.notice("model loaded", metadata: ["seconds": "\(Int(seconds))", "layers": "\(reranker.model.config.layerCount)"])
+            logger.notice("model loaded", metadata: ["seconds": "\(String(format: "%.1f", (ContinuousClock.now - started).seconds))",
+                                                     "layers": "\(reranker.model.config.layerCount)"])
             return SiftEngine(reranker: reranker, options: loadOptions)
         }
         let group = ServiceGroup(configuration: .init(services: [.init(service: server)],

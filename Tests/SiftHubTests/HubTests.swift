@@ -1,4 +1,4 @@
-import SiftSync
+import SiftBase
 import Crypto
 import Foundation
 import NIOCore

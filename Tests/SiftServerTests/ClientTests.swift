@@ -4,7 +4,7 @@ import SiftClient
 import SiftEngine
 import SiftProtocol
 import SiftServer
-import SiftSync
+import SiftBase
 import SiftTestSupport
 import XCTest
 

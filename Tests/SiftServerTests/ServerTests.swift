@@ -1,4 +1,4 @@
-import SiftSync
+import SiftBase
 import Foundation
 import NIOCore
 import SiftClient
@@ -48,6 +48,7 @@ final class ServerTests: XCTestCase {
         }
         XCTAssertEqual(wire.modelID, "tiny-qwen3")
         XCTAssertEqual(wire.usage.documents, UInt32(TestServer.documents.count))
+        XCTAssertEqual(wire.usage.inputTokens, wire.results.reduce(0) { $0 + UInt64($1.inputTokens) })
         XCTAssertGreaterThan(wire.usage.prefixTokens, 0)
         XCTAssertEqual(wire.usage.prefixTokensCached, wire.usage.prefixTokens, "second time: prefix from the cache")
 

@@ -63,6 +63,7 @@ class Usage:
     document_tokens: int
     truncated_documents: int
     documents: int
+    input_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ def rerank_response(r: pb.RerankResponse) -> RerankResponse:
     u = r.usage
     return RerankResponse(
         results=[result(x) for x in r.results],
-        usage=Usage(u.prefix_tokens, u.prefix_tokens_cached, u.document_tokens, u.truncated_documents, u.documents),
+        usage=Usage(u.prefix_tokens, u.prefix_tokens_cached, u.document_tokens, u.truncated_documents, u.documents,
+                    u.input_tokens),
         queued_ms=r.timings.queued_ms, compute_ms=r.timings.compute_ms, model_id=r.model_id)
 
 

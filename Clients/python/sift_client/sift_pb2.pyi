@@ -91,7 +91,7 @@ class Status(_message.Message):
     def __init__(self, code: _Optional[_Union[Code, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
-    __slots__ = ("query", "instruction", "documents", "top_n", "return_documents", "max_tokens_per_document", "max_length", "input_order", "timeout_ms", "priority", "stream")
+    __slots__ = ("query", "instruction", "documents", "top_n", "return_documents", "max_tokens_per_document", "max_length", "input_order", "timeout_ms", "priority", "stream", "chunk_long_documents", "chunk_overlap_tokens")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,8 @@ class RerankRequest(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_LONG_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
     query: str
     instruction: str
     documents: _containers.RepeatedScalarFieldContainer[str]
@@ -114,10 +116,12 @@ class RerankRequest(_message.Message):
     timeout_ms: int
     priority: int
     stream: bool
-    def __init__(self, query: _Optional[str] = ..., instruction: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., return_documents: _Optional[bool] = ..., max_tokens_per_document: _Optional[int] = ..., max_length: _Optional[int] = ..., input_order: _Optional[bool] = ..., timeout_ms: _Optional[int] = ..., priority: _Optional[int] = ..., stream: _Optional[bool] = ...) -> None: ...
+    chunk_long_documents: bool
+    chunk_overlap_tokens: int
+    def __init__(self, query: _Optional[str] = ..., instruction: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., return_documents: _Optional[bool] = ..., max_tokens_per_document: _Optional[int] = ..., max_length: _Optional[int] = ..., input_order: _Optional[bool] = ..., timeout_ms: _Optional[int] = ..., priority: _Optional[int] = ..., stream: _Optional[bool] = ..., chunk_long_documents: _Optional[bool] = ..., chunk_overlap_tokens: _Optional[int] = ...) -> None: ...
 
 class RerankResult(_message.Message):
-    __slots__ = ("index", "relevance_score", "logit", "tokens", "truncated", "document", "input_tokens")
+    __slots__ = ("index", "relevance_score", "logit", "tokens", "truncated", "document", "input_tokens", "window", "windows")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     RELEVANCE_SCORE_FIELD_NUMBER: _ClassVar[int]
     LOGIT_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +129,8 @@ class RerankResult(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
     index: int
     relevance_score: float
     logit: float
@@ -132,21 +138,25 @@ class RerankResult(_message.Message):
     truncated: bool
     document: str
     input_tokens: int
-    def __init__(self, index: _Optional[int] = ..., relevance_score: _Optional[float] = ..., logit: _Optional[float] = ..., tokens: _Optional[int] = ..., truncated: _Optional[bool] = ..., document: _Optional[str] = ..., input_tokens: _Optional[int] = ...) -> None: ...
+    window: int
+    windows: int
+    def __init__(self, index: _Optional[int] = ..., relevance_score: _Optional[float] = ..., logit: _Optional[float] = ..., tokens: _Optional[int] = ..., truncated: _Optional[bool] = ..., document: _Optional[str] = ..., input_tokens: _Optional[int] = ..., window: _Optional[int] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("prefix_tokens", "prefix_tokens_cached", "document_tokens", "truncated_documents", "documents")
+    __slots__ = ("prefix_tokens", "prefix_tokens_cached", "document_tokens", "truncated_documents", "documents", "input_tokens")
     PREFIX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PREFIX_TOKENS_CACHED_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     prefix_tokens: int
     prefix_tokens_cached: int
     document_tokens: int
     truncated_documents: int
     documents: int
-    def __init__(self, prefix_tokens: _Optional[int] = ..., prefix_tokens_cached: _Optional[int] = ..., document_tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., documents: _Optional[int] = ...) -> None: ...
+    input_tokens: int
+    def __init__(self, prefix_tokens: _Optional[int] = ..., prefix_tokens_cached: _Optional[int] = ..., document_tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., documents: _Optional[int] = ..., input_tokens: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queued_ms", "compute_ms")

@@ -1,4 +1,4 @@
-import SiftSync
+import SiftBase
 import Foundation
 import Qwen3
 import Synchronization

@@ -1,4 +1,4 @@
-import SiftSync
+import SiftBase
 import Foundation
 import Qwen3
 import Synchronization
@@ -330,6 +330,3 @@ final class DocumentWork {
     }
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
-}

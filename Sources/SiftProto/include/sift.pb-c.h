@@ -268,10 +268,15 @@ struct  Sift__V1__Usage
   uint64_t document_tokens;
   uint32_t truncated_documents;
   uint32_t documents;
+  /*
+   * All tokens fed to the model for the call, as if each document had its own copy of the prompt
+   * (what per-token pricing counts; the shared prefix is in fact computed once, or cached).
+   */
+  uint64_t input_tokens;
 };
 #define SIFT__V1__USAGE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sift__v1__usage__descriptor) \
-    , 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0 }
 
 
 struct  Sift__V1__Timings

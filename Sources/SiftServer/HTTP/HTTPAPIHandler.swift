@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import SiftEngine
 import SiftProtocol
+import SiftBase
 
 /// The HTTP/JSON API (`--http-port`): `POST /v1/rerank` and `/v2/rerank` in the Cohere and Jina
 /// shapes, `GET /health`. Same engine, API keys (`Authorization: Bearer`), limits and statuses as
@@ -86,16 +87,12 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             return fail(context, method: method, status: 413, Wire.Status(.resourceExhausted,
                 "request body over the limit of \(options.maxFrameBytes) bytes: send fewer or shorter documents"))
         }
-        guard options.apiKeys.accepts(authorization: head.headers.first(name: "authorization")) else {
-            let missing = head.headers.first(name: "authorization") == nil
-            return fail(context, method: method, status: 401, Wire.Status(.unauthenticated,
-                missing ? "this server needs an API key: send the header Authorization: Bearer <key>" : "API key not accepted"))
-        }
-        guard !state.draining.load(ordering: .relaxed) else {
-            return fail(context, method: method, status: 503, Wire.Status(.unavailable, "server is shutting down: retry on another replica"))
-        }
-        guard let engine = state.currentEngine else {
-            return fail(context, method: method, status: 503, Wire.Status(.unavailable, "the model is still loading: retry in a few seconds"))
+        let engine: SiftEngine
+        do {
+            engine = try state.admit(authorization: head.headers.first(name: "authorization"), keys: options.apiKeys,
+                                     keyHint: "the header Authorization: Bearer <key>")
+        } catch {
+            return fail(context, method: method, status: HTTPRerankAPI.httpStatus(error.code), error)
         }
         let request: Wire.RerankRequest
         let model: String?

@@ -111,8 +111,7 @@ enum HTTPRerankAPI {
     }
 
     static func encode(_ r: Wire.RerankResponse, model: String?, apiVersion: String) -> Data {
-        let promptTokens = Int(r.usage.prefixTokens)
-        let total = r.results.isEmpty ? promptTokens : r.results.reduce(0) { $0 + Int($1.inputTokens) }
+        let total = Int(r.usage.inputTokens)
         let response = Response(
             id: UUID().uuidString.lowercased(),
             model: model ?? r.modelID,
@@ -121,10 +120,10 @@ enum HTTPRerankAPI {
                                 document: $0.document.map { Response.DocumentText(text: $0) },
                                 window: $0.windows > 1 ? Int($0.window) : nil, windows: $0.windows > 1 ? Int($0.windows) : nil)
             },
-            usage: Response.Usage(total_tokens: max(total, Int(r.usage.documentTokens) + promptTokens),
-                                  prompt_tokens: promptTokens, prefix_tokens_cached: Int(r.usage.prefixTokensCached)),
+            usage: Response.Usage(total_tokens: total, prompt_tokens: Int(r.usage.prefixTokens),
+                                  prefix_tokens_cached: Int(r.usage.prefixTokensCached)),
             meta: Response.Meta(api_version: .init(version: apiVersion), billed_units: .init(search_units: 1),
-                                tokens: .init(input_tokens: max(total, Int(r.usage.documentTokens) + promptTokens))))
+                                tokens: .init(input_tokens: total)))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes]
         return (try? encoder.encode(response)) ?? Data("{}".utf8)

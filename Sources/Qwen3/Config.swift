@@ -93,6 +93,12 @@ public struct Qwen3Config: Codable, Sendable, Equatable {
             ("vocab_size", vocabSize), ("max_position_embeddings", maxPositionEmbeddings),
         ]
         for (name, v) in positives where v <= 0 || v > 1 << 24 { return "\(name) = \(v) is out of range" }
+        // Products of these size buffers and file sections: keep them far from overflowing.
+        let widths: [(String, Int)] = [("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+                                       ("num_attention_heads × head_dim", headCount * headDim),
+                                       ("num_key_value_heads × head_dim", kvHeadCount * headDim)]
+        for (name, v) in widths where v > 1 << 20 { return "\(name) = \(v) is out of range (at most \(1 << 20))" }
+        if layerCount > 1024 { return "num_hidden_layers = \(layerCount) is out of range (at most 1024)" }
         if headCount % kvHeadCount != 0 { return "num_attention_heads (\(headCount)) is not a multiple of num_key_value_heads (\(kvHeadCount))" }
         if headDim % 2 != 0 { return "head_dim (\(headDim)) must be even for rotary embeddings" }
         if !(ropeTheta > 0) { return "rope_theta must be positive" }

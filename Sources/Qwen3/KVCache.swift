@@ -33,19 +33,25 @@ public final class KVBlockPool: @unchecked Sendable {
     public var blockBytes: Int { layerStride * layerCount * 4 }
     private let state = Locked(State())
     private let keepFree: Int
+    private let capacity: Int
 
     struct State {
         var free: [UInt] = []  // addresses (pointers are not Sendable)
         var live = 0
+        var peak = 0
     }
 
-    /// `keepFreeBytes`: freed block memory kept for reuse instead of returned to the system.
-    public init(layerCount: Int, kvDim: Int, headDim: Int, keepFreeBytes: Int = 256 << 20) {
+    /// `keepFreeBytes`: freed block memory kept for reuse instead of returned to the system;
+    /// `capacityBytes`: live plus kept blocks never exceed it (the owner's KV budget), so kept
+    /// memory is part of the budget, not on top of it.
+    public init(layerCount: Int, kvDim: Int, headDim: Int, keepFreeBytes: Int = 256 << 20, capacityBytes: Int = .max) {
         self.layerCount = layerCount
         self.kvDim = kvDim
         self.headDim = headDim
         layerStride = 2 * KVBlock.positions * kvDim
-        keepFree = max(0, keepFreeBytes / max(1, layerStride * layerCount * 4))
+        let blockBytes = max(1, layerStride * layerCount * 4)
+        keepFree = max(0, keepFreeBytes / blockBytes)
+        capacity = capacityBytes / blockBytes
     }
 
     deinit { state.withLock { $0.free.forEach { UnsafeMutablePointer<Float>(bitPattern: $0)!.deallocate() } } }
@@ -53,6 +59,7 @@ public final class KVBlockPool: @unchecked Sendable {
     public func allocate() -> KVBlock {
         let reused: UInt? = state.withLock { s in
             s.live += 1
+            s.peak = max(s.peak, s.live)
             return s.free.popLast()
         }
         let base = reused.flatMap { UnsafeMutablePointer<Float>(bitPattern: $0) } ?? .allocate(capacity: layerStride * layerCount)
@@ -63,7 +70,7 @@ public final class KVBlockPool: @unchecked Sendable {
         let address = UInt(bitPattern: p)
         let kept = state.withLock { s -> Bool in
             s.live -= 1
-            if s.free.count < keepFree { s.free.append(address); return true }
+            if s.free.count < keepFree && s.live + s.free.count < capacity { s.free.append(address); return true }
             return false
         }
         if !kept { p.deallocate() }
@@ -72,6 +79,14 @@ public final class KVBlockPool: @unchecked Sendable {
     /// Blocks currently referenced by a sequence or a cache.
     public var liveBlocks: Int { state.withLock { $0.live } }
     public var liveBytes: Int { liveBlocks * blockBytes }
+    /// Most blocks live at once since the pool was made (or `resetPeak`).
+    public var peakBlocks: Int { state.withLock { $0.peak } }
+    public func resetPeak() { state.withLock { $0.peak = $0.live } }
+
+    /// Blocks covering `positions` positions.
+    public static func blocks(forPositions positions: Int) -> Int {
+        (positions + KVBlock.positions - 1) / KVBlock.positions
+    }
 
     /// Offsets (in floats) of layer `l`'s keys and values inside a block.
     func keyOffset(_ l: Int) -> Int { l * layerStride }

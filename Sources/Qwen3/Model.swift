@@ -140,6 +140,15 @@ public final class Qwen3Model: @unchecked Sendable {
 
     public func makeCache() -> KVCache { KVCache(pool: blockPool) }
 
+    /// Bytes of weights read from memory-mapped files (a `.sift` file, the embedding table):
+    /// not resident at load, but they will be once the model runs.
+    public var mappedWeightBytes: Int {
+        let linears = layers.reduce(0) { sum, layer in
+            sum + layer.linears.reduce(0) { $0 + (($1 as? Int8Linear)?.owner is MappedFile ? $1.weightBytes : 0) }
+        }
+        return embedding.count * embedding.dtype.byteSize + linears
+    }
+
     /// Bytes of the linear-layer weights as held in memory.
     public var linearWeightBytes: Int { layers.reduce(0) { $0 + $1.linears.reduce(0) { $0 + $1.weightBytes } } }
 

@@ -80,10 +80,12 @@ public struct SafeTensorsFile: Sendable {
     public init(path: String) throws {
         let file = try MappedFile(path: path)
         guard file.size >= 8 else { throw LoadError(file: path, "truncated: \(file.size) bytes, shorter than the 8-byte header length") }
-        let headerLength = Int(UInt64(littleEndian: file.base.loadUnaligned(as: UInt64.self)))
-        guard headerLength <= Self.maxHeaderBytes, headerLength <= file.size - 8 else {
-            throw LoadError(file: path, "truncated or not a safetensors file: header length \(headerLength) exceeds the file size \(file.size)")
+        // Compared as UInt64 before any conversion: a length of 2^63 or more must not trap.
+        let rawLength = UInt64(littleEndian: file.base.loadUnaligned(as: UInt64.self))
+        guard rawLength <= UInt64(Self.maxHeaderBytes), rawLength <= UInt64(file.size - 8) else {
+            throw LoadError(file: path, "truncated or not a safetensors file: header length \(rawLength) exceeds the file size \(file.size) (or the \(Self.maxHeaderBytes >> 20) MiB header limit)")
         }
+        let headerLength = Int(rawLength)
         let headerData = Data(bytes: file.base + 8, count: headerLength)
         guard let header = (try? JSONSerialization.jsonObject(with: headerData)) as? [String: Any] else {
             throw LoadError(file: path, "the safetensors header is not a JSON object")
@@ -100,13 +102,18 @@ public struct SafeTensorsFile: Sendable {
             guard let dtype = DType(rawValue: dtypeName) else {
                 throw LoadError(file: path, "tensor \(name): dtype \(dtypeName) is not supported (BF16, F16 or F32)")
             }
-            let shape = shapeRaw.map(\.intValue)
-            guard shape.allSatisfy({ $0 >= 0 }) else { throw LoadError(file: path, "tensor \(name): negative dimension in shape \(shape)") }
+            // Exact integers only: 1e300 or 2^64 in a header is an error, not a wrapped value.
+            let shape = shapeRaw.compactMap { Int(exactly: $0) }
+            guard shape.count == shapeRaw.count, shape.allSatisfy({ $0 >= 0 }) else {
+                throw LoadError(file: path, "tensor \(name): shape \(shapeRaw) is not a list of non-negative integers")
+            }
             let (elements, overflow) = shape.reduce((1, false)) { acc, d in
                 let (m, o) = acc.0.multipliedReportingOverflow(by: d)
                 return (m, acc.1 || o)
             }
-            let begin = offsetsRaw[0].intValue, end = offsetsRaw[1].intValue
+            guard let begin = Int(exactly: offsetsRaw[0]), let end = Int(exactly: offsetsRaw[1]) else {
+                throw LoadError(file: path, "tensor \(name): data_offsets \(offsetsRaw) are not integers")
+            }
             let (bytes, bytesOverflow) = elements.multipliedReportingOverflow(by: dtype.byteSize)
             guard !overflow, !bytesOverflow, begin >= 0, begin <= end, end <= dataSize else {
                 throw LoadError(file: path, "tensor \(name): data_offsets [\(begin), \(end)] point outside the data section (\(dataSize) bytes); the file is truncated or corrupt")

@@ -192,13 +192,16 @@ public enum SiftFile {
         let metaData = Data(bytes: file.base + metaOffset, count: metaLength)
         guard let meta = (try? JSONSerialization.jsonObject(with: metaData)) as? [String: Any],
               let configObject = meta["config"], let rawSections = meta["sections"] as? [String: [Int]],
-              let yes = meta["yes_id"] as? Int, let no = meta["no_id"] as? Int
+              let yes = (meta["yes_id"] as? Int).flatMap(Int32.init(exactly:)), let no = (meta["no_id"] as? Int).flatMap(Int32.init(exactly:))
         else { throw LoadError(file: path, "corrupt metadata") }
         let config: Qwen3Config
         do {
             config = try JSONDecoder().decode(Qwen3Config.self, from: JSONSerialization.data(withJSONObject: configObject))
         } catch {
             throw LoadError(file: path, "invalid config in metadata: \((error as? ConfigProblem)?.message ?? "\(error)")")
+        }
+        guard (0..<Int32(clamping: config.vocabSize)).contains(yes), (0..<Int32(clamping: config.vocabSize)).contains(no) else {
+            throw LoadError(file: path, "corrupt metadata: answer token ids \(yes)/\(no) are outside the vocabulary")
         }
         var sections: [String: (Int, Int)] = [:]
         for (name, pair) in rawSections {
@@ -208,7 +211,7 @@ public enum SiftFile {
             sections[name] = (pair[0], pair[1])
         }
         guard let (tOffset, tLength) = sections["tokenizer.json"] else { throw LoadError(file: path, "missing section tokenizer.json") }
-        return Contents(file: file, config: config, yesID: Int32(yes), noID: Int32(no),
+        return Contents(file: file, config: config, yesID: yes, noID: no,
                         tokenizerJSON: Data(bytes: file.base + tOffset, count: tLength), metadata: meta, sections: sections)
     }
 }

@@ -62,11 +62,13 @@ public struct HubModelResolver: Sendable {
 
     // MARK: cache
 
-    /// The snapshot `refs/<revision>` names, if every file the model needs is there.
+    /// The snapshot `refs/<revision>` names, if every file the model needs is there. A ref that
+    /// is not a commit id (a damaged or tampered cache) counts as not cached.
     func cachedSnapshot(_ repoDir: URL) -> URL? {
+        guard HubNames.isRefName(revision) else { return nil }
         let ref = repoDir.appendingPathComponent("refs").appendingPathComponent(revision)
         guard let commit = try? String(contentsOf: ref, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
-              !commit.isEmpty else { return nil }
+              HubNames.isCommit(commit) else { return nil }
         let snapshot = repoDir.appendingPathComponent("snapshots").appendingPathComponent(commit)
         return Self.isComplete(snapshot) ? snapshot : nil
     }
@@ -79,7 +81,7 @@ public struct HubModelResolver: Sendable {
         guard let data = try? Data(contentsOf: dir.appendingPathComponent("model.safetensors.index.json")),
               let index = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let map = index["weight_map"] as? [String: String] else { return false }
-        return Set(map.values).allSatisfy(has)
+        return Set(map.values).allSatisfy { HubNames.isFileName($0) && has($0) }
     }
 
     func notCached(_ repo: String, _ repoDir: URL, reason: String) -> String {
@@ -114,9 +116,72 @@ public struct HubModelResolver: Sendable {
         ].contains(name)
     }
 
+    /// One file to download, every name in it checked (`validatedFiles`).
+    struct PlannedFile {
+        let name: String
+        /// The blob's file name: the LFS SHA-256, or the git object id.
+        let blob: String
+        let size: Int
+        let sha256: String?
+    }
+
+    /// Largest file accepted from a listing (the 8B's biggest shard is ~5 GB).
+    static let maxFileBytes = 64 << 30
+
+    /// The files of a listing Sift downloads. Everything in the listing comes from the network,
+    /// so each name becomes a path component only after it is checked to be of its expected form:
+    /// the commit and blob ids hex of the right length, file names plain names.
+    static func validatedFiles(_ info: ModelInfo, repo: String) throws -> [PlannedFile] {
+        guard HubNames.isCommit(info.sha) else {
+            throw HubError("the hub's listing for \(repo) names commit \"\(info.sha.prefix(80))\", which is not a commit id (40 hex digits): refusing it")
+        }
+        var files: [PlannedFile] = []
+        for sibling in info.siblings where wanted(sibling.rfilename) {
+            let name = sibling.rfilename
+            guard HubNames.isFileName(name) else {
+                throw HubError("the hub's listing for \(repo) has a file named \"\(name.prefix(80))\", which is not a plain file name: refusing it")
+            }
+            let blob: String
+            let sha256: String?
+            if let lfs = sibling.lfs {
+                guard HubNames.isSHA256(lfs.sha256) else {
+                    throw HubError("the hub's listing gives \(name) the LFS hash \"\(lfs.sha256.prefix(80))\", which is not a SHA-256 (64 hex digits): refusing it")
+                }
+                blob = lfs.sha256.lowercased()
+                sha256 = blob
+            } else if let id = sibling.blobId, HubNames.isObjectID(id) {
+                blob = id.lowercased()
+                sha256 = nil
+            } else {
+                throw HubError("the hub's listing gives \(name) no valid blob id (\"\((sibling.blobId ?? "none").prefix(80))\"): refusing it")
+            }
+            guard let size = sibling.lfs?.size ?? sibling.size, (0...maxFileBytes).contains(size) else {
+                throw HubError("the hub's listing gives \(name) no size, or one outside 0...\(maxFileBytes) bytes: refusing an unbounded download")
+            }
+            files.append(PlannedFile(name: name, blob: blob, size: size, sha256: sha256))
+        }
+        guard files.contains(where: { $0.name == "config.json" }) else {
+            throw HubError("\(repo) has no config.json: not a Transformers model")
+        }
+        return files
+    }
+
+    /// Bytes free on the file system holding `url` (nil if unknown).
+    static func freeBytes(at url: URL) -> Int? {
+        var info = statvfs()
+        guard statvfs(url.path, &info) == 0 else { return nil }
+        let (bytes, overflow) = Int(info.f_bavail).multipliedReportingOverflow(by: Int(info.f_frsize))
+        return overflow ? nil : bytes
+    }
+
     func download(_ repo: String, into repoDir: URL) async throws -> URL {
+        guard HubNames.isRefName(revision) else {
+            throw HubError("revision \"\(revision)\" is not a branch, tag or commit name")
+        }
+        // A stalled transfer (no bytes for a minute) fails instead of hanging; the next run resumes.
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
-                                configuration: .init(redirectConfiguration: .follow(max: 10, allowCycles: false)))
+                                configuration: .init(redirectConfiguration: .follow(max: 10, allowCycles: false),
+                                                     timeout: .init(connect: .seconds(30), read: .seconds(60))))
         do {
             let url = try await downloadWith(client, repo, repoDir)
             try await client.shutdown()
@@ -158,28 +223,26 @@ public struct HubModelResolver: Sendable {
         } catch {
             throw HubError("the hub's answer for \(repo) is not the model listing expected: \(error)")
         }
-        let files = info.siblings.filter { Self.wanted($0.rfilename) }
-        guard files.contains(where: { $0.rfilename == "config.json" }) else {
-            throw HubError("\(repo) has no config.json: not a Transformers model")
-        }
+        let files = try Self.validatedFiles(info, repo: repo)
         let fm = FileManager.default
         let blobs = repoDir.appendingPathComponent("blobs")
         let snapshot = repoDir.appendingPathComponent("snapshots").appendingPathComponent(info.sha)
         try fm.createDirectory(at: blobs, withIntermediateDirectories: true)
         try fm.createDirectory(at: snapshot, withIntermediateDirectories: true)
-        let total = files.reduce(0) { $0 + ($1.lfs?.size ?? $1.size ?? 0) }
+        let total = files.reduce(0) { $0 + $1.size }
+        if let free = Self.freeBytes(at: blobs), total > free {
+            throw HubError("\(repo) needs \(Self.megabytes(total)) and \(cacheDirectory.path) has \(Self.megabytes(free)) free: free space or set HF_HUB_CACHE to a larger disk")
+        }
         progress("downloading \(repo) @ \(info.sha.prefix(10)) from \(endpoint): \(files.count) files, \(Self.megabytes(total)) into \(repoDir.path)")
         for file in files {
-            let blobName = file.lfs?.sha256 ?? file.blobId ?? "\(info.sha)-\(file.rfilename)"
-            let blob = blobs.appendingPathComponent(blobName)
-            let expectedSize = file.lfs?.size ?? file.size
-            if !(fm.fileExists(atPath: blob.path) && (expectedSize == nil || Self.size(of: blob) == expectedSize)) {
-                try await fetch(client, "\(endpoint)/\(repo)/resolve/\(info.sha)/\(file.rfilename)", to: blob,
-                                name: file.rfilename, size: expectedSize, sha256: file.lfs?.sha256)
+            let blob = blobs.appendingPathComponent(file.blob)
+            if !(fm.fileExists(atPath: blob.path) && Self.size(of: blob) == file.size) {
+                try await fetch(client, "\(endpoint)/\(repo)/resolve/\(info.sha)/\(file.name)", to: blob,
+                                name: file.name, size: file.size, sha256: file.sha256)
             }
-            let link = snapshot.appendingPathComponent(file.rfilename)
+            let link = snapshot.appendingPathComponent(file.name)
             try? fm.removeItem(at: link)
-            try fm.createSymbolicLink(atPath: link.path, withDestinationPath: "../../blobs/\(blobName)")
+            try fm.createSymbolicLink(atPath: link.path, withDestinationPath: "../../blobs/\(file.blob)")
         }
         let refs = repoDir.appendingPathComponent("refs")
         try fm.createDirectory(at: refs, withIntermediateDirectories: true)
@@ -193,12 +256,12 @@ public struct HubModelResolver: Sendable {
 
     /// Downloads into `<blob>.incomplete`, resuming what an earlier attempt left, then checks
     /// size and SHA-256 before moving it into place.
-    private func fetch(_ client: HTTPClient, _ url: String, to blob: URL, name: String, size: Int?, sha256: String?) async throws {
+    private func fetch(_ client: HTTPClient, _ url: String, to blob: URL, name: String, size: Int, sha256: String?) async throws {
         let partial = blob.appendingPathExtension("incomplete")
         let fm = FileManager.default
         if !fm.fileExists(atPath: partial.path) { fm.createFile(atPath: partial.path, contents: nil) }
         var have = Self.size(of: partial) ?? 0
-        if let size, have > size { try Data().write(to: partial); have = 0 }
+        if have > size { try Data().write(to: partial); have = 0 }
         var request = request(url)
         if have > 0 { request.headers.add(name: "Range", value: "bytes=\(have)-") }
         let response: HTTPClientResponse
@@ -228,6 +291,10 @@ public struct HubModelResolver: Sendable {
         do {
             if response.status.code != 416 {
                 for try await chunk in response.body {
+                    // Never more than the listing promised: a hub that keeps sending is cut off.
+                    guard written + chunk.readableBytes <= size else {
+                        throw HubError("\(name): the hub sent more than the \(size) bytes it lists; refusing the file")
+                    }
                     try handle.write(contentsOf: Data(chunk.readableBytesView))
                     written += chunk.readableBytes
                     if ContinuousClock.now - lastReport > .seconds(1) {
@@ -236,11 +303,14 @@ public struct HubModelResolver: Sendable {
                     }
                 }
             }
+        } catch let error as HubError {
+            try? fm.removeItem(at: partial)
+            throw error
         } catch {
             throw HubError("downloading \(name) was interrupted at \(Self.megabytes(written)): \(error); run again to resume")
         }
         try handle.synchronize()
-        if let size, written != size {
+        if written != size {
             throw HubError("\(name): got \(written) bytes, the hub lists \(size); run again to resume")
         }
         if let sha256 {
@@ -274,6 +344,33 @@ public struct HubModelResolver: Sendable {
         let fraction = min(1, Double(done) / Double(total))
         let filled = Int(fraction * 30)
         return "\(name) [\(String(repeating: "#", count: filled))\(String(repeating: ".", count: 30 - filled))] \(Int(fraction * 100))% of \(megabytes(total))"
+    }
+}
+
+/// The forms names from the hub must have before they touch the file system.
+enum HubNames {
+    static func isHex(_ s: String, count: Int) -> Bool {
+        s.utf8.count == count && s.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) || (65...70).contains($0) }
+    }
+
+    /// A git commit id.
+    static func isCommit(_ s: String) -> Bool { isHex(s, count: 40) }
+    /// A git object id (SHA-1, or SHA-256 in repositories that use it).
+    static func isObjectID(_ s: String) -> Bool { isHex(s, count: 40) || isHex(s, count: 64) }
+    static func isSHA256(_ s: String) -> Bool { isHex(s, count: 64) }
+
+    /// A file directly inside a folder: no separators, no `.`/`..`, no leading dot, no control
+    /// characters, at most 255 bytes.
+    static func isFileName(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= 255 && !s.hasPrefix(".")
+            && !s.unicodeScalars.contains { $0 == "/" || $0 == "\\" || $0.value < 0x20 || $0.value == 0x7f }
+    }
+
+    /// A branch or tag name used as `refs/<name>`: a plain name of letters, digits, `-`, `_`, `.`.
+    static func isRefName(_ s: String) -> Bool {
+        isFileName(s) && s.utf8.allSatisfy { c in
+            (48...57).contains(c) || (65...90).contains(c) || (97...122).contains(c) || c == 45 || c == 95 || c == 46
+        }
     }
 }
 

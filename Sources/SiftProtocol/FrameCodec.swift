@@ -67,10 +67,10 @@ private enum Decoder {
     }
 
     static func frame(_ f: Sift__V1__Frame) throws -> Wire.Frame {
-        let metadata = try messages(f.n_metadata, f.metadata) {
-            Wire.MetadataEntry(try string($0.key, "metadata key"), try string($0.value, "metadata value"))
-        }
         do {
+            let metadata = try messages(f.n_metadata, f.metadata) {
+                Wire.MetadataEntry(try string($0.key, "metadata key"), try string($0.value, "metadata value"))
+            }
             return Wire.Frame(requestID: f.request_id, metadata: metadata, body: try body(f))
         } catch var error as ProtocolError {
             error.requestID = f.request_id

@@ -32,8 +32,9 @@ public struct APIKeys: Sendable {
     /// whatever matches, so timing tells nothing about how much of a guess was right.
     public func accepts(authorization: String?) -> Bool {
         if keys.isEmpty { return true }
-        guard let authorization else { return false }
-        let presented = Array((authorization.hasPrefix("Bearer ") ? authorization.dropFirst(7) : Substring(authorization)).utf8)
+        // "Bearer <key>" (the scheme is case-insensitive, RFC 6750); a bare key is not accepted.
+        guard let authorization, authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else { return false }
+        let presented = Array(authorization.dropFirst(7).utf8)
         var matched = false
         for key in keys {
             matched = Self.constantTimeEqual(presented, key) || matched

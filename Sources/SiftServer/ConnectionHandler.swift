@@ -10,24 +10,36 @@ import Synchronization
 final class ServerState: Sendable {
     /// Set when shutdown begins: Health says NOT_SERVING, new calls get UNAVAILABLE.
     let draining = Atomic<Bool>(false)
-    let connections = Atomic<Int>(0)
     /// Calls accepted and not yet answered, over all connections.
     let inFlight = Atomic<Int>(0)
-    /// Open connections, to close them at the end of a drain.
-    let channels = Locked<[ObjectIdentifier: any Channel]>([:])
     /// Nil while the model loads.
     let engine = Locked<SiftEngine?>(nil)
+    /// Every open connection, on all ports, under one limit.
+    let registry: ConnectionRegistry
+    /// Bytes held for requests still arriving, over all connections.
+    let buffers: BufferBudget
+
+    init(options: ServerOptions) {
+        registry = ConnectionRegistry(limit: options.effectiveMaxConnections)
+        buffers = BufferBudget(limit: options.maxBufferedBytes)
+    }
 
     var currentEngine: SiftEngine? { engine.withLock { $0 } }
     var isServing: Bool { !draining.load(ordering: .relaxed) && currentEngine != nil }
 
-    /// The checks every call passes, on either front door, before it reaches the engine: the
-    /// API key (`keyHint` says how to send one), shutdown, model still loading.
-    func admit(authorization: String?, keys: APIKeys, keyHint: String) throws(Wire.Status) -> SiftEngine {
+    /// The API key check (`keyHint` says how to send one).
+    func authorize(authorization: String?, keys: APIKeys, keyHint: String) throws(Wire.Status) {
         guard keys.accepts(authorization: authorization) else {
             throw Wire.Status(.unauthenticated, authorization == nil
-                ? "this server needs an API key: send \(keyHint)" : "API key not accepted")
+                ? "this server needs an API key: send \(keyHint)"
+                : "API key not accepted (send \(keyHint))")
         }
+    }
+
+    /// The checks every call passes, on either front door, before it reaches the engine: the
+    /// API key, shutdown, model still loading.
+    func admit(authorization: String?, keys: APIKeys, keyHint: String) throws(Wire.Status) -> SiftEngine {
+        try authorize(authorization: authorization, keys: keys, keyHint: keyHint)
         guard !draining.load(ordering: .relaxed) else {
             throw Wire.Status(.unavailable, "server is shutting down: retry on another replica")
         }
@@ -42,7 +54,7 @@ final class ServerState: Sendable {
 /// of order under their request ids), cancels them on Cancel frames or disconnect.
 /// Event-loop confined; calls run in Tasks and hop back to the loop to answer.
 final class ConnectionHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
+    typealias InboundIn = ReceivedFrame
     typealias OutboundOut = Wire.Frame
 
     private let state: ServerState
@@ -59,6 +71,26 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.logger = logger
     }
 
+    /// The checks `FrameReader` runs on a frame's envelope, before the frame is buffered whole
+    /// (the key) or decoded (the document count). Health and Cancel need no key.
+    static func screen(_ envelope: Envelope, state: ServerState, options: ServerOptions) -> Wire.Status? {
+        guard let field = envelope.bodyField else { return nil }  // the decoder will say what is wrong
+        if field != Envelope.Field.healthRequest && field != Envelope.Field.cancelRequest {
+            do {
+                try state.authorize(authorization: envelope.metadata("authorization"), keys: options.apiKeys,
+                                    keyHint: "metadata authorization: Bearer <key>")
+            } catch {
+                return error
+            }
+        }
+        if envelope.isComplete, field == Envelope.Field.rerankRequest || field == Envelope.Field.tokenizeRequest,
+           let limit = state.currentEngine?.options.maxDocuments, envelope.items > limit {
+            let what = field == Envelope.Field.rerankRequest ? "documents" : "texts"
+            return Wire.Status(.invalidArgument, "\(envelope.items) \(what); at most \(limit) per request: split the request")
+        }
+        return nil
+    }
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         logger[metadataKey: "peer"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
@@ -67,6 +99,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelInactive(context: ChannelHandlerContext) {
+        for _ in inFlight { state.registry.callEnded(context.channel) }
         // The client is gone (a half-close counts: as with gRPC, closing the connection ends
         // its calls): their work would be wasted, stop it.
         if !inFlight.isEmpty {
@@ -77,10 +110,11 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let received = ContinuousClock.now
+        let incoming = unwrapInboundIn(data)
+        let received = incoming.received
         let frame: Wire.Frame
         do {
-            frame = try Framing.decode(unwrapInboundIn(data))
+            frame = try Framing.decode(incoming.body)
         } catch {
             // The framing is intact, so the connection stays usable.
             metrics.protocolErrors.increment()
@@ -177,6 +211,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let eventLoop = context.eventLoop
         let method = body.method
         state.inFlight.add(1, ordering: .relaxed)
+        state.registry.callStarted(context.channel)
         metrics.inFlight.increment()
         let metrics = self.metrics
         let streams = if case .rerankRequest(let r) = body { r.stream } else { false }
@@ -232,7 +267,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func finish(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ answer: Wire.Body, details: Logger.Metadata) {
-        inFlight[id] = nil
+        if inFlight.removeValue(forKey: id) != nil, let channel = context?.channel { state.registry.callEnded(channel) }
         state.inFlight.subtract(1, ordering: .relaxed)
         metrics.inFlight.decrement()
         reply(id, method: method, received: received, answer, details: details)

@@ -26,11 +26,15 @@ public final class ServerMetrics: Sendable {
     private let engineQueuedTokens: CoreMetrics.Gauge
     private let engineActiveRequests: CoreMetrics.Gauge
     private let kvBytes: CoreMetrics.Gauge
+    private let kvReservedBytes: CoreMetrics.Gauge
+    private let kvPeakBytes: CoreMetrics.Gauge
+    private let kvBudgetBytes: CoreMetrics.Gauge
     private let prefixCacheBytes: CoreMetrics.Gauge
     private let prefixCacheHitRatio: CoreMetrics.Gauge
     private let batchFillRatio: CoreMetrics.Gauge
     private let engineSteps: CoreMetrics.Gauge
     private let serving: CoreMetrics.Gauge
+    private let bufferedRequestBytes: CoreMetrics.Gauge
 
     public init() {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -53,11 +57,15 @@ public final class ServerMetrics: Sendable {
         engineQueuedTokens = CoreMetrics.Gauge(label: "sift_engine_queued_tokens", factory: factory)
         engineActiveRequests = CoreMetrics.Gauge(label: "sift_engine_active_requests", factory: factory)
         kvBytes = CoreMetrics.Gauge(label: "sift_kv_bytes", factory: factory)
+        kvReservedBytes = CoreMetrics.Gauge(label: "sift_kv_reserved_bytes", factory: factory)
+        kvPeakBytes = CoreMetrics.Gauge(label: "sift_kv_peak_bytes", factory: factory)
+        kvBudgetBytes = CoreMetrics.Gauge(label: "sift_kv_budget_bytes", factory: factory)
         prefixCacheBytes = CoreMetrics.Gauge(label: "sift_prefix_cache_bytes", factory: factory)
         prefixCacheHitRatio = CoreMetrics.Gauge(label: "sift_prefix_cache_hit_ratio", factory: factory)
         batchFillRatio = CoreMetrics.Gauge(label: "sift_batch_fill_ratio", factory: factory)
         engineSteps = CoreMetrics.Gauge(label: "sift_engine_steps", factory: factory)
         serving = CoreMetrics.Gauge(label: "sift_serving", factory: factory)
+        bufferedRequestBytes = CoreMetrics.Gauge(label: "sift_buffered_request_bytes", factory: factory)
     }
 
     /// One finished call: counted by method and status code, its duration recorded by method.
@@ -80,10 +88,14 @@ public final class ServerMetrics: Sendable {
     }
 
     /// The Prometheus text exposition, with the engine's gauges read now.
-    public func render(engine: EngineStats, serving isServing: Bool) -> [UInt8] {
+    public func render(engine: EngineStats, serving isServing: Bool, bufferedRequestBytes buffered: Int = 0) -> [UInt8] {
+        bufferedRequestBytes.record(buffered)
         engineQueuedTokens.record(engine.queuedTokens)
         engineActiveRequests.record(engine.activeRequests)
         kvBytes.record(engine.kvBytes)
+        kvReservedBytes.record(engine.kvReservedBytes)
+        kvPeakBytes.record(engine.kvPeakBytes)
+        kvBudgetBytes.record(engine.kvBudgetBytes)
         prefixCacheBytes.record(engine.prefixCacheBytes)
         prefixCacheHitRatio.record(engine.prefixLookupTokens > 0 ? Double(engine.prefixHitTokens) / Double(engine.prefixLookupTokens) : 0)
         batchFillRatio.record(engine.stepCapacity > 0 ? Double(engine.stepTokens) / Double(engine.stepCapacity) : 0)

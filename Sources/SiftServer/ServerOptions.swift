@@ -1,3 +1,4 @@
+import Glibc
 import SiftProtocol
 
 /// Server settings; `sift serve` exposes each as a flag of the same name.
@@ -13,10 +14,19 @@ public struct ServerOptions: Sendable {
     public var maxFrameBytes = Framing.defaultMaxFrameBytes
     /// Calls in flight on one connection; beyond it RESOURCE_EXHAUSTED, connection kept.
     public var maxInFlightPerConnection = 64
-    /// Open connections; a connection over it is told RESOURCE_EXHAUSTED and closed.
+    /// Open connections over all ports (RPC, HTTP, metrics). When full, a new connection
+    /// closes the one whose request has been arriving longest, else the longest idle (never
+    /// one with calls in flight); only if there is none is it refused. Lowered to fit the
+    /// process's file-descriptor limit (`effectiveMaxConnections`).
     public var maxConnections = 1024
     /// A connection with no call in flight and nothing read for this long is closed.
     public var idleTimeout: Duration = .seconds(300)
+    /// A frame (or an HTTP request's head and body) must arrive whole within this long of its
+    /// first byte; a slower one is refused and its connection closed.
+    public var frameTimeout: Duration = .seconds(30)
+    /// Bytes held for requests still arriving, over all connections (each may hold 64 KiB
+    /// without counting); beyond it such a request is refused with RESOURCE_EXHAUSTED.
+    public var maxBufferedBytes = 256 << 20
     /// On SIGTERM/SIGINT: calls in flight get this long to finish before connections close.
     public var drainTimeout: Duration = .seconds(30)
     /// Accepted API keys; empty: no authentication.
@@ -29,6 +39,14 @@ public struct ServerOptions: Sendable {
     public var modelID = "qwen3-reranker"
 
     public init() {}
+
+    /// `maxConnections`, lowered so that connections never run the process out of file
+    /// descriptors (64 are kept for the model, logs and the listeners themselves).
+    public var effectiveMaxConnections: Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return maxConnections }
+        return max(1, min(maxConnections, Int(limit.rlim_cur) - 64))
+    }
 }
 
 /// PEM files for TLS. With `clientCAPath`, clients must present a certificate signed by it (mutual TLS).

@@ -17,7 +17,7 @@ public final class SiftServer: Service, Sendable {
     public let metrics = ServerMetrics()
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
-    private let state = ServerState()
+    private let state: ServerState
     private let listeners = Locked<Listeners>(Listeners())
     private let loadEngine: (@Sendable () async throws -> SiftEngine)?
 
@@ -40,6 +40,7 @@ public final class SiftServer: Service, Sendable {
         self.options = options
         self.logger = logger
         self.loadEngine = loadEngine
+        state = ServerState(options: options)
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.ioThreads))
     }
 
@@ -52,6 +53,10 @@ public final class SiftServer: Service, Sendable {
     public var isServing: Bool { state.isServing }
     /// Calls accepted and not yet answered.
     public var callsInFlight: Int { state.inFlight.load(ordering: .relaxed) }
+    /// Open connections on all ports.
+    public var openConnections: Int { state.registry.count }
+    /// Bytes held for requests still arriving.
+    public var bufferedRequestBytes: Int { state.buffers.bytes }
 
     /// Binds the ports. Idempotent.
     public func start() async throws {
@@ -74,6 +79,12 @@ public final class SiftServer: Service, Sendable {
         if let files = options.tls {
             logger.info("TLS on", metadata: ["certificate": "\(files.certificatePath)",
                                              "client_certificates": "\(files.clientCAPath == nil ? "not required" : "required")"])
+        }
+        logger.info("limits", metadata: ["connections": "\(state.registry.limit)", "frame_timeout_s": "\(options.frameTimeout.components.seconds)",
+                                         "buffered_mb": "\(options.maxBufferedBytes >> 20)", "idle_timeout_s": "\(options.idleTimeout.components.seconds)"])
+        if state.registry.limit < options.maxConnections {
+            logger.warning("connection limit lowered to fit the file-descriptor limit (raise `ulimit -n` to allow more)",
+                           metadata: ["asked": "\(options.maxConnections)", "allowed": "\(state.registry.limit)"])
         }
         if options.apiKeys.isEmpty {
             logger.warning("no API keys configured: anyone who can reach the port may call it (use --api-key-file)")
@@ -120,8 +131,7 @@ public final class SiftServer: Service, Sendable {
         if abandoned > 0 {
             logger.error("drain timeout: cancelling calls still in flight", metadata: ["calls": "\(abandoned)"])
         }
-        let open = state.channels.withLock { Array($0.values) }
-        for channel in open { try? await channel.close() }
+        for channel in state.registry.channels { try? await channel.close() }
         try? await metricsChannel?.close()
         state.currentEngine?.shutdown()
         try? await group.shutdownGracefully()
@@ -157,7 +167,12 @@ public final class SiftServer: Service, Sendable {
         }
     }
 
-    private func bindRPC(tls: NIOSSLContext?) async throws -> any Channel {
+    /// Binds one port. Every listener gets the same treatment: the shared connection limit
+    /// (making room by closing the worst-behaved connection), TLS when configured, the idle
+    /// timeout; `pipeline` adds the port's own handlers.
+    private func bind(_ kind: ConnectionRegistry.Port, port: Int, tls: NIOSSLContext?, flag: String,
+                      refuse: @escaping @Sendable (any Channel, String) -> Void,
+                      pipeline: @escaping @Sendable (any Channel) throws -> Void) async throws -> any Channel {
         let (state, metrics, options, logger) = (self.state, self.metrics, self.options, self.logger)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -165,76 +180,76 @@ public final class SiftServer: Service, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let count = state.connections.add(1, ordering: .relaxed).newValue
-                    metrics.connections.increment()
-                    let id = ObjectIdentifier(channel)
-                    state.channels.withLock { $0[id] = channel }
-                    channel.closeFuture.whenComplete { _ in
-                        state.connections.subtract(1, ordering: .relaxed)
-                        metrics.connections.decrement()
-                        state.channels.withLock { $0[id] = nil }
-                    }
-                    let pipeline = channel.pipeline.syncOperations
-                    if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
-                    try pipeline.addHandler(MessageToByteHandler(FrameEncoder()))
-                    if count > options.maxConnections {
-                        logger.warning("connection limit reached; refusing", metadata: ["limit": "\(options.maxConnections)"])
-                        let status = Wire.Status(.resourceExhausted, "server has \(options.maxConnections) connections open (its limit): retry later or use another replica")
-                        channel.writeAndFlush(Wire.Frame(requestID: 0, body: .status(status))).whenComplete { _ in channel.close(promise: nil) }
+                    let sync = channel.pipeline.syncOperations
+                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
+                    switch state.registry.open(channel, port: kind) {
+                    case .refused:
+                        logger.warning("connection limit reached and every connection has calls in flight; refusing",
+                                       metadata: ["limit": "\(state.registry.limit)", "port": "\(kind.rawValue)"])
+                        refuse(channel, "the server has \(state.registry.limit) connections open, all busy (its limit): retry later or use another replica")
                         return
+                    case .acceptedByClosing(let victim, let reason):
+                        logger.notice("connection limit reached; closing another connection to make room",
+                                      metadata: ["limit": "\(state.registry.limit)", "reason": "\(reason)"])
+                        victim.close(promise: nil)
+                    case .accepted:
+                        break
                     }
-                    try pipeline.addHandler(IdleStateHandler(readTimeout: TimeAmount(options.idleTimeout)))
-                    try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: options.maxFrameBytes)))
-                    try pipeline.addHandler(ConnectionHandler(state: state, metrics: metrics, options: options, logger: logger))
+                    metrics.connections.increment()
+                    channel.closeFuture.whenComplete { _ in
+                        state.registry.close(channel)
+                        metrics.connections.decrement()
+                    }
+                    try sync.addHandler(IdleStateHandler(readTimeout: TimeAmount(options.idleTimeout)))
+                    try pipeline(channel)
                 }
             }
         do {
-            return try await bootstrap.bind(host: options.host, port: options.port).get()
+            return try await bootstrap.bind(host: options.host, port: port).get()
         } catch {
-            throw ServerError("cannot listen on \(options.host):\(options.port): \(error) (is another server using the port? pick one with --port)")
+            throw ServerError("cannot listen on \(options.host):\(port): \(error) (is another server using the port? pick one with \(flag))")
+        }
+    }
+
+    private func bindRPC(tls: NIOSSLContext?) async throws -> any Channel {
+        let (state, metrics, options, logger) = (self.state, self.metrics, self.options, self.logger)
+        return try await bind(.rpc, port: options.port, tls: tls, flag: "--port", refuse: { channel, message in
+            var out = channel.allocator.buffer(capacity: 256)
+            Framing.write(Wire.Frame(requestID: 0, body: .status(Wire.Status(.resourceExhausted, message))), to: &out)
+            channel.writeAndFlush(out).whenComplete { _ in channel.close(promise: nil) }
+        }) { channel in
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandler(FrameReader(maxFrameBytes: options.maxFrameBytes, frameTimeout: options.frameTimeout,
+                                            budget: state.buffers, registry: state.registry, metrics: metrics, logger: logger) {
+                ConnectionHandler.screen($0, state: state, options: options)
+            })
+            try sync.addHandler(MessageToByteHandler(FrameEncoder()))
+            try sync.addHandler(ConnectionHandler(state: state, metrics: metrics, options: options, logger: logger))
         }
     }
 
     private func bindHTTPAPI(port: Int, tls: NIOSSLContext?) async throws -> any Channel {
         let (state, metrics, options, logger) = (self.state, self.metrics, self.options, self.logger)
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let id = ObjectIdentifier(channel)
-                    state.channels.withLock { $0[id] = channel }
-                    channel.closeFuture.whenComplete { _ in state.channels.withLock { $0[id] = nil } }
-                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(HTTPAPIHandler(state: state, metrics: metrics, options: options, logger: logger))
-                }
-            }
-        do {
-            return try await bootstrap.bind(host: options.host, port: port).get()
-        } catch {
-            throw ServerError("cannot listen for HTTP on \(options.host):\(port): \(error) (pick another --http-port)")
+        return try await bind(.http, port: port, tls: tls, flag: "--http-port", refuse: HTTPRequestGuard.refuse) { channel in
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandler(HTTPRequestGuard(timeout: options.frameTimeout, registry: state.registry, logger: logger))
+            try sync.configureHTTPServerPipeline(withErrorHandling: true)
+            try sync.addHandler(HTTPAPIHandler(state: state, metrics: metrics, options: options, logger: logger))
         }
     }
 
     private func bindMetrics(port: Int) async throws -> any Channel {
-        let (metrics, state) = (self.metrics, self.state)
+        let (metrics, state, options, logger) = (self.metrics, self.state, self.options, self.logger)
         let render: @Sendable () -> (serving: Bool, body: [UInt8]) = {
             let serving = state.isServing
-            return (serving, metrics.render(engine: state.currentEngine?.stats ?? EngineStats(), serving: serving))
+            return (serving, metrics.render(engine: state.currentEngine?.stats ?? EngineStats(), serving: serving,
+                                            bufferedRequestBytes: state.buffers.bytes))
         }
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(render: render))
-                }
-            }
-        do {
-            return try await bootstrap.bind(host: options.host, port: port).get()
-        } catch {
-            throw ServerError("cannot listen for metrics on \(options.host):\(port): \(error) (pick another --metrics-port)")
+        return try await bind(.metrics, port: port, tls: nil, flag: "--metrics-port", refuse: HTTPRequestGuard.refuse) { channel in
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandler(HTTPRequestGuard(timeout: options.frameTimeout, registry: state.registry, logger: logger))
+            try sync.configureHTTPServerPipeline(withErrorHandling: true)
+            try sync.addHandler(MetricsHTTPHandler(render: render))
         }
     }
 }

@@ -41,14 +41,21 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Tokens computed per scheduler step.") var maxBatchTokens: Int = EngineOptions().maxBatchTokens
     @Option(help: "A long document enters the batch in chunks of this many tokens.") var prefillChunk: Int = EngineOptions().prefillChunk
     @Option(help: "Tokens queued over all calls before new calls get RESOURCE_EXHAUSTED.") var maxQueuedTokens: Int = EngineOptions().maxQueuedTokens
+    @Option(help: "Tokens one call may queue; a larger call is refused (INVALID_ARGUMENT: split it). Default: half of --max-queued-tokens.")
+    var maxRequestTokens: Int?
+    @Option(help: "KV memory budget in MiB, prefix cache included; documents wait for room, never dropped. Default: half the memory available after the model (cgroup limit honoured).")
+    var kvBudgetMb: Int?
     @Option(help: "Prefix KV cache budget in MiB (0: no caching across calls).") var prefixCacheMb: Int = EngineOptions().prefixCacheBytes >> 20
     @Option(help: "Documents per call.") var maxDocuments: Int = EngineOptions().maxDocuments
     @Option(help: "Default tokens per (query, document) pair.") var maxLength: Int = EngineOptions().defaultMaxLength
 
     @Option(help: "Largest frame in MiB.") var maxFrameMb: Int = Framing.defaultMaxFrameBytes >> 20
     @Option(help: "Calls in flight per connection.") var maxInFlight: Int = ServerOptions().maxInFlightPerConnection
-    @Option(help: "Open connections.") var maxConnections: Int = ServerOptions().maxConnections
+    @Option(help: "Open connections over all ports; when full, the slowest sender or longest idle connection makes room.")
+    var maxConnections: Int = ServerOptions().maxConnections
     @Option(help: "Seconds before an idle connection is closed.") var idleTimeout: Double = 300
+    @Option(help: "Seconds a frame (or HTTP request) may take to arrive from its first byte.") var frameTimeout: Double = 30
+    @Option(help: "MiB held for requests still arriving, over all connections.") var maxBufferedMb: Int = ServerOptions().maxBufferedBytes >> 20
     @Option(help: "Seconds calls in flight get to finish on shutdown.") var drainTimeout: Double = 30
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
 
@@ -66,6 +73,11 @@ struct ServeCommand: AsyncParsableCommand {
         if tlsClientCa != nil && tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
         if maxFrameMb > 1024 { throw ValidationError("--max-frame-mb must be at most 1024") }
         if idleTimeout <= 0 || drainTimeout < 0 { throw ValidationError("--idle-timeout must be positive and --drain-timeout not negative") }
+        if !(frameTimeout > 0) { throw ValidationError("--frame-timeout must be positive") }
+        if maxBufferedMb < 1 { throw ValidationError("--max-buffered-mb must be at least 1") }
+        if let kvBudgetMb, kvBudgetMb < 1 { throw ValidationError("--kv-budget-mb must be at least 1") }
+        if let maxRequestTokens, maxRequestTokens < 1 { throw ValidationError("--max-request-tokens must be at least 1") }
+        if maxQueuedTokens < 1 { throw ValidationError("--max-queued-tokens must be at least 1") }
     }
 
     func run() async throws {
@@ -76,6 +88,7 @@ struct ServeCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "sift")
+        ProcessLimits.prepareForServing()
 
         var options = ServerOptions()
         options.host = host
@@ -86,6 +99,8 @@ struct ServeCommand: AsyncParsableCommand {
         options.maxInFlightPerConnection = maxInFlight
         options.maxConnections = maxConnections
         options.idleTimeout = .milliseconds(Int(idleTimeout * 1000))
+        options.frameTimeout = .milliseconds(Int(frameTimeout * 1000))
+        options.maxBufferedBytes = maxBufferedMb << 20
         options.drainTimeout = .milliseconds(Int(drainTimeout * 1000))
         options.ioThreads = ioThreads
         options.modelID = HubModelResolver.isRepoName(model) && !FileManager.default.fileExists(atPath: model)
@@ -106,6 +121,8 @@ struct ServeCommand: AsyncParsableCommand {
         engineOptions.maxBatchTokens = maxBatchTokens
         engineOptions.prefillChunk = prefillChunk
         engineOptions.maxQueuedTokens = maxQueuedTokens
+        engineOptions.maxRequestTokens = maxRequestTokens
+        engineOptions.kvBudgetBytes = kvBudgetMb.map { $0 << 20 }
         engineOptions.prefixCacheBytes = prefixCacheMb << 20
         engineOptions.maxDocuments = maxDocuments
         engineOptions.defaultMaxLength = maxLength
@@ -119,7 +136,11 @@ struct ServeCommand: AsyncParsableCommand {
             let reranker = try Reranker.load(path: path, precision: precision, threads: threads)
             logger.notice("model loaded", metadata: ["seconds": "\(String(format: "%.1f", (ContinuousClock.now - started).seconds))",
                                                      "layers": "\(reranker.model.config.layerCount)"])
-            return SiftEngine(reranker: reranker, options: loadOptions)
+            let engine = SiftEngine(reranker: reranker, options: loadOptions)
+            logger.notice("KV budget", metadata: ["mib": "\(engine.kvBudgetBytes >> 20)",
+                                                  "tokens": "\(engine.kvBudgetBytes / max(1, engine.kvBytesPerToken))",
+                                                  "source": "\(loadOptions.kvBudgetBytes == nil ? "default (half the available memory)" : "--kv-budget-mb")"])
+            return engine
         }
         let group = ServiceGroup(configuration: .init(services: [.init(service: server)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint],

@@ -73,6 +73,27 @@ final class LoadingTests: XCTestCase {
         expectLoadError({ _ = try SafeTensorsFile(path: url.path) }, file: "g.safetensors", mentions: ["header"])
     }
 
+    /// A header length of 2^63 or more, or numbers in the header that are no exact integers,
+    /// are errors (they used to trap converting to Int).
+    func testHugeHeaderLengthAndInexactNumbersAreErrors() throws {
+        let url = dir.appendingPathComponent("h.safetensors")
+        for length: UInt64 in [1 << 63, UInt64.max, (1 << 63) + 5, 1 << 40] {
+            var bytes = withUnsafeBytes(of: length.littleEndian) { Array($0) }
+            bytes += Array(#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.utf8) + [0, 0, 0, 0]
+            try Data(bytes).write(to: url)
+            expectLoadError({ _ = try SafeTensorsFile(path: url.path) }, file: "h.safetensors", mentions: ["header length"])
+        }
+        for header in [#"{"x":{"dtype":"F32","shape":[1e300],"data_offsets":[0,4]}}"#,
+                       #"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,18446744073709551615]}}"#,
+                       #"{"x":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}"#,
+                       #"{"x":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#] {
+            let json = Array(header.utf8)
+            let bytes = withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + [0, 0, 0, 0]
+            try Data(bytes).write(to: url)
+            expectLoadError({ _ = try SafeTensorsFile(path: url.path) }, file: "h.safetensors", mentions: ["x"])
+        }
+    }
+
     // MARK: model folders
 
     /// A copy of the tiny fixture whose config and weights the test may break.

@@ -103,6 +103,21 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("/nonexistent/model"), r.stderr)
     }
 
+    /// A safetensors header length of 2^63 or more: exit 1 with a message, not a trap.
+    func testHugeSafetensorsHeaderLengthExitsWithAMessage() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        for name in try FileManager.default.contentsOfDirectory(atPath: tiny) where name != "model.safetensors" {
+            try FileManager.default.copyItem(atPath: tiny + "/" + name, toPath: dir.appendingPathComponent(name).path)
+        }
+        let bytes = withUnsafeBytes(of: (UInt64(1) << 63).littleEndian) { Array($0) } + Array("{}".utf8)
+        try Data(bytes).write(to: dir.appendingPathComponent("model.safetensors"))
+        for args in [["inspect", "--model", dir.path], ["score", "--model", dir.path, "--query", "q"]] {
+            let r = try run(args, stdin: Data("{\"text\": \"x\"}".utf8))
+            XCTAssertEqual(r.status, 1, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("header length"), r.stderr)
+        }
+    }
+
     func testUnknownOptionIsRejected() throws {
         let r = try run(["score", "--model", tiny, "--query", "q", "--precision", "fp8"])
         XCTAssertNotEqual(r.status, 0)

@@ -164,7 +164,7 @@ final class EngineTests: XCTestCase {
     }
 
     func testQueueOverflowFailsFastWhileSmallRequestsStillRun() async throws {
-        let engine = try makeEngine { $0.maxQueuedTokens = 3000; $0.maxBatchTokens = 64; $0.prefillChunk = 32 }
+        let engine = try makeEngine { $0.maxQueuedTokens = 3000; $0.maxRequestTokens = 3000; $0.maxBatchTokens = 64; $0.prefillChunk = 32 }
         let big = Task { try await engine.rerank(RerankRequest(query: "q", documents: [String(repeating: "word ", count: 2500)])) }
         while engine.stats.queuedTokens == 0 { try await Task.sleep(for: .milliseconds(1)) }
         do {
@@ -180,7 +180,7 @@ final class EngineTests: XCTestCase {
     }
 
     func testPrefixCacheStaysWithinATinyBudget() async throws {
-        let blockBytes = try makeEngine().reranker.model.kvPool.blockBytes
+        let blockBytes = try makeEngine().kvBytesPerToken * KVBlock.positions
         let engine = try makeEngine { $0.prefixCacheBytes = 3 * blockBytes }
         for q in ["alpha", "beta", "gamma", "delta", "epsilon"] {
             _ = try await engine.rerank(RerankRequest(query: "query about \(q)", documents: ["doc"]))

@@ -6,7 +6,7 @@ import NIOHTTP1
 import NIOPosix
 import Qwen3
 import SiftEngine
-import SiftHub
+@testable import SiftHub
 import SiftTestSupport
 import Synchronization
 import XCTest
@@ -20,6 +20,10 @@ final class FakeHub: @unchecked Sendable {
         /// Serve this file with one byte changed (same size).
         var corrupt: String?
         var requiredToken: String?
+        /// Serve this listing instead of the real one (a hostile hub).
+        var listing: String?
+        /// Serve this file with this many extra bytes after what the listing says.
+        var oversend: (name: String, bytes: Int)?
     }
 
     let repo = "Qwen/Tiny-Reranker"
@@ -58,14 +62,20 @@ final class FakeHub: @unchecked Sendable {
 
     func stop() async { try? await channel?.close() }
 
+    /// The git object id of a file, as the hub lists it for files outside LFS.
+    static func gitBlobID(_ bytes: [UInt8]) -> String {
+        Insecure.SHA1.hash(data: Array("blob \(bytes.count)\0".utf8) + bytes).map { String(format: "%02x", $0) }.joined()
+    }
+
     func listing() -> [UInt8] {
+        if let custom = behaviour.withLock({ $0.listing }) { return Array(custom.utf8) }
         let siblings = files.keys.sorted().map { name -> String in
             let bytes = files[name]!
             if name.hasSuffix(".safetensors") {
                 let sha = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
-                return #"{"rfilename":"\#(name)","size":\#(bytes.count),"blobId":"lfs-\#(name)","lfs":{"sha256":"\#(sha)","size":\#(bytes.count)}}"#
+                return #"{"rfilename":"\#(name)","size":\#(bytes.count),"blobId":"\#(Self.gitBlobID(bytes))","lfs":{"sha256":"\#(sha)","size":\#(bytes.count)}}"#
             }
-            return #"{"rfilename":"\#(name)","size":\#(bytes.count),"blobId":"git-\#(name)"}"#
+            return #"{"rfilename":"\#(name)","size":\#(bytes.count),"blobId":"\#(Self.gitBlobID(bytes))"}"#
         }
         return Array(#"{"id":"\#(repo)","sha":"\#(commit)","siblings":[\#(siblings.joined(separator: ","))]}"#.utf8)
     }
@@ -117,6 +127,7 @@ final class FakeHubHandler: ChannelInboundHandler {
         }
         let name = String(path.dropFirst(prefix.count))
         if behaviour.corrupt == name { bytes[bytes.count / 2] ^= 0xff }
+        if let extra = behaviour.oversend, extra.name == name { bytes += [UInt8](repeating: 0x20, count: extra.bytes) }
         if let range = head.headers.first(name: "range"), range.hasPrefix("bytes="),
            let start = Int(range.dropFirst(6).split(separator: "-").first ?? "") {
             hub.rangeRequests.add(1, ordering: .relaxed)
@@ -231,5 +242,107 @@ final class HubTests: XCTestCase {
         // Paths are paths.
         let path = try await resolver(nil, home: empty).resolve(Fixtures.tinyModel.path)
         XCTAssertEqual(path.path, Fixtures.tinyModel.path)
+    }
+
+    // MARK: a hostile hub
+
+    /// Every file below `root`, with its contents (to prove nothing outside the cache changed).
+    func snapshotTree(_ root: URL) throws -> [String: Data] {
+        var out: [String: Data] = [:]
+        let fm = FileManager.default
+        guard let walker = fm.enumerator(at: root, includingPropertiesForKeys: nil, options: []) else { return out }
+        for case let url as URL in walker {
+            if let target = try? fm.destinationOfSymbolicLink(atPath: url.path) {
+                out[url.path] = Data(("link:" + target).utf8)
+            } else if let data = fm.contents(atPath: url.path) {
+                out[url.path] = data
+            }
+        }
+        return out
+    }
+
+    func testHostileListingNamesNeverTouchFilesOutsideTheCache() async throws {
+        let hub = try FakeHub()
+        try await hub.start()
+        let sandbox = try Fixtures.temporaryDirectory()
+        let home = sandbox.appendingPathComponent("hf")
+        // A victim outside the cache, and a real model folder beside it.
+        let victim = sandbox.appendingPathComponent("victim.txt")
+        try Data("precious".utf8).write(to: victim)
+        let folder = sandbox.appendingPathComponent("model")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try Data("{}".utf8).write(to: folder.appendingPathComponent("config.json"))
+        try Data("{}".utf8).write(to: folder.appendingPathComponent("tokenizer.json"))
+        let config = hub.files["config.json"]!
+        let good = FakeHub.gitBlobID(config)
+        let commit = hub.commit
+        func listing(sha: String = commit, file: String = "config.json", blob: String? = nil, size: String? = nil, lfs: String = "") -> String {
+            let blobField = #","blobId":"\#(blob ?? good)""#
+            let sizeField = size.map { #","size":\#($0)"# } ?? ""
+            return #"{"sha":"\#(sha)","siblings":[{"rfilename":"\#(file)"\#(sizeField)\#(blobField)\#(lfs)}]}"#
+        }
+        let size = "\(config.count)"
+        let hostile: [(String, String)] = [
+            (listing(blob: "../../victim.txt", size: size), "blob id"),
+            (listing(blob: "../../../../../../../../../../\(victim.path)", size: size), "blob id"),
+            (listing(sha: "../../model", size: size), "not a commit id"),
+            (listing(sha: "0123", size: size), "not a commit id"),
+            (listing(size: size, lfs: #","lfs":{"sha256":"../../victim.txt","size":\#(size)}"#), "not a SHA-256"),
+            (listing(file: "config.json", size: nil), "no size"),
+            (listing(size: "-5"), "no size"),
+            (listing(size: "99999999999999"), "no size"),
+            (#"{"sha":"\#(commit)","siblings":[{"rfilename":"..","size":1,"blobId":"\#(good)"}]}"#, "no config.json"),
+            (#"{"sha":"\#(commit)","siblings":[{"rfilename":"../config.json","size":1,"blobId":"\#(good)"}]}"#, "no config.json"),
+            (#"{"sha":"\#(commit)","siblings":[{"rfilename":".config.json","size":1,"blobId":"\#(good)"}]}"#, "no config.json"),
+            (#"{"sha":"\#(commit)","siblings":[{"rfilename":"config.json","size":\#(size),"blobId":"\#(good)"},{"rfilename":"..model.safetensors","size":1,"blobId":"\#(good)"}]}"#, "not a plain file name"),
+            ("[1,2,3]", "not the model listing"),
+        ]
+        let before = try snapshotTree(sandbox)
+        for (body, expected) in hostile {
+            hub.behaviour.withLock { $0.listing = body }
+            do {
+                _ = try await resolver(hub, home: home).resolve(hub.repo)
+                XCTFail("hostile listing accepted: \(body)")
+            } catch {
+                XCTAssertTrue("\(error)".contains(expected), "\(body) → \(error)")
+            }
+            // Outside the cache, nothing changed; inside it, no ref names a traversal.
+            let after = try snapshotTree(sandbox).filter { !$0.key.hasPrefix(home.path + "/") }
+            XCTAssertEqual(after, before, "files outside the cache changed after \(body)")
+            let ref = home.appendingPathComponent("hub/models--Qwen--Tiny-Reranker/refs/main")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: ref.path), "a ref was written for \(body)")
+        }
+        // A tampered ref in the cache is not followed either.
+        let repoDir = home.appendingPathComponent("hub/models--Qwen--Tiny-Reranker")
+        try FileManager.default.createDirectory(at: repoDir.appendingPathComponent("refs"), withIntermediateDirectories: true)
+        try Data("../../../model".utf8).write(to: repoDir.appendingPathComponent("refs/main"))
+        XCTAssertNil(resolver(nil, home: home).cachedSnapshot(repoDir))
+        // The honest listing still works afterwards.
+        hub.behaviour.withLock { $0.listing = nil }
+        let dir = try await resolver(hub, home: home).resolve(hub.repo)
+        XCTAssertTrue(dir.path.hasPrefix(home.path + "/"))
+        XCTAssertEqual(try String(contentsOf: victim, encoding: .utf8), "precious")
+        await hub.stop()
+    }
+
+    func testDownloadStopsAtTheListedSize() async throws {
+        let hub = try FakeHub(.init(oversend: ("config.json", 8 << 20)))
+        try await hub.start()
+        let home = try Fixtures.temporaryDirectory()
+        do {
+            _ = try await resolver(hub, home: home).resolve(hub.repo)
+            XCTFail("a file longer than listed was accepted")
+        } catch {
+            XCTAssertTrue("\(error)".contains("more than the"), "\(error)")
+        }
+        // Nothing over the listed size stays on disk.
+        let blobs = home.appendingPathComponent("hub/models--Qwen--Tiny-Reranker/blobs")
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: blobs.path)) ?? [] {
+            let size = try FileManager.default.attributesOfItem(atPath: blobs.appendingPathComponent(name).path)[.size] as! Int
+            XCTAssertLessThanOrEqual(size, hub.files.values.map(\.count).max()!, name)
+        }
+        hub.behaviour.withLock { $0.oversend = nil }
+        _ = try await resolver(hub, home: home).resolve(hub.repo)
+        await hub.stop()
     }
 }

@@ -134,7 +134,7 @@ final class ClientTests: XCTestCase {
         } catch let s as Wire.Status {
             XCTAssertEqual(s.code, .deadlineExceeded)
         }
-        let task = Task { try await c.rerank(query: "q", documents: TestServer.longDocuments(200)) }
+        let task = Task { try await c.rerank(query: "q", documents: TestServer.longDocuments(100)) }
         try await Task.sleep(for: .milliseconds(100))
         task.cancel()
         do {

@@ -111,20 +111,24 @@ final class HTTPAPITests: XCTestCase {
     }
 
     func testDeadlineAndOverloadAndDrainStatuses() async throws {
-        let server = try await TestServer.start({ $0.httpPort = 0 }, engine: { $0.maxQueuedTokens = 20_000 })
+        let server = try await TestServer.start({ $0.httpPort = 0 }, engine: { $0.maxQueuedTokens = 20_000; $0.maxRequestTokens = 15_000; $0.maxBatchTokens = 32 })
         let port = server.httpPort!
         func body(_ docs: [String], extra: String = "") throws -> String {
             let data = try JSONSerialization.data(withJSONObject: ["query": "q", "documents": docs])
             return String(decoding: data, as: UTF8.self).dropLast() + extra + "}"
         }
-        var r = try await Self.post(port, "/v2/rerank", try body(TestServer.longDocuments(64), extra: #", "timeout_ms": 1"#))
+        var r = try await Self.post(port, "/v2/rerank", try body(TestServer.longDocuments(12), extra: #", "timeout_ms": 1"#))
         XCTAssertEqual(r.status, 504, r.body)
         XCTAssertEqual(r.json["code"] as? String, "DEADLINE_EXCEEDED")
-        let busyBody = try body(TestServer.longDocuments(10, words: 300))
+        let busyBody = try body(TestServer.longDocuments(14, words: 300))
         let busy = Task { try await HTTPAPITests.post(port, "/v2/rerank", busyBody) }
         while server.engine!.stats.activeRequests == 0 { try await Task.sleep(for: .milliseconds(2)) }
-        r = try await Self.post(port, "/v2/rerank", try body(TestServer.longDocuments(100, words: 300)))
+        r = try await Self.post(port, "/v2/rerank", try body(TestServer.longDocuments(14, words: 300)))
         XCTAssertEqual(r.status, 429, r.body)
+        // A call that could never fit is a 400 saying to split it.
+        r = try await Self.post(port, "/v2/rerank", try body(TestServer.longDocuments(100, words: 300)))
+        XCTAssertEqual(r.status, 400, r.body)
+        XCTAssertTrue(r.body.contains("split"), r.body)
         let busyResult = try await busy.value
         XCTAssertEqual(busyResult.status, 200)
         await server.shutdown()

@@ -208,7 +208,9 @@ final class ServerTests: XCTestCase {
         var s = await expectStatus(.unauthenticated) { _ = try await ServerTests.rerank(c, request) }
         XCTAssertTrue(s?.message.contains("authorization: Bearer") ?? false)
         s = await expectStatus(.unauthenticated) { _ = try await ServerTests.rerank(c, request, metadata: [.init("authorization", "Bearer wrong-key-0123456789")]) }
-        XCTAssertEqual(s?.message, "API key not accepted")
+        XCTAssertTrue(s?.message.hasPrefix("API key not accepted") ?? false, s?.message ?? "")
+        // The key is sent as "Bearer <key>"; a bare key is not accepted.
+        _ = await expectStatus(.unauthenticated) { _ = try await ServerTests.rerank(c, request, metadata: [.init("authorization", key)]) }
         _ = await expectStatus(.unauthenticated) { _ = try await ServerTests.rerank(c, request, metadata: [.init("authorization", "Bearer " + key.dropLast())]) }
         let ok = try await ServerTests.rerank(c, request, metadata: [.init("Authorization", "Bearer " + key)])
         XCTAssertEqual(ok.results.count, 1)
@@ -220,7 +222,8 @@ final class ServerTests: XCTestCase {
     func testConstantTimeComparison() {
         let keys = APIKeys(["abcdefghijklmnop"])
         XCTAssertTrue(keys.accepts(authorization: "Bearer abcdefghijklmnop"))
-        XCTAssertTrue(keys.accepts(authorization: "abcdefghijklmnop"))
+        XCTAssertFalse(keys.accepts(authorization: "abcdefghijklmnop"), "a bare key lacks the Bearer scheme")
+        XCTAssertTrue(keys.accepts(authorization: "bearer abcdefghijklmnop"), "the scheme is case-insensitive")
         XCTAssertFalse(keys.accepts(authorization: "Bearer abcdefghijklmno"))
         XCTAssertFalse(keys.accepts(authorization: "Bearer abcdefghijklmnopq"))
         XCTAssertFalse(keys.accepts(authorization: ""))
@@ -246,7 +249,7 @@ final class ServerTests: XCTestCase {
         try await offPool {
             let s = try RawSocket(port: port)
             defer { s.close() }
-            try s.sendFrame(Wire.Frame(requestID: 10, body: .rerankRequest(Wire.RerankRequest(query: "q", documents: TestServer.longDocuments(200)))))
+            try s.sendFrame(Wire.Frame(requestID: 10, body: .rerankRequest(Wire.RerankRequest(query: "q", documents: TestServer.longDocuments(100)))))
             try s.sendFrame(Wire.Frame(requestID: 11, body: .cancelRequest(requestID: 10)))
             var answers: [UInt64: Wire.Body] = [:]
             while answers.count < 2, let f = try s.readFrame() { answers[f.requestID] = f.body }
@@ -258,7 +261,7 @@ final class ServerTests: XCTestCase {
         }
         // The client library sends the Cancel frame when its task is cancelled.
         let c = try await TestServer.connect(server)
-        let task = Task { try await ServerTests.rerank(c, Wire.RerankRequest(query: "q", documents: TestServer.longDocuments(200))) }
+        let task = Task { try await ServerTests.rerank(c, Wire.RerankRequest(query: "q", documents: TestServer.longDocuments(100))) }
         try await Task.sleep(for: .milliseconds(200))
         task.cancel()
         do {
@@ -276,7 +279,7 @@ final class ServerTests: XCTestCase {
         let (port, metricsPort) = (server.port!, server.metricsPort!)
         try await offPool {
             let s = try RawSocket(port: port)
-            try s.sendFrame(Wire.Frame(requestID: 1, body: .rerankRequest(Wire.RerankRequest(query: "q", documents: TestServer.longDocuments(200)))))
+            try s.sendFrame(Wire.Frame(requestID: 1, body: .rerankRequest(Wire.RerankRequest(query: "q", documents: TestServer.longDocuments(100)))))
             Thread.sleep(forTimeInterval: 0.3)
             s.close()
         }
@@ -295,7 +298,7 @@ final class ServerTests: XCTestCase {
     }
 
     func testOverloadIsRefusedWhileCallsUnderTheLimitSucceed() async throws {
-        let server = try await TestServer.start({ $0.maxInFlightPerConnection = 2 }, engine: { $0.maxQueuedTokens = 20_000 })
+        let server = try await TestServer.start({ $0.maxInFlightPerConnection = 2 }, engine: { $0.maxQueuedTokens = 20_000; $0.maxRequestTokens = 15_000; $0.maxBatchTokens = 32 })
         let c = try await TestServer.connect(server)
         let got = await withTaskGroup(of: Wire.Code.self) { group in
             for _ in 0..<6 {
@@ -316,17 +319,17 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(Set(got), [.ok, .resourceExhausted])
         // The engine's queue bound: while a call keeps it busy, one that would take the queue
         // over its token budget is refused at once...
-        let busy = Task { try await ServerTests.rerank(c, Wire.RerankRequest(query: "q", documents: TestServer.longDocuments(10, words: 300))) }
+        let busy = Task { try await ServerTests.rerank(c, Wire.RerankRequest(query: "q", documents: TestServer.longDocuments(14, words: 300))) }
         while server.engine!.stats.activeRequests == 0 { try await Task.sleep(for: .milliseconds(2)) }
         let s = await expectStatus(.resourceExhausted) {
-            _ = try await ServerTests.rerank(c, Wire.RerankRequest(query: "q", documents: TestServer.longDocuments(100, words: 300)))
+            _ = try await ServerTests.rerank(c, Wire.RerankRequest(query: "q", documents: TestServer.longDocuments(14, words: 300)))
         }
         XCTAssertTrue(s?.message.contains("retry later") ?? false)
         // ...and small ones still pass.
         let small = try await ServerTests.rerank(c, Wire.RerankRequest(query: "q", documents: ["short"]))
         XCTAssertEqual(small.results.count, 1)
         let busyResult = try await busy.value
-        XCTAssertEqual(busyResult.results.count, 10)
+        XCTAssertEqual(busyResult.results.count, 14)
         await server.shutdown()
     }
 
@@ -337,18 +340,30 @@ final class ServerTests: XCTestCase {
         }
         let port = server.port!
         let a = try await TestServer.connect(server)
+        try await Task.sleep(for: .milliseconds(20))
         let b = try await TestServer.connect(server)
+        // Full: a third connection makes room by closing the longest idle one (a).
+        let third = try await TestServer.connect(server)
+        for _ in 0..<100 where a.isOpen { try await Task.sleep(for: .milliseconds(5)) }
+        XCTAssertFalse(a.isOpen, "the longest idle connection made room")
+        guard case .healthResponse = try await third.call(.healthRequest) else { return XCTFail("no health") }
+        // Full and every connection busy: a new one is refused.
+        let calls = [b, third].map { c in
+            Task { try await ServerTests.rerank(c, Wire.RerankRequest(query: "q", documents: TestServer.longDocuments(60))) }
+        }
+        while server.callsInFlight < 2 { try await Task.sleep(for: .milliseconds(2)) }
         try await offPool {
             let s = try RawSocket(port: port)
             defer { s.close() }
             guard case .status(let st) = try s.readFrame()?.body else { throw Wire.Status(.internal, "no refusal") }
             XCTAssertEqual(st.code, .resourceExhausted)
+            XCTAssertTrue(st.message.contains("all busy"), st.message)
             XCTAssertNil(try s.readFrame())
         }
-        _ = b
+        for call in calls { _ = try await call.value }
         // Idle connections close after the timeout.
-        for _ in 0..<100 where a.isOpen { try await Task.sleep(for: .milliseconds(20)) }
-        XCTAssertFalse(a.isOpen)
+        for _ in 0..<100 where b.isOpen { try await Task.sleep(for: .milliseconds(20)) }
+        XCTAssertFalse(b.isOpen)
         await server.shutdown()
     }
 

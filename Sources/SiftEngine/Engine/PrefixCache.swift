@@ -39,6 +39,8 @@ public final class PrefixCache {
 
     public var count: Int { entries.count }
     public var bytes: Int { entries.count * blockBytes }
+    /// Entries no request uses: their blocks are freed by evicting them.
+    public private(set) var unpinned = 0
 
     static let seed: UInt64 = 0x5153_4946_545F_5631  // any fixed value
 
@@ -57,9 +59,18 @@ public final class PrefixCache {
     /// (release them with `release`). Covers whole blocks, plus the tail when every full
     /// block and the tail are cached.
     public func acquire(_ tokens: [Int32]) -> (entries: [Entry], coveredTokens: Int) {
-        let p = KVBlock.positions
         clock += 1
         lookups += tokens.count
+        let (found, covered) = peek(tokens)
+        touch(found)
+        for e in found { pin(e) }
+        hits += covered
+        return (found, covered)
+    }
+
+    /// What `acquire` would return, without pinning, touching or counting anything.
+    public func peek(_ tokens: [Int32]) -> (entries: [Entry], coveredTokens: Int) {
+        let p = KVBlock.positions
         guard budgetBytes > 0 else { return ([], 0) }
         var found: [Entry] = []
         var parent = Self.seed
@@ -80,10 +91,17 @@ public final class PrefixCache {
                 covered = tokens.count
             }
         }
-        touch(found)
-        for e in found { e.users += 1 }
-        hits += covered
         return (found, covered)
+    }
+
+    private func pin(_ e: Entry) {
+        if e.users == 0 { unpinned -= 1 }
+        e.users += 1
+    }
+
+    private func unpin(_ e: Entry) {
+        e.users -= 1
+        if e.users == 0 { unpinned += 1 }
     }
 
     /// Offers the blocks of a computed prefix (`cache` holds exactly `tokens`); blocks already
@@ -126,18 +144,28 @@ public final class PrefixCache {
 
     /// Unpins entries acquired or inserted by a finished request.
     public func release(_ list: [Entry]) {
-        for e in list { e.users -= 1 }
+        for e in list where entries[e.key] === e { unpin(e) }
         evict()
     }
 
     /// Drops unpinned entries, least recently used first, until within budget.
     private func evict() {
         guard bytes > budgetBytes else { return }
-        let victims = entries.values.filter { $0.users == 0 }.sorted { $0.lastUse < $1.lastUse }
-        for v in victims where bytes > budgetBytes {
+        evict(entries: (bytes - budgetBytes + blockBytes - 1) / blockBytes)
+    }
+
+    /// Drops up to `n` unpinned entries, least recently used first (to make room for KV the
+    /// engine must allocate); returns how many went.
+    @discardableResult
+    public func evict(entries n: Int) -> Int {
+        guard n > 0, unpinned > 0 else { return 0 }
+        let victims = entries.values.filter { $0.users == 0 }.sorted { $0.lastUse < $1.lastUse }.prefix(n)
+        for v in victims {
             entries[v.key] = nil
+            unpinned -= 1
             evictions += 1
         }
+        return victims.count
     }
 
     /// Whether `tokens`' block at `index` is cached (for tests and diagnostics).

@@ -124,7 +124,19 @@ public struct EngineOptions: Sendable {
     /// Tokens admitted but not yet computed, over all requests; beyond it `rerank` fails with
     /// `resourceExhausted` at once instead of queueing without bound.
     public var maxQueuedTokens = 262_144
-    /// Byte budget of the prefix KV cache (0 disables caching across requests).
+    /// Tokens one call may queue (nil: half of `maxQueuedTokens`, so one call never fills the
+    /// queue alone). A larger call is refused at once with `invalidArgument`: split it.
+    public var maxRequestTokens: Int?
+    public var requestTokenLimit: Int { maxRequestTokens ?? max(1, maxQueuedTokens / 2) }
+    /// Sequences (documents, or chunk windows) one call may make.
+    public var maxSequencesPerRequest = 16_384
+    /// KV memory the engine may hold at once: running sequences and the prefix cache together
+    /// (nil: half of the memory available at start, after the model, honouring a cgroup limit).
+    /// Documents wait for memory, they are never dropped; a call whose longest document alone
+    /// cannot fit is refused.
+    public var kvBudgetBytes: Int?
+    /// Byte budget of the prefix KV cache (0 disables caching across requests); at most half
+    /// the KV budget.
     public var prefixCacheBytes = 1 << 30
     /// Share the prefix KV among a request's documents (false: every document is computed with
     /// its own copy of the prompt, as servers without prefix sharing do; for comparisons).

@@ -18,9 +18,16 @@ public final class SiftEngine: Sendable {
     public init(reranker: Reranker, options: EngineOptions = EngineOptions()) {
         self.reranker = reranker
         self.options = options
-        scheduler = Scheduler(model: reranker.model, options: options)
+        let budget = options.kvBudgetBytes ?? SystemMemory.defaultKVBudget(mappedModelBytes: reranker.model.mappedWeightBytes)
+        scheduler = Scheduler(model: reranker.model, options: options, kvBudgetBytes: budget)
         scheduler.start()
     }
+
+    /// The KV budget in force (explicit, or the default picked from free memory).
+    public var kvBudgetBytes: Int { scheduler.kvBudgetBlocks * scheduler.kvPool.blockBytes }
+
+    /// KV bytes of one position (all layers, keys and values).
+    public var kvBytesPerToken: Int { scheduler.kvPool.blockBytes / KVBlock.positions }
 
     deinit { scheduler.stop() }
 
@@ -112,6 +119,7 @@ public final class SiftEngine: Sendable {
         }
         if let n = r.topN, n < 0 { throw EngineError(.invalidArgument, "top_n must not be negative") }
         if let n = r.maxTokensPerDocument, n <= 0 { throw EngineError(.invalidArgument, "max_tokens_per_document must be positive") }
+        if let n = r.chunkOverlapTokens, n < 0 { throw EngineError(.invalidArgument, "chunk overlap must not be negative") }
         let maxLength = r.maxLength ?? options.defaultMaxLength
         guard maxLength > 0, maxLength <= maxLengthLimit else {
             throw EngineError(.invalidArgument, "max_length \(maxLength) must be in 1...\(maxLengthLimit)")
@@ -123,37 +131,89 @@ public final class SiftEngine: Sendable {
         } catch {
             throw EngineError(.invalidArgument, "\(error)")
         }
-        if let n = r.chunkOverlapTokens, n < 0 { throw EngineError(.invalidArgument, "chunk overlap must not be negative") }
         let budget = min(prompt.documentBudget, r.maxTokensPerDocument ?? .max)
+        let shared = options.prefixSharing ? prompt.prefix.count : 0
+        let perSequence = (options.prefixSharing ? 0 : prompt.prefix.count) + prompt.suffix.count
+
+        // Tokenize, then count every sequence and token the call asks for before building any.
+        let encoded = r.documents.map { tokenizer.encode(" " + $0) }
+        var cuts: [Windows] = []
+        cuts.reserveCapacity(encoded.count)
+        var sequences = 0, tokens = shared, largest = 0
+        for ids in encoded {
+            let cut = r.chunkLongDocuments && ids.count > budget && budget > 0
+                ? Windows(length: ids.count, window: budget, overlap: r.chunkOverlapTokens)
+                : Windows(length: min(ids.count, budget), window: max(budget, 1), overlap: 0)
+            cuts.append(cut)
+            sequences += cut.count
+            tokens += cut.tokens + cut.count * perSequence
+            largest = max(largest, min(ids.count, budget) + perSequence)
+        }
+        try checkSize(sequences: sequences, tokens: tokens, prefix: shared, largestSequence: largest)
+
         var prepared = Prepared(prefix: prompt.prefix, documents: [], suffixTokens: prompt.suffix.count)
+        prepared.documents.reserveCapacity(sequences)
         func work(_ ids: ArraySlice<Int32>, truncated: Bool) -> DocumentWork {
             let tokens = options.prefixSharing ? Array(ids) + prompt.suffix : prompt.prefix + ids + prompt.suffix
-            return DocumentWork(tokens: tokens, documentTokens: ids.count, truncated: truncated)
+            return DocumentWork(tokens: tokens, documentTokens: ids.count, truncated: truncated, prefixTokens: shared)
         }
-        for (index, text) in r.documents.enumerated() {
-            let ids = tokenizer.encode(" " + text)
-            if r.chunkLongDocuments && ids.count > budget && budget > 0 {
-                let overlap = min(r.chunkOverlapTokens ?? min(256, budget / 4), budget - 1)
-                var start = 0, window = 0
-                while true {
-                    let end = min(ids.count, start + budget)
-                    prepared.documents.append(work(ids[start..<end], truncated: false))
-                    prepared.owners.append((index, window))
-                    window += 1
-                    if end == ids.count { break }
-                    start = end - overlap
-                }
-                prepared.windowCounts.append(window)
-            } else {
-                let kept = min(ids.count, budget)
-                prepared.documents.append(work(ids[..<kept], truncated: kept < ids.count))
-                prepared.owners.append((index, 0))
-                prepared.windowCounts.append(1)
+        for (index, (ids, cut)) in zip(encoded, cuts).enumerated() {
+            for (window, range) in cut.ranges.enumerated() {
+                prepared.documents.append(work(ids[range], truncated: cut.count == 1 && range.count < ids.count))
+                prepared.owners.append((index, window))
             }
-            prepared.documentTokens.append(min(ids.count, r.chunkLongDocuments ? ids.count : budget))
+            prepared.windowCounts.append(cut.count)
+            prepared.documentTokens.append(r.chunkLongDocuments ? ids.count : min(ids.count, budget))
         }
         return prepared
     }
+
+    /// Refuses a call this engine could never run, before anything is built for it: more
+    /// sequences or tokens than one call may queue, or a sequence whose KV exceeds the budget.
+    private func checkSize(sequences: Int, tokens: Int, prefix: Int, largestSequence: Int) throws {
+        guard sequences <= options.maxSequencesPerRequest else {
+            throw EngineError(.invalidArgument, "the call makes \(sequences) sequences (documents and chunk windows); at most \(options.maxSequencesPerRequest) per call: send fewer documents, or raise chunk_overlap_tokens less")
+        }
+        guard tokens <= options.requestTokenLimit else {
+            throw EngineError(.invalidArgument, "the call needs \(tokens) tokens; one call may queue at most \(options.requestTokenLimit) (--max-request-tokens): split it into calls of fewer or shorter documents, or lower max_length")
+        }
+        let blocks = KVBlockPool.blocks(forPositions: prefix) + DocumentWork.blocks(tokens: largestSequence, prefixTokens: prefix)
+        guard blocks <= scheduler.kvBudgetBlocks else {
+            let mib = { (b: Int) in (b * self.scheduler.kvPool.blockBytes) >> 20 }
+            throw EngineError(.invalidArgument, "the longest document needs \(mib(blocks)) MiB of KV memory with its prompt; the server's KV budget is \(mib(scheduler.kvBudgetBlocks)) MiB (--kv-budget-mb): lower max_length or max_tokens_per_document")
+        }
+    }
+}
+
+/// How one document is cut into the sequences the model computes: one (cut to the window), or
+/// overlapping windows. Counted before any window is built.
+struct Windows {
+    let length: Int
+    let window: Int
+    let stride: Int
+
+    /// `overlap` nil: a quarter of the window, at most 256. It is lowered to half the window,
+    /// so consecutive windows advance by at least half a window and a document of N tokens
+    /// never makes more than about 2N/window windows.
+    init(length: Int, window: Int, overlap: Int?) {
+        self.length = length
+        self.window = window
+        let overlap = min(overlap ?? min(256, window / 4), window / 2)
+        stride = max(1, window - overlap)
+    }
+
+    var count: Int { length <= window ? 1 : 1 + (length - window + stride - 1) / stride }
+
+    /// Token ranges of the windows; the last one ends at the document's end.
+    var ranges: [Range<Int>] {
+        (0..<count).map { i in
+            let start = i * stride
+            return start..<min(length, start + window)
+        }
+    }
+
+    /// Tokens over all windows (arithmetic: the windows are not built to count them).
+    var tokens: Int { count == 1 ? min(length, window) : (count - 1) * window + (length - (count - 1) * stride) }
 }
 
 /// Folds the scores of a chunked document's windows into one score per document: the best

@@ -10,6 +10,10 @@ import Synchronization
 final class Scheduler: @unchecked Sendable {
     let model: Qwen3Model
     let options: EngineOptions
+    /// This engine's KV memory: every block of its sequences and its prefix cache.
+    let kvPool: KVBlockPool
+    /// Blocks the engine may hold at once (`EngineOptions.kvBudgetBytes`).
+    let kvBudgetBlocks: Int
     let prefixCache: PrefixCache
     let stats = Locked(EngineStats())
 
@@ -23,10 +27,20 @@ final class Scheduler: @unchecked Sendable {
     private var active: [ActiveRequest] = []
     private var thread: Thread?
 
-    init(model: Qwen3Model, options: EngineOptions) {
+    /// `kvBudgetBytes`: the resolved KV budget (the engine picks a default from free memory).
+    init(model: Qwen3Model, options: EngineOptions, kvBudgetBytes: Int) {
         self.model = model
         self.options = options
-        prefixCache = PrefixCache(budgetBytes: options.prefixCacheBytes, blockBytes: model.kvPool.blockBytes)
+        let c = model.config
+        kvPool = KVBlockPool(layerCount: c.layerCount, kvDim: c.kvDim, headDim: c.headDim,
+                             keepFreeBytes: min(256 << 20, kvBudgetBytes / 4), capacityBytes: kvBudgetBytes)
+        kvBudgetBlocks = kvBudgetBytes / kvPool.blockBytes
+        // The prefix cache lives inside the KV budget.
+        prefixCache = PrefixCache(budgetBytes: min(options.prefixCacheBytes, kvBudgetBytes / 2), blockBytes: kvPool.blockBytes)
+        stats.withLock {
+            $0.kvBudgetBytes = kvBudgetBlocks * kvPool.blockBytes
+            $0.prefixCacheBudgetBytes = prefixCache.budgetBytes
+        }
     }
 
     func start() {
@@ -38,11 +52,12 @@ final class Scheduler: @unchecked Sendable {
     }
 
     /// Admits a request, or throws `resourceExhausted` when the queue bound would be passed.
+    /// (Calls too large ever to be admitted were refused by `SiftEngine.prepare`.)
     func submit(_ r: ActiveRequest) throws {
         condition.lock()
         defer { condition.unlock() }
         guard !stopping else { throw EngineError(.unavailable, "the engine is shutting down") }
-        guard queuedTokens + r.totalTokens <= options.maxQueuedTokens || queuedTokens == 0 else {
+        guard queuedTokens + r.totalTokens <= options.maxQueuedTokens else {
             throw EngineError(.resourceExhausted,
                               "the queue holds \(queuedTokens) tokens; this request adds \(r.totalTokens) and the limit is \(options.maxQueuedTokens): retry later or send fewer documents")
         }
@@ -87,47 +102,122 @@ final class Scheduler: @unchecked Sendable {
         }
     }
 
-    /// Looks up the prefix in the cache and sets up the request's prefix sequence.
     private func admit(_ r: ActiveRequest) {
         active.append(r)
+    }
+
+    /// Takes the request's reservation: pins its cached prefix blocks and sets up its prefix
+    /// sequence (the blocks to compute are allocated by `allocate`). The planner checked that
+    /// the budget covers it.
+    private func start(_ r: ActiveRequest) {
+        r.started = true
         guard options.prefixSharing else { r.prefixReady = true; return }
         let (entries, covered) = prefixCache.acquire(r.prefix)
         r.pinned = entries
         r.prefixTokensCached = covered
-        r.prefixKV = KVCache(pool: model.kvPool, blocks: entries.map(\.block), count: covered)
+        r.prefixKV = KVCache(pool: kvPool, blocks: entries.map(\.block), count: covered)
         r.prefixReady = covered == r.prefix.count
         r.release(tokens: covered, from: self)
+    }
+
+    /// Blocks held or reserved: everything live except what the prefix cache could evict, with
+    /// each started request's documents counted at least at its slot.
+    private func committedBlocks() -> Int {
+        var committed = kvPool.liveBlocks - prefixCache.unpinned
+        for r in active where r.started { committed += r.reservedDocumentBlocks - r.inFlightBlocks }
+        return committed
+    }
+
+    /// What the planner needs to know of a request.
+    private func summary(_ r: ActiveRequest, now: ContinuousClock.Instant) -> Planner.RequestSummary {
+        // Aging: one priority level per `agingSeconds` since the request was last served.
+        let waited = now - (r.lastServed ?? r.arrival)
+        let aging = waited.seconds / max(options.agingSeconds, 0.001)
+        var prefixRemaining = 0
+        var startBlocks = 0
+        if r.started {
+            prefixRemaining = r.prefixReady ? 0 : r.prefix.count - r.prefixKV!.count
+        } else {
+            startBlocks = r.slotBlocks
+            if options.prefixSharing {
+                // Cached blocks someone else pins cost nothing; unpinned ones become pinned.
+                let (entries, covered) = prefixCache.peek(r.prefix)
+                prefixRemaining = r.prefix.count - covered
+                startBlocks += KVBlockPool.blocks(forPositions: r.prefix.count) - entries.filter { $0.users > 0 }.count
+            }
+        }
+        return Planner.RequestSummary(
+            id: r.id, priority: Double(r.priority) + aging, servedTokens: r.servedTokens, arrival: r.id,
+            prefixRemaining: prefixRemaining, documents: r.pendingDocuments(), started: r.started,
+            startBlocks: startBlocks, slotBlocks: r.slotBlocks, inFlightBlocks: r.inFlightBlocks)
+    }
+
+    /// Starts what the plan begins and allocates its KV, evicting unpinned prefix-cache blocks
+    /// first so that live blocks never pass the budget.
+    private func allocate(_ plan: [Planner.Item], _ byID: [UInt64: ActiveRequest]) {
+        var starting: [ActiveRequest] = []
+        var newDocuments: [(ActiveRequest, DocumentWork)] = []
+        for item in plan {
+            let r = byID[item.request]!
+            if !r.started {
+                start(r)
+                starting.append(r)
+            }
+            if case let .document(i) = item.target, r.documents[i].cache == nil {
+                newDocuments.append((r, r.documents[i]))
+            }
+        }
+        var needed = newDocuments.reduce(0) { $0 + $1.1.blocks }
+        for r in starting where options.prefixSharing {
+            needed += KVBlockPool.blocks(forPositions: r.prefix.count) - r.prefixKV!.blocks.count
+        }
+        let over = kvPool.liveBlocks + needed - kvBudgetBlocks
+        if over > 0 { prefixCache.evict(entries: over) }
+        for r in starting where options.prefixSharing { r.prefixKV!.reserve(r.prefix.count) }
+        for (r, doc) in newDocuments {
+            if options.prefixSharing {
+                doc.cache = r.prefixKV!.copy(reserving: doc.tokens.count)
+            } else {
+                let cache = KVCache(pool: kvPool)
+                cache.reserve(doc.tokens.count)
+                doc.cache = cache
+            }
+            r.inFlightBlocks += doc.blocks
+        }
     }
 
     /// Drops cancelled and expired requests (and their memory).
     private func expire() {
         let now = ContinuousClock.now
+        var ended: [(ActiveRequest, EngineError)] = []
         active.removeAll { r in
             if r.cancelled.load(ordering: .relaxed) {
-                finish(r, error: EngineError(.cancelled, "the request was cancelled"))
+                ended.append((r, EngineError(.cancelled, "the request was cancelled")))
                 return true
             }
             if let d = r.deadline, now >= d {
-                finish(r, error: EngineError(.deadlineExceeded, "the deadline passed after \(r.finishedDocuments) of \(r.documents.count) documents; allow more time or send fewer or shorter documents"))
+                ended.append((r, EngineError(.deadlineExceeded, "the deadline passed after \(r.finishedDocuments) of \(r.documents.count) documents; allow more time or send fewer or shorter documents")))
                 return true
             }
             return false
         }
+        for (r, error) in ended { finish(r, error: error) }
     }
 
     private func step() {
         let now = ContinuousClock.now
-        let summaries = active.map { r in
-            // Aging: one priority level per `agingSeconds` since the request was last served.
-            let waited = now - (r.lastServed ?? r.arrival)
-            let aging = waited.seconds / max(options.agingSeconds, 0.001)
-            return Planner.RequestSummary(
-                id: r.id, priority: Double(r.priority) + aging, servedTokens: r.servedTokens, arrival: r.id,
-                prefixRemaining: r.prefixReady ? 0 : r.prefix.count - r.prefixKV!.count,
-                documents: r.pendingDocuments())
-        }
-        let plan = Planner.plan(summaries, budget: options.maxBatchTokens, chunk: options.prefillChunk)
+        let summaries = active.map { summary($0, now: now) }
+        let plan = Planner.plan(summaries, budget: options.maxBatchTokens, chunk: options.prefillChunk,
+                                freeBlocks: kvBudgetBlocks - committedBlocks())
         let byID = Dictionary(uniqueKeysWithValues: active.map { ($0.id, $0) })
+        if plan.isEmpty {
+            // Everything waits for memory that only a finishing request can free; none is
+            // running, so none will: a bug, not a state to sleep in.
+            for r in active { finish(r, error: EngineError(.internal, "no KV memory to run this request (budget \(kvBudgetBlocks) blocks); raise --kv-budget-mb")) }
+            active.removeAll()
+            return
+        }
+        allocate(plan, byID)
         let started = ContinuousClock.now
         let outputs: [[Float]?]
         do {
@@ -170,6 +260,7 @@ final class Scheduler: @unchecked Sendable {
                                               tokens: doc.documentTokens, truncated: doc.truncated)
                     r.scores[i] = score
                     doc.cache = nil  // its own KV is freed now
+                    r.inFlightBlocks -= doc.blocks
                     r.finishedDocuments += 1
                     newlyScored[r.id, default: []].append(score)
                     if r.finishedDocuments == r.documents.count { finishedRequests.append(r) }
@@ -182,8 +273,20 @@ final class Scheduler: @unchecked Sendable {
             let done = Set(finishedRequests.map(\.id))
             active.removeAll { done.contains($0.id) }
         }
-        stats.withLock { $0.kvBytes = model.kvPool.liveBytes; $0.prefixCacheBytes = prefixCache.bytes
-            $0.prefixLookupTokens = prefixCache.lookups; $0.prefixHitTokens = prefixCache.hits }
+        updateMemoryStats()
+    }
+
+    private func updateMemoryStats() {
+        let (live, peak, blockBytes) = (kvPool.liveBytes, kvPool.peakBlocks * kvPool.blockBytes, kvPool.blockBytes)
+        let reserved = committedBlocks() * blockBytes
+        stats.withLock {
+            $0.kvBytes = live
+            $0.kvPeakBytes = peak
+            $0.kvReservedBytes = reserved
+            $0.prefixCacheBytes = prefixCache.bytes
+            $0.prefixLookupTokens = prefixCache.lookups
+            $0.prefixHitTokens = prefixCache.hits
+        }
     }
 
     /// The model's view of a plan: which tokens of which sequence, against which KV.
@@ -197,10 +300,7 @@ final class Scheduler: @unchecked Sendable {
                 let kv = r.prefixKV!
                 return .init(tokens: r.prefix[kv.count..<(kv.count + item.tokens)], cache: kv, wantHidden: false)
             case let .document(i):
-                let doc = r.documents[i]
-                if doc.cache == nil {
-                    doc.cache = options.prefixSharing ? r.prefixKV!.copy() : model.makeCache()
-                }
+                let doc = r.documents[i]  // its KV was allocated by `allocate`
                 return .init(tokens: doc.tokens[doc.computed..<(doc.computed + item.tokens)], cache: doc.cache!,
                              wantHidden: item.final)
             }
@@ -214,12 +314,13 @@ final class Scheduler: @unchecked Sendable {
         r.pinned = []
         r.prefixKV = nil
         for d in r.documents { d.cache = nil }
+        r.inFlightBlocks = 0
+        r.started = false  // holds nothing now
         stats.withLock {
             $0.activeRequests -= 1
-            $0.kvBytes = model.kvPool.liveBytes
-            $0.prefixCacheBytes = prefixCache.bytes
             if let error { $0.failed[error.code, default: 0] += 1 } else { $0.completed += 1 }
         }
+        updateMemoryStats()
         r.complete(error: error)
     }
 
@@ -247,6 +348,13 @@ public struct EngineStats: Sendable {
     public var computeSeconds = 0.0
     /// KV memory referenced by sequences and the cache.
     public var kvBytes = 0
+    /// Most KV memory live at once so far.
+    public var kvPeakBytes = 0
+    /// KV held or reserved by running requests (what the budget is checked against).
+    public var kvReservedBytes = 0
+    /// The engine's KV budget, and the prefix cache's share of it.
+    public var kvBudgetBytes = 0
+    public var prefixCacheBudgetBytes = 0
     public var prefixCacheBytes = 0
     public var prefixLookupTokens = 0
     public var prefixHitTokens = 0
@@ -269,6 +377,13 @@ final class ActiveRequest: @unchecked Sendable {
     private let continuation: CheckedContinuation<[DocumentScore], any Error>
 
     var prefixKV: KVCache?
+    /// Holds its KV reservation (prefix + slot); see `Planner`.
+    var started = false
+    /// Blocks of its largest document: the slot reserved while it runs.
+    let slotBlocks: Int
+    /// Blocks of its started, unfinished documents.
+    var inFlightBlocks = 0
+    var reservedDocumentBlocks: Int { max(slotBlocks, inFlightBlocks) }
     var prefixReady = false
     var prefixTokensCached = 0
     var pinned: [PrefixCache.Entry] = []
@@ -291,15 +406,19 @@ final class ActiveRequest: @unchecked Sendable {
         scores = Array(repeating: nil, count: documents.count)
         totalTokens = (sharing ? prefix.count : 0) + documents.reduce(0) { $0 + $1.tokens.count }
         remainingTokens = totalTokens
+        slotBlocks = documents.map(\.blocks).max() ?? 0
     }
 
     var finishedScores: [DocumentScore] { scores.compactMap { $0 } }
 
     /// Unfinished documents, those already started first (so in-flight KV is freed soonest).
-    func pendingDocuments() -> [(index: Int, remaining: Int)] {
-        let open = documents.enumerated().filter { $0.element.computed < $0.element.tokens.count }
-        let started = open.filter { $0.element.cache != nil }, fresh = open.filter { $0.element.cache == nil }
-        return (started + fresh).map { ($0.offset, $0.element.tokens.count - $0.element.computed) }
+    func pendingDocuments() -> [Planner.DocumentSummary] {
+        var started: [Planner.DocumentSummary] = [], fresh: [Planner.DocumentSummary] = []
+        for (i, d) in documents.enumerated() where d.computed < d.tokens.count {
+            let s = Planner.DocumentSummary(index: i, remaining: d.tokens.count - d.computed, started: d.cache != nil, blocks: d.blocks)
+            if s.started { started.append(s) } else { fresh.append(s) }
+        }
+        return started + fresh
     }
 
     func release(tokens n: Int, from scheduler: Scheduler) {
@@ -320,13 +439,23 @@ final class DocumentWork {
     let tokens: [Int32]
     let documentTokens: Int
     let truncated: Bool
+    /// KV blocks it allocates when it starts (all of them at once; see `Planner`).
+    let blocks: Int
     var computed = 0
     var cache: KVCache?
 
-    init(tokens: [Int32], documentTokens: Int, truncated: Bool) {
+    /// `prefixTokens`: positions before it that it shares (0 when the prefix is not shared).
+    init(tokens: [Int32], documentTokens: Int, truncated: Bool, prefixTokens: Int) {
         self.tokens = tokens
         self.documentTokens = documentTokens
         self.truncated = truncated
+        blocks = Self.blocks(tokens: tokens.count, prefixTokens: prefixTokens)
+    }
+
+    /// Its own blocks: those covering its positions, less the prefix's full blocks it shares
+    /// (a partly filled prefix block is copied, so it counts).
+    static func blocks(tokens: Int, prefixTokens: Int) -> Int {
+        KVBlockPool.blocks(forPositions: prefixTokens + tokens) - prefixTokens / KVBlock.positions
     }
 }
 

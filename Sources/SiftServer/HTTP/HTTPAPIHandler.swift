@@ -8,21 +8,32 @@ import SiftBase
 
 /// The HTTP/JSON API (`--http-port`): `POST /v1/rerank` and `/v2/rerank` in the Cohere and Jina
 /// shapes, `GET /health`. Same engine, API keys (`Authorization: Bearer`), limits and statuses as
-/// the binary protocol. One request at a time per connection (HTTP/1.1); a client that
-/// disconnects cancels its call.
+/// the binary protocol. Requests on one connection are answered one at a time and in order
+/// (pipelined ones wait in NIO's pipelining handler); a client that disconnects cancels its call.
+/// A request refused before its body is read (too large, no key, no room to buffer it) is
+/// answered at once and the connection closed, since the rest of its body cannot be skipped.
 final class HTTPAPIHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
+
+    /// What a response needs of its request (captured at its head: a pipelined request may
+    /// arrive while the previous response is being written).
+    struct RequestInfo {
+        var head: HTTPRequestHead
+        var received: ContinuousClock.Instant
+        var keepAlive: Bool { head.isKeepAlive }
+    }
 
     private let state: ServerState
     private let metrics: ServerMetrics
     private let options: ServerOptions
     private var logger: Logger
-    private var head: HTTPRequestHead?
+    private var request: RequestInfo?
     private var body = ByteBuffer()
-    private var tooLarge = false
+    private var held = 0
+    /// Refused before its end: the rest of this request is ignored (the connection closes).
+    private var refused = false
     private var call: Task<Void, Never>?
-    private var received = ContinuousClock.now
 
     init(state: ServerState, metrics: ServerMetrics, options: ServerOptions, logger: Logger) {
         self.state = state
@@ -35,98 +46,146 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         logger[metadataKey: "peer"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) { release() }
+
     func channelInactive(context: ChannelHandlerContext) {
         call?.cancel()
+        release()
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, call == nil, request == nil {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            self.head = head
-            received = ContinuousClock.now
+            let info = RequestInfo(head: head, received: .now)
+            request = info
+            refused = false
             body.clear()
-            tooLarge = false
-            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > options.maxFrameBytes {
-                tooLarge = true
-            } else if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
+            if head.method == .POST, Self.path(head.uri).hasSuffix("rerank") {
+                if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > options.maxFrameBytes {
+                    return refuseEarly(context, info, status: 413, Wire.Status(.resourceExhausted,
+                        "request body of \(length) bytes is over the limit of \(options.maxFrameBytes) bytes: send fewer or shorter documents"))
+                }
+                do {
+                    try state.authorize(authorization: head.headers.first(name: "authorization"), keys: options.apiKeys,
+                                        keyHint: "the header Authorization: Bearer <key>")
+                } catch {
+                    return refuseEarly(context, info, status: 401, error)
+                }
+            }
+            if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
                 context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
             }
         case .body(var chunk):
-            if tooLarge { return }
-            if body.readableBytes + chunk.readableBytes > options.maxFrameBytes {
-                tooLarge = true
-                body.clear()
-            } else {
-                body.writeBuffer(&chunk)
+            guard let info = request, !refused else { return }
+            let wanted = body.readableBytes + chunk.readableBytes
+            guard wanted <= options.maxFrameBytes else {
+                return refuseEarly(context, info, status: 413, Wire.Status(.resourceExhausted,
+                    "request body over the limit of \(options.maxFrameBytes) bytes: send fewer or shorter documents"))
             }
+            guard state.buffers.adjust(from: held, to: wanted) else {
+                return refuseEarly(context, info, status: 503, Wire.Status(.resourceExhausted,
+                    "the server is holding \(state.buffers.bytes >> 20) MiB of requests still arriving (its limit, --max-buffered-mb): retry shortly"))
+            }
+            held = wanted
+            body.writeBuffer(&chunk)
         case .end:
-            guard let head else { return }
-            route(context, head)
+            guard let info = request, !refused else { return }
+            request = nil
+            context.triggerUserOutboundEvent(HTTPRequestGuard.RequestArrived(), promise: nil)
+            let payload = body
+            body = ByteBuffer()
+            release()
+            route(context, info, payload)
         }
     }
 
-    private func route(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
-        let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
-        switch (head.method, path) {
+    /// Drops the buffered body's claim on the server-wide budget.
+    private func release() {
+        _ = state.buffers.adjust(from: held, to: 0)
+        held = 0
+    }
+
+    static func path(_ uri: String) -> String { String(uri.split(separator: "?", maxSplits: 1).first ?? "") }
+
+    /// Answers a request before its end and closes the connection (its remaining bytes are not read).
+    private func refuseEarly(_ context: ChannelHandlerContext, _ info: RequestInfo, status: Int, _ s: Wire.Status) {
+        refused = true
+        body = ByteBuffer()
+        release()
+        var closing = info
+        closing.head.headers.replaceOrAdd(name: "connection", value: "close")
+        fail(context, closing, method: "http_rerank", status: status, s)
+    }
+
+    private func route(_ context: ChannelHandlerContext, _ info: RequestInfo, _ payload: ByteBuffer) {
+        let path = Self.path(info.head.uri)
+        switch (info.head.method, path) {
         case (.GET, "/health"), (.GET, "/v1/health"):
             let serving = state.isServing
-            respond(context, status: serving ? 200 : 503, json: Data(#"{"status":"\#(serving ? "SERVING" : "NOT_SERVING")"}"#.utf8))
+            respond(context, info, status: serving ? 200 : 503, json: Data(#"{"status":"\#(serving ? "SERVING" : "NOT_SERVING")"}"#.utf8))
         case (.POST, "/v1/rerank"), (.POST, "/v2/rerank"), (.POST, "/rerank"):
-            rerank(context, head, apiVersion: path.hasPrefix("/v2") ? "2" : "1")
+            rerank(context, info, payload, apiVersion: path.hasPrefix("/v2") ? "2" : "1")
         case (_, "/v1/rerank"), (_, "/v2/rerank"), (_, "/rerank"), (_, "/health"):
-            fail(context, method: "http", status: 405, Wire.Status(.unimplemented, "\(head.method) is not allowed here: POST /v1/rerank or /v2/rerank, GET /health"))
+            fail(context, info, method: "http", status: 405, Wire.Status(.unimplemented, "\(info.head.method) is not allowed here: POST /v1/rerank or /v2/rerank, GET /health"))
         default:
-            fail(context, method: "http", status: 404, Wire.Status(.notFound, "no such endpoint \(path): POST /v1/rerank or /v2/rerank, GET /health"))
+            let shown = path.count > 100 ? path.prefix(100) + "…" : Substring(path)
+            fail(context, info, method: "http", status: 404, Wire.Status(.notFound, "no such endpoint \(shown): POST /v1/rerank or /v2/rerank, GET /health"))
         }
     }
 
-    private func rerank(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, apiVersion: String) {
+    private func rerank(_ context: ChannelHandlerContext, _ info: RequestInfo, _ payload: ByteBuffer, apiVersion: String) {
         let method = "http_rerank"
-        if tooLarge {
-            return fail(context, method: method, status: 413, Wire.Status(.resourceExhausted,
-                "request body over the limit of \(options.maxFrameBytes) bytes: send fewer or shorter documents"))
-        }
         let engine: SiftEngine
         do {
-            engine = try state.admit(authorization: head.headers.first(name: "authorization"), keys: options.apiKeys,
+            engine = try state.admit(authorization: info.head.headers.first(name: "authorization"), keys: options.apiKeys,
                                      keyHint: "the header Authorization: Bearer <key>")
         } catch {
-            return fail(context, method: method, status: HTTPRerankAPI.httpStatus(error.code), error)
+            return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error)
         }
         let request: Wire.RerankRequest
         let model: String?
         do {
-            (request, model) = try HTTPRerankAPI.decode(Data(body.readableBytesView))
+            (request, model) = try HTTPRerankAPI.decode(Data(payload.readableBytesView), maxDocuments: engine.options.maxDocuments)
         } catch let status as Wire.Status {
-            return fail(context, method: method, status: 400, status)
+            return fail(context, info, method: method, status: 400, status)
         } catch {
-            return fail(context, method: method, status: 400, Wire.Status(.invalidArgument, "\(error)"))
+            return fail(context, info, method: method, status: 400, Wire.Status(.invalidArgument, "\(error)"))
         }
         let calls = Calls(engine: engine, options: options)
         let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
         let contextBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
-        let received = self.received
         state.inFlight.add(1, ordering: .relaxed)
+        state.registry.callStarted(context.channel)
         metrics.inFlight.increment()
         let finish: @Sendable (Result<Calls.RerankOutcome, Wire.Status>) -> Void = { outcome in
             eventLoop.execute {
                 let handler = loop.value
+                let context = contextBound.value
                 handler.call = nil
                 handler.state.inFlight.subtract(1, ordering: .relaxed)
+                handler.state.registry.callEnded(context.channel)
                 handler.metrics.inFlight.decrement()
                 switch outcome {
                 case .success(let o):
-                    handler.respond(contextBound.value, status: 200,
-                                    json: HTTPRerankAPI.encode(o.response, model: model, apiVersion: apiVersion))
-                    handler.log(method: method, code: .ok, documents: request.documents.count)
+                    handler.log(info, method: method, code: .ok, documents: request.documents.count)
+                    handler.respond(context, info, status: 200, json: HTTPRerankAPI.encode(o.response, model: model, apiVersion: apiVersion))
                 case .failure(let status):
-                    handler.fail(contextBound.value, method: method, status: HTTPRerankAPI.httpStatus(status.code), status,
+                    handler.fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(status.code), status,
                                  documents: request.documents.count)
                 }
             }
         }
+        let received = info.received
         call = Task {
             do {
                 finish(.success(try await calls.rerank(request, receivedAt: received, partial: nil)))
@@ -138,14 +197,15 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         }
     }
 
-    private func fail(_ context: ChannelHandlerContext, method: String, status: Int, _ s: Wire.Status, documents: Int? = nil) {
+    private func fail(_ context: ChannelHandlerContext, _ info: RequestInfo, method: String, status: Int, _ s: Wire.Status,
+                      documents: Int? = nil) {
+        log(info, method: method, code: s.code, documents: documents, error: s.message)
         let body = (try? JSONEncoder().encode(HTTPRerankAPI.ErrorBody(message: s.message, code: s.code.name))) ?? Data()
-        respond(context, status: status, json: body)
-        log(method: method, code: s.code, documents: documents, error: s.message)
+        respond(context, info, status: status, json: body)
     }
 
-    private func log(method: String, code: Wire.Code, documents: Int?, error: String? = nil) {
-        let duration = ContinuousClock.now - received
+    private func log(_ info: RequestInfo, method: String, code: Wire.Code, documents: Int?, error: String? = nil) {
+        let duration = ContinuousClock.now - info.received
         metrics.record(method: method, code: code, duration: duration)
         var metadata: Logger.Metadata = ["method": "\(method)", "status": "\(code.name)",
                                          "duration_ms": "\(String(format: "%.1f", duration.milliseconds))"]
@@ -158,19 +218,19 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         }
     }
 
-    private func respond(_ context: ChannelHandlerContext, status: Int, json: Data) {
-        let keepAlive = head?.isKeepAlive ?? false
+    /// Writes one whole response. The end is written last: writing it may hand the next
+    /// pipelined request to this handler at once.
+    private func respond(_ context: ChannelHandlerContext, _ info: RequestInfo, status: Int, json: Data) {
+        let keepAlive = info.keepAlive
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: "\(json.count)")
         if !keepAlive { headers.add(name: "Connection", value: "close") }
-        let version = head?.version ?? .http1_1
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: info.head.version, status: HTTPResponseStatus(statusCode: status), headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: json)))), promise: nil)
+        context.triggerUserOutboundEvent(HTTPRequestGuard.ResponseSent(), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
             if !keepAlive { context.close(promise: nil) }
         }
-        head = nil
-        body.clear()
     }
 }

@@ -77,7 +77,11 @@ enum HTTPRerankAPI {
     }
 
     /// The wire request for a JSON body, or a status saying what is wrong with it.
-    static func decode(_ body: Data) throws -> (Wire.RerankRequest, model: String?) {
+    static func decode(_ body: Data, maxDocuments: Int = .max) throws -> (Wire.RerankRequest, model: String?) {
+        // Counted before decoding: 8 million empty documents are refused, not built.
+        if let n = JSONScan.arrayCount(in: body, key: "documents"), n > maxDocuments {
+            throw Wire.Status(.invalidArgument, "\(n) documents; at most \(maxDocuments) per request: split the request")
+        }
         let request: Request
         do {
             request = try JSONDecoder().decode(Request.self, from: body)
@@ -157,6 +161,127 @@ enum HTTPRerankAPI {
         case .unavailable: 503
         case .deadlineExceeded: 504
         default: 500
+        }
+    }
+}
+
+/// Reads just enough JSON to count the elements of a top-level array, without building them.
+enum JSONScan {
+    /// Elements of the array under `key` in the top-level object (the largest, if the key
+    /// repeats); nil when the body is not an object of that shape (the decoder says why).
+    static func arrayCount(in data: Data, key: String) -> Int? {
+        data.withUnsafeBytes { raw in
+            var scanner = Scanner(bytes: raw.bindMemory(to: UInt8.self))
+            return scanner.topLevelArrayCount(key: Array(key.utf8))
+        }
+    }
+
+    struct Scanner {
+        let bytes: UnsafeBufferPointer<UInt8>
+        var i = 0
+
+        mutating func whitespace() {
+            while i < bytes.count, [0x20, 0x09, 0x0a, 0x0d].contains(bytes[i]) { i += 1 }
+        }
+
+        mutating func expect(_ c: UInt8) -> Bool {
+            whitespace()
+            guard i < bytes.count, bytes[i] == c else { return false }
+            i += 1
+            return true
+        }
+
+        /// A string's decoded bytes (kept only up to `keep` bytes); nil if malformed.
+        mutating func string(keep: Int) -> [UInt8]? {
+            guard expect(0x22) else { return nil }
+            var out: [UInt8] = []
+            while i < bytes.count {
+                let c = bytes[i]
+                i += 1
+                switch c {
+                case 0x22: return out
+                case 0x5c:
+                    guard i < bytes.count else { return nil }
+                    let e = bytes[i]
+                    i += 1
+                    var decoded: [UInt8] = []
+                    switch e {
+                    case 0x75:  // \uXXXX
+                        guard i + 4 <= bytes.count, let v = UInt32(String(decoding: bytes[i..<(i + 4)], as: UTF8.self), radix: 16) else { return nil }
+                        i += 4
+                        decoded = Array(String(Character(Unicode.Scalar(v) ?? "?")).utf8)
+                    case 0x6e: decoded = [0x0a]
+                    case 0x74: decoded = [0x09]
+                    case 0x72: decoded = [0x0d]
+                    case 0x62: decoded = [0x08]
+                    case 0x66: decoded = [0x0c]
+                    default: decoded = [e]
+                    }
+                    if out.count < keep { out += decoded }
+                default:
+                    if out.count < keep { out.append(c) }
+                }
+            }
+            return nil
+        }
+
+        /// Skips one value of any kind; false if malformed.
+        mutating func skipValue() -> Bool {
+            whitespace()
+            guard i < bytes.count else { return false }
+            switch bytes[i] {
+            case 0x22: return string(keep: 0) != nil
+            case 0x7b, 0x5b:
+                var depth = 0
+                while i < bytes.count {
+                    switch bytes[i] {
+                    case 0x22:
+                        guard string(keep: 0) != nil else { return false }
+                        continue
+                    case 0x7b, 0x5b: depth += 1
+                    case 0x7d, 0x5d:
+                        depth -= 1
+                        if depth == 0 { i += 1; return true }
+                    default: break
+                    }
+                    i += 1
+                }
+                return false
+            default:
+                let start = i
+                while i < bytes.count, ![0x2c, 0x7d, 0x5d, 0x20, 0x09, 0x0a, 0x0d].contains(bytes[i]) { i += 1 }
+                return i > start
+            }
+        }
+
+        mutating func arrayCount() -> Int? {
+            guard expect(0x5b) else { return nil }
+            if expect(0x5d) { return 0 }
+            var n = 0
+            while true {
+                guard skipValue() else { return nil }
+                n += 1
+                if expect(0x2c) { continue }
+                return expect(0x5d) ? n : nil
+            }
+        }
+
+        mutating func topLevelArrayCount(key: [UInt8]) -> Int? {
+            guard expect(0x7b) else { return nil }
+            var best: Int?
+            if expect(0x7d) { return nil }
+            while true {
+                guard let name = string(keep: key.count + 1), expect(0x3a) else { return best }
+                whitespace()
+                if name == key, i < bytes.count, bytes[i] == 0x5b {
+                    guard let n = arrayCount() else { return best }
+                    best = max(best ?? 0, n)
+                } else {
+                    guard skipValue() else { return best }
+                }
+                if expect(0x2c) { continue }
+                return best
+            }
         }
     }
 }

@@ -20,9 +20,18 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
             method = head.method
             keepAlive = head.isKeepAlive
         case .body:
-            break
+            break  // ignored, never buffered
         case .end:
+            context.triggerUserOutboundEvent(HTTPRequestGuard.RequestArrived(), promise: nil)
             respond(context)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
         }
     }
 
@@ -50,6 +59,7 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
         let keepAlive = self.keepAlive
+        context.triggerUserOutboundEvent(HTTPRequestGuard.ResponseSent(), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
             if !keepAlive { context.close(promise: nil) }
         }

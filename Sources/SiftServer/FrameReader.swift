@@ -1,0 +1,258 @@
+import Logging
+import NIOCore
+import SiftProtocol
+
+/// A frame that arrived whole and passed the checks that need no decoding.
+struct ReceivedFrame {
+    let body: ByteBuffer
+    let envelope: Envelope
+    let received: ContinuousClock.Instant
+}
+
+/// Bytes in, whole frames out, with every bound a hostile peer could push on:
+/// - a frame's announced length over `maxFrameBytes` is refused before anything is buffered
+///   (and HTTP or TLS sent to this port is told which port to use);
+/// - a frame must arrive within `frameTimeout` of its first byte (slow senders are cut off,
+///   however often they trickle a byte);
+/// - bytes buffered beyond a small per-connection allowance come from the server-wide
+///   `BufferBudget`;
+/// - `screen` judges the envelope (key, document count) as soon as it is readable: a frame it
+///   refuses is answered at once and the rest of its bytes are dropped as they arrive, never
+///   buffered;
+/// - memory is given back between frames.
+/// Refusals are written here as encoded frames; whole frames go on to `ConnectionHandler`.
+final class FrameReader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ReceivedFrame
+    typealias OutboundOut = ByteBuffer
+
+    /// The envelope is expected before this many bytes of the frame (protocol rule for large frames).
+    static let maxEnvelopeBytes = 64 << 10
+
+    private let maxFrameBytes: Int
+    private let frameTimeout: TimeAmount
+    private let budget: BufferBudget
+    private let registry: ConnectionRegistry
+    private let metrics: ServerMetrics
+    private let screen: (Envelope) -> Wire.Status?
+    private var logger: Logger
+
+    private var buffer = ByteBuffer()
+    private var held = 0               // bytes counted against the budget
+    private var discarding = 0         // bytes of a refused frame still to drop
+    private var screened = false       // the current frame's envelope was judged
+    private var frameStart: ContinuousClock.Instant?
+    private var deadline: Scheduled<Void>?
+    private var closing = false
+
+    init(maxFrameBytes: Int, frameTimeout: Duration, budget: BufferBudget, registry: ConnectionRegistry,
+         metrics: ServerMetrics, logger: Logger, screen: @escaping (Envelope) -> Wire.Status?) {
+        self.maxFrameBytes = maxFrameBytes
+        self.frameTimeout = TimeAmount(frameTimeout)
+        self.budget = budget
+        self.registry = registry
+        self.metrics = metrics
+        self.logger = logger
+        self.screen = screen
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        logger[metadataKey: "peer"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        hold(0)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        var bytes = unwrapInboundIn(data)
+        if discarding > 0 {
+            let drop = min(discarding, bytes.readableBytes)
+            bytes.moveReaderIndex(forwardBy: drop)
+            discarding -= drop
+            if discarding == 0 { frameEnded(context) }
+            if bytes.readableBytes == 0 { return }
+        }
+        if frameStart == nil { frameBegan(context) }
+        guard hold(buffer.readableBytes + bytes.readableBytes) else {
+            return refuse(context, id: currentRequestID(), close: true, Wire.Status(.resourceExhausted,
+                "the server is holding \(budget.bytes >> 20) MiB of requests still arriving (its limit, --max-buffered-mb): retry shortly or send smaller requests"))
+        }
+        buffer.writeBuffer(&bytes)
+        while !closing, discarding == 0, let next = nextFrame(context) {
+            context.fireChannelRead(wrapInboundOut(next))
+        }
+        giveMemoryBack()
+    }
+
+    /// The next whole frame that passed screening; nil when more bytes are needed (or the
+    /// connection is closing, or the current frame's rest is being dropped).
+    private func nextFrame(_ context: ChannelHandlerContext) -> ReceivedFrame? {
+        while !closing, discarding == 0, let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) {
+            if frameStart == nil { frameBegan(context) }
+            guard Int(length) <= maxFrameBytes else {
+                tooLarge(context, Int(length))
+                return nil
+            }
+            let length = Int(length)
+            let available = buffer.readableBytes - Framing.headerBytes
+            let complete = available >= length
+            let envelope: Envelope?
+            do {
+                envelope = try buffer.withUnsafeReadableBytes { raw in
+                    try Envelope.read(UnsafeRawBufferPointer(rebasing: raw[Framing.headerBytes..<(Framing.headerBytes + min(available, length))]),
+                                      complete: complete)
+                }
+            } catch {
+                guard complete else {
+                    refuse(context, id: (error as? ProtocolError)?.requestID ?? 0, discardingFrameOf: length, Wire.Status(.invalidArgument, "malformed frame: \(error)"))
+                    continue
+                }
+                // The decoder names what is wrong, under the request id if it can read it.
+                envelope = Envelope()
+            }
+            if let envelope, complete || !screened {
+                if let status = screen(envelope) {
+                    refuse(context, id: envelope.requestID, discardingFrameOf: length, status)
+                    continue
+                }
+                screened = true
+            } else if !complete, envelope == nil, available >= Self.maxEnvelopeBytes {
+                refuse(context, id: 0, discardingFrameOf: length, Wire.Status(.invalidArgument,
+                    "the frame's request id and metadata take over \(Self.maxEnvelopeBytes >> 10) KiB: send the metadata (the key) before the body, and keep it small"))
+                continue
+            }
+            guard complete, let envelope else { return nil }
+            buffer.moveReaderIndex(forwardBy: Framing.headerBytes)
+            let body = buffer.readSlice(length: length)!
+            let started = frameStart ?? .now
+            frameEnded(context)
+            return ReceivedFrame(body: body, envelope: envelope, received: started)
+        }
+        return nil
+    }
+
+    /// Counts what the buffer holds against the budget; false when the budget cannot cover it.
+    @discardableResult
+    private func hold(_ bytes: Int) -> Bool {
+        guard budget.adjust(from: held, to: bytes) else { return false }
+        held = bytes
+        return true
+    }
+
+    /// The request id of the frame being received, if its first bytes say it.
+    private func currentRequestID() -> UInt64 {
+        guard buffer.readableBytes > Framing.headerBytes else { return 0 }
+        return buffer.withUnsafeReadableBytes { raw in
+            (try? Envelope.read(UnsafeRawBufferPointer(rebasing: raw[Framing.headerBytes...]), complete: false))??.requestID ?? 0
+        }
+    }
+
+    private func frameBegan(_ context: ChannelHandlerContext) {
+        let now = ContinuousClock.now
+        frameStart = now
+        registry.receiving(context.channel, since: now)
+        let loop = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: frameTimeout) {
+            let (reader, context) = loop.value
+            reader.frameTimedOut(context)
+        }
+    }
+
+    private func frameEnded(_ context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        frameStart = nil
+        screened = false
+        registry.receiving(context.channel, since: nil)
+    }
+
+    private func frameTimedOut(_ context: ChannelHandlerContext) {
+        guard !closing, let start = frameStart else { return }
+        logger.notice("frame not complete in time; closing", metadata: [
+            "seconds": "\(String(format: "%.1f", (ContinuousClock.now - start).seconds))", "buffered_bytes": "\(buffer.readableBytes)"])
+        refuse(context, id: currentRequestID(), close: true, Wire.Status(.deadlineExceeded,
+            "the frame did not arrive within \(frameTimeout.nanoseconds / 1_000_000_000) s of its first byte (--frame-timeout): connection closed"))
+    }
+
+    private func tooLarge(_ context: ChannelHandlerContext, _ length: Int) {
+        let head = buffer.getBytes(at: buffer.readerIndex, length: min(8, buffer.readableBytes)) ?? []
+        guard let protocolName = Self.foreignProtocol(head) else {
+            logger.warning("frame over the size limit; closing", metadata: ["bytes": "\(length)", "limit": "\(maxFrameBytes)"])
+            return refuse(context, id: 0, close: true, Wire.Status(.resourceExhausted, FrameTooLarge(length: length, limit: maxFrameBytes).description))
+        }
+        metrics.protocolErrors.increment()
+        logger.notice("\(protocolName) on the RPC port; closing")
+        closing = true
+        hold(0)
+        guard protocolName == "HTTP" else {
+            // A TLS ClientHello on a plain port: the client's handshake fails and says so.
+            context.close(promise: nil)
+            return
+        }
+        let text = "This is Sift's binary RPC port (length-prefixed protobuf frames, docs/PROTOCOL.md). " +
+            "For the HTTP/JSON API use the port given to `sift serve --http-port`.\n"
+        let response = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(text.utf8.count)\r\nConnection: close\r\n\r\n" + text
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response))).whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    /// HTTP or TLS where frames were expected (their first bytes read as absurd lengths).
+    static func foreignProtocol(_ head: [UInt8]) -> String? {
+        let text = String(decoding: head.prefix(8), as: UTF8.self)
+        for method in ["GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH ", "PRI * "] where text.hasPrefix(method) {
+            return "HTTP"
+        }
+        if head.count >= 3, head[0] == 0x16, head[1] == 0x03, head[2] <= 0x04 { return "TLS" }
+        return nil
+    }
+
+    /// Answers the current frame with `status` under `id`; then either closes the connection,
+    /// or drops the frame (what is buffered now, the rest as it arrives) and goes on.
+    private func refuse(_ context: ChannelHandlerContext, id: UInt64, close: Bool = false, discardingFrameOf length: Int = 0,
+                        _ status: Wire.Status) {
+        metrics.protocolErrors.increment()
+        metrics.record(method: "frame", code: status.code, duration: frameStart.map { .now - $0 } ?? .zero)
+        logger.notice("frame refused", metadata: ["request_id": "\(id)", "status": "\(status.code.name)", "error": "\(status.message)"])
+        var out = context.channel.allocator.buffer(capacity: 64 + status.message.utf8.count)
+        Framing.write(Wire.Frame(requestID: id, body: .status(status)), to: &out)
+        if close {
+            closing = true
+            deadline?.cancel()
+            buffer = ByteBuffer()
+            hold(0)
+            context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in context.close(promise: nil) }
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        let here = min(buffer.readableBytes - Framing.headerBytes, length)
+        buffer.moveReaderIndex(forwardBy: Framing.headerBytes + here)
+        discarding = length - here
+        screened = false
+        if discarding == 0 { frameEnded(context) }
+        hold(buffer.readableBytes)
+    }
+
+    /// Returns the buffer's memory once it holds nothing (or much less than it can).
+    private func giveMemoryBack() {
+        if buffer.readableBytes == 0 {
+            if buffer.capacity > 64 << 10 { buffer = ByteBuffer() } else { buffer.clear() }
+        } else if buffer.readerIndex > buffer.capacity / 2 {
+            buffer.discardReadBytes()
+        }
+        hold(buffer.readableBytes)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if buffer.readableBytes > 0 || discarding > 0 {
+            metrics.protocolErrors.increment()
+            logger.info("connection closed inside a frame", metadata: ["bytes": "\(buffer.readableBytes + discarding)"])
+        }
+        deadline?.cancel()
+        hold(0)
+        context.fireChannelInactive()
+    }
+}

@@ -19,6 +19,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "sift", targets: ["sift"]),
+        .executable(name: "sift-fuzz", targets: ["SiftFuzz"]),
         .library(name: "Qwen3", targets: ["Qwen3"]),
         .library(name: "SiftEngine", targets: ["SiftEngine"]),
         .library(name: "SiftProtocol", targets: ["SiftProtocol"]),
@@ -106,6 +107,16 @@ let package = Package(
                               .product(name: "NIOSSL", package: "swift-nio-ssl"),
                               .product(name: "ArgumentParser", package: "swift-argument-parser"),
                           ],
+                          swiftSettings: swiftSettings),
+
+        // Fuzz targets for every parser of outside bytes (scripts/fuzz.sh builds them with
+        // libFuzzer; built normally, `sift-fuzz` replays corpora and regression inputs).
+        .executableTarget(name: "SiftFuzz",
+                          dependencies: ["SiftProtocol", "SiftServer", "SiftHub", "Qwen3", "SiftTestSupport",
+                                         .product(name: "NIOCore", package: "swift-nio"),
+                                         .product(name: "NIOEmbedded", package: "swift-nio"),
+                                         .product(name: "NIOHTTP1", package: "swift-nio"),
+                                         .product(name: "Logging", package: "swift-log")],
                           swiftSettings: swiftSettings),
 
         // Locations of the shared fixtures, for tests only.

@@ -139,14 +139,14 @@ private enum Decoder {
             return .healthRequest
         case SIFT__V1__FRAME__BODY_HEALTH_RESPONSE:
             guard let r = f.health_response?.pointee else { return .unknown }
-            return .healthResponse(Wire.Health(status: .init(rawValue: Int32(r.status.rawValue)) ?? .unknown,
+            return .healthResponse(Wire.Health(status: Int32(exactly: r.status.rawValue).flatMap(Wire.Health.ServingStatus.init(rawValue:)) ?? .unknown,
                                                activeRequests: r.active_requests, queuedTokens: r.queued_tokens))
         case SIFT__V1__FRAME__BODY_CANCEL_REQUEST:
             guard let r = f.cancel_request?.pointee else { return .unknown }
             return .cancelRequest(requestID: r.request_id)
         case SIFT__V1__FRAME__BODY_STATUS:
             guard let r = f.status?.pointee else { return .unknown }
-            return .status(Wire.Status(Wire.Code(rawValue: Int32(r.code.rawValue)) ?? .unknown, try string(r.message, "status message")))
+            return .status(Wire.Status(Int32(exactly: r.code.rawValue).flatMap(Wire.Code.init(rawValue:)) ?? .unknown, try string(r.message, "status message")))
         default:
             return .unknown
         }

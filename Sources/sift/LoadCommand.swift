@@ -144,9 +144,9 @@ struct Plan: Sendable {
             await recorder.ok(ContinuousClock.now - scheduled, documents: docs.count,
                               prefix: Int(r.usage.prefixTokens), cached: Int(r.usage.prefixTokensCached))
         } catch let status as Wire.Status {
-            await recorder.failed(status.code)
+            await recorder.failed(status.code, after: ContinuousClock.now - scheduled)
         } catch {
-            await recorder.failed(.unknown)
+            await recorder.failed(.unknown, after: ContinuousClock.now - scheduled)
         }
     }
 }
@@ -166,16 +166,26 @@ actor Recorder {
     private var cachedTokens = 0
     private var errors: [Wire.Code: Int] = [:]
 
+    /// How long failed calls took to fail (refusals should be quick).
+    private var failureHistogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+
+    static func microseconds(_ d: Duration) -> UInt64 {
+        let (s, atto) = d.components
+        return UInt64(max(0, s * 1_000_000 + atto / 1_000_000_000_000))
+    }
+
     func ok(_ latency: Duration, documents: Int, prefix: Int, cached: Int) {
-        let (s, atto) = latency.components
-        _ = histogram.record(UInt64(max(0, s * 1_000_000 + atto / 1_000_000_000_000)))
+        _ = histogram.record(Self.microseconds(latency))
         okCount += 1
         self.documents += documents
         prefixTokens += prefix
         cachedTokens += cached
     }
 
-    func failed(_ code: Wire.Code) { errors[code, default: 0] += 1 }
+    func failed(_ code: Wire.Code, after latency: Duration) {
+        errors[code, default: 0] += 1
+        _ = failureHistogram.record(Self.microseconds(latency))
+    }
 
     struct Report {
         var ok: Int
@@ -186,6 +196,7 @@ actor Recorder {
     func report(wall: Duration, mode: String, documentsPerCall: Int) -> Report {
         let seconds = wall.seconds
         let ms: (Double) -> Double = { Double(self.histogram.valueAtPercentile($0)) / 1000 }
+        let fms: (Double) -> Double = { Double(self.failureHistogram.valueAtPercentile($0)) / 1000 }
         let failed = errors.values.reduce(0, +)
         let hitRatio = prefixTokens > 0 ? Double(cachedTokens) / Double(prefixTokens) : 0
         let errorText = errors.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.name) \($0.value)" }.joined(separator: ", ")
@@ -195,13 +206,17 @@ actor Recorder {
             throughput   \(String(format: "%.2f", Double(okCount) / seconds)) calls/s, \(String(format: "%.2f", Double(documents) / seconds)) docs/s
             latency ms   p50 \(String(format: "%.1f", ms(50)))  p90 \(String(format: "%.1f", ms(90)))  p99 \(String(format: "%.1f", ms(99)))  p99.9 \(String(format: "%.1f", ms(99.9)))  max \(String(format: "%.1f", Double(histogram.max) / 1000))
             prefix cache \(String(format: "%.1f", hitRatio * 100))% of prefix tokens served from cache
-            """
+            """ + (failed == 0 ? "" : """
+
+            failed in ms p50 \(String(format: "%.1f", fms(50)))  p99 \(String(format: "%.1f", fms(99)))  max \(String(format: "%.1f", Double(failureHistogram.max) / 1000))
+            """)
         let errorJSON = errors.map { "\"\($0.key.name)\":\($0.value)" }.joined(separator: ",")
         let json = """
             {"mode":"\(mode)","seconds":\(seconds),"ok":\(okCount),"failed":\(failed),"errors":{\(errorJSON)},\
             "calls_per_second":\(Double(okCount) / seconds),"docs_per_second":\(Double(documents) / seconds),\
             "latency_ms":{"p50":\(ms(50)),"p90":\(ms(90)),"p99":\(ms(99)),"p99.9":\(ms(99.9)),"max":\(Double(histogram.max) / 1000)},\
-            "prefix_cache_hit_ratio":\(hitRatio)}
+            "prefix_cache_hit_ratio":\(hitRatio),\
+            "failed_latency_ms":{"p50":\(fms(50)),"p99":\(fms(99)),"max":\(Double(failureHistogram.max) / 1000)}}
             """
         return Report(ok: okCount, table: table, json: json)
     }

@@ -16,9 +16,9 @@ final class CLITests: XCTestCase {
         try Self.run(args, stdin: stdin, env: env)
     }
 
-    static func run(_ args: [String], stdin: Data = Data(), env: [String: String] = [:]) throws -> Result {
+    static func run(_ args: [String], stdin: Data = Data(), env: [String: String] = [:], executable: URL = sift) throws -> Result {
         let p = Process()
-        p.executableURL = Self.sift
+        p.executableURL = executable
         p.arguments = args
         p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
         let inPipe = Pipe(), outPipe = Pipe(), errPipe = Pipe()

@@ -205,7 +205,8 @@ struct  Sift__V1__RerankRequest
    */
   protobuf_c_boolean chunk_long_documents;
   /*
-   * Tokens shared by consecutive windows; 0 = a quarter of the window, at most 256.
+   * Tokens shared by consecutive windows; 0 = a quarter of the window, at most 256. Lowered to
+   * half the window, so a document of N tokens makes at most about 2N/window windows.
    */
   uint32_t chunk_overlap_tokens;
 };

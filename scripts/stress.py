@@ -1,0 +1,429 @@
+#!/usr/bin/env python3
+"""Soak and overload runs against a real `sift serve` (Python standard library only).
+
+soak:     open-loop load at a fraction of measured capacity (`sift load`), plus hostile
+          clients the whole time (garbage bytes, oversized frames, slow senders, mid-call
+          disconnects, unauthenticated frames, HTTP garbage and slow HTTP), while RSS, open fds
+          and /metrics gauges are sampled. Fails on: a failed well-behaved call, memory or fd
+          growth after warm-up, a gauge not back to 0 at the end, the server dying.
+overload: open-loop load at a multiple of capacity: admitted calls' p99 stays bounded, the
+          excess is refused with RESOURCE_EXHAUSTED within milliseconds, memory stays flat.
+
+scripts/soak.sh and scripts/overload.sh call this with the binaries and the model.
+"""
+import argparse
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+KEY = "sift-stress-key-0123456789abcdef"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- protobuf by hand (what no client library would send) ---------------------------------
+
+def varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def field(number, payload):
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def frame(body):
+    return struct.pack(">I", len(body)) + body
+
+
+def rerank_frame(request_id, documents, key=KEY, query="what is the capital of france?"):
+    req = field(1, query.encode()) + b"".join(field(3, d.encode()) for d in documents)
+    meta = field(2, field(1, b"authorization") + field(2, ("Bearer " + key).encode())) if key else b""
+    return frame(b"\x08" + varint(request_id) + meta + field(10, req))
+
+
+# --- the server ---------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, sift, model, extra, workdir):
+        self.rpc, self.http, self.metrics = free_port(), free_port(), free_port()
+        keyfile = os.path.join(workdir, "keys")
+        with open(keyfile, "w") as f:
+            f.write(KEY + "\n")
+        self.keyfile = keyfile
+        self.log = open(os.path.join(workdir, "server.log"), "w")
+        args = [sift, "serve", "--model", model, "--port", str(self.rpc), "--http-port", str(self.http),
+                "--metrics-port", str(self.metrics), "--api-key-file", keyfile, "--log-level", "notice"] + extra
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit("server exited during start-up; see " + self.log.name)
+            try:
+                if "sift_serving 1" in self.scrape_text():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit("server did not start serving in 300 s")
+
+    def scrape_text(self):
+        with socket.create_connection(("127.0.0.1", self.metrics), timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return data.decode(errors="replace")
+
+    def gauges(self):
+        values = {}
+        for line in self.scrape_text().splitlines():
+            m = re.match(r"^(sift_[a-z_]+)(\{[^}]*\})?\s+([-0-9.e+]+)$", line)
+            if m and not m.group(2):
+                values[m.group(1)] = float(m.group(3))
+        return values
+
+    def rss_mb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0
+
+    def fds(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.returncode
+
+
+def load(sift, server, seconds, rate=None, concurrency=None, documents=8, timeout=0, corpus=None, queries=None):
+    args = [sift, "load", "--server", f"127.0.0.1:{server.rpc}", "--api-key-file", server.keyfile,
+            "--duration", str(seconds), "--documents", str(documents), "--max-tokens-per-document", "128", "--json"]
+    if rate:
+        args += ["--rate", f"{rate:.3f}"]
+    else:
+        args += ["--concurrency", str(concurrency or 4)]
+    if timeout:
+        args += ["--timeout", str(timeout)]
+    if corpus:
+        args += ["--corpus", corpus]
+    if queries:
+        args += ["--queries", queries]
+    out = subprocess.run(args, capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise SystemExit(f"sift load failed ({out.returncode}): {out.stdout}\n{out.stderr}")
+
+
+# --- hostile clients ----------------------------------------------------------------------
+
+class Chaos:
+    """Misbehaving clients on a loop until stopped; counts what each did."""
+
+    def __init__(self, server, threads=4, slow_clients=6):
+        self.server = server
+        self.stopping = threading.Event()
+        self.counts = {}
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(threads)]
+        self.threads += [threading.Thread(target=self.slow_sender, daemon=True) for _ in range(slow_clients)]
+
+    def count(self, name):
+        with self.lock:
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(30)
+
+    def connect(self, port):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.settimeout(5)
+        return s
+
+    def drain(self, s, limit=1 << 16):
+        try:
+            s.recv(limit)
+        except OSError:
+            pass
+
+    def run(self, seed):
+        rnd = random.Random(seed)
+        actions = [self.garbage, self.oversized, self.disconnect_mid_call, self.unauthenticated_big_frame,
+                   self.malformed_protobuf, self.too_many_documents, self.http_garbage, self.http_pipelined,
+                   self.http_unfinished_body, self.cancel_unknown]
+        while not self.stopping.is_set():
+            action = rnd.choice(actions)
+            try:
+                action(rnd)
+                self.count(action.__name__)
+            except OSError:
+                self.count(action.__name__ + "_oserror")
+            time.sleep(rnd.uniform(0.01, 0.1))
+
+    def garbage(self, rnd):
+        with self.connect(self.server.rpc) as s:
+            s.sendall(bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 4096))))
+            self.drain(s)
+
+    def oversized(self, rnd):
+        with self.connect(self.server.rpc) as s:
+            s.sendall(struct.pack(">I", 0x7FFFFFF0) + b"\x08\x01")
+            self.drain(s)
+
+    def disconnect_mid_call(self, rnd):
+        with self.connect(self.server.rpc) as s:
+            s.sendall(rerank_frame(1, ["document number %d about paris and france" % i for i in range(rnd.randint(1, 16))]))
+            time.sleep(rnd.choice([0, 0.01, 0.05, 0.2]))
+
+    def unauthenticated_big_frame(self, rnd):
+        with self.connect(self.server.rpc) as s:
+            body = rerank_frame(3, ["x" * 1000] * 2000, key=None)  # ~2 MB, no key
+            s.sendall(body[:300_000])
+            self.drain(s)
+
+    def malformed_protobuf(self, rnd):
+        with self.connect(self.server.rpc) as s:
+            s.sendall(frame(b"\x08\x05" + bytes(rnd.getrandbits(8) for _ in range(64))))
+            self.drain(s)
+
+    def too_many_documents(self, rnd):
+        with self.connect(self.server.rpc) as s:
+            req = field(1, b"q") + b"\x1a\x00" * 200_000
+            s.sendall(frame(b"\x08\x09" + field(2, field(1, b"authorization") + field(2, ("Bearer " + KEY).encode())) + field(10, req)))
+            self.drain(s)
+
+    def cancel_unknown(self, rnd):
+        with self.connect(self.server.rpc) as s:
+            s.sendall(frame(b"\x08\x02" + field(19, b"\x08\x63")))
+            self.drain(s)
+
+    def http_garbage(self, rnd):
+        with self.connect(self.server.http) as s:
+            s.sendall(bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 2048))) + b"\r\n\r\n")
+            self.drain(s)
+
+    def http_pipelined(self, rnd):
+        with self.connect(self.server.http) as s:
+            body = json.dumps({"query": "capital of france", "documents": ["Paris is the capital.", "Berlin."]}).encode()
+            req = (b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+                   b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            s.sendall(req * 3)
+            self.drain(s)
+            time.sleep(0.05)
+
+    def http_unfinished_body(self, rnd):
+        with self.connect(self.server.http) as s:
+            s.sendall(b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+                      b"\r\nContent-Length: 100000\r\n\r\n{\"query\":")
+            time.sleep(rnd.uniform(0, 0.3))
+
+    def slow_sender(self):
+        """Holds a frame open, a byte at a time, until the server cuts it off (then again)."""
+        while not self.stopping.is_set():
+            try:
+                with self.connect(self.server.rpc) as s:
+                    data = rerank_frame(5, ["slow " * 50] * 4)
+                    s.sendall(data[:8])
+                    for b in data[8:]:
+                        if self.stopping.is_set():
+                            break
+                        s.sendall(bytes([b]))
+                        time.sleep(0.5)
+                self.count("slow_sender_finished")
+            except OSError:
+                self.count("slow_sender_cut_off")
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+def capacity(sift, server, seconds, documents, corpus, queries):
+    r = load(sift, server, seconds, concurrency=4, documents=documents, corpus=corpus, queries=queries)
+    if r["failed"]:
+        raise SystemExit(f"calibration had failed calls: {r}")
+    return r["calls_per_second"]
+
+
+def sample(server, samples, stop, every):
+    while not stop.is_set():
+        try:
+            g = server.gauges()
+            samples.append((time.time(), server.rss_mb(), server.fds(), g))
+        except OSError as e:
+            samples.append((time.time(), server.rss_mb() if server.proc.poll() is None else 0, 0, {"error": str(e)}))
+        stop.wait(every)
+
+
+def soak(a, server):
+    cap = capacity(a.sift, server, a.calibrate, a.documents, a.corpus, a.queries)
+    rate = cap * a.fraction
+    print(f"capacity {cap:.2f} calls/s ({a.documents} documents per call); soak at {rate:.2f} calls/s for {a.duration:.0f} s with hostile clients", flush=True)
+    samples, stop = [], threading.Event()
+    sampler = threading.Thread(target=sample, args=(server, samples, stop, a.sample_every), daemon=True)
+    sampler.start()
+    chaos = Chaos(server)
+    chaos.start()
+    result = load(a.sift, server, a.duration, rate=rate, documents=a.documents, timeout=60, corpus=a.corpus, queries=a.queries)
+    chaos.stop()
+    time.sleep(a.settle)  # slow senders cut off, idle connections closed, queues drained
+    final = server.gauges()
+    stop.set()
+    sampler.join()
+    samples.append((time.time(), server.rss_mb(), server.fds(), final))
+
+    failures = []
+    if server.proc.poll() is not None:
+        failures.append(f"the server died (exit {server.proc.returncode})")
+    if result["failed"]:
+        failures.append(f"{result['failed']} well-behaved calls failed: {result['errors']}")
+    # Growth after warm-up: the last quarter's median against the second quarter's median.
+    rss = [s[1] for s in samples if s[1]]
+    fds = [s[2] for s in samples if s[2]]
+    q = max(1, len(rss) // 4)
+    warm_rss, late_rss = statistics.median(rss[q:2 * q]), statistics.median(rss[-q:])
+    growth = late_rss - warm_rss
+    if growth > max(a.rss_slack_mb, 0.1 * warm_rss):
+        failures.append(f"RSS grew {growth:.1f} MB after warm-up ({warm_rss:.1f} → {late_rss:.1f} MB)")
+    baseline_fds = min(fds[:q]) if fds else 0
+    if fds and fds[-1] > baseline_fds + 4:
+        failures.append(f"open fds {fds[-1]} at the end vs {baseline_fds} at the start")
+    for gauge in ["sift_inflight_requests", "sift_engine_active_requests", "sift_engine_queued_tokens",
+                  "sift_buffered_request_bytes", "sift_kv_reserved_bytes"]:
+        if final.get(gauge, 0) != 0:
+            failures.append(f"{gauge} is {final.get(gauge)} at the end, not 0")
+    if final.get("sift_connections", 0) > 1:  # the scrape's own connection
+        failures.append(f"sift_connections is {final['sift_connections']} at the end")
+
+    with open(os.path.join(a.workdir, "samples.csv"), "w") as f:
+        f.write("t,rss_mb,fds,connections,inflight,queued_tokens,buffered_bytes,kv_bytes\n")
+        t0 = samples[0][0]
+        for t, r, n, g in samples:
+            f.write(f"{t - t0:.1f},{r:.1f},{n},{g.get('sift_connections', '')},{g.get('sift_inflight_requests', '')},"
+                    f"{g.get('sift_engine_queued_tokens', '')},{g.get('sift_buffered_request_bytes', '')},{g.get('sift_kv_bytes', '')}\n")
+    summary = {
+        "duration_s": a.duration, "rate": rate, "capacity": cap,
+        "well_behaved": {k: result[k] for k in ["ok", "failed", "errors", "latency_ms"]},
+        "hostile_actions": dict(sorted(chaos.counts.items())), "hostile_total": sum(chaos.counts.values()),
+        "rss_mb": {"start": rss[0], "after_warmup": warm_rss, "end": late_rss, "max": max(rss)},
+        "fds": {"start": fds[0] if fds else None, "max": max(fds) if fds else None, "end": fds[-1] if fds else None},
+        "final_gauges": {k: v for k, v in final.items() if k in ("sift_inflight_requests", "sift_engine_active_requests",
+                         "sift_engine_queued_tokens", "sift_buffered_request_bytes", "sift_kv_reserved_bytes", "sift_connections")},
+        "samples": os.path.join(a.workdir, "samples.csv"),
+    }
+    return summary, failures
+
+
+def overload(a, server):
+    cap = capacity(a.sift, server, a.calibrate, a.documents, a.corpus, a.queries)
+    rate = cap * a.multiple
+    print(f"capacity {cap:.2f} calls/s; offering {rate:.2f} calls/s ({a.multiple}x) for {a.duration:.0f} s", flush=True)
+    samples, stop = [], threading.Event()
+    sampler = threading.Thread(target=sample, args=(server, samples, stop, a.sample_every), daemon=True)
+    sampler.start()
+    result = load(a.sift, server, a.duration, rate=rate, documents=a.documents, corpus=a.corpus, queries=a.queries)
+    stop.set()
+    sampler.join()
+    time.sleep(a.settle)
+    final = server.gauges()
+    failures = []
+    errors = dict(result["errors"])
+    refused = errors.pop("RESOURCE_EXHAUSTED", 0)
+    if errors:
+        failures.append(f"calls failed other than by refusal: {errors}")
+    if refused == 0:
+        failures.append("nothing was refused at twice the capacity (is the queue bound too large?)")
+    if result["failed"] and result["failed_latency_ms"]["p99"] > a.max_refusal_ms:
+        failures.append(f"refusals took {result['failed_latency_ms']['p99']:.1f} ms at p99 (limit {a.max_refusal_ms} ms)")
+    if result["latency_ms"]["p99"] > a.max_admitted_p99_s * 1000:
+        failures.append(f"admitted calls' p99 {result['latency_ms']['p99']:.0f} ms over {a.max_admitted_p99_s} s")
+    rss = [s[1] for s in samples if s[1]]
+    q = max(1, len(rss) // 4)
+    warm_rss, late_rss = statistics.median(rss[q:2 * q]), statistics.median(rss[-q:])
+    if late_rss - warm_rss > max(a.rss_slack_mb, 0.1 * warm_rss):
+        failures.append(f"RSS grew {late_rss - warm_rss:.1f} MB under overload")
+    if server.proc.poll() is not None:
+        failures.append("the server died")
+    for gauge in ["sift_inflight_requests", "sift_engine_queued_tokens"]:
+        if final.get(gauge, 0) != 0:
+            failures.append(f"{gauge} is {final.get(gauge)} after the run")
+    summary = {
+        "capacity": cap, "offered_rate": rate, "duration_s": a.duration,
+        "admitted": result["ok"], "refused": refused, "admitted_calls_per_s": result["calls_per_second"],
+        "admitted_latency_ms": result["latency_ms"], "refusal_latency_ms": result["failed_latency_ms"],
+        "rss_mb": {"after_warmup": warm_rss, "end": late_rss, "max": max(rss)},
+    }
+    return summary, failures
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["soak", "overload"])
+    p.add_argument("--sift", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--duration", type=float, default=120)
+    p.add_argument("--calibrate", type=float, default=15, help="seconds of closed-loop load to measure capacity")
+    p.add_argument("--fraction", type=float, default=0.8, help="soak: share of capacity offered")
+    p.add_argument("--multiple", type=float, default=2.0, help="overload: multiple of capacity offered")
+    p.add_argument("--documents", type=int, default=8)
+    p.add_argument("--sample-every", type=float, default=2)
+    p.add_argument("--settle", type=float, default=12)
+    p.add_argument("--rss-slack-mb", type=float, default=48)
+    p.add_argument("--max-refusal-ms", type=float, default=50)
+    p.add_argument("--max-admitted-p99-s", type=float, default=30)
+    p.add_argument("--corpus", default=None)
+    p.add_argument("--queries", default=None)
+    p.add_argument("--server-arg", action="append", default=[], help="extra `sift serve` flag (repeatable)")
+    a = p.parse_args()
+    a.workdir = tempfile.mkdtemp(prefix=f"sift-{a.mode}-")
+    extra = ["--frame-timeout", "5", "--idle-timeout", "10", "--max-in-flight", "1024"] + a.server_arg
+    server = Server(a.sift, a.model, extra, a.workdir)
+    try:
+        summary, failures = (soak if a.mode == "soak" else overload)(a, server)
+    finally:
+        code = server.stop()
+    summary["server_exit"] = code
+    summary["server_log"] = os.path.join(a.workdir, "server.log")
+    if code not in (0, None):
+        failures.append(f"the server exited {code} on SIGTERM")
+    print(json.dumps(summary, indent=2))
+    if failures:
+        print(f"{a.mode} FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
+        sys.exit(1)
+    print(f"{a.mode} passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()

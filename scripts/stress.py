@@ -287,7 +287,44 @@ def sample(server, samples, stop, every):
         stop.wait(every)
 
 
+def pinned_memory(server, connections=32, megabytes=4):
+    """The probe's memory attack: many connections each holding most of a large frame. RSS while
+    they hold it, after they close (it must come back), and with frames that carry no key (refused
+    from their first bytes: nothing may be held)."""
+    def hold(key):
+        sockets = []
+        payload = rerank_frame(11, ["x" * 1000] * (megabytes * 1100), key=key)
+        for _ in range(connections):
+            s = socket.create_connection(("127.0.0.1", server.rpc), timeout=10)
+            try:
+                s.sendall(payload[: megabytes << 20])
+            except OSError:
+                pass
+            sockets.append(s)
+        time.sleep(1.5)
+        return sockets
+
+    base = server.rss_mb()
+    sockets = hold(KEY)
+    holding = server.rss_mb()
+    buffered = server.gauges().get("sift_buffered_request_bytes", 0)
+    for s in sockets:
+        s.close()
+    time.sleep(3)
+    after = server.rss_mb()
+    sockets = hold(None)
+    unauthenticated = server.rss_mb()
+    for s in sockets:
+        s.close()
+    time.sleep(3)
+    return {"connections": connections, "mb_each": megabytes, "rss_before": base, "rss_holding": holding,
+            "buffered_mb_holding": buffered / 2**20, "rss_after_close": after, "rss_holding_unauthenticated": unauthenticated,
+            "rss_end": server.rss_mb()}
+
+
 def soak(a, server):
+    memory = pinned_memory(server)
+    print(f"pinned frames: {memory}", flush=True)
     cap = capacity(a.sift, server, a.calibrate, a.documents, a.corpus, a.queries)
     rate = cap * a.fraction
     print(f"capacity {cap:.2f} calls/s ({a.documents} documents per call); soak at {rate:.2f} calls/s for {a.duration:.0f} s with hostile clients", flush=True)
@@ -307,6 +344,10 @@ def soak(a, server):
     failures = []
     if server.proc.poll() is not None:
         failures.append(f"the server died (exit {server.proc.returncode})")
+    if memory["rss_after_close"] - memory["rss_before"] > a.rss_slack_mb:
+        failures.append(f"memory held for unfinished frames was not given back: {memory}")
+    if memory["rss_holding_unauthenticated"] - memory["rss_after_close"] > a.rss_slack_mb:
+        failures.append(f"frames without a key pinned memory: {memory}")
     if result["failed"]:
         failures.append(f"{result['failed']} well-behaved calls failed: {result['errors']}")
     # Growth after warm-up: the last quarter's median against the second quarter's median.
@@ -334,7 +375,7 @@ def soak(a, server):
             f.write(f"{t - t0:.1f},{r:.1f},{n},{g.get('sift_connections', '')},{g.get('sift_inflight_requests', '')},"
                     f"{g.get('sift_engine_queued_tokens', '')},{g.get('sift_buffered_request_bytes', '')},{g.get('sift_kv_bytes', '')}\n")
     summary = {
-        "duration_s": a.duration, "rate": rate, "capacity": cap,
+        "duration_s": a.duration, "rate": rate, "capacity": cap, "pinned_frames": memory,
         "well_behaved": {k: result[k] for k in ["ok", "failed", "errors", "latency_ms"]},
         "hostile_actions": dict(sorted(chaos.counts.items())), "hostile_total": sum(chaos.counts.values()),
         "rss_mb": {"start": rss[0], "after_warmup": warm_rss, "end": late_rss, "max": max(rss)},

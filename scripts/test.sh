@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: Debian packages, test models, build, swift test, the Python and
-# C clients against a real server, the haproxy scale-out test; then the engine's and the server's concurrency tests again
-# under ThreadSanitizer (own build folder).
+# C clients against a real server, the haproxy scale-out test, brief fuzzing, soak and overload
+# runs; then the engine's and the server's concurrency tests again under ThreadSanitizer (own
+# build folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --test
@@ -21,8 +22,14 @@ echo "== C client against a real server =="
 bash Clients/c/test.sh
 echo "== scale-out: 3 replicas behind haproxy, one stopped mid-run; affinity vs round robin =="
 bash scripts/test-scaleout.sh
+echo "== fuzzing: every parser of outside bytes briefly (libFuzzer + AddressSanitizer, own build folder) =="
+bash scripts/fuzz.sh "${SIFT_FUZZ_SECONDS:-20}"
+echo "== soak: load at 80% of capacity with hostile clients; RSS, fds and gauges checked =="
+SIFT_BIN=.build/debug/sift bash scripts/soak.sh "${SIFT_SOAK_SECONDS:-120}"
+echo "== overload: twice the capacity; the excess refused quickly, admitted calls bounded =="
+SIFT_BIN=.build/debug/sift bash scripts/overload.sh 30
 if [ "${SIFT_SKIP_TSAN:-0}" != 1 ]; then
   echo "== engine, server and client concurrency tests under ThreadSanitizer =="
   swift test --scratch-path .build-tsan --sanitize=thread \
-    --filter '\.(EngineTests|PlannerTests|PrefixCacheTests|KernelTests|ServerTests|ClientTests|HTTPAPITests)/'
+    --filter '\.(EngineTests|EngineLimitsTests|PlannerTests|PrefixCacheTests|KernelTests|ServerTests|ClientTests|HTTPAPITests|HostileClientTests|HTTPLimitsTests)/'
 fi

@@ -15,11 +15,13 @@ public enum SystemMemory {
         }
     }
 
-    /// The default KV budget: half of what is available once the model's memory-mapped
-    /// weights (not yet resident, but they will be) are set aside; at least 64 MiB.
+    /// The default KV budget: three quarters of what is available once the model's
+    /// memory-mapped weights (not yet resident, but they will be) are set aside — the last
+    /// quarter is headroom for activations, request buffers and the rest; at least 64 MiB.
+    /// (The 8B's 32k-token pair, ~9 GB of KV, fits on a 24 GiB machine this way.)
     public static func defaultKVBudget(mappedModelBytes: Int, available: Int? = available()) -> Int {
         guard let available else { return 4 << 30 }
-        return max(64 << 20, (available - mappedModelBytes) / 2)
+        return max(64 << 20, (available - mappedModelBytes) / 4 * 3)
     }
 
     /// A field of /proc/meminfo in bytes.

@@ -18,6 +18,8 @@ final class ServerState: Sendable {
     let registry: ConnectionRegistry
     /// Bytes held for requests still arriving, over all connections.
     let buffers: BufferBudget
+    /// Lines about hostile input pass at a bounded rate.
+    let logLimiter = LogLimiter()
 
     init(options: ServerOptions) {
         registry = ConnectionRegistry(limit: options.effectiveMaxConnections)
@@ -119,7 +121,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             // The framing is intact, so the connection stays usable.
             metrics.protocolErrors.increment()
             let id = (error as? ProtocolError)?.requestID ?? 0
-            logger.warning("malformed frame", metadata: ["request_id": "\(id)", "error": "\(error)"])
+            state.logLimiter.log(logger, .notice, "malformed frame", metadata: ["request_id": "\(id)", "error": "\(error)"])
             send(Wire.Frame(requestID: id, body: .status(Wire.Status(.invalidArgument, "malformed frame: \(error)"))))
             return
         }
@@ -140,20 +142,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        switch error {
-        case let tooLarge as FrameTooLarge:
-            metrics.protocolErrors.increment()
-            logger.warning("frame over the size limit; closing", metadata: ["bytes": "\(tooLarge.length)", "limit": "\(tooLarge.limit)"])
-            context.writeAndFlush(wrapOutboundOut(Wire.Frame(requestID: 0, body: .status(Wire.Status(.resourceExhausted, tooLarge.description)))))
-                .whenComplete { _ in context.close(promise: nil) }
-        case let truncated as TruncatedFrame:
-            metrics.protocolErrors.increment()
-            logger.info("\(truncated)")
-            context.close(promise: nil)
-        default:
-            logger.debug("connection error", metadata: ["error": "\(error)"])
-            context.close(promise: nil)
-        }
+        // Framing errors are answered by FrameReader; what reaches here is the socket's or TLS's.
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
     }
 
     // MARK: - Calls

@@ -36,6 +36,7 @@ final class FrameReader: ChannelInboundHandler {
     private let metrics: ServerMetrics
     private let screen: (Envelope) -> Wire.Status?
     private var logger: Logger
+    private let limiter: LogLimiter
 
     private var buffer = ByteBuffer()
     private var held = 0               // bytes counted against the budget
@@ -46,7 +47,8 @@ final class FrameReader: ChannelInboundHandler {
     private var closing = false
 
     init(maxFrameBytes: Int, frameTimeout: Duration, budget: BufferBudget, registry: ConnectionRegistry,
-         metrics: ServerMetrics, logger: Logger, screen: @escaping (Envelope) -> Wire.Status?) {
+         metrics: ServerMetrics, logger: Logger, limiter: LogLimiter, screen: @escaping (Envelope) -> Wire.Status?) {
+        self.limiter = limiter
         self.maxFrameBytes = maxFrameBytes
         self.frameTimeout = TimeAmount(frameTimeout)
         self.budget = budget
@@ -84,6 +86,8 @@ final class FrameReader: ChannelInboundHandler {
         while !closing, discarding == 0, let next = nextFrame(context) {
             context.fireChannelRead(wrapInboundOut(next))
         }
+        // Even three bytes of a length prefix start the clock.
+        if !closing, frameStart == nil, buffer.readableBytes > 0 { frameBegan(context) }
         giveMemoryBack()
     }
 
@@ -171,7 +175,7 @@ final class FrameReader: ChannelInboundHandler {
 
     private func frameTimedOut(_ context: ChannelHandlerContext) {
         guard !closing, let start = frameStart else { return }
-        logger.notice("frame not complete in time; closing", metadata: [
+        limiter.log(logger, .notice, "frame not complete in time; closing", metadata: [
             "seconds": "\(String(format: "%.1f", (ContinuousClock.now - start).seconds))", "buffered_bytes": "\(buffer.readableBytes)"])
         refuse(context, id: currentRequestID(), close: true, Wire.Status(.deadlineExceeded,
             "the frame did not arrive within \(frameTimeout.nanoseconds / 1_000_000_000) s of its first byte (--frame-timeout): connection closed"))
@@ -180,11 +184,11 @@ final class FrameReader: ChannelInboundHandler {
     private func tooLarge(_ context: ChannelHandlerContext, _ length: Int) {
         let head = buffer.getBytes(at: buffer.readerIndex, length: min(8, buffer.readableBytes)) ?? []
         guard let protocolName = Self.foreignProtocol(head) else {
-            logger.warning("frame over the size limit; closing", metadata: ["bytes": "\(length)", "limit": "\(maxFrameBytes)"])
+            limiter.log(logger, .notice, "frame over the size limit; closing", metadata: ["bytes": "\(length)", "limit": "\(maxFrameBytes)"])
             return refuse(context, id: 0, close: true, Wire.Status(.resourceExhausted, FrameTooLarge(length: length, limit: maxFrameBytes).description))
         }
         metrics.protocolErrors.increment()
-        logger.notice("\(protocolName) on the RPC port; closing")
+        limiter.log(logger, .notice, "\(protocolName) on the RPC port; closing")
         closing = true
         hold(0)
         guard protocolName == "HTTP" else {
@@ -216,7 +220,7 @@ final class FrameReader: ChannelInboundHandler {
                         _ status: Wire.Status) {
         metrics.protocolErrors.increment()
         metrics.record(method: "frame", code: status.code, duration: frameStart.map { .now - $0 } ?? .zero)
-        logger.notice("frame refused", metadata: ["request_id": "\(id)", "status": "\(status.code.name)", "error": "\(status.message)"])
+        limiter.log(logger, .notice, "frame refused", metadata: ["request_id": "\(id)", "status": "\(status.code.name)", "error": "\(status.message)"])
         var out = context.channel.allocator.buffer(capacity: 64 + status.message.utf8.count)
         Framing.write(Wire.Frame(requestID: id, body: .status(status)), to: &out)
         if close {
@@ -249,7 +253,7 @@ final class FrameReader: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if buffer.readableBytes > 0 || discarding > 0 {
             metrics.protocolErrors.increment()
-            logger.info("connection closed inside a frame", metadata: ["bytes": "\(buffer.readableBytes + discarding)"])
+            limiter.log(logger, .info, "connection closed inside a frame", metadata: ["bytes": "\(buffer.readableBytes + discarding)"])
         }
         deadline?.cancel()
         hold(0)

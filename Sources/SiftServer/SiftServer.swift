@@ -184,12 +184,12 @@ public final class SiftServer: Service, Sendable {
                     if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
                     switch state.registry.open(channel, port: kind) {
                     case .refused:
-                        logger.warning("connection limit reached and every connection has calls in flight; refusing",
+                        state.logLimiter.log(logger, .warning, "connection limit reached and every connection has calls in flight; refusing",
                                        metadata: ["limit": "\(state.registry.limit)", "port": "\(kind.rawValue)"])
                         refuse(channel, "the server has \(state.registry.limit) connections open, all busy (its limit): retry later or use another replica")
                         return
                     case .acceptedByClosing(let victim, let reason):
-                        logger.notice("connection limit reached; closing another connection to make room",
+                        state.logLimiter.log(logger, .notice, "connection limit reached; closing another connection to make room",
                                       metadata: ["limit": "\(state.registry.limit)", "reason": "\(reason)"])
                         victim.close(promise: nil)
                     case .accepted:
@@ -220,7 +220,8 @@ public final class SiftServer: Service, Sendable {
         }) { channel in
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(FrameReader(maxFrameBytes: options.maxFrameBytes, frameTimeout: options.frameTimeout,
-                                            budget: state.buffers, registry: state.registry, metrics: metrics, logger: logger) {
+                                            budget: state.buffers, registry: state.registry, metrics: metrics, logger: logger,
+                                            limiter: state.logLimiter) {
                 ConnectionHandler.screen($0, state: state, options: options)
             })
             try sync.addHandler(MessageToByteHandler(FrameEncoder()))
@@ -232,7 +233,7 @@ public final class SiftServer: Service, Sendable {
         let (state, metrics, options, logger) = (self.state, self.metrics, self.options, self.logger)
         return try await bind(.http, port: port, tls: tls, flag: "--http-port", refuse: HTTPRequestGuard.refuse) { channel in
             let sync = channel.pipeline.syncOperations
-            try sync.addHandler(HTTPRequestGuard(timeout: options.frameTimeout, registry: state.registry, logger: logger))
+            try sync.addHandler(HTTPRequestGuard(timeout: options.frameTimeout, registry: state.registry, logger: logger, limiter: state.logLimiter))
             try sync.configureHTTPServerPipeline(withErrorHandling: true)
             try sync.addHandler(HTTPAPIHandler(state: state, metrics: metrics, options: options, logger: logger))
         }
@@ -247,7 +248,7 @@ public final class SiftServer: Service, Sendable {
         }
         return try await bind(.metrics, port: port, tls: nil, flag: "--metrics-port", refuse: HTTPRequestGuard.refuse) { channel in
             let sync = channel.pipeline.syncOperations
-            try sync.addHandler(HTTPRequestGuard(timeout: options.frameTimeout, registry: state.registry, logger: logger))
+            try sync.addHandler(HTTPRequestGuard(timeout: options.frameTimeout, registry: state.registry, logger: logger, limiter: state.logLimiter))
             try sync.configureHTTPServerPipeline(withErrorHandling: true)
             try sync.addHandler(MetricsHTTPHandler(render: render))
         }

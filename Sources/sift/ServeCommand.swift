@@ -43,7 +43,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Tokens queued over all calls before new calls get RESOURCE_EXHAUSTED.") var maxQueuedTokens: Int = EngineOptions().maxQueuedTokens
     @Option(help: "Tokens one call may queue; a larger call is refused (INVALID_ARGUMENT: split it). Default: half of --max-queued-tokens.")
     var maxRequestTokens: Int?
-    @Option(help: "KV memory budget in MiB, prefix cache included; documents wait for room, never dropped. Default: half the memory available after the model (cgroup limit honoured).")
+    @Option(help: "KV memory budget in MiB, prefix cache included; documents wait for room, never dropped. Default: three quarters of the memory available after the model (cgroup limit honoured).")
     var kvBudgetMb: Int?
     @Option(help: "Prefix KV cache budget in MiB (0: no caching across calls).") var prefixCacheMb: Int = EngineOptions().prefixCacheBytes >> 20
     @Option(help: "Documents per call.") var maxDocuments: Int = EngineOptions().maxDocuments
@@ -139,7 +139,7 @@ struct ServeCommand: AsyncParsableCommand {
             let engine = SiftEngine(reranker: reranker, options: loadOptions)
             logger.notice("KV budget", metadata: ["mib": "\(engine.kvBudgetBytes >> 20)",
                                                   "tokens": "\(engine.kvBudgetBytes / max(1, engine.kvBytesPerToken))",
-                                                  "source": "\(loadOptions.kvBudgetBytes == nil ? "default (half the available memory)" : "--kv-budget-mb")"])
+                                                  "source": "\(loadOptions.kvBudgetBytes == nil ? "default (3/4 of the memory available after the model)" : "--kv-budget-mb")"])
             return engine
         }
         let group = ServiceGroup(configuration: .init(services: [.init(service: server)],

@@ -172,7 +172,7 @@ final class EngineLimitsTests: XCTestCase {
 
     /// The default budget comes from available memory less the model's mapped weights.
     func testDefaultBudgetFollowsAvailableMemory() {
-        XCTAssertEqual(SystemMemory.defaultKVBudget(mappedModelBytes: 2 << 30, available: 10 << 30), 4 << 30)
+        XCTAssertEqual(SystemMemory.defaultKVBudget(mappedModelBytes: 2 << 30, available: 10 << 30), 6 << 30)
         XCTAssertEqual(SystemMemory.defaultKVBudget(mappedModelBytes: 12 << 30, available: 10 << 30), 64 << 20)
         XCTAssertNotNil(SystemMemory.available())
         XCTAssertGreaterThan(makeEngine().kvBudgetBytes, 0)

@@ -131,7 +131,7 @@ public struct EngineOptions: Sendable {
     /// Sequences (documents, or chunk windows) one call may make.
     public var maxSequencesPerRequest = 16_384
     /// KV memory the engine may hold at once: running sequences and the prefix cache together
-    /// (nil: half of the memory available at start, after the model, honouring a cgroup limit).
+    /// (nil: three quarters of the memory available at start, after the model, honouring a cgroup limit).
     /// Documents wait for memory, they are never dropped; a call whose longest document alone
     /// cannot fit is refused.
     public var kvBudgetBytes: Int?

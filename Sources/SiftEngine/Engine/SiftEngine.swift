@@ -15,9 +15,14 @@ public final class SiftEngine: Sendable {
     private let scheduler: Scheduler
     private let nextID = Atomic<UInt64>(1)
 
+    /// Tokens of the prompt's fixed parts: the system prompt (every prefix starts with it) and the suffix.
+    private let fixedPromptTokens: (prefix: Int, suffix: Int)
+
     public init(reranker: Reranker, options: EngineOptions = EngineOptions()) {
         self.reranker = reranker
         self.options = options
+        fixedPromptTokens = (reranker.tokenizer.encode(RerankPrompt.systemPrompt).count,
+                             reranker.tokenizer.encode(RerankPrompt.suffixText).count)
         let budget = options.kvBudgetBytes ?? SystemMemory.defaultKVBudget(mappedModelBytes: reranker.model.mappedWeightBytes)
         scheduler = Scheduler(model: reranker.model, options: options, kvBudgetBytes: budget)
         scheduler.start()
@@ -124,6 +129,11 @@ public final class SiftEngine: Sendable {
         guard maxLength > 0, maxLength <= maxLengthLimit else {
             throw EngineError(.invalidArgument, "max_length \(maxLength) must be in 1...\(maxLengthLimit)")
         }
+        // Under overload most calls are refused: say so before tokenizing anything, from a lower
+        // bound of what the call adds (the fixed prompt parts; documents of one token).
+        let least = (options.prefixSharing ? 1 : r.documents.count) * fixedPromptTokens.prefix
+            + r.documents.count * (fixedPromptTokens.suffix + 1)
+        try scheduler.checkRoom(forAtLeast: least)
         let tokenizer = reranker.tokenizer
         let prompt: RerankPrompt
         do {

@@ -58,13 +58,25 @@ final class Scheduler: @unchecked Sendable {
         defer { condition.unlock() }
         guard !stopping else { throw EngineError(.unavailable, "the engine is shutting down") }
         guard queuedTokens + r.totalTokens <= options.maxQueuedTokens else {
-            throw EngineError(.resourceExhausted,
-                              "the queue holds \(queuedTokens) tokens; this request adds \(r.totalTokens) and the limit is \(options.maxQueuedTokens): retry later or send fewer documents")
+            throw queueFull(queued: queuedTokens, adding: r.totalTokens, atLeast: false)
         }
         queuedTokens += r.totalTokens
         inbox.append(r)
         stats.withLock { $0.queuedTokens = queuedTokens; $0.activeRequests += 1 }
         condition.signal()
+    }
+
+    /// Throws the queue-full refusal if even `tokens` would not fit now (a cheap early check;
+    /// `submit` makes the exact one).
+    func checkRoom(forAtLeast tokens: Int) throws {
+        condition.lock()
+        let queued = queuedTokens
+        condition.unlock()
+        guard queued + tokens <= options.maxQueuedTokens else { throw queueFull(queued: queued, adding: tokens, atLeast: true) }
+    }
+
+    private func queueFull(queued: Int, adding tokens: Int, atLeast: Bool) -> EngineError {
+        EngineError(.resourceExhausted, "the queue holds \(queued) tokens; this request adds \(atLeast ? "at least " : "")\(tokens) and the limit is \(options.maxQueuedTokens): retry later or send fewer documents")
     }
 
     /// Wakes the loop so a cancellation is noticed before the next step.

@@ -26,10 +26,12 @@ final class HTTPRequestGuard: ChannelDuplexHandler {
     private let timeout: TimeAmount
     private let registry: ConnectionRegistry
     private var logger: Logger
+    private let limiter: LogLimiter
     private var state = State.idle
     private var deadline: Scheduled<Void>?
 
-    init(timeout: Duration, registry: ConnectionRegistry, logger: Logger) {
+    init(timeout: Duration, registry: ConnectionRegistry, logger: Logger, limiter: LogLimiter) {
+        self.limiter = limiter
         self.timeout = TimeAmount(timeout)
         self.registry = registry
         self.logger = logger
@@ -87,7 +89,7 @@ final class HTTPRequestGuard: ChannelDuplexHandler {
     private func timedOut(_ context: ChannelHandlerContext) {
         guard case .receiving(let since) = state else { return }
         let seconds = timeout.nanoseconds / 1_000_000_000
-        logger.notice("HTTP request not complete in time; closing",
+        limiter.log(logger, .notice, "HTTP request not complete in time; closing",
                       metadata: ["seconds": "\(String(format: "%.1f", (ContinuousClock.now - since).seconds))"])
         let body = #"{"message":"the request did not arrive within \#(seconds) s of its first byte (--frame-timeout)","code":"DEADLINE_EXCEEDED"}"#
         let text = "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body

@@ -44,8 +44,12 @@ def test_errors_carry_the_status_code(server):
             client.rerank("", ["d"])
         assert error.value.code == Code.INVALID_ARGUMENT and "query is empty" in error.value.message
         with pytest.raises(SiftError) as error:
-            client.rerank("q", ["word " * 3000] * 64, timeout=0.001)
+            client.rerank("q", ["word " * 3000] * 32, timeout=0.001)
         assert error.value.code == Code.DEADLINE_EXCEEDED
+        # A call larger than one call's share of the queue is refused at once, saying what to do.
+        with pytest.raises(SiftError) as error:
+            client.rerank("q", ["word " * 3000] * 64)
+        assert error.value.code == Code.INVALID_ARGUMENT and "split it" in error.value.message
         # The connection is still good.
         assert len(client.rerank("q", ["d"]).results) == 1
     with pytest.raises(SiftError) as error:

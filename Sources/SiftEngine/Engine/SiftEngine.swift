@@ -182,7 +182,7 @@ public final class SiftEngine: Sendable {
     /// sequences or tokens than one call may queue, or a sequence whose KV exceeds the budget.
     private func checkSize(sequences: Int, tokens: Int, prefix: Int, largestSequence: Int) throws {
         guard sequences <= options.maxSequencesPerRequest else {
-            throw EngineError(.invalidArgument, "the call makes \(sequences) sequences (documents and chunk windows); at most \(options.maxSequencesPerRequest) per call: send fewer documents, or raise chunk_overlap_tokens less")
+            throw EngineError(.invalidArgument, "the call makes \(sequences) sequences (documents and chunk windows); at most \(options.maxSequencesPerRequest) per call: send fewer documents, or lower chunk_overlap_tokens")
         }
         guard tokens <= options.requestTokenLimit else {
             throw EngineError(.invalidArgument, "the call needs \(tokens) tokens; one call may queue at most \(options.requestTokenLimit) (--max-request-tokens): split it into calls of fewer or shorter documents, or lower max_length")

@@ -141,6 +141,6 @@ let package = Package(
                                    .product(name: "NIOPosix", package: "swift-nio"),
                                    .product(name: "NIOHTTP1", package: "swift-nio")],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "SiftCLITests", dependencies: ["sift", "SiftTestSupport", "SiftClient", "SiftProtocol"], swiftSettings: swiftSettings),
+        .testTarget(name: "SiftCLITests", dependencies: ["sift", "SiftTestSupport", "SiftClient", "SiftProtocol", "Qwen3", "SiftBase"], swiftSettings: swiftSettings),
     ]
 )

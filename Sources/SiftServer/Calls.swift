@@ -4,11 +4,13 @@ import SiftProtocol
 import SiftBase
 
 /// What each call does, independent of the network: wire request in, wire response out,
-/// failures as `Wire.Status` with a message for the caller.
+/// failures as `Wire.Status` with a message for the caller. What a finished call computed
+/// (documents, tokens, queue and compute time) is counted here, so both front doors count it.
 struct Calls: Sendable {
     let engine: SiftEngine
     let options: ServerOptions
-    static let serverVersion = "0.5.0"
+    let metrics: ServerMetrics
+    static let serverVersion = SiftVersion.current
 
     /// What a finished rerank reports to logs and metrics.
     struct RerankOutcome: Sendable {
@@ -49,6 +51,12 @@ struct Calls: Sendable {
                               inputTokens: UInt64(u.prefixTokens * u.windows + u.documentTokens + u.suffixTokens)),
             timings: Wire.Timings(queuedMs: result.timings.queued.milliseconds, computeMs: result.timings.computing.milliseconds),
             modelID: options.modelID)
+        metrics.queueTime.recordNanoseconds(result.timings.queued.nanoseconds)
+        metrics.computeTime.recordNanoseconds(result.timings.computing.nanoseconds)
+        metrics.documents.increment(by: Int64(r.documents.count))
+        metrics.prefixTokens.increment(by: Int64(u.prefixTokens))
+        metrics.prefixTokensCached.increment(by: Int64(u.prefixTokensCached))
+        metrics.documentTokens.increment(by: Int64(u.documentTokens))
         return RerankOutcome(response: response, queued: result.timings.queued, computing: result.timings.computing)
     }
 

@@ -154,7 +154,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         switch frame.body {
         case .healthRequest:
             // No key needed: load balancers probe it.
-            let health = state.currentEngine.map { Calls(engine: $0, options: options).health(serving: state.isServing) }
+            let health = state.currentEngine.map { Calls(engine: $0, options: options, metrics: metrics).health(serving: state.isServing) }
                 ?? Wire.Health(status: .notServing)
             reply(id, method: "health", received: received, .healthResponse(health), log: false)
             return
@@ -192,7 +192,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             return fail(id, method: method, received: received, Wire.Status(.resourceExhausted,
                 "\(inFlight.count) calls in flight on this connection (limit \(options.maxInFlightPerConnection)): wait for answers or open another connection"))
         }
-        start(id, frame.body, calls: Calls(engine: engine, options: options), received: received)
+        start(id, frame.body, calls: Calls(engine: engine, options: options, metrics: metrics), received: received)
     }
 
     /// Runs a call in a Task; its answer comes back through the event loop.
@@ -204,7 +204,6 @@ final class ConnectionHandler: ChannelInboundHandler {
         state.inFlight.add(1, ordering: .relaxed)
         state.registry.callStarted(context.channel)
         metrics.inFlight.increment()
-        let metrics = self.metrics
         let streams = if case .rerankRequest(let r) = body { r.stream } else { false }
         let sendPartial: @Sendable ([Wire.RerankResult]) -> Void = { results in
             eventLoop.execute { loop.value.send(Wire.Frame(requestID: id, body: .rerankPartial(results))) }
@@ -214,14 +213,14 @@ final class ConnectionHandler: ChannelInboundHandler {
             eventLoop.execute { loop.value.finish(id, method: method, received: received, answer, details: details) }
         }
         let task = Task {
-            let outcome = await ConnectionHandler.perform(body, calls: calls, metrics: metrics, received: received, partial: partial)
+            let outcome = await ConnectionHandler.perform(body, calls: calls, received: received, partial: partial)
             finish(outcome.0, outcome.1)
         }
         inFlight[id] = task
     }
 
     /// The work of one call, off the event loop: its answer and what to log about it.
-    private static func perform(_ body: Wire.Body, calls: Calls, metrics: ServerMetrics, received: ContinuousClock.Instant,
+    private static func perform(_ body: Wire.Body, calls: Calls, received: ContinuousClock.Instant,
                                 partial: (@Sendable ([Wire.RerankResult]) -> Void)?) async -> (Wire.Body, Logger.Metadata) {
         var details: Logger.Metadata = [:]
         do {
@@ -235,12 +234,6 @@ final class ConnectionHandler: ChannelInboundHandler {
                 details["document_tokens"] = "\(u.documentTokens)"
                 details["queued_ms"] = "\(Int(outcome.queued.milliseconds))"
                 details["compute_ms"] = "\(Int(outcome.computing.milliseconds))"
-                metrics.queueTime.recordNanoseconds(outcome.queued.nanoseconds)
-                metrics.computeTime.recordNanoseconds(outcome.computing.nanoseconds)
-                metrics.documents.increment(by: Int64(r.documents.count))
-                metrics.prefixTokens.increment(by: Int64(u.prefixTokens))
-                metrics.prefixTokensCached.increment(by: Int64(u.prefixTokensCached))
-                metrics.documentTokens.increment(by: Int64(u.documentTokens))
                 return (.rerankResponse(outcome.response), details)
             case .tokenizeRequest(let r):
                 details["texts"] = "\(r.texts.count)"

@@ -44,6 +44,7 @@ struct TokenizerBench: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try ModelArgument.check(model, is: .folder, for: "bench tokenizer")
             let texts = try loadCorpus(corpus)
             let t0 = now()
             let tokenizer = try Tokenizer.load(directory: URL(fileURLWithPath: model))
@@ -78,12 +79,13 @@ struct PrefillBench: ParsableCommand {
     @Option(help: "Hugging Face Qwen3 folder (e.g. from make_model.py --preset 0.6b).") var model: String
     @Option(help: "Tokens per sequence.") var tokens: Int = 512
     @Option(help: "Sequences to run (after one warm-up).") var sequences: Int = 3
-    @Option(help: "Worker threads (default: one per core).") var threads: Int = WorkerPool.defaultThreadCount
+    @Option(help: "Worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Precision of the linear layers.") var precision: Precision = .int8
     @Option(help: "JSON-lines corpus.") var corpus: String = defaultCorpus
 
     func run() throws {
         try reportingErrors {
+            try ModelArgument.check(model, is: .folderOrSift, for: "bench prefill")
             let texts = try loadCorpus(corpus)
             let t0 = now()
             let reranker = try Reranker.load(path: model, precision: precision, threads: threads)

@@ -22,11 +22,12 @@ struct ScoreCommand: ParsableCommand {
     var maxLength: Int = RerankPrompt.defaultMaxLength
     @Option(help: "Precision of the linear layers: fp32 (reference) or int8 (fast). Default: fp32 for a folder, int8 for a .sift file.")
     var precision: Precision?
-    @Option(help: "Worker threads (default: one per core).") var threads: Int = WorkerPool.defaultThreadCount
+    @Option(help: "Worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Argument(help: "JSON-lines file of documents, or - for standard input.") var input: String = "-"
 
     func run() throws {
         try reportingErrors {
+            try ModelArgument.check(model, is: .folderOrSift, for: "score")
             let texts = try JSONLinesInput.readTexts(input)
             let reranker = try Reranker.load(path: model, precision: precision ?? (SiftFile.looksLikeSift(model) ? .int8 : .fp32),
                                              threads: threads)
@@ -49,6 +50,7 @@ struct TokenizeCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try ModelArgument.check(model, is: .folder, for: "tokenize")
             let texts = try JSONLinesInput.readTexts(input)
             let tokenizer = try Tokenizer.load(directory: URL(fileURLWithPath: model))
             var out = ""
@@ -69,6 +71,7 @@ struct InspectCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try ModelArgument.check(model, is: .folder, for: "inspect")
             let dir = URL(fileURLWithPath: model)
             let tokenizer = try Tokenizer.load(directory: dir)
             let (yes, no) = try Reranker.answerTokens(tokenizer, directory: dir)

@@ -35,7 +35,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "CA (PEM) that client certificates must chain to: mutual TLS.") var tlsClientCa: String?
     @Option(help: "Precision of the linear layers: int8 (fast; a folder is quantized at load) or fp32 (reference).")
     var precision: Precision = .int8
-    @Option(help: "Model worker threads (default: one per core).") var threads: Int = WorkerPool.defaultThreadCount
+    @Option(help: "Model worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Network I/O threads.") var ioThreads: Int = 1
 
     @Option(help: "Tokens computed per scheduler step.") var maxBatchTokens: Int = EngineOptions().maxBatchTokens

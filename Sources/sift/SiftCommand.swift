@@ -1,10 +1,12 @@
 import ArgumentParser
 import Foundation
+import SiftBase
 
 struct SiftCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sift",
         abstract: "Sift: a Qwen3-Reranker inference service.",
+        version: SiftVersion.current,
         subcommands: [ServeCommand.self, RerankCommand.self, LoadCommand.self, DownloadCommand.self, ScoreCommand.self, TokenizeCommand.self, ConvertCommand.self, InspectCommand.self, BenchCommand.self])
 }
 

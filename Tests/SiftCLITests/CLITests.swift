@@ -1,4 +1,6 @@
 import Foundation
+import Qwen3
+import SiftBase
 import SiftTestSupport
 import XCTest
 
@@ -101,6 +103,38 @@ final class CLITests: XCTestCase {
         let r = try run(["score", "--model", "/nonexistent/model", "--query", "q"], stdin: Data("{\"text\": \"x\"}".utf8))
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.stderr.contains("/nonexistent/model"), r.stderr)
+    }
+
+    /// What `--model` names is checked before any work, and the error names the real cause.
+    func testModelArgumentErrorsNameTheRealCause() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let sift = dir.appendingPathComponent("model.sift")
+        try Data(SiftFile.magic + [UInt8](repeating: 0, count: 64)).write(to: sift)
+        let text = dir.appendingPathComponent("notes.txt")
+        try Data("not a model".utf8).write(to: text)
+        let doc = Data("{\"text\": \"x\"}".utf8)
+        let cases: [([String], [String])] = [
+            (["score", "--model", "/nonexistent/model", "--query", "q"], ["/nonexistent/model", "no such file or folder"]),
+            (["score", "--model", "Qwen/Qwen3-Reranker-0.6B", "--query", "q"], ["not a Hugging Face name", "sift download Qwen/Qwen3-Reranker-0.6B"]),
+            (["inspect", "--model", sift.path], ["is a .sift file", "Hugging Face folder"]),
+            (["tokenize", "--model", sift.path], ["is a .sift file"]),
+            (["score", "--model", text.path, "--query", "q"], ["not a .sift file"]),
+            // The output folder is checked before minutes of quantizing.
+            (["convert", "--model", tiny, "--out", dir.path + "/missing/x.sift"], ["missing", "does not exist"]),
+            (["convert", "--model", tiny, "--out", dir.path], ["is a folder"]),
+        ]
+        for (args, phrases) in cases {
+            let r = try run(args, stdin: doc)
+            XCTAssertEqual(r.status, 1, "\(args): \(r.stderr)")
+            for phrase in phrases { XCTAssertTrue(r.stderr.contains(phrase), "\(args): \(r.stderr)") }
+            XCTAssertFalse(r.stderr.contains("quantizing"), "\(args): failed only after starting work")
+        }
+    }
+
+    func testVersionIsPrinted() throws {
+        let r = try run(["--version"])
+        XCTAssertEqual(r.status, 0)
+        XCTAssertEqual(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines), SiftVersion.current)
     }
 
     /// A safetensors header length of 2^63 or more: exit 1 with a message, not a trap.

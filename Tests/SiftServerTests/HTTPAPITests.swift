@@ -79,6 +79,25 @@ final class HTTPAPITests: XCTestCase {
         await server.shutdown()
     }
 
+    /// Calls through either front door are counted alike: documents, tokens, queue and compute time.
+    func testHTTPCallsAreCountedInTheMetricsLikeRPCCalls() async throws {
+        let server = try await TestServer.start { $0.httpPort = 0 }
+        let (httpPort, metricsPort) = (server.httpPort!, server.metricsPort!)
+        for _ in 0..<2 {
+            let response = try await Self.post(httpPort, "/v2/rerank", Self.cohereBody)
+            XCTAssertEqual(response.status, 200)
+        }
+        let c = try await TestServer.connect(server)
+        _ = try await ServerTests.rerank(c, Wire.RerankRequest(query: "q", documents: ["one", "two"]))
+        let text = try await offPool { try TestServer.httpGet(port: metricsPort, path: "/metrics") }
+        XCTAssertEqual(TestServer.metric(text, "sift_documents_total"), 5 + 5 + 2, text)
+        XCTAssertEqual(TestServer.metric(text, "sift_rerank_queue_seconds_count"), 3, text)
+        XCTAssertEqual(TestServer.metric(text, "sift_rerank_compute_seconds_count"), 3, text)
+        let documentTokens = text.split(separator: "\n").first { $0.hasPrefix(#"sift_tokens_total{kind="document"}"#) }
+        XCTAssertGreaterThan(documentTokens.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) } ?? 0, 20, text)
+        await server.shutdown()
+    }
+
     func testErrorsMapToHTTPStatuses() async throws {
         let server = try await TestServer.start({
             $0.httpPort = 0

@@ -160,7 +160,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         } catch {
             return fail(context, info, method: method, status: 400, Wire.Status(.invalidArgument, "\(error)"))
         }
-        let calls = Calls(engine: engine, options: options)
+        let calls = Calls(engine: engine, options: options, metrics: metrics)
         let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
         let contextBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop

@@ -147,7 +147,8 @@ enum HTTPRerankAPI {
         }
     }
 
-    /// HTTP status for a call's failure (the mapping: 400/401/413/429/503/504).
+    /// HTTP status for a call's failure, the usual gRPC-to-HTTP mapping (RESOURCE_EXHAUSTED → 429 so
+    /// HTTP clients back off; 413 for oversized bodies is decided before a call exists).
     static func httpStatus(_ code: Wire.Code) -> Int {
         switch code {
         case .ok: 200

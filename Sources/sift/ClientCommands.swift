@@ -63,7 +63,7 @@ struct RerankCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rerank",
         abstract: "Score documents (JSON lines {\"text\": ...}) against a query on a running server.",
-        discussion: "Prints the same JSON as `sift score`: results in input order with logit, score, tokens, truncated.")
+        discussion: "Prints the same JSON as `sift score`: results in input order with logit, score, tokens, input_tokens, truncated.")
 
     @OptionGroup var connection: ServerConnectionOptions
     @Option(help: "The query.") var query: String
@@ -82,7 +82,7 @@ struct RerankCommand: AsyncParsableCommand {
                                                    maxTokensPerDocument: maxTokensPerDocument, maxLength: maxLength,
                                                    inputOrder: true, timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
             let items = response.results.map {
-                "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.relevanceScore)),\"tokens\":\($0.inputTokens),\"truncated\":\($0.truncated)}"
+                "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.relevanceScore)),\"tokens\":\($0.tokens),\"input_tokens\":\($0.inputTokens),\"truncated\":\($0.truncated)}"
             }
             print("{\"results\":[\(items.joined(separator: ","))]}")
         }

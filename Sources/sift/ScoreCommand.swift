@@ -10,9 +10,10 @@ struct ScoreCommand: ParsableCommand {
         commandName: "score",
         abstract: "Score documents (JSON lines {\"text\": ...}) against a query, in-process.",
         discussion: """
-            Prints {"results":[{"index":0,"logit":-1.23,"score":0.22,"tokens":57,"truncated":false}, ...]}
+            Prints {"results":[{"index":0,"logit":-1.23,"score":0.22,"tokens":12,"input_tokens":57,"truncated":false}, ...]}
             in input order. "logit" is logit(yes) - logit(no); "score" is sigmoid(logit), already a
-            probability: do not apply sigmoid again.
+            probability: do not apply sigmoid again. "tokens" counts the document as scored,
+            "input_tokens" the whole prompt, as the RPC and HTTP APIs do.
             """)
 
     @Option(help: "Model: a Hugging Face Qwen3-Reranker folder or a .sift file.") var model: String
@@ -28,12 +29,14 @@ struct ScoreCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             try ModelArgument.check(model, is: .folderOrSift, for: "score")
+            // The server's rule: a reranker needs a query.
+            guard !query.isEmpty else { throw CLIError("--query is empty: give the query to rank the documents against") }
             let texts = try JSONLinesInput.readTexts(input)
             let reranker = try Reranker.load(path: model, precision: precision ?? (SiftFile.looksLikeSift(model) ? .int8 : .fp32),
                                              threads: threads)
             let results = try reranker.score(query: query, instruction: instruction, documents: texts, maxLength: maxLength)
             let items = results.map {
-                "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.probability)),\"tokens\":\($0.tokens),\"truncated\":\($0.truncated)}"
+                "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.probability)),\"tokens\":\($0.documentTokens),\"input_tokens\":\($0.tokens),\"truncated\":\($0.truncated)}"
             }
             print("{\"results\":[\(items.joined(separator: ","))]}")
         }

@@ -50,7 +50,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(results.map { $0["index"] as! Int }, Array(0..<cases.count))
         for (c, res) in zip(cases, results) {
             XCTAssertEqual((res["logit"] as! NSNumber).doubleValue, c.logitDiff, accuracy: 1e-3, c.id)
-            XCTAssertEqual(res["tokens"] as! Int, c.inputIDs.count)
+            XCTAssertEqual(res["input_tokens"] as! Int, c.inputIDs.count)
             let logit = (res["logit"] as! NSNumber).doubleValue
             XCTAssertEqual((res["score"] as! NSNumber).doubleValue, 1 / (1 + exp(-logit)), accuracy: 1e-6)
         }
@@ -78,7 +78,11 @@ final class CLITests: XCTestCase {
         let results = try parseResults(r.stdout)
         XCTAssertEqual(results[0]["truncated"] as! Bool, false)
         XCTAssertEqual(results[1]["truncated"] as! Bool, true)
-        XCTAssertEqual(results[1]["tokens"] as! Int, 100)
+        XCTAssertEqual(results[1]["input_tokens"] as! Int, 100)
+        // "tokens" is the document's share; the prompt around it is the same for both.
+        let prompt = results.map { ($0["input_tokens"] as! Int) - ($0["tokens"] as! Int) }
+        XCTAssertEqual(prompt[0], prompt[1])
+        XCTAssertLessThan(results[0]["tokens"] as! Int, results[1]["tokens"] as! Int)
     }
 
     func testInvalidUTF8InInputIsAOneLineError() throws {
@@ -129,6 +133,13 @@ final class CLITests: XCTestCase {
             for phrase in phrases { XCTAssertTrue(r.stderr.contains(phrase), "\(args): \(r.stderr)") }
             XCTAssertFalse(r.stderr.contains("quantizing"), "\(args): failed only after starting work")
         }
+    }
+
+    /// The same rule as the RPC and HTTP APIs: a reranker needs a query.
+    func testEmptyQueryIsRefusedAsOverTheWire() throws {
+        let r = try run(["score", "--model", tiny, "--query", ""], stdin: Data("{\"text\": \"x\"}".utf8))
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("--query is empty"), r.stderr)
     }
 
     func testVersionIsPrinted() throws {

@@ -10,6 +10,8 @@ public struct ScoredDocument: Sendable, Equatable {
     public var probability: Float
     /// Tokens of the full model input (prefix + document + suffix).
     public var tokens: Int
+    /// Tokens of the document as scored (after any cut): the wire's `tokens`.
+    public var documentTokens: Int
     public var truncated: Bool
 }
 
@@ -120,7 +122,7 @@ public final class Reranker: @unchecked Sendable {
             }
             let logit = model.logitDifference(hidden!)
             return ScoredDocument(index: index, logit: logit, probability: sigmoid(logit),
-                                  tokens: prompt.prefix.count + rest.count, truncated: truncated)
+                                  tokens: prompt.prefix.count + rest.count, documentTokens: docTokens.count, truncated: truncated)
         }
     }
 }

@@ -79,6 +79,48 @@ final class HTTPAPITests: XCTestCase {
         await server.shutdown()
     }
 
+    /// Text Embeddings Inference's /rerank, with the request bodies of TEI's documentation: an
+    /// array of {index, score, text?}, best first; raw_scores gives the logit; a text that does
+    /// not fit is an error unless "truncate" is true; errors in TEI's {error, error_type} shape.
+    func testTextEmbeddingsInferenceRerankRoute() async throws {
+        let server = try await TestServer.start({ $0.httpPort = 0 }, engine: { $0.defaultMaxLength = 96 })
+        let port = server.httpPort!
+        let texts = ["Deep Learning is not...", "Deep learning is..."]
+        let plain = try await Self.post(port, "/rerank", #"{"query":"What is Deep Learning?", "texts": ["Deep Learning is not...", "Deep learning is..."]}"#)
+        XCTAssertEqual(plain.status, 200, plain.body)
+        let results = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(plain.body.utf8)) as? [[String: Any]], plain.body)
+        let direct = try await server.engine!.rerank(RerankRequest(query: "What is Deep Learning?", documents: texts))
+        XCTAssertEqual(results.map { $0["index"] as! Int }, direct.ranked.map(\.index))
+        for (r, d) in zip(results, direct.ranked) {
+            XCTAssertEqual((r["score"] as! NSNumber).floatValue, d.probability)
+            XCTAssertNil(r["text"])
+        }
+        let raw = try await Self.post(port, "/rerank", #"{"query":"What is Deep Learning?","texts":["Deep Learning is not...","Deep learning is..."],"raw_scores":true,"return_text":true,"truncate":false,"truncation_direction":"Right"}"#)
+        XCTAssertEqual(raw.status, 200, raw.body)
+        let rawResults = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(raw.body.utf8)) as? [[String: Any]], raw.body)
+        for (r, d) in zip(rawResults, direct.ranked) {
+            XCTAssertEqual((r["score"] as! NSNumber).floatValue, d.logit)
+            XCTAssertEqual(r["text"] as? String, texts[d.index])
+        }
+        // Too long for max_length: refused unless truncate is true.
+        let long = String(repeating: "deep learning ", count: 100)
+        let refused = try await Self.post(port, "/rerank", #"{"query":"q","texts":["short","\#(long)"]}"#)
+        XCTAssertEqual(refused.status, 413, refused.body)
+        XCTAssertEqual(refused.json["error_type"] as? String, "Validation")
+        XCTAssertTrue((refused.json["error"] as? String ?? "").contains("texts[1]"), refused.body)
+        let cut = try await Self.post(port, "/rerank", #"{"query":"q","texts":["short","\#(long)"],"truncate":true}"#)
+        XCTAssertEqual(cut.status, 200, cut.body)
+        // What Sift does not do is said, in TEI's error shape.
+        let left = try await Self.post(port, "/rerank", #"{"query":"q","texts":["a"],"truncate":true,"truncation_direction":"Left"}"#)
+        XCTAssertEqual(left.status, 422, left.body)
+        XCTAssertTrue((left.json["error"] as? String ?? "").contains("truncation_direction"), left.body)
+        // /rerank without "texts" is still the Cohere shape.
+        let cohere = try await Self.post(port, "/rerank", #"{"query":"q","documents":["a","b"]}"#)
+        XCTAssertEqual(cohere.status, 200, cohere.body)
+        XCTAssertNotNil(cohere.json["results"])
+        await server.shutdown()
+    }
+
     /// Calls through either front door are counted alike: documents, tokens, queue and compute time.
     func testHTTPCallsAreCountedInTheMetricsLikeRPCCalls() async throws {
         let server = try await TestServer.start { $0.httpPort = 0 }

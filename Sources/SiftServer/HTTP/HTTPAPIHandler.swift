@@ -7,7 +7,8 @@ import SiftProtocol
 import SiftBase
 
 /// The HTTP/JSON API (`--http-port`): `POST /v1/rerank` and `/v2/rerank` in the Cohere and Jina
-/// shapes, `GET /health`. Same engine, API keys (`Authorization: Bearer`), limits and statuses as
+/// shapes, `POST /rerank` in those or Text Embeddings Inference's (a body with "texts"),
+/// `GET /health`. Same engine, API keys (`Authorization: Bearer`), limits and statuses as
 /// the binary protocol. Requests on one connection are answered one at a time and in order
 /// (pipelined ones wait in NIO's pipelining handler); a client that disconnects cancels its call.
 /// A request refused before its body is read (too large, no key, no room to buffer it) is
@@ -133,33 +134,49 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             let serving = state.isServing
             respond(context, info, status: serving ? 200 : 503, json: Data(#"{"status":"\#(serving ? "SERVING" : "NOT_SERVING")"}"#.utf8))
         case (.POST, "/v1/rerank"), (.POST, "/v2/rerank"), (.POST, "/rerank"):
-            rerank(context, info, payload, apiVersion: path.hasPrefix("/v2") ? "2" : "1")
+            let body = Data(payload.readableBytesView)
+            let dialect: Dialect = path == "/rerank" && TEIRerankAPI.matches(body) ? .tei : .cohere(apiVersion: path.hasPrefix("/v2") ? "2" : "1")
+            rerank(context, info, body, dialect: dialect)
         case (_, "/v1/rerank"), (_, "/v2/rerank"), (_, "/rerank"), (_, "/health"):
-            fail(context, info, method: "http", status: 405, Wire.Status(.unimplemented, "\(info.head.method) is not allowed here: POST /v1/rerank or /v2/rerank, GET /health"))
+            fail(context, info, method: "http", status: 405, Wire.Status(.unimplemented, "\(info.head.method) is not allowed here: POST /v1/rerank, /v2/rerank or /rerank, GET /health"))
         default:
             let shown = path.count > 100 ? path.prefix(100) + "…" : Substring(path)
-            fail(context, info, method: "http", status: 404, Wire.Status(.notFound, "no such endpoint \(shown): POST /v1/rerank or /v2/rerank, GET /health"))
+            fail(context, info, method: "http", status: 404, Wire.Status(.notFound, "no such endpoint \(shown): POST /v1/rerank, /v2/rerank or /rerank, GET /health"))
         }
     }
 
-    private func rerank(_ context: ChannelHandlerContext, _ info: RequestInfo, _ payload: ByteBuffer, apiVersion: String) {
+    /// The JSON shape a rerank request came in, and its response goes out in.
+    enum Dialect {
+        case cohere(apiVersion: String)  // Cohere v1/v2 and Jina
+        case tei                         // Text Embeddings Inference
+    }
+
+    private func rerank(_ context: ChannelHandlerContext, _ info: RequestInfo, _ body: Data, dialect: Dialect) {
         let method = "http_rerank"
+        let tei = if case .tei = dialect { true } else { false }
         let engine: SiftEngine
         do {
             engine = try state.admit(authorization: info.head.headers.first(name: "authorization"), keys: options.apiKeys,
                                      keyHint: "the header Authorization: Bearer <key>")
         } catch {
-            return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error)
+            return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error, tei: tei)
         }
-        let request: Wire.RerankRequest
-        let model: String?
+        let decoded: (Wire.RerankRequest, String?, TEIRerankAPI.Options)
         do {
-            (request, model) = try HTTPRerankAPI.decode(Data(payload.readableBytesView), maxDocuments: engine.options.maxDocuments)
+            switch dialect {
+            case .cohere:
+                let (request, model) = try HTTPRerankAPI.decode(body, maxDocuments: engine.options.maxDocuments)
+                decoded = (request, model, TEIRerankAPI.Options())
+            case .tei:
+                let (request, options) = try TEIRerankAPI.decode(body, maxDocuments: engine.options.maxDocuments)
+                decoded = (request, nil, options)
+            }
         } catch let status as Wire.Status {
-            return fail(context, info, method: method, status: 400, status)
+            return fail(context, info, method: method, status: tei ? TEIRerankAPI.error(status).status : 400, status, tei: tei)
         } catch {
-            return fail(context, info, method: method, status: 400, Wire.Status(.invalidArgument, "\(error)"))
+            return fail(context, info, method: method, status: 400, Wire.Status(.invalidArgument, "\(error)"), tei: tei)
         }
+        let (request, model, teiOptions) = decoded
         let calls = Calls(engine: engine, options: options, metrics: metrics)
         let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
         let contextBound = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -175,13 +192,19 @@ final class HTTPAPIHandler: ChannelInboundHandler {
                 handler.state.inFlight.subtract(1, ordering: .relaxed)
                 handler.state.registry.callEnded(context.channel)
                 handler.metrics.inFlight.decrement()
-                switch outcome {
-                case .success(let o):
+                let encoded: Result<Data, Wire.Status> = outcome.flatMap { o in
+                    switch dialect {
+                    case .cohere(let apiVersion): .success(HTTPRerankAPI.encode(o.response, model: model, apiVersion: apiVersion))
+                    case .tei: Result { try TEIRerankAPI.encode(o.response, teiOptions) }.mapError { $0 as? Wire.Status ?? Wire.Status(.internal, "\($0)") }
+                    }
+                }
+                switch encoded {
+                case .success(let json):
                     handler.log(info, method: method, code: .ok, documents: request.documents.count)
-                    handler.respond(context, info, status: 200, json: HTTPRerankAPI.encode(o.response, model: model, apiVersion: apiVersion))
+                    handler.respond(context, info, status: 200, json: json)
                 case .failure(let status):
-                    handler.fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(status.code), status,
-                                 documents: request.documents.count)
+                    handler.fail(context, info, method: method, status: tei ? TEIRerankAPI.error(status).status : HTTPRerankAPI.httpStatus(status.code),
+                                 status, documents: request.documents.count, tei: tei)
                 }
             }
         }
@@ -197,10 +220,12 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         }
     }
 
+    /// Answers with an error body in the request's dialect (`tei`: TEI's, else Cohere's).
     private func fail(_ context: ChannelHandlerContext, _ info: RequestInfo, method: String, status: Int, _ s: Wire.Status,
-                      documents: Int? = nil) {
+                      documents: Int? = nil, tei: Bool = false) {
         log(info, method: method, code: s.code, documents: documents, error: s.message)
-        let body = (try? JSONEncoder().encode(HTTPRerankAPI.ErrorBody(message: s.message, code: s.code.name))) ?? Data()
+        let body = tei ? TEIRerankAPI.error(s).body
+            : (try? JSONEncoder().encode(HTTPRerankAPI.ErrorBody(message: s.message, code: s.code.name))) ?? Data()
         respond(context, info, status: status, json: body)
     }
 

@@ -1,0 +1,85 @@
+import Foundation
+import SiftProtocol
+
+/// Hugging Face Text Embeddings Inference's `POST /rerank` shape, so TEI users switch by changing
+/// a URL: `{"query", "texts", "raw_scores", "return_text", "truncate", "truncation_direction"}` →
+/// `[{"index", "score", "text"?}]`, best first; errors as `{"error", "error_type"}`.
+enum TEIRerankAPI {
+    struct Request: Decodable {
+        var query: String
+        var texts: [String]
+        var raw_scores: Bool?
+        var return_text: Bool?
+        var truncate: Bool?
+        var truncation_direction: String?
+    }
+
+    /// What the response needs of the request.
+    struct Options: Sendable {
+        var rawScores = false
+        var truncate = false
+    }
+
+    struct Result: Encodable {
+        var index: Int
+        var score: Float
+        var text: String?
+    }
+
+    struct ErrorBody: Encodable {
+        var error: String
+        var error_type: String
+    }
+
+    /// A body is in this shape when it lists "texts" (Cohere's and Jina's list "documents").
+    static func matches(_ body: Data) -> Bool { JSONScan.arrayCount(in: body, key: "texts") != nil }
+
+    static func decode(_ body: Data, maxDocuments: Int = .max) throws -> (Wire.RerankRequest, Options) {
+        if let n = JSONScan.arrayCount(in: body, key: "texts"), n > maxDocuments {
+            throw Wire.Status(.invalidArgument, "\(n) texts; at most \(maxDocuments) per request: split the request")
+        }
+        let request: Request
+        do {
+            request = try JSONDecoder().decode(Request.self, from: body)
+        } catch let error as DecodingError {
+            throw Wire.Status(.invalidArgument, "invalid request body: \(HTTPRerankAPI.describe(error))")
+        } catch {
+            throw Wire.Status(.invalidArgument, "invalid request body: \(error.localizedDescription)")
+        }
+        if let direction = request.truncation_direction, direction.lowercased() != "right" {
+            throw Wire.Status(.invalidArgument, "truncation_direction \"\(direction)\" is not supported: documents are cut at their end, as the Qwen3-Reranker recipe does; send \"Right\" or leave it out")
+        }
+        if request.query.utf8.contains(0) || request.texts.contains(where: { $0.utf8.contains(0) }) {
+            throw Wire.Status(.invalidArgument, "text may not contain NUL (U+0000)")
+        }
+        var wire = Wire.RerankRequest(query: request.query, instruction: "", documents: request.texts)
+        wire.returnDocuments = request.return_text ?? false
+        return (wire, Options(rawScores: request.raw_scores ?? false, truncate: request.truncate ?? false))
+    }
+
+    /// The response body; a `Wire.Status` when a text was cut and the client did not allow it
+    /// (TEI's default: `truncate` false).
+    static func encode(_ r: Wire.RerankResponse, _ options: Options) throws -> Data {
+        if !options.truncate, let cut = r.results.first(where: \.truncated) {
+            throw Wire.Status(.outOfRange, "texts[\(cut.index)] does not fit the model's input (max_length) with the query: send \"truncate\": true to cut it at its end")
+        }
+        let results = r.results.map {
+            Result(index: Int($0.index), score: options.rawScores ? $0.logit : $0.relevanceScore, text: $0.document)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        return (try? encoder.encode(results)) ?? Data("[]".utf8)
+    }
+
+    /// HTTP status and TEI's error type for a failure.
+    static func error(_ s: Wire.Status) -> (status: Int, body: Data) {
+        let (status, type): (Int, String) = switch s.code {
+        case .outOfRange: (413, "Validation")
+        case .invalidArgument: (422, "Validation")
+        case .resourceExhausted: (429, "Overloaded")
+        case .unavailable: (503, "Unhealthy")
+        default: (HTTPRerankAPI.httpStatus(s.code), s.code.name)
+        }
+        return (status, (try? JSONEncoder().encode(ErrorBody(error: s.message, error_type: type))) ?? Data())
+    }
+}

@@ -44,6 +44,8 @@ enum Seeds {
         let jina = #"{"model":"jina","query":"skincare","documents":["a",{"text":"b"}],"max_tokens_per_doc":64,"chunk_long_documents":true,"chunk_overlap_tokens":8,"instruction":"x","timeout_ms":100,"priority":2}"#
         try save(.http, "cohere", post("/v1/rerank", cohere))
         try save(.http, "jina", post("/v2/rerank", jina, extra: "Authorization: Bearer k\r\n"))
+        let tei = #"{"query":"What is Deep Learning?","texts":["Deep Learning is not...","Deep learning is..."],"raw_scores":true,"return_text":true,"truncate":false,"truncation_direction":"Right"}"#
+        try save(.http, "tei", post("/rerank", tei))
         try save(.http, "pipelined", post("/v2/rerank", cohere) + post("/rerank", jina) + Array("GET /health HTTP/1.1\r\n\r\n".utf8))
         try save(.http, "chunked", Array("POST /v2/rerank HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"q\":\r\n0\r\n\r\n".utf8))
         try save(.http, "json-only", Array(cohere.utf8))

@@ -172,7 +172,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
                 decoded = (request, nil, options)
             }
         } catch let status as Wire.Status {
-            return fail(context, info, method: method, status: tei ? TEIRerankAPI.error(status).status : 400, status, tei: tei)
+            return fail(context, info, method: method, status: 400, status, tei: tei)
         } catch {
             return fail(context, info, method: method, status: 400, Wire.Status(.invalidArgument, "\(error)"), tei: tei)
         }
@@ -203,8 +203,8 @@ final class HTTPAPIHandler: ChannelInboundHandler {
                     handler.log(info, method: method, code: .ok, documents: request.documents.count)
                     handler.respond(context, info, status: 200, json: json)
                 case .failure(let status):
-                    handler.fail(context, info, method: method, status: tei ? TEIRerankAPI.error(status).status : HTTPRerankAPI.httpStatus(status.code),
-                                 status, documents: request.documents.count, tei: tei)
+                    handler.fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(status.code), status,
+                                 documents: request.documents.count, tei: tei)
                 }
             }
         }
@@ -220,12 +220,13 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         }
     }
 
-    /// Answers with an error body in the request's dialect (`tei`: TEI's, else Cohere's).
+    /// Answers with an error in the request's dialect: `status` and Cohere's body, or (`tei`)
+    /// TEI's own status and body for `s`.
     private func fail(_ context: ChannelHandlerContext, _ info: RequestInfo, method: String, status: Int, _ s: Wire.Status,
                       documents: Int? = nil, tei: Bool = false) {
         log(info, method: method, code: s.code, documents: documents, error: s.message)
-        let body = tei ? TEIRerankAPI.error(s).body
-            : (try? JSONEncoder().encode(HTTPRerankAPI.ErrorBody(message: s.message, code: s.code.name))) ?? Data()
+        let (status, body) = tei ? TEIRerankAPI.error(s)
+            : (status, (try? JSONEncoder().encode(HTTPRerankAPI.ErrorBody(message: s.message, code: s.code.name))) ?? Data())
         respond(context, info, status: status, json: body)
     }
 

@@ -76,28 +76,38 @@ enum HTTPRerankAPI {
         var code: String
     }
 
-    /// The wire request for a JSON body, or a status saying what is wrong with it.
-    static func decode(_ body: Data, maxDocuments: Int = .max) throws -> (Wire.RerankRequest, model: String?) {
-        // Counted before decoding: 8 million empty documents are refused, not built.
-        if let n = JSONScan.arrayCount(in: body, key: "documents"), n > maxDocuments {
-            throw Wire.Status(.invalidArgument, "\(n) documents; at most \(maxDocuments) per request: split the request")
+    /// Decodes a JSON request body whose texts are listed under `listKey`, after counting them
+    /// (8 million empty documents are refused from the count, not built); every failure is a
+    /// status saying what is wrong. Shared by every JSON dialect.
+    static func decodeBody<T: Decodable>(_ type: T.Type, from body: Data, listKey: String, maxDocuments: Int) throws -> T {
+        if let n = JSONScan.arrayCount(in: body, key: listKey), n > maxDocuments {
+            throw Wire.Status(.invalidArgument, "\(n) \(listKey); at most \(maxDocuments) per request: split the request")
         }
-        let request: Request
         do {
-            request = try JSONDecoder().decode(Request.self, from: body)
+            return try JSONDecoder().decode(T.self, from: body)
         } catch let error as DecodingError {
             throw Wire.Status(.invalidArgument, "invalid request body: \(describe(error))")
         } catch {
             throw Wire.Status(.invalidArgument, "invalid request body: \(error.localizedDescription)")
         }
+    }
+
+    /// Protobuf-c strings end at NUL, so a NUL inside would cut a text silently: refused.
+    static func checkNoNUL(_ texts: [String]) throws {
+        if texts.contains(where: { $0.utf8.contains(0) }) {
+            throw Wire.Status(.invalidArgument, "text may not contain NUL (U+0000)")
+        }
+    }
+
+    /// The wire request for a JSON body, or a status saying what is wrong with it.
+    static func decode(_ body: Data, maxDocuments: Int = .max) throws -> (Wire.RerankRequest, model: String?) {
+        let request = try decodeBody(Request.self, from: body, listKey: "documents", maxDocuments: maxDocuments)
         func count(_ value: Int?, _ name: String) throws -> UInt32 {
             guard let value else { return 0 }
             guard value > 0, value <= Int(UInt32.max) else { throw Wire.Status(.invalidArgument, "\(name) must be a positive integer") }
             return UInt32(value)
         }
-        if request.query.utf8.contains(0) || request.documents.contains(where: { $0.text.utf8.contains(0) }) {
-            throw Wire.Status(.invalidArgument, "text may not contain NUL (U+0000)")
-        }
+        try checkNoNUL([request.query] + request.documents.map(\.text))
         var wire = Wire.RerankRequest(query: request.query, instruction: request.instruction ?? "",
                                       documents: request.documents.map(\.text))
         wire.topN = try count(request.top_n, "top_n")

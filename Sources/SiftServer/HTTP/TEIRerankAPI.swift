@@ -35,23 +35,11 @@ enum TEIRerankAPI {
     static func matches(_ body: Data) -> Bool { JSONScan.arrayCount(in: body, key: "texts") != nil }
 
     static func decode(_ body: Data, maxDocuments: Int = .max) throws -> (Wire.RerankRequest, Options) {
-        if let n = JSONScan.arrayCount(in: body, key: "texts"), n > maxDocuments {
-            throw Wire.Status(.invalidArgument, "\(n) texts; at most \(maxDocuments) per request: split the request")
-        }
-        let request: Request
-        do {
-            request = try JSONDecoder().decode(Request.self, from: body)
-        } catch let error as DecodingError {
-            throw Wire.Status(.invalidArgument, "invalid request body: \(HTTPRerankAPI.describe(error))")
-        } catch {
-            throw Wire.Status(.invalidArgument, "invalid request body: \(error.localizedDescription)")
-        }
+        let request = try HTTPRerankAPI.decodeBody(Request.self, from: body, listKey: "texts", maxDocuments: maxDocuments)
         if let direction = request.truncation_direction, direction.lowercased() != "right" {
             throw Wire.Status(.invalidArgument, "truncation_direction \"\(direction)\" is not supported: documents are cut at their end, as the Qwen3-Reranker recipe does; send \"Right\" or leave it out")
         }
-        if request.query.utf8.contains(0) || request.texts.contains(where: { $0.utf8.contains(0) }) {
-            throw Wire.Status(.invalidArgument, "text may not contain NUL (U+0000)")
-        }
+        try HTTPRerankAPI.checkNoNUL([request.query] + request.texts)
         var wire = Wire.RerankRequest(query: request.query, instruction: "", documents: request.texts)
         wire.returnDocuments = request.return_text ?? false
         return (wire, Options(rawScores: request.raw_scores ?? false, truncate: request.truncate ?? false))

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Sift builds against (run as root, or with sudo available).
-# --test: also what the tests use (haproxy for the scale-out test, openssl and curl for TLS).
+# --test: also what the tests use (haproxy for the scale-out test, openssl and curl for TLS,
+# python3-venv for the tests' own Python environment, prometheus for promtool).
 set -euo pipefail
 packages=(libopenblas-dev libprotobuf-c-dev protobuf-c-compiler pkg-config)
-[ "${1:-}" = --test ] && packages+=(haproxy openssl curl)
+[ "${1:-}" = --test ] && packages+=(haproxy openssl curl python3-venv prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,5 +16,3 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update
   $SUDO apt-get install -y "${missing[@]}"
 fi
-# make_model.py (test and benchmark models) needs numpy.
-python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="${SIFT_SHARED:-../shared}"
 mkdir -p .build-models
+# make_model.py needs numpy: the project's own Python environment has it.
+python3() { "$(bash scripts/python-env.sh numpy)" "$@"; }
 if [ ! -f .build-models/qwen3-0.6b-seed0/model.safetensors ]; then
   python3 "$shared/tools/make_model.py" --preset 0.6b --seed 0 --outliers .build-models/qwen3-0.6b-seed0.tmp
   mv .build-models/qwen3-0.6b-seed0.tmp .build-models/qwen3-0.6b-seed0

@@ -15,9 +15,16 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512bw /proc/cpuinfo; then
 fi
 swift build --build-tests
 swift test --skip-build
-echo "== Python client against a real server =="
-python3 -m pip install --quiet --disable-pip-version-check ./Clients/python pytest
-python3 -m pytest -q -p no:cacheprovider Clients/python/tests
+echo "== deploy/: alert rules checked and unit-tested with promtool, dashboard JSON parsed =="
+promtool check rules deploy/prometheus/sift-alerts.yml
+(cd deploy/prometheus && promtool test rules sift-alerts.test.yml)
+python3 -m json.tool deploy/grafana/sift-dashboard.json >/dev/null
+echo "== Python client: wheel built, installed into the project's venv, tested against a real server =="
+py=$(bash scripts/python-env.sh pytest)
+rm -rf .build-venv/wheels
+"$py" -m pip wheel --quiet --disable-pip-version-check --no-deps -w .build-venv/wheels ./Clients/python
+"$py" -m pip install --quiet --disable-pip-version-check --force-reinstall .build-venv/wheels/sift_client-*.whl
+"$py" -m pytest -q -p no:cacheprovider Clients/python/tests
 echo "== C client against a real server =="
 bash Clients/c/test.sh
 echo "== scale-out: 3 replicas behind haproxy, one stopped mid-run; affinity vs round robin =="

@@ -24,6 +24,16 @@ public enum SystemMemory {
         return max(64 << 20, (available - mappedModelBytes) / 4 * 3)
     }
 
+    /// This process's resident set size in bytes (VmRSS), or nil when it cannot be read.
+    public static func residentBytes() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if parts.count >= 2, let kib = Int(parts[1]) { return kib * 1024 }
+        }
+        return nil
+    }
+
     /// A field of /proc/meminfo in bytes.
     static func meminfo(_ field: String) -> Int? {
         guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }

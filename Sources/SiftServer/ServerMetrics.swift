@@ -1,71 +1,89 @@
 import SiftBase
-import CoreMetrics
-import Metrics
 import Prometheus
 import SiftEngine
 import SiftProtocol
 
-/// The server's metrics, through swift-metrics into a Prometheus registry of its own (so
-/// several servers in one process, as in tests, keep separate counts). `render()` gives the
-/// text exposition for `/metrics`.
+/// The server's metrics, in a Prometheus registry of its own (so several servers in one process,
+/// as in tests, keep separate counts). Made through the registry rather than swift-metrics'
+/// factory because only the registry carries the `# HELP` text operators read. `render()` gives
+/// the text exposition for `/metrics`.
 public final class ServerMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
-    private let factory: PrometheusMetricsFactory
-    private let requestCounters = Locked<[String: CoreMetrics.Counter]>([:])
-    private let durations = Locked<[String: Metrics.Timer]>([:])
+    private let requestCounters = Locked<[String: Prometheus.Counter]>([:])
+    private let durations = Locked<[String: DurationHistogram]>([:])
 
-    let queueTime: Metrics.Timer
-    let computeTime: Metrics.Timer
-    let documents: CoreMetrics.Counter
-    let prefixTokens: CoreMetrics.Counter
-    let prefixTokensCached: CoreMetrics.Counter
-    let documentTokens: CoreMetrics.Counter
-    let inFlight: Meter
-    let connections: Meter
-    let protocolErrors: CoreMetrics.Counter
-    private let engineQueuedTokens: CoreMetrics.Gauge
-    private let engineActiveRequests: CoreMetrics.Gauge
-    private let kvBytes: CoreMetrics.Gauge
-    private let kvReservedBytes: CoreMetrics.Gauge
-    private let kvPeakBytes: CoreMetrics.Gauge
-    private let kvBudgetBytes: CoreMetrics.Gauge
-    private let prefixCacheBytes: CoreMetrics.Gauge
-    private let prefixCacheHitRatio: CoreMetrics.Gauge
-    private let batchFillRatio: CoreMetrics.Gauge
-    private let engineSteps: CoreMetrics.Gauge
-    private let serving: CoreMetrics.Gauge
-    private let bufferedRequestBytes: CoreMetrics.Gauge
+    let queueTime: DurationHistogram
+    let computeTime: DurationHistogram
+    let documents: Prometheus.Counter
+    let prefixTokens: Prometheus.Counter
+    let prefixTokensCached: Prometheus.Counter
+    let documentTokens: Prometheus.Counter
+    let inFlight: Prometheus.Gauge
+    let connections: Prometheus.Gauge
+    let protocolErrors: Prometheus.Counter
+    private let engineQueuedTokens: Prometheus.Gauge
+    private let engineMaxQueuedTokens: Prometheus.Gauge
+    private let engineActiveRequests: Prometheus.Gauge
+    private let kvBytes: Prometheus.Gauge
+    private let kvReservedBytes: Prometheus.Gauge
+    private let kvPeakBytes: Prometheus.Gauge
+    private let kvBudgetBytes: Prometheus.Gauge
+    private let prefixCacheBytes: Prometheus.Gauge
+    private let prefixCacheHitRatio: Prometheus.Gauge
+    private let batchFillRatio: Prometheus.Gauge
+    private let engineSteps: Prometheus.Gauge
+    private let serving: Prometheus.Gauge
+    private let bufferedRequestBytes: Prometheus.Gauge
+    private let residentBytes: Prometheus.Gauge
+    private let availableBytes: Prometheus.Gauge
+
+    /// Rerank calls run from milliseconds (cached, short) to minutes (thousands of long documents).
+    static let durationBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+        .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+        .milliseconds(2500), .seconds(5), .seconds(10), .seconds(25), .seconds(50), .seconds(100), .seconds(250),
+    ]
+    /// A whole metric name with its help text (the registry joins non-empty name parts).
+    static func name(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+    static let requestsHelp = "Calls answered, through the RPC or the HTTP port, by method and status code."
+    static let requestSecondsHelp = "Time from a call's arrival to its answer, by method."
 
     public init() {
-        var factory = PrometheusMetricsFactory(registry: registry)
-        // Rerank calls run from milliseconds (cached, short) to minutes (thousands of long documents).
-        factory.defaultDurationHistogramBuckets = [
-            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
-            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
-            .milliseconds(2500), .seconds(5), .seconds(10), .seconds(25), .seconds(50), .seconds(100), .seconds(250),
-        ]
-        self.factory = factory
-        queueTime = Metrics.Timer(label: "sift_rerank_queue_seconds", factory: factory)
-        computeTime = Metrics.Timer(label: "sift_rerank_compute_seconds", factory: factory)
-        documents = CoreMetrics.Counter(label: "sift_documents_total", factory: factory)
-        prefixTokens = CoreMetrics.Counter(label: "sift_tokens_total", dimensions: [("kind", "prefix")], factory: factory)
-        prefixTokensCached = CoreMetrics.Counter(label: "sift_tokens_total", dimensions: [("kind", "prefix_cached")], factory: factory)
-        documentTokens = CoreMetrics.Counter(label: "sift_tokens_total", dimensions: [("kind", "document")], factory: factory)
-        inFlight = Meter(label: "sift_inflight_requests", factory: factory)
-        connections = Meter(label: "sift_connections", factory: factory)
-        protocolErrors = CoreMetrics.Counter(label: "sift_protocol_errors_total", factory: factory)
-        engineQueuedTokens = CoreMetrics.Gauge(label: "sift_engine_queued_tokens", factory: factory)
-        engineActiveRequests = CoreMetrics.Gauge(label: "sift_engine_active_requests", factory: factory)
-        kvBytes = CoreMetrics.Gauge(label: "sift_kv_bytes", factory: factory)
-        kvReservedBytes = CoreMetrics.Gauge(label: "sift_kv_reserved_bytes", factory: factory)
-        kvPeakBytes = CoreMetrics.Gauge(label: "sift_kv_peak_bytes", factory: factory)
-        kvBudgetBytes = CoreMetrics.Gauge(label: "sift_kv_budget_bytes", factory: factory)
-        prefixCacheBytes = CoreMetrics.Gauge(label: "sift_prefix_cache_bytes", factory: factory)
-        prefixCacheHitRatio = CoreMetrics.Gauge(label: "sift_prefix_cache_hit_ratio", factory: factory)
-        batchFillRatio = CoreMetrics.Gauge(label: "sift_batch_fill_ratio", factory: factory)
-        engineSteps = CoreMetrics.Gauge(label: "sift_engine_steps", factory: factory)
-        serving = CoreMetrics.Gauge(label: "sift_serving", factory: factory)
-        bufferedRequestBytes = CoreMetrics.Gauge(label: "sift_buffered_request_bytes", factory: factory)
+        let r = registry
+        func gauge(_ name: String, _ help: String) -> Prometheus.Gauge { r.makeGauge(descriptor: Self.name(name, help)) }
+        func counter(_ name: String, _ labels: [(String, String)] = [], _ help: String) -> Prometheus.Counter {
+            r.makeCounter(descriptor: Self.name(name, help), labels: labels)
+        }
+        func histogram(_ name: String, _ help: String) -> DurationHistogram {
+            r.makeDurationHistogram(descriptor: Self.name(name, help), buckets: Self.durationBuckets)
+        }
+        let tokensHelp = "Tokens of answered rerank calls: kind=prefix (instruction and query), prefix_cached (of those, found in the prefix cache), document."
+        queueTime = histogram("sift_rerank_queue_seconds", "Time a rerank call waited for admission and its first step.")
+        computeTime = histogram("sift_rerank_compute_seconds", "Time from a rerank call's first step to its last document's score.")
+        documents = counter("sift_documents_total", [], "Documents scored.")
+        prefixTokens = counter("sift_tokens_total", [("kind", "prefix")], tokensHelp)
+        prefixTokensCached = counter("sift_tokens_total", [("kind", "prefix_cached")], tokensHelp)
+        documentTokens = counter("sift_tokens_total", [("kind", "document")], tokensHelp)
+        inFlight = gauge("sift_inflight_requests", "Calls accepted and not yet answered, both ports.")
+        connections = gauge("sift_connections", "Open RPC connections.")
+        protocolErrors = counter("sift_protocol_errors_total", [], "Connections or frames refused as malformed, oversized, too slow or unauthenticated.")
+        engineQueuedTokens = gauge("sift_engine_queued_tokens", "Tokens admitted to the engine and not yet computed (admission refuses beyond --max-queued-tokens).")
+        engineMaxQueuedTokens = gauge("sift_engine_max_queued_tokens", "The queue's limit in tokens (--max-queued-tokens).")
+        engineActiveRequests = gauge("sift_engine_active_requests", "Rerank calls inside the engine.")
+        kvBytes = gauge("sift_kv_bytes", "KV cache bytes in use, prefix cache included.")
+        kvReservedBytes = gauge("sift_kv_reserved_bytes", "KV cache bytes reserved by the planner for calls in progress.")
+        kvPeakBytes = gauge("sift_kv_peak_bytes", "Highest KV cache bytes in use since start.")
+        kvBudgetBytes = gauge("sift_kv_budget_bytes", "The KV cache budget (--kv-budget-mb).")
+        prefixCacheBytes = gauge("sift_prefix_cache_bytes", "KV bytes held by cached instruction/query prefixes.")
+        prefixCacheHitRatio = gauge("sift_prefix_cache_hit_ratio", "Share of prefix tokens found in the prefix cache since start.")
+        batchFillRatio = gauge("sift_batch_fill_ratio", "Tokens computed per engine step over the step's capacity, since start.")
+        engineSteps = gauge("sift_engine_steps", "Engine steps run since start.")
+        serving = gauge("sift_serving", "1 while the server accepts calls, 0 while starting or draining.")
+        bufferedRequestBytes = gauge("sift_buffered_request_bytes", "Bytes of unfinished request frames held across connections (bounded by --max-buffered-mb).")
+        residentBytes = gauge("sift_resident_memory_bytes", "This process's resident memory (VmRSS).")
+        availableBytes = gauge("sift_memory_available_bytes", "Memory still available to this process: the machine's MemAvailable, or the cgroup limit's headroom when lower.")
     }
 
     /// One finished call: counted by method and status code, its duration recorded by method.
@@ -73,34 +91,39 @@ public final class ServerMetrics: Sendable {
         let key = method + "/" + code.name
         let counter = requestCounters.withLock { counters in
             if let c = counters[key] { return c }
-            let c = CoreMetrics.Counter(label: "sift_requests_total", dimensions: [("method", method), ("code", code.name)], factory: factory)
+            let c = registry.makeCounter(descriptor: Self.name("sift_requests_total", Self.requestsHelp),
+                                         labels: [("method", method), ("code", code.name)])
             counters[key] = c
             return c
         }
         counter.increment()
         let timer = durations.withLock { timers in
             if let t = timers[method] { return t }
-            let t = Metrics.Timer(label: "sift_request_seconds", dimensions: [("method", method)], factory: factory)
+            let t = registry.makeDurationHistogram(descriptor: Self.name("sift_request_seconds", Self.requestSecondsHelp),
+                                                   labels: [("method", method)], buckets: Self.durationBuckets)
             timers[method] = t
             return t
         }
-        timer.recordNanoseconds(duration.nanoseconds)
+        timer.record(duration)
     }
 
     /// The Prometheus text exposition, with the engine's gauges read now.
     public func render(engine: EngineStats, serving isServing: Bool, bufferedRequestBytes buffered: Int = 0) -> [UInt8] {
-        bufferedRequestBytes.record(buffered)
-        engineQueuedTokens.record(engine.queuedTokens)
-        engineActiveRequests.record(engine.activeRequests)
-        kvBytes.record(engine.kvBytes)
-        kvReservedBytes.record(engine.kvReservedBytes)
-        kvPeakBytes.record(engine.kvPeakBytes)
-        kvBudgetBytes.record(engine.kvBudgetBytes)
-        prefixCacheBytes.record(engine.prefixCacheBytes)
-        prefixCacheHitRatio.record(engine.prefixLookupTokens > 0 ? Double(engine.prefixHitTokens) / Double(engine.prefixLookupTokens) : 0)
-        batchFillRatio.record(engine.stepCapacity > 0 ? Double(engine.stepTokens) / Double(engine.stepCapacity) : 0)
-        engineSteps.record(engine.steps)
-        serving.record(isServing ? 1 : 0)
+        bufferedRequestBytes.set(Double(buffered))
+        engineQueuedTokens.set(Double(engine.queuedTokens))
+        engineMaxQueuedTokens.set(Double(engine.maxQueuedTokens))
+        residentBytes.set(Double(SystemMemory.residentBytes() ?? 0))
+        availableBytes.set(Double(SystemMemory.available() ?? 0))
+        engineActiveRequests.set(Double(engine.activeRequests))
+        kvBytes.set(Double(engine.kvBytes))
+        kvReservedBytes.set(Double(engine.kvReservedBytes))
+        kvPeakBytes.set(Double(engine.kvPeakBytes))
+        kvBudgetBytes.set(Double(engine.kvBudgetBytes))
+        prefixCacheBytes.set(Double(engine.prefixCacheBytes))
+        prefixCacheHitRatio.set(engine.prefixLookupTokens > 0 ? Double(engine.prefixHitTokens) / Double(engine.prefixLookupTokens) : 0)
+        batchFillRatio.set(engine.stepCapacity > 0 ? Double(engine.stepTokens) / Double(engine.stepCapacity) : 0)
+        engineSteps.set(Double(engine.steps))
+        serving.set(isServing ? 1.0 : 0.0)
         return registry.emitToBuffer()
     }
 }

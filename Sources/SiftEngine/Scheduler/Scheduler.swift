@@ -40,6 +40,7 @@ final class Scheduler: @unchecked Sendable {
         stats.withLock {
             $0.kvBudgetBytes = kvBudgetBlocks * kvPool.blockBytes
             $0.prefixCacheBudgetBytes = prefixCache.budgetBytes
+            $0.maxQueuedTokens = options.maxQueuedTokens
         }
     }
 
@@ -350,6 +351,8 @@ final class Scheduler: @unchecked Sendable {
 /// Live counters of the engine, for metrics and tests.
 public struct EngineStats: Sendable {
     public var queuedTokens = 0
+    /// Admission refuses calls that would take `queuedTokens` beyond this.
+    public var maxQueuedTokens = 0
     public var activeRequests = 0
     public var completed = 0
     public var failed: [EngineError.Code: Int] = [:]

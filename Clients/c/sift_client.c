@@ -168,7 +168,10 @@ int sift_rerank(sift_client *client, const char *query, const char *const *docum
     if (!options) options = &defaults;
     Sift__V1__RerankRequest request = SIFT__V1__RERANK_REQUEST__INIT;
     request.query = (char *)query;
-    if (options->instruction) request.instruction = (char *)options->instruction;
+    if (options->instruction) { /* set, even to "": used as given */
+        request.instruction_presence_case = SIFT__V1__RERANK_REQUEST__INSTRUCTION_PRESENCE_INSTRUCTION;
+        request.instruction = (char *)options->instruction;
+    }
     request.n_documents = n;
     request.documents = (char **)documents;
     request.top_n = options->top_n;
@@ -176,6 +179,8 @@ int sift_rerank(sift_client *client, const char *query, const char *const *docum
     request.max_tokens_per_document = options->max_tokens_per_document;
     request.max_length = options->max_length;
     request.timeout_ms = options->timeout_ms;
+    request.chunk_long_documents = options->chunk_long_documents != 0;
+    request.chunk_overlap_tokens = options->chunk_overlap_tokens;
     Sift__V1__Frame frame = SIFT__V1__FRAME__INIT;
     frame.body_case = SIFT__V1__FRAME__BODY_RERANK_REQUEST;
     frame.rerank_request = &request;
@@ -189,7 +194,8 @@ int sift_rerank(sift_client *client, const char *query, const char *const *docum
         size_t count = r->n_results < n ? r->n_results : n;
         for (size_t i = 0; i < count; i++) {
             Sift__V1__RerankResult *x = r->results[i];
-            results[i] = (sift_result){x->index, x->relevance_score, x->logit, x->tokens, x->input_tokens, x->truncated};
+            results[i] = (sift_result){x->index, x->relevance_score, x->logit, x->tokens, x->input_tokens, x->truncated,
+                                       x->window, x->windows > 0 ? x->windows : 1};
         }
         if (n_results) *n_results = count;
     }

@@ -29,15 +29,19 @@ typedef struct {
     uint32_t tokens;        /* document tokens after truncation */
     uint32_t input_tokens;  /* all tokens of the pair */
     int truncated;
+    uint32_t window;        /* with chunk_long_documents: the window (0-based) that gave the score */
+    uint32_t windows;       /* with chunk_long_documents: the document's windows (1: it fit whole) */
 } sift_result;
 
 typedef struct {
-    const char *instruction;          /* NULL: the model card's default */
+    const char *instruction;          /* NULL: the model card's default; "" or any text: used as given */
     uint32_t top_n;                   /* 0: all */
     int input_order;                  /* results in input order instead of best first */
     uint32_t max_tokens_per_document; /* 0: no cut */
     uint32_t max_length;              /* 0: the server's default */
     uint32_t timeout_ms;              /* 0: no deadline */
+    int chunk_long_documents;         /* score a document longer than max_length by its best window */
+    uint32_t chunk_overlap_tokens;    /* tokens consecutive windows share; 0: the server's default */
 } sift_rerank_options;
 
 /* Connects to host:port. NULL on failure, with the reason in *status (SIFT_UNAVAILABLE). */

@@ -21,5 +21,21 @@ want=$(printf '%s\n' '{"text":"The capital of China is Beijing."}' '{"text":"Gra
 if [ "$got" != "$want" ]; then
   echo "C client logits differ from sift score:"; echo "$got"; echo "--"; echo "$want"; exit 1
 fi
-printf 'Paris is in France.\nBananas are yellow.\n' | build/sift-rerank "127.0.0.1:$port" "capital of France?" >/dev/null
-echo "C client: scores match sift score; example CLI works"
+docs='Paris is in France.\nBananas are yellow.\n'
+static_out=$(printf "$docs" | build/sift-rerank "127.0.0.1:$port" "capital of France?")
+# Installed as another project would use it: make install PREFIX=…, then pkg-config, against the
+# shared library (and the static one with --static).
+prefix=$(mktemp -d)
+trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$log" "$prefix"' EXIT
+make -s install PREFIX="$prefix"
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+# shellcheck disable=SC2046
+cc -std=c11 -D_GNU_SOURCE sift_rerank.c $(pkg-config --cflags --libs sift-client) -Wl,-rpath,"$prefix/lib" -o "$prefix/shared-example"
+ldd "$prefix/shared-example" | grep -q "libsiftclient.so.0 => $prefix/lib" || { echo "not linked to the installed shared library"; exit 1; }
+# shellcheck disable=SC2046
+cc -std=c11 -D_GNU_SOURCE sift_rerank.c $(pkg-config --static --cflags --libs sift-client | sed 's/-lsiftclient/-l:libsiftclient.a/') -o "$prefix/static-example"
+for example in shared-example static-example; do
+  out=$(printf "$docs" | "$prefix/$example" "127.0.0.1:$port" "capital of France?")
+  [ "$out" = "$static_out" ] || { echo "$example printed something else:"; echo "$out"; echo "--"; echo "$static_out"; exit 1; }
+done
+echo "C client: scores match sift score; installed with make install, the shared and static libraries work through pkg-config"

@@ -30,6 +30,22 @@ int main(int argc, char **argv) {
     /* Ranked and cut. */
     sift_rerank_options top1 = {.top_n = 1};
     CHECK(sift_rerank(client, "What is the capital of China?", docs, 3, &top1, results, &n, &status) == SIFT_OK && n == 1);
+    /* Chunking: a long document scored by its best window. */
+    char long_doc[4096] = "Beijing is the capital of China.";
+    for (int i = 0; i < 60; i++) strcat(long_doc, " Unrelated filler words go here.");
+    const char *long_docs[] = {long_doc};
+    sift_rerank_options chunked = {.max_length = 96, .chunk_long_documents = 1, .chunk_overlap_tokens = 8};
+    CHECK(sift_rerank(client, "What is the capital of China?", long_docs, 1, &chunked, results, &n, &status) == SIFT_OK);
+    CHECK(n == 1 && results[0].windows > 1 && results[0].window < results[0].windows && !results[0].truncated);
+    sift_rerank_options cut = {.max_length = 96};
+    CHECK(sift_rerank(client, "What is the capital of China?", long_docs, 1, &cut, results, &n, &status) == SIFT_OK);
+    CHECK(n == 1 && results[0].windows == 1 && results[0].truncated);
+    /* An empty instruction is used as given, unlike no instruction (the default). */
+    sift_rerank_options empty = {.input_order = 1, .instruction = ""}, unset = {.input_order = 1};
+    sift_result a[1], b[1];
+    CHECK(sift_rerank(client, "What is the capital of China?", docs, 1, &empty, a, &n, &status) == SIFT_OK);
+    CHECK(sift_rerank(client, "What is the capital of China?", docs, 1, &unset, b, &n, &status) == SIFT_OK);
+    CHECK(a[0].logit != b[0].logit);
     /* Errors come back as status codes with a message; the connection stays usable. */
     CHECK(sift_rerank(client, "", docs, 3, NULL, results, &n, &status) == SIFT_INVALID_ARGUMENT);
     CHECK(strstr(status.message, "query is empty") != NULL);

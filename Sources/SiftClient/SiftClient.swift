@@ -95,19 +95,22 @@ public final class SiftClient: Sendable {
     public func rerank(query: String, documents: [String], instruction: String? = nil, topN: Int? = nil,
                        returnDocuments: Bool = false, maxTokensPerDocument: Int? = nil, maxLength: Int? = nil,
                        inputOrder: Bool = false, timeout: Duration? = nil, priority: Int = 0,
+                       chunkLongDocuments: Bool = false, chunkOverlapTokens: Int? = nil,
                        onPartial: (@Sendable ([Wire.RerankResult]) -> Void)? = nil) async throws -> Wire.RerankResponse {
-        let request = Wire.RerankRequest(
-            query: query, instruction: instruction ?? "", documents: documents, topN: UInt32(clamping: topN ?? 0),
+        var request = Wire.RerankRequest(
+            query: query, instruction: instruction, documents: documents, topN: UInt32(clamping: topN ?? 0),
             returnDocuments: returnDocuments, maxTokensPerDocument: UInt32(clamping: maxTokensPerDocument ?? 0),
             maxLength: UInt32(clamping: maxLength ?? 0), inputOrder: inputOrder, priority: Int32(clamping: priority),
             stream: onPartial != nil)
+        request.chunkLongDocuments = chunkLongDocuments
+        request.chunkOverlapTokens = UInt32(clamping: chunkOverlapTokens ?? 0)
         var partial: (@Sendable (Wire.Body) -> Void)?
         if let onPartial {
             partial = { body in
                 if case .rerankPartial(let results) = body { onPartial(results) }
             }
         }
-        let answer = try await call(.rerankRequest(request), affinityKey: (instruction ?? "") + "\u{1}" + query,
+        let answer = try await call(.rerankRequest(request), affinityKey: (instruction.map { "i" + $0 } ?? "-") + "\u{1}" + query,
                                     timeout: timeout, onPartial: partial)
         guard case .rerankResponse(let response) = answer else { throw unexpected(answer) }
         return response

@@ -1088,11 +1088,11 @@ static const ProtobufCFieldDescriptor sift__v1__rerank_request__field_descriptor
     2,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
+    offsetof(Sift__V1__RerankRequest, instruction_presence_case),
     offsetof(Sift__V1__RerankRequest, instruction),
     NULL,
     &protobuf_c_empty_string,
-    0,             /* flags */
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {

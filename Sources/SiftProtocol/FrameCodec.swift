@@ -83,7 +83,8 @@ private enum Decoder {
         case SIFT__V1__FRAME__BODY_RERANK_REQUEST:
             guard let r = f.rerank_request?.pointee else { return .unknown }
             var request = Wire.RerankRequest(
-                query: try string(r.query, "query"), instruction: try string(r.instruction, "instruction"),
+                query: try string(r.query, "query"), instruction: r.instruction_presence_case == SIFT__V1__RERANK_REQUEST__INSTRUCTION_PRESENCE_INSTRUCTION
+                    ? try string(r.instruction, "instruction") : nil,
                 documents: try strings(r.n_documents, r.documents, "documents"), topN: r.top_n,
                 returnDocuments: r.return_documents != 0, maxTokensPerDocument: r.max_tokens_per_document,
                 maxLength: r.max_length, inputOrder: r.input_order != 0, timeoutMs: r.timeout_ms,
@@ -215,7 +216,10 @@ private struct Encoder {
             c.rerank_request = arena.new { p in
                 sift__v1__rerank_request__init(p)
                 p.pointee.query = arena.string(r.query)
-                p.pointee.instruction = arena.string(r.instruction)
+                if let instruction = r.instruction {
+                    p.pointee.instruction_presence_case = SIFT__V1__RERANK_REQUEST__INSTRUCTION_PRESENCE_INSTRUCTION
+                    p.pointee.instruction = arena.string(instruction)
+                }
                 p.pointee.n_documents = r.documents.count
                 p.pointee.documents = arena.array(r.documents.map { Optional(arena.string($0)) })
                 p.pointee.top_n = r.topN

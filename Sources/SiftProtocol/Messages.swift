@@ -86,8 +86,8 @@ public enum Wire {
 
     public struct RerankRequest: Sendable, Equatable {
         public var query: String
-        /// Empty: the model card's default instruction.
-        public var instruction: String
+        /// nil: the model card's default instruction; any string, "" included, is used as given.
+        public var instruction: String?
         public var documents: [String]
         /// 0: all.
         public var topN: UInt32
@@ -105,7 +105,7 @@ public enum Wire {
         /// 0: the server's default overlap.
         public var chunkOverlapTokens: UInt32 = 0
 
-        public init(query: String, instruction: String = "", documents: [String], topN: UInt32 = 0,
+        public init(query: String, instruction: String? = nil, documents: [String], topN: UInt32 = 0,
                     returnDocuments: Bool = false, maxTokensPerDocument: UInt32 = 0, maxLength: UInt32 = 0,
                     inputOrder: Bool = false, timeoutMs: UInt32 = 0, priority: Int32 = 0, stream: Bool = false) {
             self.query = query

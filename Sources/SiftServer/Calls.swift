@@ -21,7 +21,7 @@ struct Calls: Sendable {
 
     func rerank(_ r: Wire.RerankRequest, receivedAt: ContinuousClock.Instant,
                 partial: (@Sendable ([Wire.RerankResult]) -> Void)?) async throws -> RerankOutcome {
-        var request = RerankRequest(query: r.query, instruction: r.instruction.isEmpty ? nil : r.instruction,
+        var request = RerankRequest(query: r.query, instruction: r.instruction,
                                     documents: r.documents)
         request.topN = r.topN == 0 ? nil : Int(r.topN)
         request.maxTokensPerDocument = r.maxTokensPerDocument == 0 ? nil : Int(r.maxTokensPerDocument)

@@ -71,6 +71,8 @@ struct RerankCommand: AsyncParsableCommand {
     @Option(help: "Maximum tokens per (query, document) pair (default: the server's).") var maxLength: Int?
     @Option(help: "Cut each document to this many tokens.") var maxTokensPerDocument: Int?
     @Option(help: "Seconds to wait for the answer.") var timeout: Double?
+    @Flag(help: "Score a document longer than max-length by its best window instead of truncating it.") var chunkLongDocuments = false
+    @Option(help: "Tokens consecutive windows share with --chunk-long-documents (default: the server's).") var chunkOverlapTokens: Int?
     @Argument(help: "JSON-lines file of documents, or - for standard input.") var input: String = "-"
 
     func run() async throws {
@@ -80,9 +82,12 @@ struct RerankCommand: AsyncParsableCommand {
             defer { Task { await client.close() } }
             let response = try await client.rerank(query: query, documents: texts, instruction: instruction,
                                                    maxTokensPerDocument: maxTokensPerDocument, maxLength: maxLength,
-                                                   inputOrder: true, timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
+                                                   inputOrder: true, timeout: timeout.map { .milliseconds(Int($0 * 1000)) },
+                                                   chunkLongDocuments: chunkLongDocuments, chunkOverlapTokens: chunkOverlapTokens)
             let items = response.results.map {
-                "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.relevanceScore)),\"tokens\":\($0.tokens),\"input_tokens\":\($0.inputTokens),\"truncated\":\($0.truncated)}"
+                // With chunking, which window gave the score (`sift score` has no chunking).
+                let window = chunkLongDocuments ? ",\"window\":\($0.window),\"windows\":\(max(1, $0.windows))" : ""
+                return "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.relevanceScore)),\"tokens\":\($0.tokens),\"input_tokens\":\($0.inputTokens),\"truncated\":\($0.truncated)\(window)}"
             }
             print("{\"results\":[\(items.joined(separator: ","))]}")
         }

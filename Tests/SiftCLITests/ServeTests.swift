@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import SiftClient
 import SiftProtocol
 import SiftTestSupport
@@ -89,6 +92,75 @@ final class ServeTests: XCTestCase {
         let refused = try CLITests.run(["rerank", "--server", "127.0.0.1:1", "--query", "q", "-"], stdin: input)
         XCTAssertEqual(refused.status, 1)
         XCTAssertTrue(refused.stderr.contains("cannot connect to 127.0.0.1:1"), refused.stderr)
+    }
+
+    /// Same input, same answer at every door: the reference cases (the default instruction, given
+    /// ones and an explicitly empty one) through `sift score --precision int8`, `sift rerank`
+    /// over RPC, and the HTTP API give identical logits; and fp32 `sift score` gives the
+    /// reference's, so each door read the instruction as the reference did.
+    func testEveryDoorScoresTheSameCasesIdentically() async throws {
+        let server = try ServerProcess(["--model", Fixtures.tinyModel.path, "--threads", "2", "--http-port", "0"])
+        defer { server.process.terminate() }
+        let port = try server.port
+        let log = try server.wait(for: "model loaded; serving")
+        let httpPort = Int(log.components(separatedBy: "http=http://127.0.0.1:")[1].prefix { $0.isNumber })!
+        // One group per (query, instruction, max_length), as one call.
+        let cases = try Fixtures.referenceCases()
+        var groups: [String: [Fixtures.ReferenceCase]] = [:]
+        for c in cases { groups["\(c.query)\u{1}\(c.instructionGiven.map { "i" + $0 } ?? "-")\u{1}\(c.maxLength)", default: []].append(c) }
+        XCTAssertTrue(cases.contains { $0.instructionGiven == "" }, "the fixture has an explicitly empty instruction")
+        for group in groups.values {
+            let first = group[0]
+            let input = Data(group.map { "{\"text\": \(Self.json($0.document))}" }.joined(separator: "\n").utf8)
+            var flags = ["--query", first.query, "--max-length", "\(first.maxLength)"]
+            if let instruction = first.instructionGiven { flags += ["--instruction", instruction] }
+            let local = try CLITests.run(["score", "--model", Fixtures.tinyModel.path, "--precision", "int8"] + flags + ["-"], stdin: input)
+            let remote = try CLITests.run(["rerank", "--server", "127.0.0.1:\(port)"] + flags + ["-"], stdin: input)
+            XCTAssertEqual(local.status, 0, local.stderr)
+            XCTAssertEqual(remote.status, 0, remote.stderr)
+            var body: [String: Any] = ["query": first.query, "documents": group.map(\.document), "max_length": first.maxLength]
+            if let instruction = first.instructionGiven { body["instruction"] = instruction }
+            let http = try Self.post(port: httpPort, "/v2/rerank", try JSONSerialization.data(withJSONObject: body))
+            let scoreLogits = Self.logits(local.stdout), rerankLogits = Self.logits(remote.stdout)
+            var httpLogits = [Float](repeating: .nan, count: group.count)
+            for r in (http["results"] as? [[String: Any]]) ?? [] {
+                httpLogits[(r["index"] as! NSNumber).intValue] = (r["logit"] as! NSNumber).floatValue
+            }
+            let what = "query \(first.query.debugDescription), instruction \(first.instructionGiven.debugDescription)"
+            XCTAssertEqual(scoreLogits.count, group.count, what)
+            XCTAssertEqual(rerankLogits, scoreLogits, "sift rerank vs sift score: \(what)")
+            XCTAssertEqual(httpLogits, scoreLogits, "HTTP vs sift score: \(what)")
+            // Given instructions ("" included): fp32 matches the reference (ParityTests covers the rest).
+            if first.instructionGiven != nil {
+                let fp32 = try CLITests.run(["score", "--model", Fixtures.tinyModel.path, "--precision", "fp32"] + flags + ["-"], stdin: input)
+                XCTAssertEqual(Self.logits(fp32.stdout).count, group.count, fp32.stderr)
+                for (got, c) in zip(Self.logits(fp32.stdout), group) {
+                    XCTAssertEqual(Double(got), c.logitDiff, accuracy: 1e-3, "fp32 vs the reference: \(c.id)")
+                }
+            }
+        }
+    }
+
+    static func logits(_ stdout: String) -> [Float] {
+        let root = (try? JSONSerialization.jsonObject(with: Data(stdout.utf8))) as? [String: Any]
+        return ((root?["results"] as? [[String: Any]]) ?? []).map { ($0["logit"] as! NSNumber).floatValue }
+    }
+
+    static func json(_ s: String) -> String {
+        String(decoding: try! JSONSerialization.data(withJSONObject: s, options: .fragmentsAllowed), as: UTF8.self)
+    }
+
+    /// POST a JSON body to 127.0.0.1 and parse the JSON answer (URLSession, no keep-alive needed).
+    static func post(port: Int, _ path: String, _ body: Data) throws -> [String: Any] {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.httpMethod = "POST"
+        request.httpBody = body
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var answer: Data?
+        URLSession.shared.dataTask(with: request) { data, _, _ in answer = data; done.signal() }.resume()
+        done.wait()
+        return (answer.flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [String: Any]) ?? [:]
     }
 
     func testBadFlagsAndModelsFailWithOneLine() throws {

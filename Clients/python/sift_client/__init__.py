@@ -1,7 +1,8 @@
 """Python client for Sift, the Qwen3-Reranker inference service."""
-from ._wire import Code, Health, RerankResponse, RerankResult, SiftError, Usage
+from ._wire import Code, Health, ModelInfo, RerankResponse, RerankResult, SiftError, TokenizedText, Usage
 from .aio import AsyncClient
 from .client import Client
 
-__all__ = ["AsyncClient", "Client", "Code", "Health", "RerankResponse", "RerankResult", "SiftError", "Usage"]
+__all__ = ["AsyncClient", "Client", "Code", "Health", "ModelInfo", "RerankResponse", "RerankResult", "SiftError",
+           "TokenizedText", "Usage"]
 __version__ = "0.5.0"

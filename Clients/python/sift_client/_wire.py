@@ -54,6 +54,11 @@ class RerankResult:
     truncated: bool
     document: Optional[str] = None
     input_tokens: int = 0
+    """All tokens of the pair fed to the model: prompt, document, suffix."""
+    window: int = 0
+    """With chunk_long_documents: the window (0-based) that gave the score."""
+    windows: int = 1
+    """With chunk_long_documents: the document's number of windows (1: it fit whole)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,34 @@ class RerankResponse:
     queued_ms: float
     compute_ms: float
     model_id: str
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    count: int
+    ids: List[int]
+    """Empty unless return_ids was set."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_id: str
+    quantization: str
+    """"int8" or "fp32"."""
+    hidden_size: int
+    layers: int
+    attention_heads: int
+    kv_heads: int
+    vocab_size: int
+    max_length: int
+    """Largest max_length a call may ask for."""
+    default_max_length: int
+    max_documents: int
+    max_frame_bytes: int
+    max_in_flight_per_connection: int
+    server_version: str
+    protocol_version: int
+    default_instruction: str
 
 
 @dataclass(frozen=True)
@@ -96,17 +129,36 @@ def encode(frame: pb.Frame) -> bytes:
 
 def rerank_request(query: str, documents: List[str], instruction: Optional[str], top_n: Optional[int],
                    return_documents: bool, max_tokens_per_document: Optional[int], max_length: Optional[int],
-                   input_order: bool, timeout: Optional[float], priority: int, stream: bool) -> pb.RerankRequest:
-    return pb.RerankRequest(
-        query=query, instruction=instruction or "", documents=list(documents), top_n=top_n or 0,
+                   input_order: bool, timeout: Optional[float], priority: int, stream: bool,
+                   chunk_long_documents: bool = False, chunk_overlap_tokens: Optional[int] = None) -> pb.RerankRequest:
+    request = pb.RerankRequest(
+        query=query, documents=list(documents), top_n=top_n or 0,
         return_documents=return_documents, max_tokens_per_document=max_tokens_per_document or 0,
         max_length=max_length or 0, input_order=input_order,
-        timeout_ms=max(1, int(timeout * 1000)) if timeout else 0, priority=priority, stream=stream)
+        timeout_ms=max(1, int(timeout * 1000)) if timeout else 0, priority=priority, stream=stream,
+        chunk_long_documents=chunk_long_documents, chunk_overlap_tokens=chunk_overlap_tokens or 0)
+    if instruction is not None:
+        request.instruction = instruction  # set, even to "": used as given; unset: the default
+    return request
+
+
+def tokenized(r: pb.TokenizeResponse) -> List[TokenizedText]:
+    return [TokenizedText(count=t.count, ids=list(t.ids)) for t in r.texts]
+
+
+def model_info(m: pb.ModelInfoResponse) -> ModelInfo:
+    return ModelInfo(**{f: getattr(m, f) for f in ModelInfo.__dataclass_fields__})
+
+
+def health(h: pb.HealthResponse) -> Health:
+    return Health(serving=h.status == pb.HealthResponse.SERVING, active_requests=h.active_requests,
+                  queued_tokens=h.queued_tokens)
 
 
 def result(r: pb.RerankResult) -> RerankResult:
     return RerankResult(index=r.index, relevance_score=r.relevance_score, logit=r.logit, tokens=r.tokens,
-                        truncated=r.truncated, document=r.document or None, input_tokens=r.input_tokens)
+                        truncated=r.truncated, document=r.document or None, input_tokens=r.input_tokens,
+                        window=r.window, windows=max(1, r.windows))
 
 
 def rerank_response(r: pb.RerankResponse) -> RerankResponse:

@@ -48,23 +48,24 @@ class AsyncClient:
                      top_n: Optional[int] = None, return_documents: bool = False,
                      max_tokens_per_document: Optional[int] = None, max_length: Optional[int] = None,
                      input_order: bool = False, timeout: Optional[float] = None, priority: int = 0,
+                     chunk_long_documents: bool = False, chunk_overlap_tokens: Optional[int] = None,
                      on_partial: Optional[Callable[[List[w.RerankResult]], None]] = None) -> w.RerankResponse:
         request = w.rerank_request(query, documents, instruction, top_n, return_documents, max_tokens_per_document,
-                                   max_length, input_order, timeout, priority, stream=on_partial is not None)
+                                   max_length, input_order, timeout, priority, stream=on_partial is not None,
+                                   chunk_long_documents=chunk_long_documents, chunk_overlap_tokens=chunk_overlap_tokens)
         frame = await self._call(pb.Frame(rerank_request=request), on_partial)
         return w.rerank_response(w.check(frame, "rerank_response"))
 
-    async def tokenize(self, texts: List[str], return_ids: bool = False) -> List[pb.TokenizedText]:
+    async def tokenize(self, texts: List[str], return_ids: bool = False) -> List[w.TokenizedText]:
         frame = await self._call(pb.Frame(tokenize_request=pb.TokenizeRequest(texts=list(texts), return_ids=return_ids)))
-        return list(w.check(frame, "tokenize_response").texts)
+        return w.tokenized(w.check(frame, "tokenize_response"))
 
-    async def model_info(self) -> pb.ModelInfoResponse:
-        return w.check(await self._call(pb.Frame(model_info_request=pb.ModelInfoRequest())), "model_info_response")
+    async def model_info(self) -> w.ModelInfo:
+        return w.model_info(w.check(await self._call(pb.Frame(model_info_request=pb.ModelInfoRequest())), "model_info_response"))
 
     async def health(self) -> w.Health:
         h = w.check(await self._call(pb.Frame(health_request=pb.HealthRequest())), "health_response")
-        return w.Health(serving=h.status == pb.HealthResponse.SERVING, active_requests=h.active_requests,
-                        queued_tokens=h.queued_tokens)
+        return w.health(h)
 
     # -- plumbing ------------------------------------------------------------------------------
 

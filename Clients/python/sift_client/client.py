@@ -42,24 +42,25 @@ class Client:
                top_n: Optional[int] = None, return_documents: bool = False,
                max_tokens_per_document: Optional[int] = None, max_length: Optional[int] = None,
                input_order: bool = False, timeout: Optional[float] = None, priority: int = 0,
+               chunk_long_documents: bool = False, chunk_overlap_tokens: Optional[int] = None,
                on_partial: Optional[Callable[[List[w.RerankResult]], None]] = None) -> w.RerankResponse:
         """Scores documents against the query: best first (or in input order), cut to top_n."""
         request = w.rerank_request(query, documents, instruction, top_n, return_documents, max_tokens_per_document,
-                                   max_length, input_order, timeout, priority, stream=on_partial is not None)
+                                   max_length, input_order, timeout, priority, stream=on_partial is not None,
+                                   chunk_long_documents=chunk_long_documents, chunk_overlap_tokens=chunk_overlap_tokens)
         frame = self._call(pb.Frame(rerank_request=request), timeout, on_partial)
         return w.rerank_response(w.check(frame, "rerank_response"))
 
-    def tokenize(self, texts: List[str], return_ids: bool = False) -> List[pb.TokenizedText]:
+    def tokenize(self, texts: List[str], return_ids: bool = False) -> List[w.TokenizedText]:
         frame = self._call(pb.Frame(tokenize_request=pb.TokenizeRequest(texts=list(texts), return_ids=return_ids)), None)
-        return list(w.check(frame, "tokenize_response").texts)
+        return w.tokenized(w.check(frame, "tokenize_response"))
 
-    def model_info(self) -> pb.ModelInfoResponse:
-        return w.check(self._call(pb.Frame(model_info_request=pb.ModelInfoRequest()), None), "model_info_response")
+    def model_info(self) -> w.ModelInfo:
+        return w.model_info(w.check(self._call(pb.Frame(model_info_request=pb.ModelInfoRequest()), None), "model_info_response"))
 
     def health(self) -> w.Health:
         h = w.check(self._call(pb.Frame(health_request=pb.HealthRequest()), None), "health_response")
-        return w.Health(serving=h.status == pb.HealthResponse.SERVING, active_requests=h.active_requests,
-                        queued_tokens=h.queued_tokens)
+        return w.health(h)
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@ import asyncio
 import pytest
 
 from conftest import API_KEY, sift_score
-from sift_client import AsyncClient, Client, Code, SiftError
+from sift_client import AsyncClient, Client, Code, ModelInfo, SiftError, TokenizedText
 
 QUERY = "What is the capital of China?"
 DOCS = ["The capital of China is Beijing.", "Gravity pulls objects toward the ground.", "",
@@ -32,10 +32,36 @@ def test_sync_ranking_top_n_tokenize_info_health(server):
         best = sorted(everything.results, key=lambda r: (-r.logit, r.index))[:2]
         assert [r.index for r in ranked.results] == [r.index for r in best]
         counts = client.tokenize(["Hello world", ""], return_ids=True)
-        assert counts[0].count == len(counts[0].ids) > 0 and counts[1].count == 0
+        assert all(isinstance(c, TokenizedText) for c in counts)
+        assert counts[0].count == len(counts[0].ids) > 0 and counts[1].count == 0 and counts[1].ids == []
         info = client.model_info()
-        assert info.quantization == "int8" and info.protocol_version == 1
+        assert isinstance(info, ModelInfo)
+        assert info.quantization == "int8" and info.protocol_version == 1 and info.model_id == "tiny-qwen3"
+        assert info.default_instruction.startswith("Given a web search query")
         assert client.health().serving
+
+
+def test_instruction_unset_empty_and_given_score_as_sift_score_does(server):
+    with Client(server.endpoint) as client:
+        for instruction, extra in [(None, ()), ("", ("--instruction", "")), ("Find facts", ("--instruction", "Find facts"))]:
+            expected = sift_score(QUERY, DOCS[:2], *extra)
+            got = client.rerank(QUERY, DOCS[:2], instruction=instruction, input_order=True).results
+            assert [r.logit for r in got] == pytest.approx([e["logit"] for e in expected], abs=1e-6), instruction
+        default = client.rerank(QUERY, DOCS[:1], instruction=None).results[0].logit
+        empty = client.rerank(QUERY, DOCS[:1], instruction="").results[0].logit
+        assert default != empty
+
+
+def test_chunk_long_documents(server):
+    long_doc = "Beijing is the capital of China. " + "Unrelated filler words go here. " * 60
+    with Client(server.endpoint) as client:
+        whole = client.rerank(QUERY, [long_doc], max_length=96).results[0]
+        chunked = client.rerank(QUERY, [long_doc], max_length=96, chunk_long_documents=True,
+                                chunk_overlap_tokens=8).results[0]
+    assert whole.truncated and whole.windows == 1
+    assert not chunked.truncated and chunked.windows > 1 and 0 <= chunked.window < chunked.windows
+    # The best window scores at least as well as the first one, which is what truncation keeps.
+    assert chunked.logit >= whole.logit - 1e-4, (chunked, whole)
 
 
 def test_errors_carry_the_status_code(server):

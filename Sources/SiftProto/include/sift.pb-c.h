@@ -152,6 +152,12 @@ struct  Sift__V1__Status
     , SIFT__V1__CODE__OK, (char *)protobuf_c_empty_string }
 
 
+typedef enum {
+  SIFT__V1__RERANK_REQUEST__INSTRUCTION_PRESENCE__NOT_SET = 0,
+  SIFT__V1__RERANK_REQUEST__INSTRUCTION_PRESENCE_INSTRUCTION = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SIFT__V1__RERANK_REQUEST__INSTRUCTION_PRESENCE__CASE)
+} Sift__V1__RerankRequest__InstructionPresenceCase;
+
 /*
  * Scores documents against a query. Answer: RerankResponse (after zero or more RerankPartial
  * frames when stream is true), or Status.
@@ -160,11 +166,6 @@ struct  Sift__V1__RerankRequest
 {
   ProtobufCMessage base;
   char *query;
-  /*
-   * Task instruction. Empty = the model card's default
-   * ("Given a web search query, retrieve relevant passages that answer the query").
-   */
-  char *instruction;
   size_t n_documents;
   char **documents;
   /*
@@ -209,10 +210,14 @@ struct  Sift__V1__RerankRequest
    * half the window, so a document of N tokens makes at most about 2N/window windows.
    */
   uint32_t chunk_overlap_tokens;
+  Sift__V1__RerankRequest__InstructionPresenceCase instruction_presence_case;
+  union {
+    char *instruction;
+  };
 };
 #define SIFT__V1__RERANK_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sift__v1__rerank_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, SIFT__V1__RERANK_REQUEST__INSTRUCTION_PRESENCE__NOT_SET, {0} }
 
 
 struct  Sift__V1__RerankResult

@@ -108,7 +108,7 @@ enum HTTPRerankAPI {
             return UInt32(value)
         }
         try checkNoNUL([request.query] + request.documents.map(\.text))
-        var wire = Wire.RerankRequest(query: request.query, instruction: request.instruction ?? "",
+        var wire = Wire.RerankRequest(query: request.query, instruction: request.instruction,
                                       documents: request.documents.map(\.text))
         wire.topN = try count(request.top_n, "top_n")
         wire.returnDocuments = request.return_documents ?? false

@@ -40,7 +40,7 @@ enum TEIRerankAPI {
             throw Wire.Status(.invalidArgument, "truncation_direction \"\(direction)\" is not supported: documents are cut at their end, as the Qwen3-Reranker recipe does; send \"Right\" or leave it out")
         }
         try HTTPRerankAPI.checkNoNUL([request.query] + request.texts)
-        var wire = Wire.RerankRequest(query: request.query, instruction: "", documents: request.texts)
+        var wire = Wire.RerankRequest(query: request.query, documents: request.texts)
         wire.returnDocuments = request.return_text ?? false
         return (wire, Options(rawScores: request.raw_scores ?? false, truncate: request.truncate ?? false))
     }

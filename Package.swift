@@ -6,13 +6,13 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
-// Hot C loops are compiled optimised even in debug builds, so `swift test` (debug) runs the
-// model at a useful speed. -ffp-contract=off: no implicit FMA, so scalar and SIMD twins of a
-// kernel perform the same IEEE operations and agree bit for bit. Root-package unsafe flags
-// are allowed by SwiftPM.
-let kernelCFlags: [CSetting] = [
-    .unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=off", "-Wall"]),
-]
+// The kernels' numerics are fixed in their files (`#pragma clang fp contract(off)`: scalar and
+// SIMD twins agree bit for bit), so no build flag changes a result. One flag only changes speed:
+// -O3 even in debug builds, so `swift test` runs the model at a useful speed. SwiftPM refuses
+// such "unsafe" flags in a package used as a versioned dependency, so a checkout (another
+// project's .build/checkouts/sift) builds the kernels with its own configuration's optimisation.
+let isDependencyCheckout = ["/checkouts/", "/registry/downloads/"].contains { Context.packageDirectory.contains($0) }
+let kernelCFlags: [CSetting] = isDependencyCheckout ? [] : [.unsafeFlags(["-O3", "-fno-math-errno", "-Wall"])]
 
 let package = Package(
     name: "Sift",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: Debian packages, test models, build, swift test, the Python and
-# C clients against a real server, the haproxy scale-out test, brief fuzzing, soak and overload
+# Sets up and runs every test: Debian packages, test models, build, swift test, promtool checks of
+# deploy/, the Python and C clients against a real server, the example package built as a
+# versioned dependency, the haproxy scale-out test, brief fuzzing, soak and overload
 # runs; then the engine's and the server's concurrency tests again under ThreadSanitizer (own
 # build folder).
 set -euo pipefail
@@ -27,6 +28,8 @@ rm -rf .build-venv/wheels
 "$py" -m pytest -q -p no:cacheprovider Clients/python/tests
 echo "== C client against a real server =="
 bash Clients/c/test.sh
+echo "== Examples/: Sift as a versioned dependency of another package (SiftClient, SiftEngine) =="
+bash scripts/test-examples.sh
 echo "== scale-out: 3 replicas behind haproxy, one stopped mid-run; affinity vs round robin =="
 bash scripts/test-scaleout.sh
 echo "== fuzzing: every parser of outside bytes briefly (libFuzzer + AddressSanitizer, own build folder) =="

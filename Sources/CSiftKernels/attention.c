@@ -4,6 +4,11 @@
 #include <string.h>
 #include <immintrin.h>
 
+/* No implicit FMA contraction (as -ffp-contract=off, but part of the file, so it holds however
+ * the package is built): scalar and SIMD twins of a kernel perform the same IEEE operations and
+ * agree bit for bit. */
+#pragma clang fp contract(off)
+
 /* Causal attention of one query head against one KV head.
  *
  * KV memory is paged in blocks of 16 positions (SIFT_KEY_BLOCK); blocks[b] is the base of the

@@ -4,6 +4,11 @@
 #include <string.h>
 #include <immintrin.h>
 
+/* No implicit FMA contraction (as -ffp-contract=off, but part of the file, so it holds however
+ * the package is built): scalar and SIMD twins of a kernel perform the same IEEE operations and
+ * agree bit for bit. */
+#pragma clang fp contract(off)
+
 size_t sift_q8_packed_size(size_t n, size_t k) { return n * k; }
 
 void sift_q8_pack(const int8_t *w, size_t n, size_t k, int8_t *packed) {

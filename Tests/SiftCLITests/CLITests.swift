@@ -167,6 +167,16 @@ final class CLITests: XCTestCase {
         let r = try run(["score", "--model", tiny, "--query", "q", "--precision", "fp8"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("fp8"), r.stderr)
+        // A misspelt option is named (with the option meant), even when a required one is then missing.
+        let misspelt = try run(["serve", "--modle", tiny])
+        XCTAssertEqual(misspelt.status, 64, misspelt.stderr)
+        XCTAssertTrue(misspelt.stderr.contains("Unknown option '--modle'. Did you mean '--model'?"), misspelt.stderr)
+        let unknown = try run(["bench", "prefill", "--model", tiny, "--bogus-flag"])
+        XCTAssertEqual(unknown.status, 64, unknown.stderr)
+        XCTAssertTrue(unknown.stderr.contains("Unknown option '--bogus-flag'. See 'sift bench prefill --help'."), unknown.stderr)
+        // Not an option after "--".
+        let positional = try run(["score", "--model", tiny, "--query", "q", "--", "--not-an-option"])
+        XCTAssertFalse(positional.stderr.contains("Unknown option"), positional.stderr)
     }
 
     func testTokenizeMatchesTheReferenceTokenizer() throws {

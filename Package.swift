@@ -129,6 +129,7 @@ let package = Package(
         .testTarget(name: "SiftServerTests",
                     dependencies: ["SiftServer", "SiftClient", "SiftProtocol", "SiftEngine", "Qwen3", "SiftTestSupport", "SiftBase",
                                    .product(name: "NIOCore", package: "swift-nio"),
+                                   .product(name: "NIOEmbedded", package: "swift-nio"),
                                    .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                    .product(name: "NIOPosix", package: "swift-nio")],
                     swiftSettings: swiftSettings),

@@ -7,7 +7,7 @@ import SiftBase
 /// failures as `Wire.Status` with a message for the caller. What a finished call computed
 /// (documents, tokens, queue and compute time) is counted here, so both front doors count it.
 struct Calls: Sendable {
-    let engine: SiftEngine
+    let engine: any RerankService
     let options: ServerOptions
     let metrics: ServerMetrics
     static let serverVersion = SiftVersion.current
@@ -64,24 +64,22 @@ struct Calls: Sendable {
         guard r.texts.count <= engine.options.maxDocuments else {
             throw Wire.Status(.invalidArgument, "\(r.texts.count) texts; at most \(engine.options.maxDocuments) per request: split the request")
         }
-        let tokenizer = engine.reranker.tokenizer
-        return r.texts.map { text in
-            let ids = tokenizer.encode(text)
-            return Wire.TokenizedText(count: UInt32(ids.count), ids: r.returnIDs ? ids.map { UInt32($0) } : [])
+        return engine.tokenize(r.texts).map { ids in
+            Wire.TokenizedText(count: UInt32(ids.count), ids: r.returnIDs ? ids.map { UInt32($0) } : [])
         }
     }
 
     func modelInfo() -> Wire.ModelInfo {
-        let c = engine.modelConfig
+        let model = engine.model
         var m = Wire.ModelInfo()
         m.modelID = options.modelID
-        m.quantization = engine.reranker.model.precision.rawValue
-        m.hiddenSize = UInt32(c.hiddenSize)
-        m.layers = UInt32(c.layerCount)
-        m.attentionHeads = UInt32(c.headCount)
-        m.kvHeads = UInt32(c.kvHeadCount)
-        m.vocabSize = UInt32(c.vocabSize)
-        m.maxLength = UInt32(engine.maxLengthLimit)
+        m.quantization = model.precision
+        m.hiddenSize = UInt32(model.hiddenSize)
+        m.layers = UInt32(model.layers)
+        m.attentionHeads = UInt32(model.attentionHeads)
+        m.kvHeads = UInt32(model.kvHeads)
+        m.vocabSize = UInt32(model.vocabSize)
+        m.maxLength = UInt32(model.maxLength)
         m.defaultMaxLength = UInt32(engine.options.defaultMaxLength)
         m.maxDocuments = UInt32(engine.options.maxDocuments)
         m.maxFrameBytes = UInt32(options.maxFrameBytes)

@@ -13,7 +13,7 @@ final class ServerState: Sendable {
     /// Calls accepted and not yet answered, over all connections.
     let inFlight = Atomic<Int>(0)
     /// Nil while the model loads.
-    let engine = Locked<SiftEngine?>(nil)
+    let engine = Locked<(any RerankService)?>(nil)
     /// Every open connection, on all ports, under one limit.
     let registry: ConnectionRegistry
     /// Bytes held for requests still arriving, over all connections.
@@ -26,7 +26,7 @@ final class ServerState: Sendable {
         buffers = BufferBudget(limit: options.maxBufferedBytes)
     }
 
-    var currentEngine: SiftEngine? { engine.withLock { $0 } }
+    var currentEngine: (any RerankService)? { engine.withLock { $0 } }
     var isServing: Bool { !draining.load(ordering: .relaxed) && currentEngine != nil }
 
     /// The API key check (`keyHint` says how to send one).
@@ -40,7 +40,7 @@ final class ServerState: Sendable {
 
     /// The checks every call passes, on either front door, before it reaches the engine: the
     /// API key, shutdown, model still loading.
-    func admit(authorization: String?, keys: APIKeys, keyHint: String) throws(Wire.Status) -> SiftEngine {
+    func admit(authorization: String?, keys: APIKeys, keyHint: String) throws(Wire.Status) -> any RerankService {
         try authorize(authorization: authorization, keys: keys, keyHint: keyHint)
         guard !draining.load(ordering: .relaxed) else {
             throw Wire.Status(.unavailable, "server is shutting down: retry on another replica")
@@ -62,6 +62,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private let state: ServerState
     private let metrics: ServerMetrics
     private let options: ServerOptions
+    private let lifecycle: CallLifecycle
     private var logger: Logger
     private var context: ChannelHandlerContext?
     private var inFlight: [UInt64: Task<Void, Never>] = [:]
@@ -71,6 +72,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.metrics = metrics
         self.options = options
         self.logger = logger
+        lifecycle = CallLifecycle(state: state, metrics: metrics, options: options)
     }
 
     /// The checks `FrameReader` runs on a frame's envelope, before the frame is buffered whole
@@ -101,7 +103,6 @@ final class ConnectionHandler: ChannelInboundHandler {
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelInactive(context: ChannelHandlerContext) {
-        for _ in inFlight { state.registry.callEnded(context.channel) }
         // The client is gone (a half-close counts: as with gRPC, closing the connection ends
         // its calls): their work would be wasted, stop it.
         if !inFlight.isEmpty {
@@ -182,9 +183,9 @@ final class ConnectionHandler: ChannelInboundHandler {
             return fail(id, method: method, received: received,
                         Wire.Status(.invalidArgument, "request_id \(id) is already in flight on this connection: use a new id per call"))
         }
-        let engine: SiftEngine
+        let calls: Calls
         do {
-            engine = try state.admit(authorization: frame.metadata("authorization"), keys: options.apiKeys, keyHint: "metadata authorization: Bearer <key>")
+            calls = try lifecycle.admit(authorization: frame.metadata("authorization"), keyHint: "metadata authorization: Bearer <key>")
         } catch {
             return fail(id, method: method, received: received, error)
         }
@@ -192,7 +193,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             return fail(id, method: method, received: received, Wire.Status(.resourceExhausted,
                 "\(inFlight.count) calls in flight on this connection (limit \(options.maxInFlightPerConnection)): wait for answers or open another connection"))
         }
-        start(id, frame.body, calls: Calls(engine: engine, options: options, metrics: metrics), received: received)
+        start(id, frame.body, calls: calls, received: received)
     }
 
     /// Runs a call in a Task; its answer comes back through the event loop.
@@ -201,16 +202,15 @@ final class ConnectionHandler: ChannelInboundHandler {
         let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         let method = body.method
-        state.inFlight.add(1, ordering: .relaxed)
-        state.registry.callStarted(context.channel)
-        metrics.inFlight.increment()
+        let channel = context.channel
+        lifecycle.started(on: channel)
         let streams = if case .rerankRequest(let r) = body { r.stream } else { false }
         let sendPartial: @Sendable ([Wire.RerankResult]) -> Void = { results in
             eventLoop.execute { loop.value.send(Wire.Frame(requestID: id, body: .rerankPartial(results))) }
         }
         let partial = streams ? sendPartial : nil
         let finish: @Sendable (Wire.Body, Logger.Metadata) -> Void = { answer, details in
-            eventLoop.execute { loop.value.finish(id, method: method, received: received, answer, details: details) }
+            eventLoop.execute { loop.value.finish(id, method: method, received: received, answer, details: details, channel: channel) }
         }
         let task = Task {
             let outcome = await ConnectionHandler.perform(body, calls: calls, received: received, partial: partial)
@@ -228,13 +228,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             case .rerankRequest(let r):
                 details["documents"] = "\(r.documents.count)"
                 let outcome = try await calls.rerank(r, receivedAt: received, partial: partial)
-                let u = outcome.response.usage
-                details["prefix_tokens"] = "\(u.prefixTokens)"
-                details["cached_tokens"] = "\(u.prefixTokensCached)"
-                details["document_tokens"] = "\(u.documentTokens)"
-                details["queued_ms"] = "\(Int(outcome.queued.milliseconds))"
-                details["compute_ms"] = "\(Int(outcome.computing.milliseconds))"
-                return (.rerankResponse(outcome.response), details)
+                return (.rerankResponse(outcome.response), CallLifecycle.details(outcome))
             case .tokenizeRequest(let r):
                 details["texts"] = "\(r.texts.count)"
                 return (.tokenizeResponse(try calls.tokenize(r)), details)
@@ -250,10 +244,10 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func finish(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ answer: Wire.Body, details: Logger.Metadata) {
-        if inFlight.removeValue(forKey: id) != nil, let channel = context?.channel { state.registry.callEnded(channel) }
-        state.inFlight.subtract(1, ordering: .relaxed)
-        metrics.inFlight.decrement()
+    private func finish(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ answer: Wire.Body,
+                        details: Logger.Metadata, channel: any Channel) {
+        inFlight.removeValue(forKey: id)
+        lifecycle.ended(on: channel)
         reply(id, method: method, received: received, answer, details: details)
         context?.flush()
     }
@@ -266,22 +260,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func reply(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ answer: Wire.Body,
                        details: Logger.Metadata = [:], log: Bool = true) {
         send(Wire.Frame(requestID: id, body: answer), flush: false)
-        let code: Wire.Code
-        if case .status(let s) = answer { code = s.code } else { code = .ok }
-        let duration = ContinuousClock.now - received
-        metrics.record(method: method, code: code, duration: duration)
-        guard log else { return }
-        var metadata = details
-        metadata["request_id"] = "\(id)"
-        metadata["method"] = "\(method)"
-        metadata["status"] = "\(code.name)"
-        metadata["duration_ms"] = "\(String(format: "%.1f", duration.milliseconds))"
-        if case .status(let s) = answer, s.code != .ok {
-            metadata["error"] = "\(s.message)"
-            let level: Logger.Level = s.code == .internal ? .error : .notice
-            logger.log(level: level, "call failed", metadata: metadata)
+        var details = details
+        details["request_id"] = "\(id)"
+        if case .status(let s) = answer {
+            lifecycle.answered(method: method, s.code, error: s.message, received: received, details: details, logger: logger, log: log)
         } else {
-            logger.info("call", metadata: metadata)
+            lifecycle.answered(method: method, .ok, received: received, details: details, logger: logger, log: log)
         }
     }
 

@@ -19,7 +19,7 @@ public final class SiftServer: Service, Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let state: ServerState
     private let listeners = Locked<Listeners>(Listeners())
-    private let loadEngine: (@Sendable () async throws -> SiftEngine)?
+    private let loadEngine: (@Sendable () async throws -> any RerankService)?
 
     private struct Listeners {
         var rpc: (any Channel)?
@@ -28,15 +28,15 @@ public final class SiftServer: Service, Sendable {
         var started = false
     }
 
-    /// A server for an engine that is ready.
-    public convenience init(engine: SiftEngine, options: ServerOptions, logger: Logger) {
+    /// A server for an engine that is ready (a `SiftEngine`, or a fake in tests).
+    public convenience init(engine: any RerankService, options: ServerOptions, logger: Logger) {
         self.init(options: options, logger: logger, loadEngine: nil)
         state.engine.withLock { $0 = engine }
     }
 
     /// A server that listens at once (Health: NOT_SERVING, calls: UNAVAILABLE) and serves
     /// when `loadEngine` has loaded the model; a load failure ends `run` with its error.
-    public init(options: ServerOptions, logger: Logger, loadEngine: (@Sendable () async throws -> SiftEngine)?) {
+    public init(options: ServerOptions, logger: Logger, loadEngine: (@Sendable () async throws -> any RerankService)?) {
         self.options = options
         self.logger = logger
         self.loadEngine = loadEngine
@@ -44,7 +44,7 @@ public final class SiftServer: Service, Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.ioThreads))
     }
 
-    public var engine: SiftEngine? { state.currentEngine }
+    public var engine: (any RerankService)? { state.currentEngine }
 
     /// The RPC port actually bound (after `start`).
     public var port: Int? { listeners.withLock { $0.rpc?.localAddress?.port } }
@@ -218,25 +218,38 @@ public final class SiftServer: Service, Sendable {
             Framing.write(Wire.Frame(requestID: 0, body: .status(Wire.Status(.resourceExhausted, message))), to: &out)
             channel.writeAndFlush(out).whenComplete { _ in channel.close(promise: nil) }
         }) { channel in
-            let sync = channel.pipeline.syncOperations
-            try sync.addHandler(FrameReader(maxFrameBytes: options.maxFrameBytes, frameTimeout: options.frameTimeout,
-                                            budget: state.buffers, registry: state.registry, metrics: metrics, logger: logger,
-                                            limiter: state.logLimiter) {
-                ConnectionHandler.screen($0, state: state, options: options)
-            })
-            try sync.addHandler(MessageToByteHandler(FrameEncoder()))
-            try sync.addHandler(ConnectionHandler(state: state, metrics: metrics, options: options, logger: logger))
+            try Self.addRPCHandlers(to: channel, state: state, metrics: metrics, options: options, logger: logger)
         }
+    }
+
+    /// The RPC port's handlers after the connection limit, TLS and idle timeout (also used by
+    /// the handler tests, on a test channel).
+    static func addRPCHandlers(to channel: any Channel, state: ServerState, metrics: ServerMetrics, options: ServerOptions,
+                               logger: Logger) throws {
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(FrameReader(maxFrameBytes: options.maxFrameBytes, frameTimeout: options.frameTimeout,
+                                        budget: state.buffers, registry: state.registry, metrics: metrics, logger: logger,
+                                        limiter: state.logLimiter) {
+            ConnectionHandler.screen($0, state: state, options: options)
+        })
+        try sync.addHandler(MessageToByteHandler(FrameEncoder()))
+        try sync.addHandler(ConnectionHandler(state: state, metrics: metrics, options: options, logger: logger))
     }
 
     private func bindHTTPAPI(port: Int, tls: NIOSSLContext?) async throws -> any Channel {
         let (state, metrics, options, logger) = (self.state, self.metrics, self.options, self.logger)
         return try await bind(.http, port: port, tls: tls, flag: "--http-port", refuse: HTTPRequestGuard.refuse) { channel in
-            let sync = channel.pipeline.syncOperations
-            try sync.addHandler(HTTPRequestGuard(timeout: options.frameTimeout, registry: state.registry, logger: logger, limiter: state.logLimiter))
-            try sync.configureHTTPServerPipeline(withErrorHandling: true)
-            try sync.addHandler(HTTPAPIHandler(state: state, metrics: metrics, options: options, logger: logger))
+            try Self.addHTTPAPIHandlers(to: channel, state: state, metrics: metrics, options: options, logger: logger)
         }
+    }
+
+    /// The HTTP API port's handlers after the connection limit, TLS and idle timeout.
+    static func addHTTPAPIHandlers(to channel: any Channel, state: ServerState, metrics: ServerMetrics, options: ServerOptions,
+                                   logger: Logger) throws {
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(HTTPRequestGuard(timeout: options.frameTimeout, registry: state.registry, logger: logger, limiter: state.logLimiter))
+        try sync.configureHTTPServerPipeline(withErrorHandling: true)
+        try sync.addHandler(HTTPAPIHandler(state: state, metrics: metrics, options: options, logger: logger))
     }
 
     private func bindMetrics(port: Int) async throws -> any Channel {

@@ -74,6 +74,13 @@ public struct RerankResult: Sendable {
     public var usage: Usage
     public var timings: Timings
 
+    public init(results: [DocumentScore], ranked: [DocumentScore], usage: Usage, timings: Timings) {
+        self.results = results
+        self.ranked = ranked
+        self.usage = usage
+        self.timings = timings
+    }
+
     public struct Usage: Sendable, Equatable {
         /// Tokens of the shared prefix (system prompt + instruction + query).
         public var prefixTokens: Int
@@ -86,6 +93,16 @@ public struct RerankResult: Sendable {
         public var truncatedDocuments: Int
         /// Sequences scored: one per document, more when long documents were chunked.
         public var windows: Int
+
+        public init(prefixTokens: Int, prefixTokensCached: Int, documentTokens: Int, suffixTokens: Int,
+                    truncatedDocuments: Int, windows: Int) {
+            self.prefixTokens = prefixTokens
+            self.prefixTokensCached = prefixTokensCached
+            self.documentTokens = documentTokens
+            self.suffixTokens = suffixTokens
+            self.truncatedDocuments = truncatedDocuments
+            self.windows = windows
+        }
     }
 
     public struct Timings: Sendable {
@@ -93,6 +110,11 @@ public struct RerankResult: Sendable {
         public var queued: Duration
         /// From the first scheduled step to completion.
         public var computing: Duration
+
+        public init(queued: Duration, computing: Duration) {
+            self.queued = queued
+            self.computing = computing
+        }
     }
 }
 

@@ -28,6 +28,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
     private let state: ServerState
     private let metrics: ServerMetrics
     private let options: ServerOptions
+    private let lifecycle: CallLifecycle
     private var logger: Logger
     private var request: RequestInfo?
     private var body = ByteBuffer()
@@ -41,6 +42,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         self.metrics = metrics
         self.options = options
         self.logger = logger
+        lifecycle = CallLifecycle(state: state, metrics: metrics, options: options)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -132,6 +134,8 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         switch (info.head.method, path) {
         case (.GET, "/health"), (.GET, "/v1/health"):
             let serving = state.isServing
+            // Counted like the RPC port's Health, not logged (balancers probe it often).
+            lifecycle.answered(method: "http_health", serving ? .ok : .unavailable, received: info.received, logger: logger, log: false)
             respond(context, info, status: serving ? 200 : 503, json: Data(#"{"status":"\#(serving ? "SERVING" : "NOT_SERVING")"}"#.utf8))
         case (.POST, "/v1/rerank"), (.POST, "/v2/rerank"), (.POST, "/rerank"):
             let body = Data(payload.readableBytesView)
@@ -154,10 +158,10 @@ final class HTTPAPIHandler: ChannelInboundHandler {
     private func rerank(_ context: ChannelHandlerContext, _ info: RequestInfo, _ body: Data, dialect: Dialect) {
         let method = "http_rerank"
         let tei = if case .tei = dialect { true } else { false }
-        let engine: SiftEngine
+        let calls: Calls
         do {
-            engine = try state.admit(authorization: info.head.headers.first(name: "authorization"), keys: options.apiKeys,
-                                     keyHint: "the header Authorization: Bearer <key>")
+            calls = try lifecycle.admit(authorization: info.head.headers.first(name: "authorization"),
+                                        keyHint: "the header Authorization: Bearer <key>")
         } catch {
             return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error, tei: tei)
         }
@@ -165,10 +169,10 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         do {
             switch dialect {
             case .cohere:
-                let (request, model) = try HTTPRerankAPI.decode(body, maxDocuments: engine.options.maxDocuments)
+                let (request, model) = try HTTPRerankAPI.decode(body, maxDocuments: calls.engine.options.maxDocuments)
                 decoded = (request, model, TEIRerankAPI.Options())
             case .tei:
-                let (request, options) = try TEIRerankAPI.decode(body, maxDocuments: engine.options.maxDocuments)
+                let (request, options) = try TEIRerankAPI.decode(body, maxDocuments: calls.engine.options.maxDocuments)
                 decoded = (request, nil, options)
             }
         } catch let status as Wire.Status {
@@ -177,21 +181,17 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             return fail(context, info, method: method, status: 400, Wire.Status(.invalidArgument, "\(error)"), tei: tei)
         }
         let (request, model, teiOptions) = decoded
-        let calls = Calls(engine: engine, options: options, metrics: metrics)
         let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
         let contextBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
-        state.inFlight.add(1, ordering: .relaxed)
-        state.registry.callStarted(context.channel)
-        metrics.inFlight.increment()
+        let channel = context.channel
+        lifecycle.started(on: channel)
         let finish: @Sendable (Result<Calls.RerankOutcome, Wire.Status>) -> Void = { outcome in
             eventLoop.execute {
                 let handler = loop.value
                 let context = contextBound.value
                 handler.call = nil
-                handler.state.inFlight.subtract(1, ordering: .relaxed)
-                handler.state.registry.callEnded(context.channel)
-                handler.metrics.inFlight.decrement()
+                handler.lifecycle.ended(on: channel)
                 let encoded: Result<Data, Wire.Status> = outcome.flatMap { o in
                     switch dialect {
                     case .cohere(let apiVersion): .success(HTTPRerankAPI.encode(o.response, model: model, apiVersion: apiVersion))
@@ -200,11 +200,12 @@ final class HTTPAPIHandler: ChannelInboundHandler {
                 }
                 switch encoded {
                 case .success(let json):
-                    handler.log(info, method: method, code: .ok, documents: request.documents.count)
+                    let details = (try? outcome.get()).map(CallLifecycle.details) ?? [:]
+                    handler.log(info, method: method, code: .ok, details: details)
                     handler.respond(context, info, status: 200, json: json)
                 case .failure(let status):
                     handler.fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(status.code), status,
-                                 documents: request.documents.count, tei: tei)
+                                 details: ["documents": "\(request.documents.count)"], tei: tei)
                 }
             }
         }
@@ -223,25 +224,17 @@ final class HTTPAPIHandler: ChannelInboundHandler {
     /// Answers with an error in the request's dialect: `status` and Cohere's body, or (`tei`)
     /// TEI's own status and body for `s`.
     private func fail(_ context: ChannelHandlerContext, _ info: RequestInfo, method: String, status: Int, _ s: Wire.Status,
-                      documents: Int? = nil, tei: Bool = false) {
-        log(info, method: method, code: s.code, documents: documents, error: s.message)
+                      details: Logger.Metadata = [:], tei: Bool = false) {
+        log(info, method: method, code: s.code, details: details, error: s.message)
         let (status, body) = tei ? TEIRerankAPI.error(s)
             : (status, (try? JSONEncoder().encode(HTTPRerankAPI.ErrorBody(message: s.message, code: s.code.name))) ?? Data())
         respond(context, info, status: status, json: body)
     }
 
-    private func log(_ info: RequestInfo, method: String, code: Wire.Code, documents: Int?, error: String? = nil) {
-        let duration = ContinuousClock.now - info.received
-        metrics.record(method: method, code: code, duration: duration)
-        var metadata: Logger.Metadata = ["method": "\(method)", "status": "\(code.name)",
-                                         "duration_ms": "\(String(format: "%.1f", duration.milliseconds))"]
-        if let documents { metadata["documents"] = "\(documents)" }
-        if let error {
-            metadata["error"] = "\(error)"
-            logger.log(level: code == .internal ? .error : .notice, "http call failed", metadata: metadata)
-        } else {
-            logger.info("http call", metadata: metadata)
-        }
+    private func log(_ info: RequestInfo, method: String, code: Wire.Code, details: Logger.Metadata = [:], error: String? = nil) {
+        var details = details
+        details["path"] = "\(Self.path(info.head.uri).prefix(100))"
+        lifecycle.answered(method: method, code, error: error, received: info.received, details: details, logger: logger)
     }
 
     /// Writes one whole response. The end is written last: writing it may hand the next

@@ -1,0 +1,209 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOEmbedded
+import SiftBase
+import SiftEngine
+import SiftProtocol
+@testable import SiftServer
+import XCTest
+
+/// A `RerankService` without a model: a document's logit is its length in characters, so every
+/// answer can be checked; the query "block" waits until cancelled, "busy" fails as a full queue.
+final class FakeService: RerankService, Sendable {
+    let requests = Locked<[RerankRequest]>([])
+    let cancelled = Locked(0)
+    let options = EngineOptions()
+    let stats = EngineStats()
+    let model = ModelDescription(precision: "int8", hiddenSize: 8, layers: 2, attentionHeads: 2, kvHeads: 1, vocabSize: 100, maxLength: 512)
+
+    func rerank(_ request: RerankRequest) async throws -> RerankResult {
+        requests.withLock { $0.append(request) }
+        switch request.query {
+        case "block":
+            do { try await Task.sleep(for: .seconds(120)) } catch { cancelled.withLock { $0 += 1 } }
+            throw EngineError(.cancelled, "the request was cancelled")
+        case "busy":
+            throw EngineError(.resourceExhausted, "fake queue full: retry later")
+        default:
+            let scores = request.documents.enumerated().map { i, d in
+                let logit = Float(d.count)
+                return DocumentScore(index: i, logit: logit, probability: 1 / (1 + exp(-logit)), tokens: d.count, truncated: false)
+            }
+            let ranked = scores.sorted { ($0.logit, -$0.index) > ($1.logit, -$1.index) }.prefix(request.topN ?? scores.count)
+            return RerankResult(results: scores, ranked: Array(ranked),
+                                usage: .init(prefixTokens: 7, prefixTokensCached: 0, documentTokens: scores.reduce(0) { $0 + $1.tokens },
+                                             suffixTokens: 3 * scores.count, truncatedDocuments: 0, windows: scores.count),
+                                timings: .init(queued: .milliseconds(1), computing: .milliseconds(2)))
+        }
+    }
+
+    func tokenize(_ texts: [String]) -> [[Int32]] { texts.map { $0.utf8.map { Int32($0) } } }
+    func shutdown() {}
+}
+
+/// The RPC and HTTP handlers on test channels with a fake service: the call lifecycle (answer,
+/// in-flight accounting, metrics, cancellation) without sockets or a model.
+final class HandlerTests: XCTestCase {
+    struct Fixture {
+        let channel = NIOAsyncTestingChannel()
+        let service = FakeService()
+        let state: ServerState
+        let metrics = ServerMetrics()
+
+        init(http: Bool, _ configure: (inout ServerOptions) -> Void = { _ in }) async throws {
+            var options = ServerOptions()
+            options.modelID = "fake"
+            configure(&options)
+            state = ServerState(options: options)
+            state.engine.withLock { $0 = service }
+            let (channel, state, metrics) = (self.channel, self.state, self.metrics)
+            let logger = Logger(label: "handler-test", factory: { _ in SwiftLogNoOpLogHandler() })
+            try await channel.eventLoop.submit {
+                if http {
+                    try SiftServer.addHTTPAPIHandlers(to: channel, state: state, metrics: metrics, options: options, logger: logger)
+                } else {
+                    try SiftServer.addRPCHandlers(to: channel, state: state, metrics: metrics, options: options, logger: logger)
+                }
+            }.get()
+        }
+
+        func send(_ frame: Wire.Frame) async throws {
+            var buffer = ByteBuffer()
+            Framing.write(frame, to: &buffer)
+            try await channel.writeInbound(buffer)
+        }
+
+        /// The next frame the handler writes.
+        func receive() async throws -> Wire.Frame {
+            var bytes = ByteBuffer()
+            while true {
+                var more = try await channel.waitForOutboundWrite(as: ByteBuffer.self)
+                bytes.writeBuffer(&more)
+                if case .frame(let body) = try Framing.next(from: &bytes, maxFrameBytes: 1 << 24) {
+                    return try Framing.decode(body)
+                }
+            }
+        }
+
+        /// The whole HTTP response the handler writes: status and body.
+        func receiveHTTP() async throws -> (status: Int, body: String) {
+            var text = ""
+            while true {
+                var part = try await channel.waitForOutboundWrite(as: ByteBuffer.self)
+                text += part.readString(length: part.readableBytes) ?? ""
+                if let split = text.range(of: "\r\n\r\n"),
+                   let length = text[..<split.lowerBound].split(separator: "\r\n")
+                       .first(where: { $0.lowercased().hasPrefix("content-length:") })
+                       .flatMap({ Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }),
+                   text.utf8.count - text[..<split.upperBound].utf8.count >= length {
+                    let status = Int(text.split(separator: " ")[1]) ?? 0
+                    return (status, String(text[split.upperBound...]))
+                }
+            }
+        }
+
+        func settled() async throws {
+            for _ in 0..<200 where state.inFlight.load(ordering: .relaxed) != 0 { try await Task.sleep(for: .milliseconds(5)) }
+        }
+
+        func metricsText() -> String { String(decoding: metrics.render(engine: EngineStats(), serving: true), as: UTF8.self) }
+    }
+
+    func testARerankCallIsAnsweredCountedAndLeavesNothingInFlight() async throws {
+        let f = try await Fixture(http: false)
+        var request = Wire.RerankRequest(query: "q", instruction: "", documents: ["aaa", "a", "aaaaa"], topN: 2)
+        request.returnDocuments = true
+        try await f.send(Wire.Frame(requestID: 7, body: .rerankRequest(request)))
+        let answer = try await f.receive()
+        XCTAssertEqual(answer.requestID, 7)
+        guard case .rerankResponse(let r) = answer.body else { return XCTFail("\(answer)") }
+        XCTAssertEqual(r.results.map(\.index), [2, 0])
+        XCTAssertEqual(r.results.map(\.logit), [5, 3])
+        XCTAssertEqual(r.results.map(\.document), ["aaaaa", "aaa"])
+        XCTAssertEqual(r.usage.documents, 3)
+        XCTAssertEqual(r.modelID, "fake")
+        // The engine saw the wire request as sent: "" is an instruction, not the default.
+        XCTAssertEqual(f.service.requests.withLock { $0.first?.instruction }, "")
+        try await f.settled()
+        XCTAssertEqual(f.state.inFlight.load(ordering: .relaxed), 0)
+        let text = f.metricsText()
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="OK"} 1"#), text)
+        XCTAssertTrue(text.contains("sift_documents_total 3"), text)
+        XCTAssertTrue(text.contains("sift_inflight_requests 0"), text)
+    }
+
+    func testEngineErrorsAndProtocolMistakesBecomeStatuses() async throws {
+        let f = try await Fixture(http: false)
+        try await f.send(Wire.Frame(requestID: 1, body: .rerankRequest(Wire.RerankRequest(query: "busy", documents: ["d"]))))
+        var answer = try await f.receive()
+        XCTAssertEqual(answer.requestID, 1)
+        guard case .status(let busy) = answer.body else { return XCTFail("\(answer)") }
+        XCTAssertEqual(busy.code, .resourceExhausted)
+        XCTAssertTrue(busy.message.contains("fake queue full"), busy.message)
+        try await f.send(Wire.Frame(requestID: 0, body: .modelInfoRequest))
+        answer = try await f.receive()
+        guard case .status(let reserved) = answer.body else { return XCTFail("\(answer)") }
+        XCTAssertEqual(reserved.code, .invalidArgument)
+        try await f.send(Wire.Frame(requestID: 2, body: .modelInfoRequest))
+        answer = try await f.receive()
+        guard case .modelInfoResponse(let info) = answer.body else { return XCTFail("\(answer)") }
+        XCTAssertEqual(info.quantization, "int8")
+        XCTAssertEqual(info.maxLength, 512)
+        try await f.send(Wire.Frame(requestID: 3, body: .tokenizeRequest(Wire.TokenizeRequest(texts: ["abc"], returnIDs: true))))
+        answer = try await f.receive()
+        guard case .tokenizeResponse(let texts) = answer.body else { return XCTFail("\(answer)") }
+        XCTAssertEqual(texts.first?.ids, [97, 98, 99])
+        let text = f.metricsText()
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="RESOURCE_EXHAUSTED"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="model_info",code="INVALID_ARGUMENT"} 1"#), text)
+    }
+
+    func testCancelFrameAndDisconnectStopTheWork() async throws {
+        let f = try await Fixture(http: false)
+        try await f.send(Wire.Frame(requestID: 5, body: .rerankRequest(Wire.RerankRequest(query: "block", documents: ["d"]))))
+        while f.service.requests.withLock({ $0.count }) == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        XCTAssertEqual(f.state.inFlight.load(ordering: .relaxed), 1)
+        try await f.send(Wire.Frame(requestID: 6, body: .cancelRequest(requestID: 5)))
+        var answers: [UInt64: Wire.Body] = [:]
+        for _ in 0..<2 {
+            let frame = try await f.receive()
+            answers[frame.requestID] = frame.body
+        }
+        guard case .status(let cancelled) = answers[5] else { return XCTFail("\(answers)") }
+        XCTAssertEqual(cancelled.code, .cancelled)
+        guard case .status(let ack) = answers[6] else { return XCTFail("\(answers)") }
+        XCTAssertEqual(ack.code, .ok)
+        XCTAssertEqual(f.service.cancelled.withLock { $0 }, 1)
+        // A call still running when the client goes away is cancelled too.
+        try await f.send(Wire.Frame(requestID: 8, body: .rerankRequest(Wire.RerankRequest(query: "block", documents: ["d"]))))
+        while f.service.requests.withLock({ $0.count }) < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        try await f.channel.close()
+        for _ in 0..<400 where f.service.cancelled.withLock({ $0 }) < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        XCTAssertEqual(f.service.cancelled.withLock { $0 }, 2)
+        try await f.settled()
+        XCTAssertEqual(f.state.inFlight.load(ordering: .relaxed), 0)
+    }
+
+    func testHTTPCallsGoThroughTheSameLifecycle() async throws {
+        let f = try await Fixture(http: true)
+        let body = #"{"query":"q","documents":["aa","aaaa"],"instruction":""}"#
+        try await f.channel.writeInbound(ByteBuffer(string: "POST /v2/rerank HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+        let ok = try await f.receiveHTTP()
+        XCTAssertEqual(ok.status, 200, ok.body)
+        let json = try JSONSerialization.jsonObject(with: Data(ok.body.utf8)) as! [String: Any]
+        let results = json["results"] as! [[String: Any]]
+        XCTAssertEqual(results.map { $0["index"] as! Int }, [1, 0])
+        XCTAssertEqual(f.service.requests.withLock { $0.first?.instruction }, "")
+        let tei = #"{"query":"busy","texts":["a"]}"#
+        try await f.channel.writeInbound(ByteBuffer(string: "POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Length: \(tei.utf8.count)\r\n\r\n\(tei)"))
+        let refused = try await f.receiveHTTP()
+        XCTAssertEqual(refused.status, 429, refused.body)
+        try await f.settled()
+        let text = f.metricsText()
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="http_rerank",code="OK"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="http_rerank",code="RESOURCE_EXHAUSTED"} 1"#), text)
+        XCTAssertTrue(text.contains("sift_documents_total 2"), text)
+        XCTAssertEqual(f.state.inFlight.load(ordering: .relaxed), 0)
+    }
+}

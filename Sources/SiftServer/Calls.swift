@@ -31,7 +31,7 @@ struct Calls: Sendable {
         request.chunkLongDocuments = r.chunkLongDocuments
         request.chunkOverlapTokens = r.chunkOverlapTokens == 0 ? nil : Int(r.chunkOverlapTokens)
         if let partial {
-            request.onProgress = { scores in partial(scores.map { Self.result($0, document: nil, promptTokens: 0) }) }
+            request.onProgress = { scores in partial(scores.map { Self.result($0, document: nil) }) }
         }
         let result: RerankResult
         do {
@@ -42,9 +42,8 @@ struct Calls: Sendable {
         var chosen = result.ranked
         if r.inputOrder { chosen.sort { $0.index < $1.index } }
         let u = result.usage
-        let promptTokens = u.prefixTokens + (u.windows == 0 ? 0 : u.suffixTokens / u.windows)
         let response = Wire.RerankResponse(
-            results: chosen.map { Self.result($0, document: r.returnDocuments ? r.documents[$0.index] : nil, promptTokens: promptTokens) },
+            results: chosen.map { Self.result($0, document: r.returnDocuments ? r.documents[$0.index] : nil) },
             usage: Wire.Usage(prefixTokens: UInt32(u.prefixTokens), prefixTokensCached: UInt32(u.prefixTokensCached),
                               documentTokens: UInt64(u.documentTokens), truncatedDocuments: UInt32(u.truncatedDocuments),
                               documents: UInt32(r.documents.count),
@@ -96,12 +95,9 @@ struct Calls: Sendable {
                            queuedTokens: UInt64(stats.queuedTokens))
     }
 
-    /// `promptTokens`: the pair's tokens besides the document (0 in streamed results, which
-    /// are sent before the usage is known).
-    static func result(_ s: DocumentScore, document: String?, promptTokens: Int) -> Wire.RerankResult {
+    static func result(_ s: DocumentScore, document: String?) -> Wire.RerankResult {
         var result = Wire.RerankResult(index: UInt32(s.index), relevanceScore: s.probability, logit: s.logit, tokens: UInt32(s.tokens),
-                                       truncated: s.truncated, document: document,
-                                       inputTokens: promptTokens > 0 && s.windows == 1 ? UInt32(promptTokens + s.tokens) : 0)
+                                       truncated: s.truncated, document: document, inputTokens: UInt32(s.inputTokens))
         result.window = UInt32(s.window)
         result.windows = UInt32(s.windows)
         return result

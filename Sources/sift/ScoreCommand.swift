@@ -36,7 +36,7 @@ struct ScoreCommand: ParsableCommand {
                                              threads: threads)
             let results = try reranker.score(query: query, instruction: instruction, documents: texts, maxLength: maxLength)
             let items = results.map {
-                "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.probability)),\"tokens\":\($0.documentTokens),\"input_tokens\":\($0.tokens),\"truncated\":\($0.truncated)}"
+                "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.probability)),\"tokens\":\($0.tokens),\"input_tokens\":\($0.inputTokens),\"truncated\":\($0.truncated)}"
             }
             print("{\"results\":[\(items.joined(separator: ","))]}")
         }

@@ -87,6 +87,11 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(r.ranked[0].logit, r.results.map(\.logit).max())
         XCTAssertTrue(r.results[4].truncated)
         XCTAssertEqual(r.results[4].tokens, 10)
+        // The same vocabulary as Reranker.score: tokens = the document's, inputTokens = the pair's.
+        let direct = try engine.reranker.score(query: "capital of China", instruction: nil, documents: [docs[0]])[0]
+        XCTAssertEqual(r.results[0].tokens, direct.tokens)
+        XCTAssertEqual(r.results[0].inputTokens, direct.inputTokens)
+        XCTAssertGreaterThan(direct.inputTokens, direct.tokens)
         XCTAssertEqual(r.usage.truncatedDocuments, r.results.filter(\.truncated).count)
         XCTAssertEqual(r.usage.documentTokens, r.results.reduce(0) { $0 + $1.tokens })
         for s in r.results { XCTAssertEqual(s.probability, 1 / (1 + exp(-s.logit)), accuracy: 1e-6) }

@@ -29,7 +29,7 @@ final class ParityTests: XCTestCase {
         for c in cases {
             let result = try reranker.score(query: c.query, instruction: c.instructionGiven, documents: [c.document],
                                             maxLength: c.maxLength)[0]
-            XCTAssertEqual(result.tokens, c.inputIDs.count, c.id)
+            XCTAssertEqual(result.inputTokens, c.inputIDs.count, c.id)
             XCTAssertEqual(result.truncated, c.truncated, c.id)
             let delta = abs(Double(result.logit) - c.logitDiff)
             worst = max(worst, delta)
@@ -48,7 +48,9 @@ final class ParityTests: XCTestCase {
             XCTAssertEqual(together[i].logit, alone.logit, "document \(i)")
             XCTAssertEqual(together[i].index, i)
         }
-        XCTAssertEqual(together[1].tokens, try RerankPrompt(tokenizer: reranker.tokenizer, query: "What is the capital of China?", instruction: nil).prefix.count + 1 + 9)
+        let prompt = try RerankPrompt(tokenizer: reranker.tokenizer, query: "What is the capital of China?", instruction: nil)
+        XCTAssertEqual(together[1].tokens, 1)  // " "
+        XCTAssertEqual(together[1].inputTokens, prompt.prefix.count + 1 + prompt.suffix.count)
     }
 
     func testEmptyDocumentIsScored() throws {

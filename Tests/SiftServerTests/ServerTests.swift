@@ -44,6 +44,7 @@ final class ServerTests: XCTestCase {
             XCTAssertEqual(w.logit, d.logit)  // bit for bit
             XCTAssertEqual(w.relevanceScore, d.probability)
             XCTAssertEqual(Int(w.tokens), d.tokens)
+            XCTAssertEqual(Int(w.inputTokens), d.inputTokens)
             XCTAssertEqual(w.document, TestServer.documents[d.index].isEmpty ? nil : TestServer.documents[d.index])
         }
         XCTAssertEqual(wire.modelID, "tiny-qwen3")

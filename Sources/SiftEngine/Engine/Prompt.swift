@@ -33,7 +33,7 @@ public struct RerankPrompt: Sendable {
         suffix = tokenizer.encode(Self.suffixText)
         self.maxLength = maxLength
         guard documentBudget >= 0 else {
-            throw PromptError.queryTooLong(prefixTokens: prefix.count + suffix.count, maxLength: maxLength)
+            throw EngineError(.invalidArgument, "the prompt, instruction and query take \(prefix.count + suffix.count) tokens, more than max_length \(maxLength); shorten the query or raise max_length")
         }
     }
 
@@ -53,13 +53,4 @@ public struct RerankPrompt: Sendable {
     }
 }
 
-public enum PromptError: Error, CustomStringConvertible, Equatable {
-    case queryTooLong(prefixTokens: Int, maxLength: Int)
 
-    public var description: String {
-        switch self {
-        case let .queryTooLong(n, max):
-            "the prompt, instruction and query take \(n) tokens, more than max_length \(max); shorten the query or raise max_length"
-        }
-    }
-}

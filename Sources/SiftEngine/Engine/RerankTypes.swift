@@ -54,13 +54,18 @@ public struct DocumentScore: Sendable, Equatable {
     /// With chunking: the window that gave the score (0-based) and how many there were.
     public var window = 0
     public var windows = 1
+    /// All tokens of the pair fed to the model: prompt, document, suffix (0 for a chunked
+    /// document, which was several inputs).
+    public var inputTokens = 0
 
-    public init(index: Int, logit: Float, probability: Float, tokens: Int, truncated: Bool, window: Int = 0, windows: Int = 1) {
+    public init(index: Int, logit: Float, probability: Float, tokens: Int, truncated: Bool,
+                inputTokens: Int = 0, window: Int = 0, windows: Int = 1) {
         self.index = index
         self.logit = logit
         self.probability = probability
         self.tokens = tokens
         self.truncated = truncated
+        self.inputTokens = inputTokens
         self.window = window
         self.windows = windows
     }

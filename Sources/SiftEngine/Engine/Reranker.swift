@@ -1,20 +1,6 @@
 import Foundation
 import Qwen3
 
-/// One scored document.
-public struct ScoredDocument: Sendable, Equatable {
-    public var index: Int
-    /// logit("yes") − logit("no"): the raw relevance score.
-    public var logit: Float
-    /// sigmoid(logit), in 0...1. Never apply sigmoid to it again.
-    public var probability: Float
-    /// Tokens of the full model input (prefix + document + suffix).
-    public var tokens: Int
-    /// Tokens of the document as scored (after any cut): the wire's `tokens`.
-    public var documentTokens: Int
-    public var truncated: Bool
-}
-
 /// A loaded Qwen3-Reranker: tokenizer + model + the "yes"/"no" answer tokens.
 /// Scores documents synchronously; the prefix is computed once per query.
 public final class Reranker: @unchecked Sendable {
@@ -102,9 +88,9 @@ public final class Reranker: @unchecked Sendable {
 
     /// Scores `documents` against `query`, in input order.
     public func score(query: String, instruction: String?, documents: [String],
-                      maxLength: Int = RerankPrompt.defaultMaxLength) throws -> [ScoredDocument] {
+                      maxLength: Int = RerankPrompt.defaultMaxLength) throws -> [DocumentScore] {
         guard maxLength > 0, maxLength <= maxLengthLimit else {
-            throw RerankError.invalidArgument("max_length \(maxLength) must be in 1...\(maxLengthLimit)")
+            throw EngineError(.invalidArgument, "max_length \(maxLength) must be in 1...\(maxLengthLimit)")
         }
         let prompt = try RerankPrompt(tokenizer: tokenizer, query: query, instruction: instruction, maxLength: maxLength)
         let prefixCache = model.makeCache()
@@ -121,8 +107,8 @@ public final class Reranker: @unchecked Sendable {
                 offset = end
             }
             let logit = model.logitDifference(hidden!)
-            return ScoredDocument(index: index, logit: logit, probability: sigmoid(logit),
-                                  tokens: prompt.prefix.count + rest.count, documentTokens: docTokens.count, truncated: truncated)
+            return DocumentScore(index: index, logit: logit, probability: sigmoid(logit), tokens: docTokens.count,
+                                 truncated: truncated, inputTokens: prompt.prefix.count + rest.count)
         }
     }
 }
@@ -130,16 +116,6 @@ public final class Reranker: @unchecked Sendable {
 /// 1 / (1 + e^-x), computed without overflow for large |x|.
 public func sigmoid(_ x: Float) -> Float {
     x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x))
-}
-
-public enum RerankError: Error, CustomStringConvertible, Equatable {
-    case invalidArgument(String)
-
-    public var description: String {
-        switch self {
-        case let .invalidArgument(m): m
-        }
-    }
 }
 
 /// MemAvailable from /proc/meminfo (nil where it cannot be read).

@@ -135,12 +135,7 @@ public final class SiftEngine: Sendable {
             + r.documents.count * (fixedPromptTokens.suffix + 1)
         try scheduler.checkRoom(forAtLeast: least)
         let tokenizer = reranker.tokenizer
-        let prompt: RerankPrompt
-        do {
-            prompt = try RerankPrompt(tokenizer: tokenizer, query: r.query, instruction: r.instruction, maxLength: maxLength)
-        } catch {
-            throw EngineError(.invalidArgument, "\(error)")
-        }
+        let prompt = try RerankPrompt(tokenizer: tokenizer, query: r.query, instruction: r.instruction, maxLength: maxLength)
         let budget = min(prompt.documentBudget, r.maxTokensPerDocument ?? .max)
         let shared = options.prefixSharing ? prompt.prefix.count : 0
         let perSequence = (options.prefixSharing ? 0 : prompt.prefix.count) + prompt.suffix.count

@@ -270,7 +270,8 @@ final class Scheduler: @unchecked Sendable {
                 if item.final, let hidden = output {
                     let logit = model.logitDifference(hidden)
                     let score = DocumentScore(index: i, logit: logit, probability: sigmoid(logit),
-                                              tokens: doc.documentTokens, truncated: doc.truncated)
+                                              tokens: doc.documentTokens, truncated: doc.truncated,
+                                              inputTokens: r.sharedPrefixTokens + doc.tokens.count)
                     r.scores[i] = score
                     doc.cache = nil  // its own KV is freed now
                     r.inFlightBlocks -= doc.blocks
@@ -384,6 +385,8 @@ final class ActiveRequest: @unchecked Sendable {
     let deadline: ContinuousClock.Instant?
     let priority: Int
     let prefix: [Int32]
+    /// Prefix positions its documents share (0 without prefix sharing: each has its own copy).
+    let sharedPrefixTokens: Int
     let documents: [DocumentWork]
     let onProgress: (@Sendable ([DocumentScore]) -> Void)?
     let cancelled = Atomic<Bool>(false)
@@ -419,7 +422,8 @@ final class ActiveRequest: @unchecked Sendable {
         onProgress = request.onProgress
         self.continuation = continuation
         scores = Array(repeating: nil, count: documents.count)
-        totalTokens = (sharing ? prefix.count : 0) + documents.reduce(0) { $0 + $1.tokens.count }
+        sharedPrefixTokens = sharing ? prefix.count : 0
+        totalTokens = sharedPrefixTokens + documents.reduce(0) { $0 + $1.tokens.count }
         remainingTokens = totalTokens
         slotBlocks = documents.map(\.blocks).max() ?? 0
     }

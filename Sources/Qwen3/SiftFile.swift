@@ -20,6 +20,44 @@ public enum SiftFile {
     static let alignment = 64
     static let projections = ["qkv", "o", "gate_up", "down"]
 
+    /// The metadata JSON: one type for the writer and the reader.
+    struct Metadata: Codable {
+        var format = "sift-q8"
+        var version = Int(SiftFile.formatVersion)
+        var config: Qwen3Config
+        var yesID: Int32
+        var noID: Int32
+        var scheme = "int8 weights per output row x u8 activations per token, fp32 outlier input channels"
+        var embedding: Embedding
+        /// Per layer, per projection (qkv, o, gate_up, down).
+        var layers: [[String: Projection]]
+        /// Section name → [offset, length] in bytes from the start of the file.
+        var sections: [String: [Int]]
+
+        struct Embedding: Codable {
+            var dtype: String
+            var shape: [Int]
+        }
+
+        struct Projection: Codable {
+            var outputs: Int
+            var inputs: Int
+            /// Input channels kept in fp32.
+            var outliers: [Int]
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case format, version, config, scheme, embedding, layers, sections
+            case yesID = "yes_id", noID = "no_id"
+        }
+
+        func encoded() throws -> Data {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            return try encoder.encode(self)
+        }
+    }
+
     // MARK: - Writing
 
     /// Writes `model` (int8) and the raw `tokenizer.json` bytes to `url`.
@@ -45,34 +83,27 @@ public enum SiftFile {
         addFloats("final_norm", model.finalNorm)
         addFloats("yes_row", model.yesRow)
         addFloats("no_row", model.noRow)
-        var layerMeta: [[String: Any]] = []
+        var layerMeta: [[String: Metadata.Projection]] = []
         for (l, layer) in model.layers.enumerated() {
             addFloats("\(l).input_norm", layer.inputNorm)
             addFloats("\(l).q_norm", layer.qNorm)
             addFloats("\(l).k_norm", layer.kNorm)
             addFloats("\(l).post_norm", layer.postNorm)
-            var meta: [String: Any] = [:]
+            var meta: [String: Metadata.Projection] = [:]
             for (name, linear) in zip(projections, layer.linears) {
                 let q = linear as! Int8Linear
                 add("\(l).\(name).packed", q.packed, q.outputs * q.inputs)
                 add("\(l).\(name).row_sums", q.rowSums, q.outputs * 4)
                 add("\(l).\(name).scales", q.scales, q.outputs * 4)
                 add("\(l).\(name).outlier_weights", q.outlierWeights, q.outlierChannels.count * q.outputs * 4)
-                meta[name] = ["outputs": q.outputs, "inputs": q.inputs, "outliers": q.outlierChannels.map(Int.init)]
+                meta[name] = Metadata.Projection(outputs: q.outputs, inputs: q.inputs, outliers: q.outlierChannels.map(Int.init))
             }
             layerMeta.append(meta)
         }
         // Lay them out after the metadata (whose size depends on the offsets: iterate once).
         func metadata(_ offsets: [String: [Int]]) throws -> Data {
-            let config = try JSONSerialization.jsonObject(with: JSONEncoder().encode(model.config))
-            let object: [String: Any] = [
-                "format": "sift-q8", "version": Int(formatVersion), "config": config,
-                "yes_id": Int(yesID), "no_id": Int(noID),
-                "scheme": "int8 weights per output row x u8 activations per token, fp32 outlier input channels",
-                "embedding": ["dtype": e.dtype.rawValue, "shape": e.shape],
-                "layers": layerMeta, "sections": offsets,
-            ]
-            return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            try Metadata(config: model.config, yesID: yesID, noID: noID,
+                         embedding: .init(dtype: e.dtype.rawValue, shape: e.shape), layers: layerMeta, sections: offsets).encoded()
         }
         var offsets: [String: [Int]] = Dictionary(uniqueKeysWithValues: sections.map { ($0.name, [0, $0.bytes.count]) })
         var meta = try metadata(offsets)
@@ -136,7 +167,7 @@ public enum SiftFile {
         public let yesID: Int32
         public let noID: Int32
         public let tokenizerJSON: Data
-        let metadata: [String: Any]
+        let metadata: Metadata
         let sections: [String: (Int, Int)]
 
         func section(_ name: String, bytes: Int? = nil) throws -> UnsafeRawPointer {
@@ -189,22 +220,20 @@ public enum SiftFile {
             let actual = sift_checksum64(file.base + headerSize, file.size - headerSize, 0)
             guard u64(48) == actual else { throw LoadError(file: path, "corrupt: checksum mismatch (the file was modified or damaged)") }
         }
-        let metaData = Data(bytes: file.base + metaOffset, count: metaLength)
-        guard let meta = (try? JSONSerialization.jsonObject(with: metaData)) as? [String: Any],
-              let configObject = meta["config"], let rawSections = meta["sections"] as? [String: [Int]],
-              let yes = (meta["yes_id"] as? Int).flatMap(Int32.init(exactly:)), let no = (meta["no_id"] as? Int).flatMap(Int32.init(exactly:))
-        else { throw LoadError(file: path, "corrupt metadata") }
-        let config: Qwen3Config
+        let meta: Metadata
         do {
-            config = try JSONDecoder().decode(Qwen3Config.self, from: JSONSerialization.data(withJSONObject: configObject))
+            meta = try JSONDecoder().decode(Metadata.self, from: Data(bytes: file.base + metaOffset, count: metaLength))
+        } catch let problem as ConfigProblem {
+            throw LoadError(file: path, "invalid config in metadata: \(problem.message)")
         } catch {
-            throw LoadError(file: path, "invalid config in metadata: \((error as? ConfigProblem)?.message ?? "\(error)")")
+            throw LoadError(file: path, "corrupt metadata")
         }
+        let (config, yes, no) = (meta.config, meta.yesID, meta.noID)
         guard (0..<Int32(clamping: config.vocabSize)).contains(yes), (0..<Int32(clamping: config.vocabSize)).contains(no) else {
             throw LoadError(file: path, "corrupt metadata: answer token ids \(yes)/\(no) are outside the vocabulary")
         }
         var sections: [String: (Int, Int)] = [:]
-        for (name, pair) in rawSections {
+        for (name, pair) in meta.sections {
             guard pair.count == 2, pair[0] >= dataOffset, pair[0] <= file.size, pair[1] >= 0, pair[1] <= file.size - pair[0] else {
                 throw LoadError(file: path, "section \(name) points outside the file")
             }
@@ -221,9 +250,8 @@ extension Qwen3Model {
     public convenience init(sift c: SiftFile.Contents, threads: Int = WorkerPool.defaultThreadCount,
                             kernelPath: KernelPath? = nil) throws {
         let cfg = c.config, h = cfg.hiddenSize, path = try kernelPath ?? KernelPath.selected()
-        guard let emb = c.metadata["embedding"] as? [String: Any], let dtypeName = emb["dtype"] as? String,
-              let dtype = DType(rawValue: dtypeName), let shape = emb["shape"] as? [Int], shape == [cfg.vocabSize, h],
-              let layerMeta = c.metadata["layers"] as? [[String: Any]], layerMeta.count == cfg.layerCount
+        let shape = c.metadata.embedding.shape, layerMeta = c.metadata.layers
+        guard let dtype = DType(rawValue: c.metadata.embedding.dtype), shape == [cfg.vocabSize, h], layerMeta.count == cfg.layerCount
         else { throw LoadError(file: c.file.path, "corrupt metadata (embedding or layers)") }
         let embedding = TensorView(name: "embedding", dtype: dtype, shape: shape,
                                    data: try c.section("embedding", bytes: shape[0] * shape[1] * dtype.byteSize), file: c.file)
@@ -232,10 +260,10 @@ extension Qwen3Model {
             var linears: [any LinearLayer] = []
             let expected = [(cfg.qDim + 2 * cfg.kvDim, h), (h, cfg.qDim), (2 * cfg.intermediateSize, h), (h, cfg.intermediateSize)]
             for (name, (n, k)) in zip(SiftFile.projections, expected) {
-                guard let m = layerMeta[l][name] as? [String: Any], let outliers = m["outliers"] as? [Int],
-                      outliers.count <= 256, outliers.allSatisfy({ (0..<k).contains($0) })
+                guard let m = layerMeta[l][name], m.outliers.count <= 256, m.outliers.allSatisfy({ (0..<k).contains($0) })
                 else { throw LoadError(file: c.file.path, "corrupt metadata for layer \(l) \(name)") }
-                guard m["outputs"] as? Int == n, m["inputs"] as? Int == k, n % 16 == 0, k % 4 == 0 else {
+                let outliers = m.outliers
+                guard m.outputs == n, m.inputs == k, n % 16 == 0, k % 4 == 0 else {
                     throw LoadError(file: c.file.path, "layer \(l) \(name): shape in the file does not match the config (\(n)×\(k))")
                 }
                 let p = "\(l).\(name)"

@@ -1,3 +1,4 @@
+import CSiftKernels
 import Foundation
 import Qwen3
 import SiftEngine
@@ -105,6 +106,19 @@ final class Int8Tests: XCTestCase {
             try huge.write(to: file)
             XCTAssertThrowsError(try Reranker.load(path: file.path), "field at \(field)")
         }
+        // Metadata that passes the checksum but not the one Codable type writer and reader share.
+        func withMetadata(_ replace: String, by replacement: String) -> Data {
+            var data = good
+            let range = good.range(of: Data(replace.utf8))!
+            XCTAssertEqual(replace.utf8.count, replacement.utf8.count)
+            data.replaceSubrange(range, with: Data(replacement.utf8))
+            let sum = data.withUnsafeBytes { sift_checksum64($0.baseAddress! + 64, $0.count - 64, 0).littleEndian }
+            withUnsafeBytes(of: sum) { data.replaceSubrange(48..<56, with: $0) }
+            return data
+        }
+        try expect(withMetadata("\"yes_id\":9693", by: "\"yes_id\":\"96\""), "corrupt metadata")
+        try expect(withMetadata("\"yes_id\":9693", by: "\"yes_id\":-969"), "outside the vocabulary")
+        try expect(withMetadata("\"outputs\":", by: "\"outputz\":"), "corrupt metadata")
         // A Hugging Face safetensors file given where a .sift is expected.
         try expect(try Data(contentsOf: Fixtures.tinyModel.appendingPathComponent("model.safetensors")), "not a .sift file")
     }

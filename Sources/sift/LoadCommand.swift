@@ -34,6 +34,9 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Per-call deadline in seconds (0: none).") var timeout: Double = 0
     @Option(help: "Use only the first N queries (repeats exercise the prefix cache; 0: all).") var distinctQueries: Int = 0
     @Flag(help: "Print one JSON object instead of the table.") var json = false
+    @Option(help: "Also write a self-contained HTML page: latency percentile curve, throughput and errors over time, the run's parameters.")
+    var report: String?
+    @Flag(help: "No live progress line (it is shown only when stderr is a terminal).") var quiet = false
 
     struct Shape {
         var documentsPerCall: Int
@@ -62,6 +65,15 @@ struct LoadCommand: AsyncParsableCommand {
         var qs = try loadCorpus(queries)
         if distinctQueries > 0 { qs = Array(qs.prefix(distinctQueries)) }
         guard !texts.isEmpty, !qs.isEmpty else { throw CLIError("the corpus and the queries must not be empty") }
+        if let report {
+            // Checked before the run, not after minutes of load.
+            let folder = URL(fileURLWithPath: report).deletingLastPathComponent().path
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue,
+                  FileManager.default.isWritableFile(atPath: folder) else {
+                throw CLIError("--report \(report): the folder \(folder) does not exist or is not writable")
+            }
+        }
         let client = try connection.makeClient()
         var pool = texts
         if shape.longDocuments {
@@ -71,8 +83,10 @@ struct LoadCommand: AsyncParsableCommand {
                         timeout: timeout > 0 ? .milliseconds(Int(timeout * 1000)) : nil)
         let limit = shape.requests ?? Int.max
         let stopAt = ContinuousClock.now + .milliseconds(Int(duration * 1000))
-        let recorder = Recorder()
         let started = ContinuousClock.now
+        let recorder = Recorder(started: started)
+        let progress = !quiet && isatty(STDERR_FILENO) == 1
+            ? Task { await LiveProgress.run(recorder, started: started) } : nil
         if let rate {
             // Open loop: call n starts at started + n/rate; its latency counts from then.
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -102,11 +116,32 @@ struct LoadCommand: AsyncParsableCommand {
             }
         }
         let wall = ContinuousClock.now - started
+        progress?.cancel()
+        await progress?.value
         await client.close()
-        let report = await recorder.report(wall: wall, mode: rate.map { String(format: "open loop %.1f calls/s", $0) }
-            ?? "closed loop, \(shape.concurrency) callers", documentsPerCall: shape.documentsPerCall)
-        print(json ? report.json : report.table)
-        if report.ok == 0 { throw ExitCode(1) }
+        let mode = rate.map { String(format: "open loop %.1f calls/s", $0) } ?? "closed loop, \(shape.concurrency) callers"
+        let summary = await recorder.report(wall: wall, mode: mode, documentsPerCall: shape.documentsPerCall)
+        print(json ? summary.json : summary.table)
+        if let report {
+            let parameters: KeyValuePairs<String, String> = [
+                "servers": connection.server, "mode": mode, "workload": workload ?? "custom",
+                "documents per call": "\(shape.documentsPerCall)",
+                "max tokens per document": shape.maxTokens > 0 ? "\(shape.maxTokens)" : "no cut",
+                "calls": shape.requests.map(String.init) ?? "until the duration", "duration limit": "\(duration) s",
+                "per-call deadline": timeout > 0 ? "\(timeout) s" : "none",
+                "distinct queries": distinctQueries > 0 ? "\(distinctQueries)" : "all \(qs.count)",
+                "routing": "\(connection.routing)", "sift version": SiftVersion.current,
+                "started": ISO8601DateFormatter().string(from: Date(timeIntervalSinceNow: -wall.seconds)),
+            ]
+            let page = await recorder.html(summary: summary, parameters: Array(parameters))
+            do {
+                try page.write(toFile: report, atomically: true, encoding: .utf8)
+            } catch {
+                throw CLIError("cannot write --report \(report): \(error.localizedDescription)")
+            }
+            FileHandle.standardError.write(Data("report written to \(report)\n".utf8))
+        }
+        if summary.ok == 0 { throw ExitCode(1) }
     }
 
     /// Documents of about `tokens` tokens: consecutive passages joined, counted by the server.
@@ -159,6 +194,11 @@ actor Counter {
 }
 
 actor Recorder {
+    let started: ContinuousClock.Instant
+    /// Per second of the run: calls answered, failed, documents scored.
+    private(set) var timeline: [(ok: Int, failed: Int, documents: Int)] = []
+    /// The run's length, once it is over.
+    private(set) var runSeconds = 0.0
     private var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)  // µs, up to 1 h
     private(set) var okCount = 0
     private var documents = 0
@@ -169,6 +209,31 @@ actor Recorder {
     /// How long failed calls took to fail (refusals should be quick).
     private var failureHistogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
 
+    init(started: ContinuousClock.Instant) { self.started = started }
+
+    private func tick(ok: Int = 0, failed: Int = 0, documents: Int = 0) {
+        let second = max(0, Int((ContinuousClock.now - started).seconds))
+        while timeline.count <= second { timeline.append((0, 0, 0)) }
+        timeline[second].ok += ok
+        timeline[second].failed += failed
+        timeline[second].documents += documents
+    }
+
+    /// What the live progress line shows.
+    func snapshot() -> (ok: Int, failed: Int, documents: Int, p50: Double, p99: Double) {
+        (okCount, errors.values.reduce(0, +), documents,
+         Double(histogram.valueAtPercentile(50)) / 1000, Double(histogram.valueAtPercentile(99)) / 1000)
+    }
+
+    /// Latency of successful calls at a percentile, in ms.
+    func latencyMs(at percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
+
+    /// (percentile, latency ms) points of the percentile distribution, HdrHistogram-style.
+    func percentileCurve() -> [(percentile: Double, ms: Double)] {
+        guard histogram.totalCount > 0 else { return [] }
+        return histogram.percentiles(ticksPerHalfDistance: 5).map { ($0.percentile, Double($0.value) / 1000) }
+    }
+
     static func microseconds(_ d: Duration) -> UInt64 {
         let (s, atto) = d.components
         return UInt64(max(0, s * 1_000_000 + atto / 1_000_000_000_000))
@@ -178,12 +243,14 @@ actor Recorder {
         _ = histogram.record(Self.microseconds(latency))
         okCount += 1
         self.documents += documents
+        tick(ok: 1, documents: documents)
         prefixTokens += prefix
         cachedTokens += cached
     }
 
     func failed(_ code: Wire.Code, after latency: Duration) {
         errors[code, default: 0] += 1
+        tick(failed: 1)
         _ = failureHistogram.record(Self.microseconds(latency))
     }
 
@@ -195,6 +262,7 @@ actor Recorder {
 
     func report(wall: Duration, mode: String, documentsPerCall: Int) -> Report {
         let seconds = wall.seconds
+        runSeconds = seconds
         let ms: (Double) -> Double = { Double(self.histogram.valueAtPercentile($0)) / 1000 }
         let fms: (Double) -> Double = { Double(self.failureHistogram.valueAtPercentile($0)) / 1000 }
         let failed = errors.values.reduce(0, +)

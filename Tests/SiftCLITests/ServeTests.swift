@@ -163,6 +163,45 @@ final class ServeTests: XCTestCase {
         return (answer.flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [String: Any]) ?? [:]
     }
 
+    /// `sift load` on a terminal redraws a progress line; `--report` writes a self-contained page
+    /// with the percentile curve, the timeline and the parameters; a bad report path fails first.
+    func testLoadShowsProgressOnATerminalAndWritesAReport() throws {
+        let server = try ServerProcess(["--model", Fixtures.tinyModel.path, "--threads", "2"])
+        defer { server.process.terminate() }
+        let port = try server.port
+        _ = try server.wait(for: "model loaded; serving")
+        let dir = try Fixtures.temporaryDirectory()
+        let page = dir.appendingPathComponent("load.html")
+        let corpus = Fixtures.shared.appendingPathComponent("bench/corpus.jsonl").path
+        let queries = Fixtures.shared.appendingPathComponent("bench/queries.jsonl").path
+        let load = [CLITests.sift.path, "load", "--server", "127.0.0.1:\(port)", "--corpus", corpus, "--queries", queries,
+                    "--documents", "2", "--max-tokens-per-document", "32", "--concurrency", "2", "--duration", "2.5",
+                    "--report", page.path]
+        // script(1) gives the command a terminal, as an operator's shell would.
+        let tty = try CLITests.run(["-qfec", load.map { "'\($0)'" }.joined(separator: " "), "/dev/null"],
+                                   executable: URL(fileURLWithPath: "/usr/bin/script"))
+        XCTAssertEqual(tty.status, 0, tty.stdout + tty.stderr)
+        XCTAssertTrue(tty.stdout.contains("\r\u{1B}[K"), tty.stdout)
+        XCTAssertTrue(tty.stdout.contains("calls ok, 0 failed"), tty.stdout)
+        XCTAssertTrue(tty.stdout.contains("docs/s  p50"), tty.stdout)
+        let html = try String(contentsOf: page, encoding: .utf8)
+        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 3, "percentile curve, throughput, failures")
+        for text in ["Latency by percentile", "Throughput per second", "documents per call", "127.0.0.1:\(port)", "<th>p99</th>"] {
+            XCTAssertTrue(html.contains(text), text)
+        }
+        XCTAssertFalse(html.contains("<script"), "no scripts")
+        XCTAssertFalse(html.contains("src=") || html.contains("<link"), "nothing fetched")
+        // Without a terminal: no progress line on stderr.
+        let plain = try CLITests.run(Array(load.dropFirst()) + ["--json"])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertFalse(plain.stderr.contains("calls ok"), plain.stderr)
+        // A report folder that does not exist is refused before any load.
+        let bad = try CLITests.run(["load", "--server", "127.0.0.1:\(port)", "--corpus", corpus, "--queries", queries,
+                                    "--report", "/nonexistent/folder/x.html"])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("/nonexistent/folder does not exist"), bad.stderr)
+    }
+
     func testBadFlagsAndModelsFailWithOneLine() throws {
         var r = try CLITests.run(["serve", "--model", "/nonexistent", "--port", "0"])
         XCTAssertEqual(r.status, 1)

@@ -31,14 +31,11 @@ want=$(printf '{"text": "%s"}\n' "${docs[@]}" | "$sift" score --model "$tiny" --
 got=$(printf '%s\n' $local_logits | python3 -c 'import sys; [print(repr(float(l))) for l in sys.stdin if l.strip()]')
 [ "$got" = "$want" ] || { echo "score-locally differs from sift score:"; echo "$got"; echo "--"; echo "$want"; exit 1; }
 
+. scripts/lib/sift-server.sh
 log=$(mktemp)
-"$sift" serve --model "$tiny" --port 0 --threads 2 2>"$log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 1 600); do grep -q "model loaded; serving" "$log" && break; sleep 0.1; done
-port=$(grep -o 'address=127.0.0.1:[0-9]*' "$log" | head -1 | cut -d: -f2)
-[ -n "$port" ] || { cat "$log"; exit 1; }
-ranked=$("$bin/rerank-client" "127.0.0.1:$port" "$query" "${docs[@]}" | cut -f1 | tr '\n' ' ')
+trap 'kill -TERM $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true; rm -f "$log"' EXIT
+start_sift_server "$log" --model "$tiny" --threads 2
+ranked=$("$bin/rerank-client" "127.0.0.1:$server_port" "$query" "${docs[@]}" | cut -f1 | tr '\n' ' ')
 expected=$(paste <(seq 0 $((${#docs[@]} - 1))) <(printf '%s\n' $local_logits) | sort -k2,2gr -k1,1n | cut -f1 | tr '\n' ' ')
 [ "$ranked" = "$expected" ] || { echo "rerank-client ranked $ranked, the scores say $expected"; exit 1; }
 echo "examples: built as a versioned dependency; score-locally equals sift score, rerank-client ranks as the scores say"

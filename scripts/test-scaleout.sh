@@ -19,15 +19,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+. scripts/lib/sift-server.sh
 start_replicas() {  # start_replicas PREFIX-CACHE-MB → ports in $ports, pids in $replica_pids
   ports=(); replica_pids=()
   for i in 1 2 3; do
-    "$sift" serve --model "$model" --port 0 --threads 1 --prefix-cache-mb "$1" --drain-timeout 30 2>"$work/r$i.log" &
-    replica_pids+=($!); pids+=($!)
-  done
-  for i in 1 2 3; do
-    for _ in $(seq 1 600); do grep -q "model loaded; serving" "$work/r$i.log" && break; sleep 0.1; done
-    ports+=("$(grep -o 'address=127.0.0.1:[0-9]*' "$work/r$i.log" | head -1 | cut -d: -f2)")
+    start_sift_server "$work/r$i.log" --model "$model" --threads 1 --prefix-cache-mb "$1" --drain-timeout 30
+    replica_pids+=("$server_pid"); pids+=("$server_pid"); ports+=("$server_port")
   done
 }
 

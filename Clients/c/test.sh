@@ -7,13 +7,11 @@ root=$(cd ../.. && pwd)
 sift=${SIFT_BIN:-$root/.build/debug/sift}
 tiny=${SIFT_TINY_MODEL:-$root/../shared/fixtures/tiny-qwen3}
 make -s
+. "$root/scripts/lib/sift-server.sh"
 log=$(mktemp)
-"$sift" serve --model "$tiny" --port 0 --threads 2 2>"$log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 1 600); do grep -q "model loaded; serving" "$log" && break; sleep 0.1; done
-port=$(grep -o 'address=127.0.0.1:[0-9]*' "$log" | head -1 | cut -d: -f2)
-[ -n "$port" ] || { cat "$log"; exit 1; }
+trap 'kill -TERM $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true; rm -f "$log"' EXIT
+start_sift_server "$log" --model "$tiny" --threads 2
+port=$server_port
 got=$(build/test_client 127.0.0.1 "$port")
 want=$(printf '%s\n' '{"text":"The capital of China is Beijing."}' '{"text":"Gravity pulls things down."}' '{"text":""}' |
   "$sift" score --model "$tiny" --precision int8 --query "What is the capital of China?" - |
@@ -26,7 +24,7 @@ static_out=$(printf "$docs" | build/sift-rerank "127.0.0.1:$port" "capital of Fr
 # Installed as another project would use it: make install PREFIX=…, then pkg-config, against the
 # shared library (and the static one with --static).
 prefix=$(mktemp -d)
-trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$log" "$prefix"' EXIT
+trap 'kill -TERM $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true; rm -rf "$log" "$prefix"' EXIT
 make -s install PREFIX="$prefix"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 # shellcheck disable=SC2046

@@ -77,7 +77,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise SystemExit("server exited during start-up; see " + self.log.name)
             try:
-                if "sift_serving 1" in self.scrape_text():
+                if self.gauges().get("sift_serving") == 1:
                     return
             except OSError:
                 pass
@@ -289,8 +289,8 @@ def sample(server, samples, stop, every):
 
 def pinned_memory(server, connections=32, megabytes=4):
     """The probe's memory attack: many connections each holding most of a large frame. RSS while
-    they hold it, after they close (it must come back: repeated bursts must not accumulate), and
-    with frames that carry no key (refused from their first bytes: nothing may be held)."""
+    they hold it, after they close (it must come back), and with frames that carry no key (refused
+    from their first bytes: nothing may be held)."""
     def hold(key):
         sockets = []
         payload = rerank_frame(11, ["x" * 1000] * (megabytes * 1100), key=key)
@@ -304,12 +304,6 @@ def pinned_memory(server, connections=32, megabytes=4):
         time.sleep(1.5)
         return sockets
 
-    # A first round sets the baseline: what the allocator keeps once after the first such burst
-    # (its arena high-water mark, ~25-50 MB in a debug build) is a one-time cost; what is checked
-    # is that a second burst gives back everything it took.
-    for s in hold(KEY):
-        s.close()
-    time.sleep(3)
     base = server.rss_mb()
     sockets = hold(KEY)
     holding = server.rss_mb()

@@ -80,7 +80,7 @@ public final class ServerMetrics: Sendable {
         prefixCacheHitRatio = gauge("sift_prefix_cache_hit_ratio", "Share of prefix tokens found in the prefix cache since start.")
         batchFillRatio = gauge("sift_batch_fill_ratio", "Tokens computed per engine step over the step's capacity, since start.")
         engineSteps = gauge("sift_engine_steps", "Engine steps run since start.")
-        serving = gauge("sift_serving", "1 while the server accepts calls, 0 while starting or draining.")
+        serving = gauge("sift_serving", "Whether the server accepts calls: 1 when serving; 0 while the model loads or the server drains.")
         bufferedRequestBytes = gauge("sift_buffered_request_bytes", "Bytes of unfinished request frames held across connections (bounded by --max-buffered-mb).")
         residentBytes = gauge("sift_resident_memory_bytes", "This process's resident memory (VmRSS).")
         availableBytes = gauge("sift_memory_available_bytes", "Memory still available to this process: the machine's MemAvailable, or the cgroup limit's headroom when lower.")

@@ -25,20 +25,19 @@ public enum SystemMemory {
     }
 
     /// This process's resident set size in bytes (VmRSS), or nil when it cannot be read.
-    public static func residentBytes() -> Int? {
-        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            if parts.count >= 2, let kib = Int(parts[1]) { return kib * 1024 }
-        }
-        return nil
-    }
+    public static func residentBytes() -> Int? { kibField("VmRSS", of: "/proc/self/status") }
+
+    /// The most this process has had resident so far (VmHWM), or nil when it cannot be read.
+    public static func peakResidentBytes() -> Int? { kibField("VmHWM", of: "/proc/self/status") }
 
     /// A field of /proc/meminfo in bytes.
-    static func meminfo(_ field: String) -> Int? {
-        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
+    static func meminfo(_ field: String) -> Int? { kibField(field, of: "/proc/meminfo") }
+
+    /// A "Name:   123 kB" line of a /proc file, in bytes.
+    static func kibField(_ field: String, of path: String) -> Int? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
-            let parts = line.split(separator: " ")
+            let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             if parts.count >= 2, let kib = Int(parts[1]) { return kib * 1024 }
         }
         return nil

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Qwen3
 import SiftEngine
+import SiftBase
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,16 +16,6 @@ func now() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
-/// Peak resident set size of this process, in bytes.
-func peakResidentBytes() -> Int {
-    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-        return (fields.count > 1 ? Int(fields[1]) ?? 0 : 0) * 1024
-    }
-    return 0
 }
 
 /// Texts of a JSON-lines corpus (`{"text": ...}` per line).
@@ -104,7 +95,7 @@ struct PrefillBench: ParsableCommand {
             let mean = timings.reduce(0, +) / Double(timings.count)
             print("model: \(model)  precision: \(precision.rawValue)  kernel: \(m.kernelPath.rawValue)  threads: \(threads)  OpenBLAS core: \(BLAS.coreName)")
             print(String(format: "load %.1f s; prefill %d-token sequences: %.1f tokens/s (mean of %d, %.2f s each); peak RSS %.2f GB",
-                         loadTime, tokens, Double(tokens) / mean, timings.count, mean, Double(peakResidentBytes()) / 1e9))
+                         loadTime, tokens, Double(tokens) / mean, timings.count, mean, Double(SystemMemory.peakResidentBytes() ?? 0) / 1e9))
         }
     }
 }

@@ -84,12 +84,11 @@ struct RerankCommand: AsyncParsableCommand {
                                                    maxTokensPerDocument: maxTokensPerDocument, maxLength: maxLength,
                                                    inputOrder: true, timeout: timeout.map { .milliseconds(Int($0 * 1000)) },
                                                    chunkLongDocuments: chunkLongDocuments, chunkOverlapTokens: chunkOverlapTokens)
-            let items = response.results.map {
-                // With chunking, which window gave the score (`sift score` has no chunking).
-                let window = chunkLongDocuments ? ",\"window\":\($0.window),\"windows\":\(max(1, $0.windows))" : ""
-                return "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.relevanceScore)),\"tokens\":\($0.tokens),\"input_tokens\":\($0.inputTokens),\"truncated\":\($0.truncated)\(window)}"
-            }
-            print("{\"results\":[\(items.joined(separator: ","))]}")
+            // With chunking, which window gave the score (`sift score` has no chunking).
+            print(JSONOut.results(response.results.map {
+                (Int($0.index), $0.logit, $0.relevanceScore, Int($0.tokens), Int($0.inputTokens), $0.truncated,
+                 chunkLongDocuments ? (Int($0.window), of: max(1, Int($0.windows))) : nil)
+            }))
         }
     }
 }

@@ -15,7 +15,7 @@ struct ConvertCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             try ModelArgument.check(model, is: .folder, for: "convert")
-            try checkOutput()
+            try OutputFile.check(out, flag: "--out")
             let dir = URL(fileURLWithPath: model)
             let tokenizerURL = dir.appendingPathComponent("tokenizer.json")
             guard let tokenizerJSON = FileManager.default.contents(atPath: tokenizerURL.path) else {
@@ -38,22 +38,6 @@ struct ConvertCommand: ParsableCommand {
             try FileManager.default.moveItem(at: tmp, to: outURL)
             let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
             print(String(format: "wrote %@ (%.2f GB) in %.1f s", out, Double(size) / 1e9, now() - start))
-        }
-    }
-
-    /// The output must be writable before minutes of quantizing, not after.
-    private func checkOutput() throws {
-        let fm = FileManager.default
-        var isDirectory: ObjCBool = false
-        if fm.fileExists(atPath: out, isDirectory: &isDirectory), isDirectory.boolValue {
-            throw CLIError("--out \(out) is a folder; give the path of the .sift file to write")
-        }
-        let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
-        guard fm.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw CLIError("--out \(out): the folder \(parent) does not exist; create it first")
-        }
-        guard fm.isWritableFile(atPath: parent) else {
-            throw CLIError("--out \(out): the folder \(parent) is not writable")
         }
     }
 }

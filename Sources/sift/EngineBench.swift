@@ -94,7 +94,7 @@ struct EngineBench: AsyncParsableCommand {
             }
             engine.shutdown()
         }
-        print(String(format: "peak RSS %.2f GB", Double(peakResidentBytes()) / 1e9))
+        print(String(format: "peak RSS %.2f GB", Double(SystemMemory.peakResidentBytes() ?? 0) / 1e9))
     }
 
     /// `submitters` tasks, each sending `requestsPerSubmitter` requests of 16 docs one after another.

@@ -65,15 +65,7 @@ struct LoadCommand: AsyncParsableCommand {
         var qs = try loadCorpus(queries)
         if distinctQueries > 0 { qs = Array(qs.prefix(distinctQueries)) }
         guard !texts.isEmpty, !qs.isEmpty else { throw CLIError("the corpus and the queries must not be empty") }
-        if let report {
-            // Checked before the run, not after minutes of load.
-            let folder = URL(fileURLWithPath: report).deletingLastPathComponent().path
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue,
-                  FileManager.default.isWritableFile(atPath: folder) else {
-                throw CLIError("--report \(report): the folder \(folder) does not exist or is not writable")
-            }
-        }
+        if let report { try OutputFile.check(report, flag: "--report") }
         let client = try connection.makeClient()
         var pool = texts
         if shape.longDocuments {

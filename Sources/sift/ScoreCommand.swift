@@ -35,10 +35,9 @@ struct ScoreCommand: ParsableCommand {
             let reranker = try Reranker.load(path: model, precision: precision ?? (SiftFile.looksLikeSift(model) ? .int8 : .fp32),
                                              threads: threads)
             let results = try reranker.score(query: query, instruction: instruction, documents: texts, maxLength: maxLength)
-            let items = results.map {
-                "{\"index\":\($0.index),\"logit\":\(JSONOut.number($0.logit)),\"score\":\(JSONOut.number($0.probability)),\"tokens\":\($0.tokens),\"input_tokens\":\($0.inputTokens),\"truncated\":\($0.truncated)}"
-            }
-            print("{\"results\":[\(items.joined(separator: ","))]}")
+            print(JSONOut.results(results.map {
+                ($0.index, $0.logit, $0.probability, $0.tokens, $0.inputTokens, $0.truncated, nil)
+            }))
         }
     }
 }

@@ -52,5 +52,3 @@ public struct RerankPrompt: Sendable {
         return (ids, false)
     }
 }
-
-

@@ -1,5 +1,6 @@
 import Foundation
 import Qwen3
+import SiftBase
 
 /// A loaded Qwen3-Reranker: tokenizer + model + the "yes"/"no" answer tokens.
 /// Scores documents synchronously; the prefix is computed once per query.
@@ -50,7 +51,7 @@ public final class Reranker: @unchecked Sendable {
         }
         // Refuse up front what cannot fit, rather than be killed by the OOM killer mid-load.
         let needed = precision == .fp32 ? checkpoint.linearFloat32Bytes : checkpoint.linearFloat32Bytes / 4
-        if let available = availableMemoryBytes(), needed > available {
+        if let available = SystemMemory.available(), needed > available {
             throw LoadError(file: directory.path, String(format: "%@ weights need %.1f GB but only %.1f GB of memory is available%@",
                                                          precision.rawValue, Double(needed) / 1e9, Double(available) / 1e9,
                                                          precision == .fp32 ? "; use --precision int8 (or sift convert)" : ""))
@@ -116,14 +117,4 @@ public final class Reranker: @unchecked Sendable {
 /// 1 / (1 + e^-x), computed without overflow for large |x|.
 public func sigmoid(_ x: Float) -> Float {
     x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x))
-}
-
-/// MemAvailable from /proc/meminfo (nil where it cannot be read).
-func availableMemoryBytes() -> Int? {
-    guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
-    for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-        if fields.count > 1, let kb = Int(fields[1]) { return kb * 1024 }
-    }
-    return nil
 }

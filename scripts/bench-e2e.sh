@@ -18,7 +18,7 @@ $sift bench engine --model "$model" --workloads w1,w2
 $sift bench engine --model "$model" --workloads w3
 for w in w1 w2 w3; do
   log=$(mktemp)
-  $sift serve --model "$model" --port $port --log-level warning 2>"$log" &
+  $sift serve --model "$model" --port $port --score-cache-mb 0 --log-level warning 2>"$log" &  # compute, not the cache
   pid=$!
   for _ in $(seq 1 600); do
     $sift rerank --server 127.0.0.1:$port --query q </dev/null >/dev/null 2>&1 && break

@@ -42,5 +42,5 @@ SIFT_BIN=.build/debug/sift bash scripts/overload.sh 30 ../shared/fixtures/tiny-q
 if [ "${SIFT_SKIP_TSAN:-0}" != 1 ]; then
   echo "== engine, server and client concurrency tests under ThreadSanitizer =="
   swift test --scratch-path .build-tsan --sanitize=thread \
-    --filter '\.(EngineTests|EngineLimitsTests|PlannerTests|PrefixCacheTests|KernelTests|ServerTests|ClientTests|HTTPAPITests|HostileClientTests|HTTPLimitsTests|HandlerTests)/'
+    --filter '\.(EngineTests|EngineLimitsTests|PlannerTests|PrefixCacheTests|ScoreCacheTests|KernelTests|WorkerPoolTests|ServerTests|ClientTests|HTTPAPITests|HostileClientTests|HTTPLimitsTests|HandlerTests)/'
 fi

@@ -20,6 +20,7 @@ struct sift_client {
     uint64_t next_id;
     char *api_key;
     char *authorization;
+    char *model;
 };
 
 static int fail(sift_status *status, int code, const char *fmt, ...) {
@@ -81,10 +82,16 @@ void sift_set_api_key(sift_client *client, const char *key) {
     if (client->authorization) snprintf(client->authorization, n, "Bearer %s", key);
 }
 
+void sift_set_model(sift_client *client, const char *model) {
+    free(client->model);
+    client->model = model ? strdup(model) : NULL;
+}
+
 void sift_close(sift_client *client) {
     if (!client) return;
     if (client->fd >= 0) close(client->fd);
     free(client->authorization);
+    free(client->model);
     free(client);
 }
 
@@ -181,6 +188,7 @@ int sift_rerank(sift_client *client, const char *query, const char *const *docum
     request.timeout_ms = options->timeout_ms;
     request.chunk_long_documents = options->chunk_long_documents != 0;
     request.chunk_overlap_tokens = options->chunk_overlap_tokens;
+    if (client->model) request.model = client->model;
     Sift__V1__Frame frame = SIFT__V1__FRAME__INIT;
     frame.body_case = SIFT__V1__FRAME__BODY_RERANK_REQUEST;
     frame.rerank_request = &request;

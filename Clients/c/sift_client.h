@@ -48,6 +48,9 @@ typedef struct {
 sift_client *sift_connect(const char *host, int port, sift_status *status);
 /* Sends "authorization: Bearer <key>" with every call (copied). */
 void sift_set_api_key(sift_client *client, const char *key);
+/* Asks for this model (a name or alias the server serves; copied) in every later call; NULL: the
+ * server's default. An unknown name makes calls fail with SIFT_NOT_FOUND naming the models. */
+void sift_set_model(sift_client *client, const char *model);
 void sift_close(sift_client *client);
 
 /* Scores n documents against query. On SIFT_OK, results[0..*n_results) are filled (results must

@@ -10,7 +10,7 @@ make -s
 . "$root/scripts/lib/sift-server.sh"
 log=$(mktemp)
 trap 'kill -TERM $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true; rm -f "$log"' EXIT
-start_sift_server "$log" --model "$tiny" --threads 2
+start_sift_server "$log" --model "$tiny" --model-alias "c-model=$(basename "$tiny")" --threads 2
 port=$server_port
 got=$(build/test_client 127.0.0.1 "$port")
 want=$(printf '%s\n' '{"text":"The capital of China is Beijing."}' '{"text":"Gravity pulls things down."}' '{"text":""}' |

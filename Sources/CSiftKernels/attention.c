@@ -156,14 +156,99 @@ static void pv_avx512(const float *p, size_t s_stride, size_t rows, size_t first
     }
 }
 
-void sift_attention(int use_simd, const float *q, size_t q_stride, size_t rows, size_t first_pos,
+/* ---- AVX2 twins (8 lanes): the same operations per lane as the portable and AVX-512 code --- */
+
+/* NR rows × the 16 keys of block b, as two halves of 8. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void scores_block_avx2(int nr, const float *q, size_t q_stride, size_t b, size_t keys, kv_view kv,
+                                     size_t g, size_t d, float scale, float *s, size_t s_stride) {
+    const float *panel = key_panel(kv, b, g, d);
+    __m256 acc[4][2];
+    for (int r = 0; r < nr; r++) { acc[r][0] = _mm256_setzero_ps(); acc[r][1] = _mm256_setzero_ps(); }
+    for (size_t dd = 0; dd < d; dd++) {
+        __m256 k0 = _mm256_loadu_ps(panel + dd * SIFT_KEY_BLOCK), k1 = _mm256_loadu_ps(panel + dd * SIFT_KEY_BLOCK + 8);
+        for (int r = 0; r < nr; r++) {
+            __m256 qr = _mm256_set1_ps(q[r * q_stride + dd]);
+            acc[r][0] = _mm256_fmadd_ps(qr, k0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(qr, k1, acc[r][1]);
+        }
+    }
+    /* Key positions past `keys` hold stale data: store only the valid lanes. */
+    size_t valid = keys - b * SIFT_KEY_BLOCK;
+    if (valid > SIFT_KEY_BLOCK) valid = SIFT_KEY_BLOCK;
+    __m256 vscale = _mm256_set1_ps(scale);
+    for (int r = 0; r < nr; r++) {
+        float tmp[16];
+        _mm256_storeu_ps(tmp, _mm256_mul_ps(acc[r][0], vscale));
+        _mm256_storeu_ps(tmp + 8, _mm256_mul_ps(acc[r][1], vscale));
+        memcpy(s + r * s_stride + b * SIFT_KEY_BLOCK, tmp, valid * sizeof(float));
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void scores_avx2(const float *q, size_t q_stride, size_t rows, size_t keys, kv_view kv,
+                        size_t g, size_t d, float scale, float *s, size_t s_stride) {
+    size_t blocks = (keys + SIFT_KEY_BLOCK - 1) / SIFT_KEY_BLOCK;
+    for (size_t b = 0; b < blocks; b++) {
+        size_t r = 0;
+        for (; r + 4 <= rows; r += 4) scores_block_avx2(4, q + r * q_stride, q_stride, b, keys, kv, g, d, scale, s + r * s_stride, s_stride);
+        for (; r < rows; r++) scores_block_avx2(1, q + r * q_stride, q_stride, b, keys, kv, g, d, scale, s + r * s_stride, s_stride);
+    }
+}
+
+/* PV for NR rows over keys [j0, j1), d in 16-wide chunks, accumulating in `out` as the
+ * AVX-512 code does: each element sums its keys one by one in increasing order. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void pv_rows_avx2(int nr, const float *p, size_t p_stride, size_t j0, size_t j1, kv_view kv,
+                                size_t g, size_t d, float *out, size_t out_stride, int first) {
+    for (size_t d0 = 0; d0 < d; d0 += 16) {
+        __m256 acc[PV_ROWS][2];
+        for (int r = 0; r < nr; r++)
+            for (int c = 0; c < 2; c++)
+                acc[r][c] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(out + r * out_stride + d0 + c * 8);
+        for (size_t j = j0; j < j1; j++) {
+            const float *vb = value_row(kv, j) + g * d + d0;
+            __m256 v0 = _mm256_loadu_ps(vb), v1 = _mm256_loadu_ps(vb + 8);
+            for (int r = 0; r < nr; r++) {
+                __m256 pj = _mm256_set1_ps(p[r * p_stride + j]);
+                acc[r][0] = _mm256_fmadd_ps(pj, v0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(pj, v1, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < nr; r++)
+            for (int c = 0; c < 2; c++) _mm256_storeu_ps(out + r * out_stride + d0 + c * 8, acc[r][c]);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void pv_avx2(const float *p, size_t s_stride, size_t rows, size_t first_pos, kv_view kv,
+                    size_t g, size_t d, float *out, size_t out_stride) {
+    size_t keys = first_pos + rows, chunk = KEY_CHUNK * SIFT_KEY_BLOCK;
+    for (size_t j0 = 0; j0 < keys; j0 += chunk) {
+        size_t r = 0;
+#define PV(NR) do { \
+            size_t limit = first_pos + r + NR; \
+            if (j0 < limit) pv_rows_avx2(NR, p + r * s_stride, s_stride, j0, j0 + chunk < limit ? j0 + chunk : limit, kv, g, d, \
+                                         out + r * out_stride, out_stride, j0 == 0); \
+        } while (0)
+        for (; r + 4 <= rows; r += 4) PV(4);
+        if (r + 2 <= rows) { PV(2); r += 2; }
+        if (r < rows) { PV(1); r += 1; }
+#undef PV
+    }
+}
+
+void sift_attention(int simd_level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
                     const float *const *blocks, size_t k_off, size_t v_off, size_t v_stride, size_t g, size_t d,
                     float scale, float *out, size_t out_stride, float *scratch) {
-    int simd = use_simd && (sift_cpu_features() & SIFT_CPU_AVX512) && d % 64 == 0;
+    unsigned f = sift_cpu_features();
+    int avx512 = simd_level == 1 && (f & SIFT_CPU_AVX512) && d % 64 == 0;
+    int avx2 = !avx512 && simd_level >= 1 && (f & SIFT_CPU_AVX2) && d % 16 == 0;
     kv_view kv = {blocks, k_off, v_off, v_stride};
     size_t keys = first_pos + rows;   /* keys visible to the last row */
     size_t s_stride = (keys + SIFT_KEY_BLOCK - 1) / SIFT_KEY_BLOCK * SIFT_KEY_BLOCK;
-    if (simd) scores_avx512(q, q_stride, rows, keys, kv, g, d, scale, scratch, s_stride);
+    if (avx512) scores_avx512(q, q_stride, rows, keys, kv, g, d, scale, scratch, s_stride);
+    else if (avx2) scores_avx2(q, q_stride, rows, keys, kv, g, d, scale, scratch, s_stride);
     else scores_portable(q, q_stride, rows, keys, kv, g, d, scale, scratch, s_stride);
     for (size_t r = 0; r < rows; r++) {
         float *p = scratch + r * s_stride;
@@ -171,8 +256,10 @@ void sift_attention(int use_simd, const float *q, size_t q_stride, size_t rows, 
         sift_softmax_row(p, visible);
         for (size_t j = visible; j < keys; j++) p[j] = 0.0f;
     }
-    if (simd) {
+    if (avx512) {
         pv_avx512(scratch, s_stride, rows, first_pos, kv, g, d, out, out_stride);
+    } else if (avx2) {
+        pv_avx2(scratch, s_stride, rows, first_pos, kv, g, d, out, out_stride);
     } else {
         for (size_t r = 0; r < rows; r++)
             pv_portable(scratch + r * s_stride, first_pos + r + 1, kv, g, d, out + r * out_stride);

@@ -86,7 +86,7 @@ void sift_rope(float *x, size_t heads, size_t dim, const float *cos, const float
 #define P4 1.6666665459e-1f
 #define P5 5.0000001201e-1f
 
-static inline float exp_portable(float x) {
+__attribute__((always_inline)) static inline float exp_portable(float x) {
     x = fminf(fmaxf(x, EXP_LO), EXP_HI);
     float n = nearbyintf(x * LOG2E);
     float r = fmaf(n, -LN2_HI, x);
@@ -127,7 +127,7 @@ static int have_avx512(void) { return (sift_cpu_features() & SIFT_CPU_AVX512) !=
 
 float sift_exp(float x) { return exp_portable(x); }
 
-static void silu_mul_portable(const float *gate, const float *up, float *out, size_t n) {
+__attribute__((always_inline)) static inline void silu_mul_portable(const float *gate, const float *up, float *out, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = (g / (1.0f + exp_portable(-g))) * up[i];
@@ -147,8 +147,17 @@ static void silu_mul_avx512(const float *gate, const float *up, float *out, size
     silu_mul_portable(gate + i, up + i, out + i, n - i);
 }
 
+/* The portable code compiled for FMA CPUs: its fmaf calls become one vfmadd each instead of a
+ * libm call — the same correctly rounded fused operation, so the same bits. */
+__attribute__((target("avx2,fma"))) static void silu_mul_fma(const float *gate, const float *up, float *out, size_t n) {
+    silu_mul_portable(gate, up, out, n);
+}
+
+static int have_fma(void) { return (sift_cpu_features() & SIFT_CPU_AVX2) != 0; }
+
 void sift_silu_mul(const float *gate, const float *up, float *out, size_t n) {
     if (have_avx512()) silu_mul_avx512(gate, up, out, n);
+    else if (have_fma()) silu_mul_fma(gate, up, out, n);
     else silu_mul_portable(gate, up, out, n);
 }
 
@@ -164,7 +173,7 @@ static float sum16_tree(float acc[16]) {
     return acc[0];
 }
 
-static void softmax_portable(float *x, size_t n) {
+__attribute__((always_inline)) static inline void softmax_portable(float *x, size_t n) {
     float m = -INFINITY;
     for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     float acc[16] = {0};
@@ -203,8 +212,11 @@ static void softmax_avx512(float *x, size_t n) {
     for (; k < n; k++) x[k] = x[k] * inv;
 }
 
+__attribute__((target("avx2,fma"))) static void softmax_fma(float *x, size_t n) { softmax_portable(x, n); }
+
 void sift_softmax_row(float *x, size_t n) {
     if (have_avx512()) softmax_avx512(x, n);
+    else if (have_fma()) softmax_fma(x, n);
     else softmax_portable(x, n);
 }
 

@@ -279,6 +279,63 @@ static void gemm_avxvnni(const uint8_t *xq, size_t m, size_t k, const float *xs,
     }
 }
 
+/* ---- GEMM: AVX2 (no VNNI) ----------------------------------------------------------------- */
+/* vpdpbusd emulated exactly: with x_s8 = xq − 128 (xq ^ 0x80) and |x|, |w| ≤ 127,
+ * maddubs(|w|, sign(x, w)) sums two products per int16 lane without saturating (≤ 2·127² =
+ * 32258), and madd with ones adds the pairs into int32: Σ w·x_s8 = Σ w·xq − 128·rowsum, the same
+ * integer the other paths form, so the same float epilogue gives the same bits. */
+
+#define Q8_TARGET_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
+
+Q8_TARGET_AVX2 void kernel_avx2(int mr, const uint8_t *xq, size_t k, const float *xs, const float *xo, size_t no,
+                                const int8_t *tile, const float *ws, const float *wo, size_t n_total,
+                                float *y, size_t ys) {
+    __m256i acc[4][2];
+    for (int r = 0; r < mr; r++) { acc[r][0] = _mm256_setzero_si256(); acc[r][1] = _mm256_setzero_si256(); }
+    const __m256i ones = _mm256_set1_epi16(1);
+    size_t k4 = k / 4;
+    for (size_t kk = 0; kk < k4; kk++) {
+        __m256i w0 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64));
+        __m256i w1 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64 + 32));
+        __m256i a0 = _mm256_abs_epi8(w0), a1 = _mm256_abs_epi8(w1);
+        for (int r = 0; r < mr; r++) {
+            uint32_t a;
+            memcpy(&a, xq + r * k + kk * 4, 4);
+            __m256i b = _mm256_set1_epi32((int32_t)(a ^ 0x80808080u));
+            __m256i p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(b, w0));
+            __m256i p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(b, w1));
+            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
+            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
+        }
+    }
+    for (int h = 0; h < 2; h++) {
+        __m256 wsv = _mm256_loadu_ps(ws + h * 8);
+        for (int r = 0; r < mr; r++) {
+            __m256 v = _mm256_cvtepi32_ps(acc[r][h]);
+            v = _mm256_mul_ps(v, _mm256_set1_ps(xs[r]));
+            v = _mm256_mul_ps(v, wsv);
+            for (size_t j = 0; j < no; j++)
+                v = _mm256_fmadd_ps(_mm256_set1_ps(xo[r * no + j]), _mm256_loadu_ps(wo + j * n_total + h * 8), v);
+            _mm256_storeu_ps(y + r * ys + h * 8, v);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void gemm_avx2(const uint8_t *xq, size_t m, size_t k, const float *xs, const float *xo, size_t no,
+                      const int8_t *packed, const float *ws, const float *wo,
+                      size_t n_total, size_t n0, size_t n1, float *y, size_t ys) {
+    size_t tile_stride = k * SIFT_Q8_TILE;
+    for (size_t n = n0; n < n1; n += 16) {
+        const int8_t *tile = packed + (n / SIFT_Q8_TILE) * tile_stride;
+        size_t i = 0;
+        for (; i + 4 <= m; i += 4)
+            kernel_avx2(4, xq + i * k, k, xs + i, xo + i * no, no, tile, ws + n, wo + n, n_total, y + i * ys + n, ys);
+        for (; i < m; i++)
+            kernel_avx2(1, xq + i * k, k, xs + i, xo + i * no, no, tile, ws + n, wo + n, n_total, y + i * ys + n, ys);
+    }
+}
+
 void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, const float *xscale,
                   const float *xo, size_t n_outliers, const int8_t *packed, const int32_t *rowsum,
                   const float *wscale, const float *wo, size_t n_total, size_t n0, size_t n1,
@@ -290,6 +347,9 @@ void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, const f
     case SIFT_PATH_AVXVNNI:
         gemm_avxvnni(xq, m, k, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
         break;
+    case SIFT_PATH_AVX2:
+        gemm_avx2(xq, m, k, xscale, xo, n_outliers, packed, wscale, wo, n_total, n0, n1, y, y_stride);
+        break;
     default:
         gemm_portable(xq, m, k, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
         break;
@@ -300,6 +360,7 @@ sift_path sift_q8_best_path(void) {
     unsigned f = sift_cpu_features();
     if (f & SIFT_CPU_AVX512VNNI) return SIFT_PATH_AVX512VNNI;
     if (f & SIFT_CPU_AVXVNNI) return SIFT_PATH_AVXVNNI;
+    if (f & SIFT_CPU_AVX2) return SIFT_PATH_AVX2;
     return SIFT_PATH_PORTABLE;
 }
 

@@ -4,12 +4,13 @@ import Foundation
 
 /// Which int8 GEMM implementation runs. Chosen from CPUID; `SIFT_KERNEL` forces one.
 public enum KernelPath: String, Sendable, CaseIterable {
-    case avx512vnni, avxvnni, portable
+    case avx512vnni, avxvnni, avx2, portable
 
     var cValue: sift_path {
         switch self {
         case .avx512vnni: SIFT_PATH_AVX512VNNI
         case .avxvnni: SIFT_PATH_AVXVNNI
+        case .avx2: SIFT_PATH_AVX2
         case .portable: SIFT_PATH_PORTABLE
         }
     }
@@ -20,6 +21,7 @@ public enum KernelPath: String, Sendable, CaseIterable {
         var paths: [KernelPath] = []
         if f & UInt32(SIFT_CPU_AVX512VNNI) != 0 { paths.append(.avx512vnni) }
         if f & UInt32(SIFT_CPU_AVXVNNI) != 0 { paths.append(.avxvnni) }
+        if f & UInt32(SIFT_CPU_AVX2) != 0 { paths.append(.avx2) }
         return paths + [.portable]
     }
 

@@ -70,7 +70,7 @@ public final class Qwen3Model: @unchecked Sendable {
         self.kernelPath = try kernelPath ?? KernelPath.selected()
         // Sift parallelises every GEMM itself; OpenBLAS runs single-threaded inside its workers.
         BLAS.threads = 1
-        pool = WorkerPool(threads: threads)
+        pool = WorkerPool.shared(threads: threads)
         workspace = Workspace(config: config, threads: pool.threadCount)
         blockPool = KVBlockPool(layerCount: config.layerCount, kvDim: config.kvDim, headDim: config.headDim)
         self.embedding = embedding
@@ -326,7 +326,7 @@ public final class Qwen3Model: @unchecked Sendable {
         let d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
         let group = c.headCount / c.kvHeadCount
         let scale = 1 / sqrtf(Float(d))
-        let simd: Int32 = kernelPath == .portable ? 0 : 1
+        let simd: Int32 = switch kernelPath { case .portable: 0; case .avx2: 2; default: 1 }
         // Block base pointers of each sequence (read-only during attention).
         let tables: [[UnsafePointer<Float>?]] = spans.map { $0.cache.blocks.map { UnsafePointer($0.base) } }
         let units = tasks.count * c.headCount

@@ -91,8 +91,9 @@ public final class SiftClient: Sendable {
     // MARK: calls
 
     /// Scores `documents` against `query`. Results are sorted best first (or in input order),
-    /// cut to `topN`. Throws `Wire.Status` (its code says what happened).
-    public func rerank(query: String, documents: [String], instruction: String? = nil, topN: Int? = nil,
+    /// cut to `topN`. `model`: a name or alias the server serves (nil: its default model).
+    /// Throws `Wire.Status` (its code says what happened; NOT_FOUND: no such model).
+    public func rerank(query: String, documents: [String], model: String? = nil, instruction: String? = nil, topN: Int? = nil,
                        returnDocuments: Bool = false, maxTokensPerDocument: Int? = nil, maxLength: Int? = nil,
                        inputOrder: Bool = false, timeout: Duration? = nil, priority: Int = 0,
                        chunkLongDocuments: Bool = false, chunkOverlapTokens: Int? = nil,
@@ -104,27 +105,30 @@ public final class SiftClient: Sendable {
             stream: onPartial != nil)
         request.chunkLongDocuments = chunkLongDocuments
         request.chunkOverlapTokens = UInt32(clamping: chunkOverlapTokens ?? 0)
+        request.model = model ?? ""
         var partial: (@Sendable (Wire.Body) -> Void)?
         if let onPartial {
             partial = { body in
                 if case .rerankPartial(let results) = body { onPartial(results) }
             }
         }
-        let answer = try await call(.rerankRequest(request), affinityKey: (instruction.map { "i" + $0 } ?? "-") + "\u{1}" + query,
+        let answer = try await call(.rerankRequest(request), affinityKey: (model ?? "") + "\u{1}" + (instruction.map { "i" + $0 } ?? "-") + "\u{1}" + query,
                                     timeout: timeout, onPartial: partial)
         guard case .rerankResponse(let response) = answer else { throw unexpected(answer) }
         return response
     }
 
-    /// Token counts (and ids) of texts, as the server's model counts them.
-    public func tokenize(_ texts: [String], returnIDs: Bool = false, timeout: Duration? = nil) async throws -> [Wire.TokenizedText] {
-        let answer = try await call(.tokenizeRequest(Wire.TokenizeRequest(texts: texts, returnIDs: returnIDs)), affinityKey: nil, timeout: timeout)
+    /// Token counts (and ids) of texts, as the server's model (`model`, nil: the default) counts them.
+    public func tokenize(_ texts: [String], returnIDs: Bool = false, model: String? = nil, timeout: Duration? = nil) async throws -> [Wire.TokenizedText] {
+        let request = Wire.TokenizeRequest(texts: texts, returnIDs: returnIDs, model: model ?? "")
+        let answer = try await call(.tokenizeRequest(request), affinityKey: nil, timeout: timeout)
         guard case .tokenizeResponse(let texts) = answer else { throw unexpected(answer) }
         return texts
     }
 
-    public func modelInfo() async throws -> Wire.ModelInfo {
-        let answer = try await call(.modelInfoRequest, affinityKey: nil, timeout: nil)
+    /// The server's limits, the model `model` (nil: the default), and in `models` every model served.
+    public func modelInfo(model: String? = nil) async throws -> Wire.ModelInfo {
+        let answer = try await call(.modelInfoRequest(model: model ?? ""), affinityKey: nil, timeout: nil)
         guard case .modelInfoResponse(let info) = answer else { throw unexpected(answer) }
         return info
     }

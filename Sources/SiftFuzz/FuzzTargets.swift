@@ -69,7 +69,7 @@ enum FuzzTarget: String, CaseIterable {
         channel.embeddedEventLoop.run()
         let body = Data(data)
         let count = JSONScan.arrayCount(in: body, key: "documents")
-        if let (request, _) = try? HTTPRerankAPI.decode(body) {
+        if let request = try? HTTPRerankAPI.decode(body) {
             precondition(count == nil || count == request.documents.count || count! >= request.documents.count,
                          "the document counter disagrees with the decoder")
         }

@@ -23,7 +23,7 @@ enum Seeds {
         let bodies: [(String, Wire.Body)] = [
             ("rerank", .rerankRequest(rerank)),
             ("tokenize", .tokenizeRequest(Wire.TokenizeRequest(texts: ["Hello world", "ünïcödé 你好"], returnIDs: true))),
-            ("model-info", .modelInfoRequest), ("health", .healthRequest), ("cancel", .cancelRequest(requestID: 7)),
+            ("model-info", .modelInfoRequest()), ("health", .healthRequest), ("cancel", .cancelRequest(requestID: 7)),
             ("status", .status(Wire.Status(.resourceExhausted, "retry later"))),
             ("response", .rerankResponse(Wire.RerankResponse(
                 results: [Wire.RerankResult(index: 1, relevanceScore: 0.9, logit: 2.2, tokens: 12, truncated: false, document: "d", inputTokens: 40)],

@@ -637,6 +637,51 @@ void   sift__v1__model_info_response__free_unpacked
   assert(message->base.descriptor == &sift__v1__model_info_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   sift__v1__served_model__init
+                     (Sift__V1__ServedModel         *message)
+{
+  static const Sift__V1__ServedModel init_value = SIFT__V1__SERVED_MODEL__INIT;
+  *message = init_value;
+}
+size_t sift__v1__served_model__get_packed_size
+                     (const Sift__V1__ServedModel *message)
+{
+  assert(message->base.descriptor == &sift__v1__served_model__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sift__v1__served_model__pack
+                     (const Sift__V1__ServedModel *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sift__v1__served_model__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sift__v1__served_model__pack_to_buffer
+                     (const Sift__V1__ServedModel *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sift__v1__served_model__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sift__V1__ServedModel *
+       sift__v1__served_model__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sift__V1__ServedModel *)
+     protobuf_c_message_unpack (&sift__v1__served_model__descriptor,
+                                allocator, len, data);
+}
+void   sift__v1__served_model__free_unpacked
+                     (Sift__V1__ServedModel *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sift__v1__served_model__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   sift__v1__health_request__init
                      (Sift__V1__HealthRequest         *message)
 {
@@ -1069,7 +1114,7 @@ const ProtobufCMessageDescriptor sift__v1__status__descriptor =
   (ProtobufCMessageInit) sift__v1__status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sift__v1__rerank_request__field_descriptors[13] =
+static const ProtobufCFieldDescriptor sift__v1__rerank_request__field_descriptors[14] =
 {
   {
     "query",
@@ -1227,6 +1272,18 @@ static const ProtobufCFieldDescriptor sift__v1__rerank_request__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "model",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__RerankRequest, model),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sift__v1__rerank_request__field_indices_by_name[] = {
   11,   /* field[11] = chunk_long_documents */
@@ -1236,6 +1293,7 @@ static const unsigned sift__v1__rerank_request__field_indices_by_name[] = {
   1,   /* field[1] = instruction */
   6,   /* field[6] = max_length */
   5,   /* field[5] = max_tokens_per_document */
+  13,   /* field[13] = model */
   9,   /* field[9] = priority */
   0,   /* field[0] = query */
   4,   /* field[4] = return_documents */
@@ -1246,7 +1304,7 @@ static const unsigned sift__v1__rerank_request__field_indices_by_name[] = {
 static const ProtobufCIntRange sift__v1__rerank_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor sift__v1__rerank_request__descriptor =
 {
@@ -1256,7 +1314,7 @@ const ProtobufCMessageDescriptor sift__v1__rerank_request__descriptor =
   "Sift__V1__RerankRequest",
   "sift.v1",
   sizeof(Sift__V1__RerankRequest),
-  13,
+  14,
   sift__v1__rerank_request__field_descriptors,
   sift__v1__rerank_request__field_indices_by_name,
   1,  sift__v1__rerank_request__number_ranges,
@@ -1405,7 +1463,7 @@ const ProtobufCMessageDescriptor sift__v1__rerank_result__descriptor =
   (ProtobufCMessageInit) sift__v1__rerank_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sift__v1__usage__field_descriptors[6] =
+static const ProtobufCFieldDescriptor sift__v1__usage__field_descriptors[7] =
 {
   {
     "prefix_tokens",
@@ -1479,8 +1537,21 @@ static const ProtobufCFieldDescriptor sift__v1__usage__field_descriptors[6] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "cached_documents",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__Usage, cached_documents),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sift__v1__usage__field_indices_by_name[] = {
+  6,   /* field[6] = cached_documents */
   2,   /* field[2] = document_tokens */
   4,   /* field[4] = documents */
   5,   /* field[5] = input_tokens */
@@ -1491,7 +1562,7 @@ static const unsigned sift__v1__usage__field_indices_by_name[] = {
 static const ProtobufCIntRange sift__v1__usage__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor sift__v1__usage__descriptor =
 {
@@ -1501,7 +1572,7 @@ const ProtobufCMessageDescriptor sift__v1__usage__descriptor =
   "Sift__V1__Usage",
   "sift.v1",
   sizeof(Sift__V1__Usage),
-  6,
+  7,
   sift__v1__usage__field_descriptors,
   sift__v1__usage__field_indices_by_name,
   1,  sift__v1__usage__number_ranges,
@@ -1674,7 +1745,7 @@ const ProtobufCMessageDescriptor sift__v1__rerank_partial__descriptor =
   (ProtobufCMessageInit) sift__v1__rerank_partial__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sift__v1__tokenize_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor sift__v1__tokenize_request__field_descriptors[3] =
 {
   {
     "texts",
@@ -1700,15 +1771,28 @@ static const ProtobufCFieldDescriptor sift__v1__tokenize_request__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "model",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__TokenizeRequest, model),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sift__v1__tokenize_request__field_indices_by_name[] = {
+  2,   /* field[2] = model */
   1,   /* field[1] = return_ids */
   0,   /* field[0] = texts */
 };
 static const ProtobufCIntRange sift__v1__tokenize_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor sift__v1__tokenize_request__descriptor =
 {
@@ -1718,7 +1802,7 @@ const ProtobufCMessageDescriptor sift__v1__tokenize_request__descriptor =
   "Sift__V1__TokenizeRequest",
   "sift.v1",
   sizeof(Sift__V1__TokenizeRequest),
-  2,
+  3,
   sift__v1__tokenize_request__field_descriptors,
   sift__v1__tokenize_request__field_indices_by_name,
   1,  sift__v1__tokenize_request__number_ranges,
@@ -1814,9 +1898,29 @@ const ProtobufCMessageDescriptor sift__v1__tokenize_response__descriptor =
   (ProtobufCMessageInit) sift__v1__tokenize_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-#define sift__v1__model_info_request__field_descriptors NULL
-#define sift__v1__model_info_request__field_indices_by_name NULL
-#define sift__v1__model_info_request__number_ranges NULL
+static const ProtobufCFieldDescriptor sift__v1__model_info_request__field_descriptors[1] =
+{
+  {
+    "model",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__ModelInfoRequest, model),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sift__v1__model_info_request__field_indices_by_name[] = {
+  0,   /* field[0] = model */
+};
+static const ProtobufCIntRange sift__v1__model_info_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
 const ProtobufCMessageDescriptor sift__v1__model_info_request__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
@@ -1825,14 +1929,14 @@ const ProtobufCMessageDescriptor sift__v1__model_info_request__descriptor =
   "Sift__V1__ModelInfoRequest",
   "sift.v1",
   sizeof(Sift__V1__ModelInfoRequest),
-  0,
+  1,
   sift__v1__model_info_request__field_descriptors,
   sift__v1__model_info_request__field_indices_by_name,
-  0,  sift__v1__model_info_request__number_ranges,
+  1,  sift__v1__model_info_request__number_ranges,
   (ProtobufCMessageInit) sift__v1__model_info_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sift__v1__model_info_response__field_descriptors[15] =
+static const ProtobufCFieldDescriptor sift__v1__model_info_response__field_descriptors[16] =
 {
   {
     "model_id",
@@ -2014,6 +2118,18 @@ static const ProtobufCFieldDescriptor sift__v1__model_info_response__field_descr
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "models",
+    16,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sift__V1__ModelInfoResponse, n_models),
+    offsetof(Sift__V1__ModelInfoResponse, models),
+    &sift__v1__served_model__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sift__v1__model_info_response__field_indices_by_name[] = {
   4,   /* field[4] = attention_heads */
@@ -2027,6 +2143,7 @@ static const unsigned sift__v1__model_info_response__field_indices_by_name[] = {
   11,   /* field[11] = max_in_flight_per_connection */
   7,   /* field[7] = max_length */
   0,   /* field[0] = model_id */
+  15,   /* field[15] = models */
   13,   /* field[13] = protocol_version */
   1,   /* field[1] = quantization */
   12,   /* field[12] = server_version */
@@ -2035,7 +2152,7 @@ static const unsigned sift__v1__model_info_response__field_indices_by_name[] = {
 static const ProtobufCIntRange sift__v1__model_info_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 15 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor sift__v1__model_info_response__descriptor =
 {
@@ -2045,11 +2162,127 @@ const ProtobufCMessageDescriptor sift__v1__model_info_response__descriptor =
   "Sift__V1__ModelInfoResponse",
   "sift.v1",
   sizeof(Sift__V1__ModelInfoResponse),
-  15,
+  16,
   sift__v1__model_info_response__field_descriptors,
   sift__v1__model_info_response__field_indices_by_name,
   1,  sift__v1__model_info_response__number_ranges,
   (ProtobufCMessageInit) sift__v1__model_info_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sift__v1__served_model__field_descriptors[7] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__ServedModel, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "aliases",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Sift__V1__ServedModel, n_aliases),
+    offsetof(Sift__V1__ServedModel, aliases),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quantization",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__ServedModel, quantization),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "hidden_size",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__ServedModel, hidden_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layers",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__ServedModel, layers),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_length",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__ServedModel, max_length),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "is_default",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sift__V1__ServedModel, is_default),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sift__v1__served_model__field_indices_by_name[] = {
+  1,   /* field[1] = aliases */
+  3,   /* field[3] = hidden_size */
+  6,   /* field[6] = is_default */
+  4,   /* field[4] = layers */
+  5,   /* field[5] = max_length */
+  0,   /* field[0] = name */
+  2,   /* field[2] = quantization */
+};
+static const ProtobufCIntRange sift__v1__served_model__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor sift__v1__served_model__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sift.v1.ServedModel",
+  "ServedModel",
+  "Sift__V1__ServedModel",
+  "sift.v1",
+  sizeof(Sift__V1__ServedModel),
+  7,
+  sift__v1__served_model__field_descriptors,
+  sift__v1__served_model__field_indices_by_name,
+  1,  sift__v1__served_model__number_ranges,
+  (ProtobufCMessageInit) sift__v1__served_model__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 #define sift__v1__health_request__field_descriptors NULL

@@ -91,16 +91,19 @@ private enum Decoder {
                 priority: r.priority, stream: r.stream != 0)
             request.chunkLongDocuments = r.chunk_long_documents != 0
             request.chunkOverlapTokens = r.chunk_overlap_tokens
+            request.model = try string(r.model, "model")
             return .rerankRequest(request)
         case SIFT__V1__FRAME__BODY_RERANK_RESPONSE:
             guard let r = f.rerank_response?.pointee else { return .unknown }
             let u = r.usage?.pointee
             let t = r.timings?.pointee
+            var usage = Wire.Usage(prefixTokens: u?.prefix_tokens ?? 0, prefixTokensCached: u?.prefix_tokens_cached ?? 0,
+                                   documentTokens: u?.document_tokens ?? 0, truncatedDocuments: u?.truncated_documents ?? 0,
+                                   documents: u?.documents ?? 0, inputTokens: u?.input_tokens ?? 0)
+            usage.cachedDocuments = u?.cached_documents ?? 0
             return .rerankResponse(Wire.RerankResponse(
                 results: try messages(r.n_results, r.results, result),
-                usage: Wire.Usage(prefixTokens: u?.prefix_tokens ?? 0, prefixTokensCached: u?.prefix_tokens_cached ?? 0,
-                                  documentTokens: u?.document_tokens ?? 0, truncatedDocuments: u?.truncated_documents ?? 0,
-                                  documents: u?.documents ?? 0, inputTokens: u?.input_tokens ?? 0),
+                usage: usage,
                 timings: Wire.Timings(queuedMs: t?.queued_ms ?? 0, computeMs: t?.compute_ms ?? 0),
                 modelID: try string(r.model_id, "model_id")))
         case SIFT__V1__FRAME__BODY_RERANK_PARTIAL:
@@ -109,14 +112,14 @@ private enum Decoder {
         case SIFT__V1__FRAME__BODY_TOKENIZE_REQUEST:
             guard let r = f.tokenize_request?.pointee else { return .unknown }
             return .tokenizeRequest(Wire.TokenizeRequest(texts: try strings(r.n_texts, r.texts, "texts"),
-                                                         returnIDs: r.return_ids != 0))
+                                                         returnIDs: r.return_ids != 0, model: try string(r.model, "model")))
         case SIFT__V1__FRAME__BODY_TOKENIZE_RESPONSE:
             guard let r = f.tokenize_response?.pointee else { return .unknown }
             return .tokenizeResponse(messages(r.n_texts, r.texts) { t in
                 Wire.TokenizedText(count: t.count, ids: t.n_ids > 0 ? Array(UnsafeBufferPointer(start: t.ids, count: t.n_ids)) : [])
             })
         case SIFT__V1__FRAME__BODY_MODEL_INFO_REQUEST:
-            return .modelInfoRequest
+            return .modelInfoRequest(model: try f.model_info_request.map { try string($0.pointee.model, "model") } ?? "")
         case SIFT__V1__FRAME__BODY_MODEL_INFO_RESPONSE:
             guard let r = f.model_info_response?.pointee else { return .unknown }
             var m = Wire.ModelInfo()
@@ -135,6 +138,16 @@ private enum Decoder {
             m.serverVersion = try string(r.server_version, "server_version")
             m.protocolVersion = r.protocol_version
             m.defaultInstruction = try string(r.default_instruction, "default_instruction")
+            m.models = try messages(r.n_models, r.models) { s in
+                var served = Wire.ServedModel(name: try string(s.name, "models.name"))
+                served.aliases = try strings(s.n_aliases, s.aliases, "models.aliases")
+                served.quantization = try string(s.quantization, "models.quantization")
+                served.hiddenSize = s.hidden_size
+                served.layers = s.layers
+                served.maxLength = s.max_length
+                served.isDefault = s.is_default != 0
+                return served
+            }
             return .modelInfoResponse(m)
         case SIFT__V1__FRAME__BODY_HEALTH_REQUEST:
             return .healthRequest
@@ -232,6 +245,7 @@ private struct Encoder {
                 p.pointee.stream = r.stream ? 1 : 0
                 p.pointee.chunk_long_documents = r.chunkLongDocuments ? 1 : 0
                 p.pointee.chunk_overlap_tokens = r.chunkOverlapTokens
+                p.pointee.model = arena.string(r.model)
             }
         case .rerankResponse(let r):
             c.body_case = SIFT__V1__FRAME__BODY_RERANK_RESPONSE
@@ -247,6 +261,7 @@ private struct Encoder {
                     u.pointee.truncated_documents = r.usage.truncatedDocuments
                     u.pointee.documents = r.usage.documents
                     u.pointee.input_tokens = r.usage.inputTokens
+                    u.pointee.cached_documents = r.usage.cachedDocuments
                 }
                 p.pointee.timings = arena.new { t in
                     sift__v1__timings__init(t)
@@ -269,6 +284,7 @@ private struct Encoder {
                 p.pointee.n_texts = r.texts.count
                 p.pointee.texts = arena.array(r.texts.map { Optional(arena.string($0)) })
                 p.pointee.return_ids = r.returnIDs ? 1 : 0
+                p.pointee.model = arena.string(r.model)
             }
         case .tokenizeResponse(let texts):
             c.body_case = SIFT__V1__FRAME__BODY_TOKENIZE_RESPONSE
@@ -284,9 +300,12 @@ private struct Encoder {
                     })
                 })
             }
-        case .modelInfoRequest:
+        case .modelInfoRequest(let model):
             c.body_case = SIFT__V1__FRAME__BODY_MODEL_INFO_REQUEST
-            c.model_info_request = arena.new { sift__v1__model_info_request__init($0) }
+            c.model_info_request = arena.new { p in
+                sift__v1__model_info_request__init(p)
+                p.pointee.model = arena.string(model)
+            }
         case .modelInfoResponse(let m):
             c.body_case = SIFT__V1__FRAME__BODY_MODEL_INFO_RESPONSE
             c.model_info_response = arena.new { p in
@@ -306,6 +325,20 @@ private struct Encoder {
                 p.pointee.server_version = arena.string(m.serverVersion)
                 p.pointee.protocol_version = m.protocolVersion
                 p.pointee.default_instruction = arena.string(m.defaultInstruction)
+                p.pointee.n_models = m.models.count
+                p.pointee.models = arena.array(m.models.map { s in
+                    Optional(arena.new { (q: UnsafeMutablePointer<Sift__V1__ServedModel>) in
+                        sift__v1__served_model__init(q)
+                        q.pointee.name = arena.string(s.name)
+                        q.pointee.n_aliases = s.aliases.count
+                        q.pointee.aliases = arena.array(s.aliases.map { Optional(arena.string($0)) })
+                        q.pointee.quantization = arena.string(s.quantization)
+                        q.pointee.hidden_size = s.hiddenSize
+                        q.pointee.layers = s.layers
+                        q.pointee.max_length = s.maxLength
+                        q.pointee.is_default = s.isDefault ? 1 : 0
+                    })
+                })
             }
         case .healthRequest:
             c.body_case = SIFT__V1__FRAME__BODY_HEALTH_REQUEST

@@ -36,7 +36,8 @@ public enum Wire {
         case rerankPartial([RerankResult])
         case tokenizeRequest(TokenizeRequest)
         case tokenizeResponse([TokenizedText])
-        case modelInfoRequest
+        /// `model`: which model the top-level fields describe ("": the default).
+        case modelInfoRequest(model: String = "")
         case modelInfoResponse(ModelInfo)
         case healthRequest
         case healthResponse(Health)
@@ -104,6 +105,8 @@ public enum Wire {
         public var chunkLongDocuments = false
         /// 0: the server's default overlap.
         public var chunkOverlapTokens: UInt32 = 0
+        /// A model name or alias; "": the server's default model.
+        public var model = ""
 
         public init(query: String, instruction: String? = nil, documents: [String], topN: UInt32 = 0,
                     returnDocuments: Bool = false, maxTokensPerDocument: UInt32 = 0, maxLength: UInt32 = 0,
@@ -159,6 +162,8 @@ public enum Wire {
         public var documents: UInt32
         /// Prompt + document + suffix tokens summed over every scored pair.
         public var inputTokens: UInt64
+        /// Documents answered from the score cache.
+        public var cachedDocuments: UInt32 = 0
 
         public init(prefixTokens: UInt32 = 0, prefixTokensCached: UInt32 = 0, documentTokens: UInt64 = 0,
                     truncatedDocuments: UInt32 = 0, documents: UInt32 = 0, inputTokens: UInt64 = 0) {
@@ -197,9 +202,12 @@ public enum Wire {
     public struct TokenizeRequest: Sendable, Equatable {
         public var texts: [String]
         public var returnIDs: Bool
-        public init(texts: [String], returnIDs: Bool = false) {
+        /// Whose tokenizer; "": the default model's.
+        public var model: String
+        public init(texts: [String], returnIDs: Bool = false, model: String = "") {
             self.texts = texts
             self.returnIDs = returnIDs
+            self.model = model
         }
     }
 
@@ -228,7 +236,21 @@ public enum Wire {
         public var serverVersion = ""
         public var protocolVersion: UInt32 = 0
         public var defaultInstruction = ""
+        /// Every model served, the default first.
+        public var models: [ServedModel] = []
         public init() {}
+    }
+
+    /// One model a server serves and the names that reach it.
+    public struct ServedModel: Sendable, Equatable {
+        public var name: String
+        public var aliases: [String] = []
+        public var quantization = ""
+        public var hiddenSize: UInt32 = 0
+        public var layers: UInt32 = 0
+        public var maxLength: UInt32 = 0
+        public var isDefault = false
+        public init(name: String) { self.name = name }
     }
 
     public struct Health: Sendable, Equatable {

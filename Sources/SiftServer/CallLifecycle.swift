@@ -15,8 +15,8 @@ struct CallLifecycle: Sendable {
 
     /// The checks before a call reaches the engine; the calls it may then make.
     func admit(authorization: String?, keyHint: String) throws(Wire.Status) -> Calls {
-        let engine = try state.admit(authorization: authorization, keys: options.apiKeys, keyHint: keyHint)
-        return Calls(engine: engine, options: options, metrics: metrics)
+        let models = try state.admit(authorization: authorization, keys: options.apiKeys, keyHint: keyHint)
+        return Calls(models: models, options: options, metrics: metrics)
     }
 
     /// A call was admitted and its work starts.
@@ -34,14 +34,16 @@ struct CallLifecycle: Sendable {
     }
 
     /// Counts an answer and logs it: `info` for success, `notice` with the message sent to the
-    /// client for a failure, `error` for an internal one.
-    func answered(method: String, _ code: Wire.Code, error message: String? = nil, received: ContinuousClock.Instant,
-                  details: Logger.Metadata = [:], logger: Logger, log: Bool = true) {
+    /// client for a failure, `error` for an internal one. `model`: the served model that
+    /// answered (nil: none, e.g. Health, or a name the server does not serve).
+    func answered(method: String, _ code: Wire.Code, error message: String? = nil, model: String? = nil,
+                  received: ContinuousClock.Instant, details: Logger.Metadata = [:], logger: Logger, log: Bool = true) {
         let duration = ContinuousClock.now - received
-        metrics.record(method: method, code: code, duration: duration)
+        metrics.record(method: method, code: code, model: model ?? "", duration: duration)
         guard log else { return }
         var metadata = details
         metadata["method"] = "\(method)"
+        if let model { metadata["model"] = "\(model)" }
         metadata["status"] = "\(code.name)"
         metadata["duration_ms"] = "\(String(format: "%.1f", duration.milliseconds))"
         if let message, code != .ok {
@@ -55,7 +57,7 @@ struct CallLifecycle: Sendable {
     /// What a finished rerank adds to its log line.
     static func details(_ outcome: Calls.RerankOutcome) -> Logger.Metadata {
         let u = outcome.response.usage
-        return ["documents": "\(u.documents)", "prefix_tokens": "\(u.prefixTokens)", "cached_tokens": "\(u.prefixTokensCached)",
+        return ["documents": "\(u.documents)", "cached_documents": "\(u.cachedDocuments)", "prefix_tokens": "\(u.prefixTokens)", "cached_tokens": "\(u.prefixTokensCached)",
                 "document_tokens": "\(u.documentTokens)", "queued_ms": "\(Int(outcome.queued.milliseconds))",
                 "compute_ms": "\(Int(outcome.computing.milliseconds))"]
     }

@@ -7,7 +7,7 @@ import SiftBase
 /// failures as `Wire.Status` with a message for the caller. What a finished call computed
 /// (documents, tokens, queue and compute time) is counted here, so both front doors count it.
 struct Calls: Sendable {
-    let engine: any RerankService
+    let models: ServedModels
     let options: ServerOptions
     let metrics: ServerMetrics
     static let serverVersion = SiftVersion.current
@@ -19,7 +19,8 @@ struct Calls: Sendable {
         var computing: Duration
     }
 
-    func rerank(_ r: Wire.RerankRequest, receivedAt: ContinuousClock.Instant,
+    /// Scores with `model` (resolved by the caller from `r.model`, so it can label what it counts).
+    func rerank(_ r: Wire.RerankRequest, model: ServedModels.Model, receivedAt: ContinuousClock.Instant,
                 partial: (@Sendable ([Wire.RerankResult]) -> Void)?) async throws -> RerankOutcome {
         var request = RerankRequest(query: r.query, instruction: r.instruction,
                                     documents: r.documents)
@@ -35,31 +36,28 @@ struct Calls: Sendable {
         }
         let result: RerankResult
         do {
-            result = try await engine.rerank(request)
+            result = try await model.service.rerank(request)
         } catch let error as EngineError {
             throw Self.status(error)
         }
         var chosen = result.ranked
         if r.inputOrder { chosen.sort { $0.index < $1.index } }
         let u = result.usage
-        let response = Wire.RerankResponse(
+        var response = Wire.RerankResponse(
             results: chosen.map { Self.result($0, document: r.returnDocuments ? r.documents[$0.index] : nil) },
             usage: Wire.Usage(prefixTokens: UInt32(u.prefixTokens), prefixTokensCached: UInt32(u.prefixTokensCached),
                               documentTokens: UInt64(u.documentTokens), truncatedDocuments: UInt32(u.truncatedDocuments),
                               documents: UInt32(r.documents.count),
                               inputTokens: UInt64(u.prefixTokens * u.windows + u.documentTokens + u.suffixTokens)),
             timings: Wire.Timings(queuedMs: result.timings.queued.milliseconds, computeMs: result.timings.computing.milliseconds),
-            modelID: options.modelID)
-        metrics.queueTime.recordNanoseconds(result.timings.queued.nanoseconds)
-        metrics.computeTime.recordNanoseconds(result.timings.computing.nanoseconds)
-        metrics.documents.increment(by: Int64(r.documents.count))
-        metrics.prefixTokens.increment(by: Int64(u.prefixTokens))
-        metrics.prefixTokensCached.increment(by: Int64(u.prefixTokensCached))
-        metrics.documentTokens.increment(by: Int64(u.documentTokens))
+            modelID: model.name)
+        response.usage.cachedDocuments = UInt32(u.cachedDocuments)
+        metrics.model(model.name).record(result, documents: r.documents.count)
         return RerankOutcome(response: response, queued: result.timings.queued, computing: result.timings.computing)
     }
 
     func tokenize(_ r: Wire.TokenizeRequest) throws -> [Wire.TokenizedText] {
+        let engine = try models.resolve(r.model).service
         guard r.texts.count <= engine.options.maxDocuments else {
             throw Wire.Status(.invalidArgument, "\(r.texts.count) texts; at most \(engine.options.maxDocuments) per request: split the request")
         }
@@ -68,10 +66,13 @@ struct Calls: Sendable {
         }
     }
 
-    func modelInfo() -> Wire.ModelInfo {
+    /// The server's limits, the model named ("": the default), and every model served.
+    func modelInfo(model name: String) throws(Wire.Status) -> Wire.ModelInfo {
+        let served = try models.resolve(name)
+        let engine = served.service
         let model = engine.model
         var m = Wire.ModelInfo()
-        m.modelID = options.modelID
+        m.modelID = served.name
         m.quantization = model.precision
         m.hiddenSize = UInt32(model.hiddenSize)
         m.layers = UInt32(model.layers)
@@ -86,13 +87,23 @@ struct Calls: Sendable {
         m.serverVersion = Self.serverVersion
         m.protocolVersion = Wire.protocolVersion
         m.defaultInstruction = RerankPrompt.defaultInstruction
+        m.models = models.models.enumerated().map { index, served in
+            let d = served.service.model
+            var s = Wire.ServedModel(name: served.name)
+            s.aliases = served.aliases
+            s.quantization = d.precision
+            s.hiddenSize = UInt32(d.hiddenSize)
+            s.layers = UInt32(d.layers)
+            s.maxLength = UInt32(d.maxLength)
+            s.isDefault = index == 0
+            return s
+        }
         return m
     }
 
     func health(serving: Bool) -> Wire.Health {
-        let stats = engine.stats
-        return Wire.Health(status: serving ? .serving : .notServing, activeRequests: UInt32(stats.activeRequests),
-                           queuedTokens: UInt64(stats.queuedTokens))
+        Wire.Health(status: serving ? .serving : .notServing, activeRequests: UInt32(clamping: models.activeRequests),
+                    queuedTokens: UInt64(models.queuedTokens))
     }
 
     static func result(_ s: DocumentScore, document: String?) -> Wire.RerankResult {

@@ -12,8 +12,8 @@ final class ServerState: Sendable {
     let draining = Atomic<Bool>(false)
     /// Calls accepted and not yet answered, over all connections.
     let inFlight = Atomic<Int>(0)
-    /// Nil while the model loads.
-    let engine = Locked<(any RerankService)?>(nil)
+    /// Nil while the models load.
+    let models = Locked<ServedModels?>(nil)
     /// Every open connection, on all ports, under one limit.
     let registry: ConnectionRegistry
     /// Bytes held for requests still arriving, over all connections.
@@ -26,8 +26,8 @@ final class ServerState: Sendable {
         buffers = BufferBudget(limit: options.maxBufferedBytes)
     }
 
-    var currentEngine: (any RerankService)? { engine.withLock { $0 } }
-    var isServing: Bool { !draining.load(ordering: .relaxed) && currentEngine != nil }
+    var currentModels: ServedModels? { models.withLock { $0 } }
+    var isServing: Bool { !draining.load(ordering: .relaxed) && currentModels != nil }
 
     /// The API key check (`keyHint` says how to send one).
     func authorize(authorization: String?, keys: APIKeys, keyHint: String) throws(Wire.Status) {
@@ -40,15 +40,15 @@ final class ServerState: Sendable {
 
     /// The checks every call passes, on either front door, before it reaches the engine: the
     /// API key, shutdown, model still loading.
-    func admit(authorization: String?, keys: APIKeys, keyHint: String) throws(Wire.Status) -> any RerankService {
+    func admit(authorization: String?, keys: APIKeys, keyHint: String) throws(Wire.Status) -> ServedModels {
         try authorize(authorization: authorization, keys: keys, keyHint: keyHint)
         guard !draining.load(ordering: .relaxed) else {
             throw Wire.Status(.unavailable, "server is shutting down: retry on another replica")
         }
-        guard let engine = currentEngine else {
+        guard let models = currentModels else {
             throw Wire.Status(.unavailable, "the model is still loading: retry in a few seconds")
         }
-        return engine
+        return models
     }
 }
 
@@ -88,7 +88,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
         }
         if envelope.isComplete, field == Envelope.Field.rerankRequest || field == Envelope.Field.tokenizeRequest,
-           let limit = state.currentEngine?.options.maxDocuments, envelope.items > limit {
+           let limit = state.currentModels?.maxDocuments, envelope.items > limit {
             let what = field == Envelope.Field.rerankRequest ? "documents" : "texts"
             return Wire.Status(.invalidArgument, "\(envelope.items) \(what); at most \(limit) per request: split the request")
         }
@@ -155,7 +155,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         switch frame.body {
         case .healthRequest:
             // No key needed: load balancers probe it.
-            let health = state.currentEngine.map { Calls(engine: $0, options: options, metrics: metrics).health(serving: state.isServing) }
+            let health = state.currentModels.map { Calls(models: $0, options: options, metrics: metrics).health(serving: state.isServing) }
                 ?? Wire.Health(status: .notServing)
             reply(id, method: "health", received: received, .healthResponse(health), log: false)
             return
@@ -209,46 +209,55 @@ final class ConnectionHandler: ChannelInboundHandler {
             eventLoop.execute { loop.value.send(Wire.Frame(requestID: id, body: .rerankPartial(results))) }
         }
         let partial = streams ? sendPartial : nil
-        let finish: @Sendable (Wire.Body, Logger.Metadata) -> Void = { answer, details in
-            eventLoop.execute { loop.value.finish(id, method: method, received: received, answer, details: details, channel: channel) }
+        let finish: @Sendable (Answer) -> Void = { answer in
+            eventLoop.execute { loop.value.finish(id, method: method, received: received, answer, channel: channel) }
         }
         let task = Task {
-            let outcome = await ConnectionHandler.perform(body, calls: calls, received: received, partial: partial)
-            finish(outcome.0, outcome.1)
+            finish(await ConnectionHandler.perform(body, calls: calls, received: received, partial: partial))
         }
         inFlight[id] = task
     }
 
-    /// The work of one call, off the event loop: its answer and what to log about it.
-    private static func perform(_ body: Wire.Body, calls: Calls, received: ContinuousClock.Instant,
-                                partial: (@Sendable ([Wire.RerankResult]) -> Void)?) async -> (Wire.Body, Logger.Metadata) {
+    /// A call's final frame, what to log about it and the model that answered it.
+    struct Answer: Sendable {
+        var body: Wire.Body
         var details: Logger.Metadata = [:]
+        var model: String?
+    }
+
+    /// The work of one call, off the event loop.
+    private static func perform(_ body: Wire.Body, calls: Calls, received: ContinuousClock.Instant,
+                                partial: (@Sendable ([Wire.RerankResult]) -> Void)?) async -> Answer {
+        var answer = Answer(body: .status(Wire.Status(.internal, "unexpected call \(body.method)")))
         do {
             switch body {
             case .rerankRequest(let r):
-                details["documents"] = "\(r.documents.count)"
-                let outcome = try await calls.rerank(r, receivedAt: received, partial: partial)
-                return (.rerankResponse(outcome.response), CallLifecycle.details(outcome))
+                answer.details["documents"] = "\(r.documents.count)"
+                let model = try calls.models.resolve(r.model)
+                answer.model = model.name
+                let outcome = try await calls.rerank(r, model: model, receivedAt: received, partial: partial)
+                answer.body = .rerankResponse(outcome.response)
+                answer.details = CallLifecycle.details(outcome)
             case .tokenizeRequest(let r):
-                details["texts"] = "\(r.texts.count)"
-                return (.tokenizeResponse(try calls.tokenize(r)), details)
-            case .modelInfoRequest:
-                return (.modelInfoResponse(calls.modelInfo()), details)
+                answer.details["texts"] = "\(r.texts.count)"
+                answer.body = .tokenizeResponse(try calls.tokenize(r))
+            case .modelInfoRequest(let model):
+                answer.body = .modelInfoResponse(try calls.modelInfo(model: model))
             default:
-                return (.status(Wire.Status(.internal, "unexpected call \(body.method)")), details)
+                break
             }
         } catch let status as Wire.Status {
-            return (.status(status), details)
+            answer.body = .status(status)
         } catch {
-            return (.status(Wire.Status(.internal, "\(error)")), details)
+            answer.body = .status(Wire.Status(.internal, "\(error)"))
         }
+        return answer
     }
 
-    private func finish(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ answer: Wire.Body,
-                        details: Logger.Metadata, channel: any Channel) {
+    private func finish(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ answer: Answer, channel: any Channel) {
         inFlight.removeValue(forKey: id)
         lifecycle.ended(on: channel)
-        reply(id, method: method, received: received, answer, details: details)
+        reply(id, method: method, received: received, answer.body, details: answer.details, model: answer.model)
         context?.flush()
     }
 
@@ -258,14 +267,14 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Sends a call's final frame, logs it and counts it.
     private func reply(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ answer: Wire.Body,
-                       details: Logger.Metadata = [:], log: Bool = true) {
+                       details: Logger.Metadata = [:], model: String? = nil, log: Bool = true) {
         send(Wire.Frame(requestID: id, body: answer), flush: false)
         var details = details
         details["request_id"] = "\(id)"
         if case .status(let s) = answer {
-            lifecycle.answered(method: method, s.code, error: s.message, received: received, details: details, logger: logger, log: log)
+            lifecycle.answered(method: method, s.code, error: s.message, model: model, received: received, details: details, logger: logger, log: log)
         } else {
-            lifecycle.answered(method: method, .ok, received: received, details: details, logger: logger, log: log)
+            lifecycle.answered(method: method, .ok, model: model, received: received, details: details, logger: logger, log: log)
         }
     }
 

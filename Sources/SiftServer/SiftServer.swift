@@ -19,7 +19,7 @@ public final class SiftServer: Service, Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let state: ServerState
     private let listeners = Locked<Listeners>(Listeners())
-    private let loadEngine: (@Sendable () async throws -> any RerankService)?
+    private let loadModels: (@Sendable () async throws -> ServedModels)?
 
     private struct Listeners {
         var rpc: (any Channel)?
@@ -28,23 +28,31 @@ public final class SiftServer: Service, Sendable {
         var started = false
     }
 
-    /// A server for an engine that is ready (a `SiftEngine`, or a fake in tests).
+    /// A server for one engine that is ready (a `SiftEngine`, or a fake in tests), served
+    /// under `options.modelID`.
     public convenience init(engine: any RerankService, options: ServerOptions, logger: Logger) {
-        self.init(options: options, logger: logger, loadEngine: nil)
-        state.engine.withLock { $0 = engine }
+        self.init(models: .single(engine, name: options.modelID), options: options, logger: logger)
+    }
+
+    /// A server for models that are ready.
+    public convenience init(models: ServedModels, options: ServerOptions, logger: Logger) {
+        self.init(options: options, logger: logger, loadModels: nil)
+        state.models.withLock { $0 = models }
     }
 
     /// A server that listens at once (Health: NOT_SERVING, calls: UNAVAILABLE) and serves
-    /// when `loadEngine` has loaded the model; a load failure ends `run` with its error.
-    public init(options: ServerOptions, logger: Logger, loadEngine: (@Sendable () async throws -> any RerankService)?) {
+    /// when `loadModels` has loaded every model; a load failure ends `run` with its error.
+    public init(options: ServerOptions, logger: Logger, loadModels: (@Sendable () async throws -> ServedModels)?) {
         self.options = options
         self.logger = logger
-        self.loadEngine = loadEngine
+        self.loadModels = loadModels
         state = ServerState(options: options)
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.ioThreads))
     }
 
-    public var engine: (any RerankService)? { state.currentEngine }
+    /// The default model's engine (nil while loading).
+    public var engine: (any RerankService)? { state.currentModels?.defaultModel.service }
+    public var models: ServedModels? { state.currentModels }
 
     /// The RPC port actually bound (after `start`).
     public var port: Int? { listeners.withLock { $0.rpc?.localAddress?.port } }
@@ -75,7 +83,7 @@ public final class SiftServer: Service, Sendable {
         var metadata: Logger.Metadata = ["address": "\(options.host):\(rpc.localAddress?.port ?? 0)"]
         if let p = metricsChannel?.localAddress?.port { metadata["metrics"] = "http://\(options.host):\(p)/metrics" }
         if let p = httpChannel?.localAddress?.port { metadata["http"] = "http://\(options.host):\(p)/v2/rerank" }
-        logger.notice(state.currentEngine == nil ? "listening (NOT_SERVING until the model is loaded)" : "serving", metadata: metadata)
+        logger.notice(state.currentModels == nil ? "listening (NOT_SERVING until the model is loaded)" : "serving", metadata: metadata)
         if let files = options.tls {
             logger.info("TLS on", metadata: ["certificate": "\(files.certificatePath)",
                                              "client_certificates": "\(files.clientCAPath == nil ? "not required" : "required")"])
@@ -93,18 +101,19 @@ public final class SiftServer: Service, Sendable {
         }
     }
 
-    /// Loads the model with the server's loader (if it has one and no engine yet); SERVING after.
-    public func loadEngineIfNeeded() async throws {
-        guard state.currentEngine == nil, let loadEngine else { return }
-        let engine = try await Task.detached { try await loadEngine() }.value
-        state.engine.withLock { $0 = engine }
-        logger.notice("model loaded; serving")
+    /// Loads the models with the server's loader (if it has one and none yet); SERVING after.
+    public func loadModelsIfNeeded() async throws {
+        guard state.currentModels == nil, let loadModels else { return }
+        let models = try await Task.detached { try await loadModels() }.value
+        state.models.withLock { $0 = models }
+        logger.notice(models.models.count == 1 ? "model loaded; serving" : "models loaded; serving",
+                      metadata: ["models": "\(models.listing)"])
     }
 
     public func run() async throws {
         try await start()
         do {
-            try await loadEngineIfNeeded()
+            try await loadModelsIfNeeded()
         } catch {
             await shutdown()
             throw error
@@ -133,7 +142,7 @@ public final class SiftServer: Service, Sendable {
         }
         for channel in state.registry.channels { try? await channel.close() }
         try? await metricsChannel?.close()
-        state.currentEngine?.shutdown()
+        state.currentModels?.shutdown()
         try? await group.shutdownGracefully()
         logger.notice("stopped")
     }
@@ -256,7 +265,7 @@ public final class SiftServer: Service, Sendable {
         let (metrics, state, options, logger) = (self.metrics, self.state, self.options, self.logger)
         let render: @Sendable () -> (serving: Bool, body: [UInt8]) = {
             let serving = state.isServing
-            return (serving, metrics.render(engine: state.currentEngine?.stats ?? EngineStats(), serving: serving,
+            return (serving, metrics.render(models: state.currentModels, serving: serving,
                                             bufferedRequestBytes: state.buffers.bytes))
         }
         return try await bind(.metrics, port: port, tls: nil, flag: "--metrics-port", refuse: HTTPRequestGuard.refuse) { channel in

@@ -67,6 +67,7 @@ struct RerankCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ServerConnectionOptions
     @Option(help: "The query.") var query: String
+    @Option(help: "Model to ask for, by name or alias (default: the server's default model).") var model: String?
     @Option(help: "Task instruction (default: the model card's web-search instruction).") var instruction: String?
     @Option(help: "Maximum tokens per (query, document) pair (default: the server's).") var maxLength: Int?
     @Option(help: "Cut each document to this many tokens.") var maxTokensPerDocument: Int?
@@ -80,7 +81,7 @@ struct RerankCommand: AsyncParsableCommand {
             let texts = try JSONLinesInput.readTexts(input)
             let client = try connection.makeClient()
             defer { Task { await client.close() } }
-            let response = try await client.rerank(query: query, documents: texts, instruction: instruction,
+            let response = try await client.rerank(query: query, documents: texts, model: model, instruction: instruction,
                                                    maxTokensPerDocument: maxTokensPerDocument, maxLength: maxLength,
                                                    inputOrder: true, timeout: timeout.map { .milliseconds(Int($0 * 1000)) },
                                                    chunkLongDocuments: chunkLongDocuments, chunkOverlapTokens: chunkOverlapTokens)

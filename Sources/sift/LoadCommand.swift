@@ -19,6 +19,9 @@ struct LoadCommand: AsyncParsableCommand {
               w3: one call of 4 documents of ~4000 tokens
             Without --workload: --documents passages per call, --concurrency callers (or --rate calls/s),
             until --requests calls or --duration seconds.
+            --zipf S draws each call's query from a Zipf(S) law over the queries (the first most often)
+            and gives each query a fixed set of documents, as head queries recur in search traffic: the
+            score cache's workload (e.g. --workload w2 --zipf 1.1).
             """)
 
     @OptionGroup var connection: ServerConnectionOptions
@@ -33,6 +36,10 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Stop after this many seconds.") var duration: Double = 30
     @Option(help: "Per-call deadline in seconds (0: none).") var timeout: Double = 0
     @Option(help: "Use only the first N queries (repeats exercise the prefix cache; 0: all).") var distinctQueries: Int = 0
+    @Option(help: "Query mix: Zipf law of this exponent over the queries, each with fixed documents (e.g. 1.1; default: queries in turn).")
+    var zipf: Double?
+    @Option(help: "Seed of the --zipf draws (the same seed sends the same calls).") var seed: UInt64 = 1
+    @Option(help: "Model to ask for, by name or alias (default: the server's default model).") var model: String?
     @Flag(help: "Print one JSON object instead of the table.") var json = false
     @Option(help: "Also write a self-contained HTML page: latency percentile curve, throughput and errors over time, the run's parameters.")
     var report: String?
@@ -61,6 +68,7 @@ struct LoadCommand: AsyncParsableCommand {
         }
         guard shape.documentsPerCall >= 0, shape.concurrency >= 1 else { throw CLIError("--documents ≥ 0 and --concurrency ≥ 1") }
         if let rate, !(rate > 0) { throw CLIError("--rate must be positive") }
+        if let zipf, !(zipf > 0 && zipf < 100) { throw CLIError("--zipf must be a positive exponent (e.g. 1.1)") }
         let texts = try loadCorpus(corpus)
         var qs = try loadCorpus(queries)
         if distinctQueries > 0 { qs = Array(qs.prefix(distinctQueries)) }
@@ -72,7 +80,8 @@ struct LoadCommand: AsyncParsableCommand {
             pool = try await longDocuments(texts, client: client, tokens: 4000, count: shape.documentsPerCall)
         }
         let plan = Plan(texts: pool, queries: qs, shape: shape, long: shape.longDocuments,
-                        timeout: timeout > 0 ? .milliseconds(Int(timeout * 1000)) : nil)
+                        timeout: timeout > 0 ? .milliseconds(Int(timeout * 1000)) : nil,
+                        mix: zipf.map { QueryMix.zipf(exponent: $0, queries: qs.count, seed: seed) } ?? .inTurn, model: model)
         let limit = shape.requests ?? Int.max
         let stopAt = ContinuousClock.now + .milliseconds(Int(duration * 1000))
         let started = ContinuousClock.now
@@ -111,7 +120,8 @@ struct LoadCommand: AsyncParsableCommand {
         progress?.cancel()
         await progress?.value
         await client.close()
-        let mode = rate.map { String(format: "open loop %.1f calls/s", $0) } ?? "closed loop, \(shape.concurrency) callers"
+        var mode = rate.map { String(format: "open loop %.1f calls/s", $0) } ?? "closed loop, \(shape.concurrency) callers"
+        if let zipf { mode += String(format: ", Zipf(%g) queries", zipf) }
         let summary = await recorder.report(wall: wall, mode: mode, documentsPerCall: shape.documentsPerCall)
         print(json ? summary.json : summary.table)
         if let report {
@@ -122,6 +132,8 @@ struct LoadCommand: AsyncParsableCommand {
                 "calls": shape.requests.map(String.init) ?? "until the duration", "duration limit": "\(duration) s",
                 "per-call deadline": timeout > 0 ? "\(timeout) s" : "none",
                 "distinct queries": distinctQueries > 0 ? "\(distinctQueries)" : "all \(qs.count)",
+                "query mix": zipf.map { "Zipf(\($0)), fixed documents per query, seed \(seed)" } ?? "in turn",
+                "model": model ?? "the server's default",
                 "routing": "\(connection.routing)", "sift version": SiftVersion.current,
                 "started": ISO8601DateFormatter().string(from: Date(timeIntervalSinceNow: -wall.seconds)),
             ]
@@ -143,7 +155,7 @@ struct LoadCommand: AsyncParsableCommand {
         for _ in 0..<count {
             var doc = ""
             while true {
-                let n = try await client.tokenize([doc]).first?.count ?? 0
+                let n = try await client.tokenize([doc], model: model).first?.count ?? 0
                 if n >= tokens { break }
                 doc += texts[cursor % texts.count] + "\n\n"
                 cursor += 1
@@ -154,6 +166,46 @@ struct LoadCommand: AsyncParsableCommand {
     }
 }
 
+/// Which query call n sends.
+enum QueryMix: Sendable {
+    /// Query n mod count, documents moving through the corpus.
+    case inTurn
+    /// Query k (0-based) with probability ∝ 1/(k+1)^s, drawn per call from a seeded hash of n
+    /// (no shared state, the same for every run with the seed); each query has fixed documents.
+    case zipf(cumulative: [Double], seed: UInt64)
+
+    static func zipf(exponent s: Double, queries: Int, seed: UInt64) -> QueryMix {
+        var sum = 0.0
+        var cumulative: [Double] = []
+        for k in 1...max(1, queries) {
+            sum += 1 / pow(Double(k), s)
+            cumulative.append(sum)
+        }
+        return .zipf(cumulative: cumulative.map { $0 / sum }, seed: seed)
+    }
+
+    /// Call n's query index.
+    func query(_ n: Int, of count: Int) -> Int {
+        switch self {
+        case .inTurn:
+            return n % count
+        case .zipf(let cumulative, let seed):
+            // splitmix64 of (seed, n): a uniform draw in [0, 1).
+            var z = seed &+ UInt64(n) &* 0x9E37_79B9_7F4A_7C15
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            let u = Double(z >> 11) / Double(1 << 53)
+            var lo = 0, hi = cumulative.count - 1
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if cumulative[mid] > u { hi = mid } else { lo = mid + 1 }
+            }
+            return lo
+        }
+    }
+}
+
 /// What call n sends.
 struct Plan: Sendable {
     let texts: [String]
@@ -161,15 +213,26 @@ struct Plan: Sendable {
     let shape: LoadCommand.Shape
     let long: Bool
     let timeout: Duration?
+    var mix: QueryMix = .inTurn
+    var model: String?
+
+    /// Call n's query and documents.
+    func call(_ n: Int) -> (query: String, documents: [String]) {
+        let q = mix.query(n, of: queries.count)
+        if long { return (queries[q], Array(texts.prefix(shape.documentsPerCall))) }
+        // In turn: documents move through the corpus; Zipf: each query keeps its own.
+        let first = if case .zipf = mix { q * shape.documentsPerCall } else { n * shape.documentsPerCall }
+        return (queries[q], (0..<shape.documentsPerCall).map { texts[(first + $0) % texts.count] })
+    }
 
     func send(_ n: Int, client: SiftClient, scheduled: ContinuousClock.Instant, into recorder: Recorder) async {
-        let docs = long ? Array(texts.prefix(shape.documentsPerCall))
-            : (0..<shape.documentsPerCall).map { texts[(n * shape.documentsPerCall + $0) % texts.count] }
+        let (query, docs) = call(n)
         do {
-            let r = try await client.rerank(query: queries[n % queries.count], documents: docs,
+            let r = try await client.rerank(query: query, documents: docs, model: model,
                                             maxTokensPerDocument: shape.maxTokens > 0 ? shape.maxTokens : nil, timeout: timeout)
             await recorder.ok(ContinuousClock.now - scheduled, documents: docs.count,
-                              prefix: Int(r.usage.prefixTokens), cached: Int(r.usage.prefixTokensCached))
+                              prefix: Int(r.usage.prefixTokens), cached: Int(r.usage.prefixTokensCached),
+                              cachedDocuments: Int(r.usage.cachedDocuments))
         } catch let status as Wire.Status {
             await recorder.failed(status.code, after: ContinuousClock.now - scheduled)
         } catch {
@@ -196,6 +259,7 @@ actor Recorder {
     private var documents = 0
     private var prefixTokens = 0
     private var cachedTokens = 0
+    private var cachedDocuments = 0
     private var errors: [Wire.Code: Int] = [:]
 
     /// How long failed calls took to fail (refusals should be quick).
@@ -231,7 +295,8 @@ actor Recorder {
         return UInt64(max(0, s * 1_000_000 + atto / 1_000_000_000_000))
     }
 
-    func ok(_ latency: Duration, documents: Int, prefix: Int, cached: Int) {
+    func ok(_ latency: Duration, documents: Int, prefix: Int, cached: Int, cachedDocuments: Int = 0) {
+        self.cachedDocuments += cachedDocuments
         _ = histogram.record(Self.microseconds(latency))
         okCount += 1
         self.documents += documents
@@ -259,6 +324,7 @@ actor Recorder {
         let fms: (Double) -> Double = { Double(self.failureHistogram.valueAtPercentile($0)) / 1000 }
         let failed = errors.values.reduce(0, +)
         let hitRatio = prefixTokens > 0 ? Double(cachedTokens) / Double(prefixTokens) : 0
+        let scoreHitRatio = documents > 0 ? Double(cachedDocuments) / Double(documents) : 0
         let errorText = errors.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.name) \($0.value)" }.joined(separator: ", ")
         let table = """
             \(mode), \(documentsPerCall) documents per call, \(String(format: "%.1f", seconds)) s
@@ -266,6 +332,7 @@ actor Recorder {
             throughput   \(String(format: "%.2f", Double(okCount) / seconds)) calls/s, \(String(format: "%.2f", Double(documents) / seconds)) docs/s
             latency ms   p50 \(String(format: "%.1f", ms(50)))  p90 \(String(format: "%.1f", ms(90)))  p99 \(String(format: "%.1f", ms(99)))  p99.9 \(String(format: "%.1f", ms(99.9)))  max \(String(format: "%.1f", Double(histogram.max) / 1000))
             prefix cache \(String(format: "%.1f", hitRatio * 100))% of prefix tokens served from cache
+            score cache  \(String(format: "%.1f", scoreHitRatio * 100))% of documents answered from cache
             """ + (failed == 0 ? "" : """
 
             failed in ms p50 \(String(format: "%.1f", fms(50)))  p99 \(String(format: "%.1f", fms(99)))  max \(String(format: "%.1f", Double(failureHistogram.max) / 1000))
@@ -275,7 +342,7 @@ actor Recorder {
             {"mode":"\(mode)","seconds":\(seconds),"ok":\(okCount),"failed":\(failed),"errors":{\(errorJSON)},\
             "calls_per_second":\(Double(okCount) / seconds),"docs_per_second":\(Double(documents) / seconds),\
             "latency_ms":{"p50":\(ms(50)),"p90":\(ms(90)),"p99":\(ms(99)),"p99.9":\(ms(99.9)),"max":\(Double(histogram.max) / 1000)},\
-            "prefix_cache_hit_ratio":\(hitRatio),\
+            "prefix_cache_hit_ratio":\(hitRatio),"score_cache_hit_ratio":\(scoreHitRatio),\
             "failed_latency_ms":{"p50":\(fms(50)),"p99":\(fms(99)),"max":\(Double(failureHistogram.max) / 1000)}}
             """
         return Report(ok: okCount, table: table, json: json)

@@ -16,13 +16,24 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve a Qwen3-Reranker: binary RPC (docs/PROTOCOL.md), optional HTTP/JSON API and Prometheus metrics.",
         discussion: """
-            Listens at once; Health reports NOT_SERVING until the model is loaded. SIGTERM or SIGINT
+            Listens at once; Health reports NOT_SERVING until the models are loaded. SIGTERM or SIGINT
             drains: no new connections or calls, Health NOT_SERVING, calls in flight finish (up to
             --drain-timeout), then exit 0.
+
+            Several models: repeat --model NAME=SOURCE (the first is the default, for calls that name
+            none); calls choose one with the request's `model` field, by name or --model-alias. Each
+            model has its own scheduler, KV memory (--kv-budget-mb is split evenly) and prefix cache;
+            all share the --threads worker threads, taking turns, and one score cache.
             """)
 
-    @Option(help: "Model: a Hugging Face name (Qwen/Qwen3-Reranker-0.6B: from the HF cache, else downloaded), a model folder, or a .sift file.")
-    var model: String
+    @Option(help: ArgumentHelp("Model to serve: [NAME=]SOURCE, SOURCE a Hugging Face name (Qwen/Qwen3-Reranker-0.6B: from the HF cache, else downloaded), a model folder, or a .sift file; NAME defaults to the hub name or file name. Repeat to serve several; the first is the default.",
+                               valueName: "[name=]source"))
+    var model: [String] = []
+    @Option(help: ArgumentHelp("Another name for a served model, e.g. rerank-v3.5=qwen3-0.6b for clients that send a name of their own; ALIAS '*' catches every name not served. Repeatable.",
+                               valueName: "alias=name"))
+    var modelAlias: [String] = []
+    @Option(help: "Exact score cache in MiB, shared by the models (0: off): a document scored before with the same model, instruction, query and options is answered without compute, with the same bits.")
+    var scoreCacheMb: Int = 128
     @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
     @Option(help: "RPC port (0: any free port; the log says which).") var port: Int = 7700
     @Option(help: "Prometheus metrics port, serving /metrics and /health (off unless set).") var metricsPort: Int?
@@ -78,6 +89,8 @@ struct ServeCommand: AsyncParsableCommand {
         if let kvBudgetMb, kvBudgetMb < 1 { throw ValidationError("--kv-budget-mb must be at least 1") }
         if let maxRequestTokens, maxRequestTokens < 1 { throw ValidationError("--max-request-tokens must be at least 1") }
         if maxQueuedTokens < 1 { throw ValidationError("--max-queued-tokens must be at least 1") }
+        if scoreCacheMb < 0 { throw ValidationError("--score-cache-mb must not be negative") }
+        _ = try ModelSpec.parse(models: model, aliases: modelAlias)
     }
 
     func run() async throws {
@@ -103,8 +116,6 @@ struct ServeCommand: AsyncParsableCommand {
         options.maxBufferedBytes = maxBufferedMb << 20
         options.drainTimeout = .milliseconds(Int(drainTimeout * 1000))
         options.ioThreads = ioThreads
-        options.modelID = HubModelResolver.isRepoName(model) && !FileManager.default.fileExists(atPath: model)
-            ? model : URL(fileURLWithPath: model).lastPathComponent
         if let tlsCert, let tlsKey {
             options.tls = TLSFiles(certificatePath: tlsCert, keyPath: tlsKey, clientCAPath: tlsClientCa)
         }
@@ -127,21 +138,10 @@ struct ServeCommand: AsyncParsableCommand {
         engineOptions.maxDocuments = maxDocuments
         engineOptions.defaultMaxLength = maxLength
 
-        let loadOptions = engineOptions
-        let (model, precision, threads) = (self.model, self.precision, self.threads)
-        let server = SiftServer(options: options, logger: logger) {
-            let path = try await HubModelResolver(progress: { logger.notice("\($0)") }).resolve(model).path
-            let started = ContinuousClock.now
-            logger.notice("loading model", metadata: ["model": "\(path)", "precision": "\(precision)", "threads": "\(threads)"])
-            let reranker = try Reranker.load(path: path, precision: precision, threads: threads)
-            logger.notice("model loaded", metadata: ["seconds": "\(String(format: "%.1f", (ContinuousClock.now - started).seconds))",
-                                                     "layers": "\(reranker.model.config.layerCount)"])
-            let engine = SiftEngine(reranker: reranker, options: loadOptions)
-            logger.notice("KV budget", metadata: ["mib": "\(engine.kvBudgetBytes >> 20)",
-                                                  "tokens": "\(engine.kvBudgetBytes / max(1, engine.kvBytesPerToken))",
-                                                  "source": "\(loadOptions.kvBudgetBytes == nil ? "default (3/4 of the memory available after the model)" : "--kv-budget-mb")"])
-            return engine
-        }
+        let loader = ServedModelsLoader(specs: try ModelSpec.parse(models: model, aliases: modelAlias), precision: precision,
+                                        threads: threads, engineOptions: engineOptions, scoreCacheBytes: scoreCacheMb << 20,
+                                        logger: logger)
+        let server = SiftServer(options: options, logger: logger) { try await loader.load() }
         let group = ServiceGroup(configuration: .init(services: [.init(service: server)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint],
                                                       logger: logger))

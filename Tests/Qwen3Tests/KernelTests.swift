@@ -119,6 +119,8 @@ final class KernelTests: XCTestCase {
         }
         let whole = run(simd: 1, splits: [])
         XCTAssertEqual(whole.map(\.bitPattern), run(simd: 0, splits: []).map(\.bitPattern), "portable vs SIMD")
+        XCTAssertEqual(whole.map(\.bitPattern), run(simd: 2, splits: []).map(\.bitPattern), "AVX2 vs the best SIMD")
+        XCTAssertEqual(whole.map(\.bitPattern), run(simd: 2, splits: [3, 20]).map(\.bitPattern), "chunked AVX2")
         XCTAssertEqual(whole.map(\.bitPattern), run(simd: 1, splits: [1, 17, 30]).map(\.bitPattern), "chunked")
         XCTAssertEqual(whole.map(\.bitPattern), run(simd: 0, splits: [16, 32]).map(\.bitPattern), "chunked portable")
         // float64 reference.

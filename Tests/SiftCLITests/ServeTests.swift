@@ -202,6 +202,63 @@ final class ServeTests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("/nonexistent/folder does not exist"), bad.stderr)
     }
 
+    /// Two models behind one port: each call goes to the model it names (or the default), an
+    /// unknown name is NOT_FOUND naming the models, a repeated call is answered from the score
+    /// cache with the same bits, and a cached score never answers for the other model.
+    func testSeveralModelsAreRoutedByNameAndRepeatedCallsComeFromTheScoreCache() async throws {
+        let tiny = Fixtures.tinyModel.path
+        let server = try ServerProcess(["--model", "small=\(tiny)", "--model", "large=\(tiny)", "--model-alias", "rerank-v3.5=large",
+                                        "--threads", "2", "--metrics-port", "0", "--score-cache-mb", "1"])
+        defer { server.process.terminate() }
+        let port = try server.port
+        let log = try server.wait(for: "models loaded; serving")
+        XCTAssertTrue(log.contains("small (default), large (also: rerank-v3.5)"), log)
+        let metricsPort = Int(log.components(separatedBy: "metrics=http://127.0.0.1:")[1].prefix { $0.isNumber })!
+        let c = try await SiftConnection.connect(host: "127.0.0.1", port: port)
+        var id: UInt64 = 0
+        func rerank(_ model: String) async throws -> Wire.Body {
+            var request = Wire.RerankRequest(query: "What is the capital of China?",
+                                             documents: ["The capital of China is Beijing.", "Gravity pulls.", "Paris is in France."])
+            request.model = model
+            id += 1
+            return try await c.call(.rerankRequest(request))
+        }
+        guard case .rerankResponse(let first) = try await rerank("rerank-v3.5") else { return XCTFail("no answer") }
+        XCTAssertEqual(first.modelID, "large")
+        XCTAssertEqual(first.usage.cachedDocuments, 0)
+        guard case .rerankResponse(let again) = try await rerank("large") else { return XCTFail("no answer") }
+        XCTAssertEqual(again.usage.cachedDocuments, 3)
+        XCTAssertEqual(again.results.map(\.logit.bitPattern), first.results.map(\.logit.bitPattern))
+        XCTAssertEqual(again.usage.documentTokens, first.usage.documentTokens)
+        guard case .rerankResponse(let other) = try await rerank("") else { return XCTFail("no answer") }
+        XCTAssertEqual(other.modelID, "small")
+        XCTAssertEqual(other.usage.cachedDocuments, 0, "a score cached for one model answered for another")
+        do {
+            _ = try await rerank("rerank-english-v3.0")
+            XCTFail("an unknown model name was served")
+        } catch let missing as Wire.Status {
+            XCTAssertEqual(missing.code, .notFound)
+            XCTAssertTrue(missing.message.contains("small (default), large"), missing.message)
+        }
+        guard case .modelInfoResponse(let info) = try await c.call(.modelInfoRequest()) else { return XCTFail("no model info") }
+        XCTAssertEqual(info.models.map(\.name), ["small", "large"])
+        // The client command names a model too.
+        let input = Data(#"{"text": "Beijing."}"#.utf8)
+        let cli = try CLITests.run(["rerank", "--server", "127.0.0.1:\(port)", "--model", "large", "--query", "q", "-"], stdin: input)
+        XCTAssertEqual(cli.status, 0, cli.stderr)
+        let refused = try CLITests.run(["rerank", "--server", "127.0.0.1:\(port)", "--model", "nope", "--query", "q", "-"], stdin: input)
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stderr.contains("NOT_FOUND"), refused.stderr)
+        let metrics = try String(contentsOf: URL(string: "http://127.0.0.1:\(metricsPort)/metrics")!, encoding: .utf8)
+        for expected in [#"sift_documents_total{model="large"} 7"#, #"sift_documents_total{model="small"} 3"#,
+                         #"sift_cached_documents_total{model="large"} 3"#, #"sift_score_cache_budget_bytes 1048576"#,
+                         #"sift_requests_total{method="rerank",code="NOT_FOUND",model=""} 2"#] {
+            XCTAssertTrue(metrics.contains(expected), "\(expected) missing:\n\(metrics)")
+        }
+        XCTAssertTrue(metrics.contains(#"sift_engine_steps{model="small"}"#), metrics)
+        XCTAssertTrue(server.text.contains("model=large"), server.text)
+    }
+
     func testBadFlagsAndModelsFailWithOneLine() throws {
         var r = try CLITests.run(["serve", "--model", "/nonexistent", "--port", "0"])
         XCTAssertEqual(r.status, 1)
@@ -214,5 +271,12 @@ final class ServeTests: XCTestCase {
         r = try CLITests.run(["serve", "--model", Fixtures.tinyModel.path, "--port", "0", "--api-key-file", keys.path])
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.stderr.contains("holds no key"), r.stderr)
+        let tiny = Fixtures.tinyModel.path
+        r = try CLITests.run(["serve", "--model", "a=\(tiny)", "--model-alias", "rerank-v3.5=b", "--port", "0"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("no model is named b; the models are a"), r.stderr)
+        r = try CLITests.run(["serve", "--model", "a=\(tiny)", "--model", "A=\(tiny)", "--port", "0"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("is given to both"), r.stderr)
     }
 }

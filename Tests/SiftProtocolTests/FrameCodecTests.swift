@@ -10,24 +10,30 @@ final class FrameCodecTests: XCTestCase {
 
     func testEveryMessageRoundTrips() throws {
         let meta = [Wire.MetadataEntry("authorization", "Bearer k"), Wire.MetadataEntry("x-trace", "é✓")]
-        try roundTrip(Wire.Frame(requestID: 7, metadata: meta, body: .rerankRequest(Wire.RerankRequest(
+        var rerank = Wire.RerankRequest(
             query: "what is 日本?", instruction: "Find code", documents: ["a", "", "ünï", String(repeating: "x", count: 10_000)],
             topN: 3, returnDocuments: true, maxTokensPerDocument: 100, maxLength: 2048, inputOrder: true,
-            timeoutMs: 1500, priority: -2, stream: true))))
+            timeoutMs: 1500, priority: -2, stream: true)
+        rerank.model = "rerank-v3.5"
+        try roundTrip(Wire.Frame(requestID: 7, metadata: meta, body: .rerankRequest(rerank)))
         let results = [Wire.RerankResult(index: 2, relevanceScore: 0.75, logit: 1.0986, tokens: 12, truncated: true, document: "doc"),
                        Wire.RerankResult(index: 0, relevanceScore: 0.1, logit: -2.19, tokens: 0, truncated: false)]
         try roundTrip(Wire.Frame(requestID: .max, body: .rerankResponse(Wire.RerankResponse(
-            results: results, usage: Wire.Usage(prefixTokens: 60, prefixTokensCached: 48, documentTokens: 1 << 40,
-                                                truncatedDocuments: 1, documents: 2),
+            results: results, usage: { var u = Wire.Usage(prefixTokens: 60, prefixTokensCached: 48, documentTokens: 1 << 40,
+                                                          truncatedDocuments: 1, documents: 2); u.cachedDocuments = 1; return u }(),
             timings: Wire.Timings(queuedMs: 1.5, computeMs: 250.25), modelID: "qwen3-reranker-0.6b"))))
         try roundTrip(Wire.Frame(requestID: 1, body: .rerankPartial(results.map { var r = $0; r.document = nil; return r })))
-        try roundTrip(Wire.Frame(requestID: 2, body: .tokenizeRequest(Wire.TokenizeRequest(texts: ["a b", ""], returnIDs: true))))
+        try roundTrip(Wire.Frame(requestID: 2, body: .tokenizeRequest(Wire.TokenizeRequest(texts: ["a b", ""], returnIDs: true, model: "large"))))
         try roundTrip(Wire.Frame(requestID: 2, body: .tokenizeResponse([Wire.TokenizedText(count: 2, ids: [64, 293]),
                                                                          Wire.TokenizedText(count: 0)])))
-        try roundTrip(Wire.Frame(requestID: 3, body: .modelInfoRequest))
+        try roundTrip(Wire.Frame(requestID: 3, body: .modelInfoRequest()))
+        try roundTrip(Wire.Frame(requestID: 3, body: .modelInfoRequest(model: "qwen3-4b")))
         var info = Wire.ModelInfo()
         info.modelID = "m"; info.quantization = "int8"; info.hiddenSize = 1024; info.layers = 28; info.maxLength = 40960
         info.protocolVersion = 1; info.defaultInstruction = "Given a web search query"
+        var small = Wire.ServedModel(name: "m")
+        small.aliases = ["rerank-v3.5", "*"]; small.quantization = "int8"; small.layers = 28; small.isDefault = true
+        info.models = [small, Wire.ServedModel(name: "large")]
         try roundTrip(Wire.Frame(requestID: 3, body: .modelInfoResponse(info)))
         try roundTrip(Wire.Frame(requestID: 4, body: .healthRequest))
         try roundTrip(Wire.Frame(requestID: 4, body: .healthResponse(Wire.Health(status: .notServing, activeRequests: 3, queuedTokens: 99))))

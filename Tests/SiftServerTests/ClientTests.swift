@@ -74,12 +74,12 @@ final class ClientTests: XCTestCase {
         logger.logLevel = .critical
         let server = SiftServer(options: options, logger: logger) {
             try await Task.sleep(for: .milliseconds(400))
-            return SiftEngine(reranker: TestServer.reranker)
+            return ServedModels.single(SiftEngine(reranker: TestServer.reranker), name: "tiny")
         }
         try await server.start()
         let c = try client([server]) { $0.maxAttempts = 20 }
         guard case .notServing = try await c.health().status else { return XCTFail("serving before the model loaded") }
-        let loading = Task { try await server.loadEngineIfNeeded() }
+        let loading = Task { try await server.loadModelsIfNeeded() }
         let r = try await c.rerank(query: "q", documents: ["d"])  // UNAVAILABLE at first, retried
         XCTAssertEqual(r.results.count, 1)
         try await loading.value

@@ -8,9 +8,12 @@ import SiftProtocol
 @testable import SiftServer
 import XCTest
 
-/// A `RerankService` without a model: a document's logit is its length in characters, so every
-/// answer can be checked; the query "block" waits until cancelled, "busy" fails as a full queue.
+/// A `RerankService` without a model: a document's logit is its length in characters times
+/// `scale` (so two fakes give different answers), so every answer can be checked; the query
+/// "block" waits until cancelled, "busy" fails as a full queue.
 final class FakeService: RerankService, Sendable {
+    let scale: Float
+    init(scale: Float = 1) { self.scale = scale }
     let requests = Locked<[RerankRequest]>([])
     let cancelled = Locked(0)
     let options = EngineOptions()
@@ -27,7 +30,7 @@ final class FakeService: RerankService, Sendable {
             throw EngineError(.resourceExhausted, "fake queue full: retry later")
         default:
             let scores = request.documents.enumerated().map { i, d in
-                let logit = Float(d.count)
+                let logit = Float(d.count) * scale
                 return DocumentScore(index: i, logit: logit, probability: 1 / (1 + exp(-logit)), tokens: d.count, truncated: false)
             }
             let ranked = scores.sorted { ($0.logit, -$0.index) > ($1.logit, -$1.index) }.prefix(request.topN ?? scores.count)
@@ -48,15 +51,20 @@ final class HandlerTests: XCTestCase {
     struct Fixture {
         let channel = NIOAsyncTestingChannel()
         let service = FakeService()
+        /// The second model of `twoModels` fixtures ("large", alias "rerank-v3.5"): logits ×10.
+        let large = FakeService(scale: 10)
         let state: ServerState
         let metrics = ServerMetrics()
 
-        init(http: Bool, _ configure: (inout ServerOptions) -> Void = { _ in }) async throws {
+        init(http: Bool, twoModels: Bool = false, _ configure: (inout ServerOptions) -> Void = { _ in }) async throws {
             var options = ServerOptions()
             options.modelID = "fake"
             configure(&options)
             state = ServerState(options: options)
-            state.engine.withLock { $0 = service }
+            let models = twoModels
+                ? try ServedModels([.init(name: "fake", service: service), .init(name: "large", aliases: ["rerank-v3.5"], service: large)])
+                : ServedModels.single(service, name: options.modelID)
+            state.models.withLock { $0 = models }
             let (channel, state, metrics) = (self.channel, self.state, self.metrics)
             let logger = Logger(label: "handler-test", factory: { _ in SwiftLogNoOpLogHandler() })
             try await channel.eventLoop.submit {
@@ -107,7 +115,7 @@ final class HandlerTests: XCTestCase {
             for _ in 0..<200 where state.inFlight.load(ordering: .relaxed) != 0 { try await Task.sleep(for: .milliseconds(5)) }
         }
 
-        func metricsText() -> String { String(decoding: metrics.render(engine: EngineStats(), serving: true), as: UTF8.self) }
+        func metricsText() -> String { String(decoding: metrics.render(models: state.currentModels, serving: true), as: UTF8.self) }
     }
 
     func testARerankCallIsAnsweredCountedAndLeavesNothingInFlight() async throws {
@@ -128,8 +136,8 @@ final class HandlerTests: XCTestCase {
         try await f.settled()
         XCTAssertEqual(f.state.inFlight.load(ordering: .relaxed), 0)
         let text = f.metricsText()
-        XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="OK"} 1"#), text)
-        XCTAssertTrue(text.contains("sift_documents_total 3"), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="OK",model="fake"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_documents_total{model="fake"} 3"#), text)
         XCTAssertTrue(text.contains("sift_inflight_requests 0"), text)
     }
 
@@ -141,11 +149,11 @@ final class HandlerTests: XCTestCase {
         guard case .status(let busy) = answer.body else { return XCTFail("\(answer)") }
         XCTAssertEqual(busy.code, .resourceExhausted)
         XCTAssertTrue(busy.message.contains("fake queue full"), busy.message)
-        try await f.send(Wire.Frame(requestID: 0, body: .modelInfoRequest))
+        try await f.send(Wire.Frame(requestID: 0, body: .modelInfoRequest()))
         answer = try await f.receive()
         guard case .status(let reserved) = answer.body else { return XCTFail("\(answer)") }
         XCTAssertEqual(reserved.code, .invalidArgument)
-        try await f.send(Wire.Frame(requestID: 2, body: .modelInfoRequest))
+        try await f.send(Wire.Frame(requestID: 2, body: .modelInfoRequest()))
         answer = try await f.receive()
         guard case .modelInfoResponse(let info) = answer.body else { return XCTFail("\(answer)") }
         XCTAssertEqual(info.quantization, "int8")
@@ -155,8 +163,8 @@ final class HandlerTests: XCTestCase {
         guard case .tokenizeResponse(let texts) = answer.body else { return XCTFail("\(answer)") }
         XCTAssertEqual(texts.first?.ids, [97, 98, 99])
         let text = f.metricsText()
-        XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="RESOURCE_EXHAUSTED"} 1"#), text)
-        XCTAssertTrue(text.contains(#"sift_requests_total{method="model_info",code="INVALID_ARGUMENT"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="RESOURCE_EXHAUSTED",model="fake"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="model_info",code="INVALID_ARGUMENT",model=""} 1"#), text)
     }
 
     func testCancelFrameAndDisconnectStopTheWork() async throws {
@@ -201,9 +209,82 @@ final class HandlerTests: XCTestCase {
         XCTAssertEqual(refused.status, 429, refused.body)
         try await f.settled()
         let text = f.metricsText()
-        XCTAssertTrue(text.contains(#"sift_requests_total{method="http_rerank",code="OK"} 1"#), text)
-        XCTAssertTrue(text.contains(#"sift_requests_total{method="http_rerank",code="RESOURCE_EXHAUSTED"} 1"#), text)
-        XCTAssertTrue(text.contains("sift_documents_total 2"), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="http_rerank",code="OK",model="fake"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="http_rerank",code="RESOURCE_EXHAUSTED",model="fake"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_documents_total{model="fake"} 2"#), text)
         XCTAssertEqual(f.state.inFlight.load(ordering: .relaxed), 0)
+    }
+
+    func testTheModelFieldRoutesEachCallAndAnUnknownNameIsNotFound() async throws {
+        let f = try await Fixture(http: false, twoModels: true)
+        func rerank(_ id: UInt64, model: String) async throws -> Wire.Body {
+            var request = Wire.RerankRequest(query: "q", documents: ["aa", "a"])
+            request.model = model
+            try await f.send(Wire.Frame(requestID: id, body: .rerankRequest(request)))
+            return try await f.receive().body
+        }
+        // No name: the default; a name or an alias, in any case: that model.
+        for (id, name, served, logit) in [(1, "", "fake", 2), (2, "large", "large", 20), (3, "RERANK-v3.5", "large", 20)] as [(UInt64, String, String, Float)] {
+            guard case .rerankResponse(let r) = try await rerank(id, model: name) else { return XCTFail("no answer for \(name)") }
+            XCTAssertEqual(r.modelID, served)
+            XCTAssertEqual(r.results.first?.logit, logit)
+        }
+        guard case .status(let missing) = try await rerank(4, model: "rerank-english-v3.0") else { return XCTFail("not refused") }
+        XCTAssertEqual(missing.code, .notFound)
+        XCTAssertTrue(missing.message.contains("fake (default), large (also: rerank-v3.5)"), missing.message)
+        XCTAssertEqual(f.service.requests.withLock { $0.count }, 1)
+        XCTAssertEqual(f.large.requests.withLock { $0.count }, 2)
+        // Model info describes the model asked for and lists them all.
+        try await f.send(Wire.Frame(requestID: 5, body: .modelInfoRequest(model: "rerank-v3.5")))
+        guard case .modelInfoResponse(let info) = try await f.receive().body else { return XCTFail("no model info") }
+        XCTAssertEqual(info.modelID, "large")
+        XCTAssertEqual(info.models.map(\.name), ["fake", "large"])
+        XCTAssertEqual(info.models.map(\.isDefault), [true, false])
+        XCTAssertEqual(info.models[1].aliases, ["rerank-v3.5"])
+        var tokenize = Wire.TokenizeRequest(texts: ["a"], model: "nope")
+        try await f.send(Wire.Frame(requestID: 6, body: .tokenizeRequest(tokenize)))
+        guard case .status(let noTokenizer) = try await f.receive().body else { return XCTFail("tokenize not refused") }
+        XCTAssertEqual(noTokenizer.code, .notFound)
+        tokenize.model = "large"
+        try await f.send(Wire.Frame(requestID: 7, body: .tokenizeRequest(tokenize)))
+        guard case .tokenizeResponse = try await f.receive().body else { return XCTFail("tokenize refused") }
+        try await f.settled()
+        // Counted per model; an unknown name is no label of its own.
+        let text = f.metricsText()
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="OK",model="large"} 2"#), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="OK",model="fake"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="NOT_FOUND",model=""} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_documents_total{model="large"} 4"#), text)
+        XCTAssertFalse(text.contains("rerank-english"), text)
+    }
+
+    func testHTTPRoutesByTheModelFieldAndAnswers404ForAnUnknownOne() async throws {
+        let f = try await Fixture(http: true, twoModels: true)
+        func post(_ path: String, _ body: String) async throws -> (status: Int, body: String) {
+            try await f.channel.writeInbound(ByteBuffer(string: "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+            return try await f.receiveHTTP()
+        }
+        let cohere = try await post("/v2/rerank", #"{"model":"rerank-v3.5","query":"q","documents":["aa","a"]}"#)
+        XCTAssertEqual(cohere.status, 200, cohere.body)
+        let json = try JSONSerialization.jsonObject(with: Data(cohere.body.utf8)) as! [String: Any]
+        XCTAssertEqual(json["model"] as? String, "rerank-v3.5")  // the name the client sent
+        XCTAssertEqual((json["results"] as! [[String: Any]]).first?["relevance_score"] as? Double, 1)
+        XCTAssertEqual(f.large.requests.withLock { $0.count }, 1)
+        let unknown = try await post("/v1/rerank", #"{"model":"rerank-english-v3.0","query":"q","documents":["a"]}"#)
+        XCTAssertEqual(unknown.status, 404, unknown.body)
+        XCTAssertTrue(unknown.body.contains("fake (default), large (also: rerank-v3.5)"), unknown.body)
+        let tei = try await post("/rerank", #"{"query":"q","texts":["a"],"model":"nope"}"#)
+        XCTAssertEqual(tei.status, 404, tei.body)
+        let teiDefault = try await post("/rerank", #"{"query":"q","texts":["a"],"raw_scores":true}"#)
+        XCTAssertEqual(teiDefault.status, 200, teiDefault.body)
+        XCTAssertEqual(f.service.requests.withLock { $0.count }, 1)
+    }
+
+    func testACatchAllAliasTakesEveryUnservedName() throws {
+        let models = try ServedModels([.init(name: "a", service: FakeService()), .init(name: "b", aliases: ["*"], service: FakeService())])
+        XCTAssertEqual(try models.resolve("anything").name, "b")
+        XCTAssertEqual(try models.resolve("A").name, "a")
+        XCTAssertEqual(try models.resolve("").name, "a")
+        XCTAssertThrowsError(try ServedModels([.init(name: "a", service: FakeService()), .init(name: "b", aliases: ["A"], service: FakeService())]))
     }
 }

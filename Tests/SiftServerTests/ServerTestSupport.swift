@@ -20,8 +20,10 @@ enum TestServer {
         return Reranker(tokenizer: tokenizer, model: model, yesID: 9693, noID: 2152)
     }()
 
+    /// `aliases`: other names of the model (as `sift serve --model-alias`).
     static func start(_ configure: (inout ServerOptions) -> Void = { _ in },
-                      engine configureEngine: (inout EngineOptions) -> Void = { _ in }) async throws -> SiftServer {
+                      engine configureEngine: (inout EngineOptions) -> Void = { _ in },
+                      aliases: [String] = []) async throws -> SiftServer {
         var options = ServerOptions()
         options.port = 0
         options.metricsPort = 0
@@ -31,7 +33,9 @@ enum TestServer {
         configureEngine(&engineOptions)
         var logger = Logger(label: "sift-test")
         logger.logLevel = ProcessInfo.processInfo.environment["SIFT_TEST_LOG"] != nil ? .debug : .critical
-        let server = SiftServer(engine: SiftEngine(reranker: reranker, options: engineOptions), options: options, logger: logger)
+        let models = try ServedModels([.init(name: options.modelID, aliases: aliases,
+                                             service: SiftEngine(reranker: reranker, options: engineOptions))])
+        let server = SiftServer(models: models, options: options, logger: logger)
         try await server.start()
         return server
     }

@@ -69,6 +69,8 @@ class Usage:
     truncated_documents: int
     documents: int
     input_tokens: int = 0
+    cached_documents: int = 0
+    """Documents answered from the server's score cache (same bits, no compute)."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,21 @@ class TokenizedText:
 
 
 @dataclass(frozen=True)
+class ServedModel:
+    """One model a server serves, and the names that reach it."""
+    name: str
+    aliases: List[str]
+    quantization: str
+    hidden_size: int
+    layers: int
+    max_length: int
+    is_default: bool
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     model_id: str
+    """The model described (the one asked for, else the default)."""
     quantization: str
     """"int8" or "fp32"."""
     hidden_size: int
@@ -106,6 +121,8 @@ class ModelInfo:
     server_version: str
     protocol_version: int
     default_instruction: str
+    models: List[ServedModel] = field(default_factory=list)
+    """Every model the server serves, the default first."""
 
 
 @dataclass(frozen=True)
@@ -130,13 +147,14 @@ def encode(frame: pb.Frame) -> bytes:
 def rerank_request(query: str, documents: List[str], instruction: Optional[str], top_n: Optional[int],
                    return_documents: bool, max_tokens_per_document: Optional[int], max_length: Optional[int],
                    input_order: bool, timeout: Optional[float], priority: int, stream: bool,
-                   chunk_long_documents: bool = False, chunk_overlap_tokens: Optional[int] = None) -> pb.RerankRequest:
+                   chunk_long_documents: bool = False, chunk_overlap_tokens: Optional[int] = None,
+                   model: Optional[str] = None) -> pb.RerankRequest:
     request = pb.RerankRequest(
         query=query, documents=list(documents), top_n=top_n or 0,
         return_documents=return_documents, max_tokens_per_document=max_tokens_per_document or 0,
         max_length=max_length or 0, input_order=input_order,
         timeout_ms=max(1, int(timeout * 1000)) if timeout else 0, priority=priority, stream=stream,
-        chunk_long_documents=chunk_long_documents, chunk_overlap_tokens=chunk_overlap_tokens or 0)
+        chunk_long_documents=chunk_long_documents, chunk_overlap_tokens=chunk_overlap_tokens or 0, model=model or "")
     if instruction is not None:
         request.instruction = instruction  # set, even to "": used as given; unset: the default
     return request
@@ -147,7 +165,10 @@ def tokenized(r: pb.TokenizeResponse) -> List[TokenizedText]:
 
 
 def model_info(m: pb.ModelInfoResponse) -> ModelInfo:
-    return ModelInfo(**{f: getattr(m, f) for f in ModelInfo.__dataclass_fields__})
+    fields = {f: getattr(m, f) for f in ModelInfo.__dataclass_fields__ if f != "models"}
+    served = [ServedModel(**{f: (list(getattr(s, f)) if f == "aliases" else getattr(s, f)) for f in ServedModel.__dataclass_fields__})
+              for s in m.models]
+    return ModelInfo(**fields, models=served)
 
 
 def health(h: pb.HealthResponse) -> Health:
@@ -166,7 +187,7 @@ def rerank_response(r: pb.RerankResponse) -> RerankResponse:
     return RerankResponse(
         results=[result(x) for x in r.results],
         usage=Usage(u.prefix_tokens, u.prefix_tokens_cached, u.document_tokens, u.truncated_documents, u.documents,
-                    u.input_tokens),
+                    u.input_tokens, u.cached_documents),
         queued_ms=r.timings.queued_ms, compute_ms=r.timings.compute_ms, model_id=r.model_id)
 
 

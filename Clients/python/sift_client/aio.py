@@ -44,7 +44,7 @@ class AsyncClient:
 
     # -- calls ---------------------------------------------------------------------------------
 
-    async def rerank(self, query: str, documents: List[str], *, instruction: Optional[str] = None,
+    async def rerank(self, query: str, documents: List[str], *, model: Optional[str] = None, instruction: Optional[str] = None,
                      top_n: Optional[int] = None, return_documents: bool = False,
                      max_tokens_per_document: Optional[int] = None, max_length: Optional[int] = None,
                      input_order: bool = False, timeout: Optional[float] = None, priority: int = 0,
@@ -52,16 +52,17 @@ class AsyncClient:
                      on_partial: Optional[Callable[[List[w.RerankResult]], None]] = None) -> w.RerankResponse:
         request = w.rerank_request(query, documents, instruction, top_n, return_documents, max_tokens_per_document,
                                    max_length, input_order, timeout, priority, stream=on_partial is not None,
-                                   chunk_long_documents=chunk_long_documents, chunk_overlap_tokens=chunk_overlap_tokens)
+                                   chunk_long_documents=chunk_long_documents, chunk_overlap_tokens=chunk_overlap_tokens,
+                                   model=model)
         frame = await self._call(pb.Frame(rerank_request=request), on_partial)
         return w.rerank_response(w.check(frame, "rerank_response"))
 
-    async def tokenize(self, texts: List[str], return_ids: bool = False) -> List[w.TokenizedText]:
-        frame = await self._call(pb.Frame(tokenize_request=pb.TokenizeRequest(texts=list(texts), return_ids=return_ids)))
+    async def tokenize(self, texts: List[str], return_ids: bool = False, model: Optional[str] = None) -> List[w.TokenizedText]:
+        frame = await self._call(pb.Frame(tokenize_request=pb.TokenizeRequest(texts=list(texts), return_ids=return_ids, model=model or "")))
         return w.tokenized(w.check(frame, "tokenize_response"))
 
-    async def model_info(self) -> w.ModelInfo:
-        return w.model_info(w.check(await self._call(pb.Frame(model_info_request=pb.ModelInfoRequest())), "model_info_response"))
+    async def model_info(self, model: Optional[str] = None) -> w.ModelInfo:
+        return w.model_info(w.check(await self._call(pb.Frame(model_info_request=pb.ModelInfoRequest(model=model or ""))), "model_info_response"))
 
     async def health(self) -> w.Health:
         h = w.check(await self._call(pb.Frame(health_request=pb.HealthRequest())), "health_response")

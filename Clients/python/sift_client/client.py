@@ -38,25 +38,29 @@ class Client:
 
     # -- calls ---------------------------------------------------------------------------------
 
-    def rerank(self, query: str, documents: List[str], *, instruction: Optional[str] = None,
+    def rerank(self, query: str, documents: List[str], *, model: Optional[str] = None, instruction: Optional[str] = None,
                top_n: Optional[int] = None, return_documents: bool = False,
                max_tokens_per_document: Optional[int] = None, max_length: Optional[int] = None,
                input_order: bool = False, timeout: Optional[float] = None, priority: int = 0,
                chunk_long_documents: bool = False, chunk_overlap_tokens: Optional[int] = None,
                on_partial: Optional[Callable[[List[w.RerankResult]], None]] = None) -> w.RerankResponse:
-        """Scores documents against the query: best first (or in input order), cut to top_n."""
+        """Scores documents against the query: best first (or in input order), cut to top_n.
+
+        model: a name or alias the server serves (None: its default; unknown: SiftError NOT_FOUND).
+        """
         request = w.rerank_request(query, documents, instruction, top_n, return_documents, max_tokens_per_document,
                                    max_length, input_order, timeout, priority, stream=on_partial is not None,
-                                   chunk_long_documents=chunk_long_documents, chunk_overlap_tokens=chunk_overlap_tokens)
+                                   chunk_long_documents=chunk_long_documents, chunk_overlap_tokens=chunk_overlap_tokens,
+                                   model=model)
         frame = self._call(pb.Frame(rerank_request=request), timeout, on_partial)
         return w.rerank_response(w.check(frame, "rerank_response"))
 
-    def tokenize(self, texts: List[str], return_ids: bool = False) -> List[w.TokenizedText]:
-        frame = self._call(pb.Frame(tokenize_request=pb.TokenizeRequest(texts=list(texts), return_ids=return_ids)), None)
+    def tokenize(self, texts: List[str], return_ids: bool = False, model: Optional[str] = None) -> List[w.TokenizedText]:
+        frame = self._call(pb.Frame(tokenize_request=pb.TokenizeRequest(texts=list(texts), return_ids=return_ids, model=model or "")), None)
         return w.tokenized(w.check(frame, "tokenize_response"))
 
-    def model_info(self) -> w.ModelInfo:
-        return w.model_info(w.check(self._call(pb.Frame(model_info_request=pb.ModelInfoRequest()), None), "model_info_response"))
+    def model_info(self, model: Optional[str] = None) -> w.ModelInfo:
+        return w.model_info(w.check(self._call(pb.Frame(model_info_request=pb.ModelInfoRequest(model=model or "")), None), "model_info_response"))
 
     def health(self) -> w.Health:
         h = w.check(self._call(pb.Frame(health_request=pb.HealthRequest()), None), "health_response")

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nsift.proto\x12\x07sift.v1\"\x82\x05\n\x05\x46rame\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12(\n\x08metadata\x18\x02 \x03(\x0b\x32\x16.sift.v1.MetadataEntry\x12\x30\n\x0ererank_request\x18\n \x01(\x0b\x32\x16.sift.v1.RerankRequestH\x00\x12\x32\n\x0frerank_response\x18\x0b \x01(\x0b\x32\x17.sift.v1.RerankResponseH\x00\x12\x30\n\x0ererank_partial\x18\x0c \x01(\x0b\x32\x16.sift.v1.RerankPartialH\x00\x12\x34\n\x10tokenize_request\x18\r \x01(\x0b\x32\x18.sift.v1.TokenizeRequestH\x00\x12\x36\n\x11tokenize_response\x18\x0e \x01(\x0b\x32\x19.sift.v1.TokenizeResponseH\x00\x12\x37\n\x12model_info_request\x18\x0f \x01(\x0b\x32\x19.sift.v1.ModelInfoRequestH\x00\x12\x39\n\x13model_info_response\x18\x10 \x01(\x0b\x32\x1a.sift.v1.ModelInfoResponseH\x00\x12\x30\n\x0ehealth_request\x18\x11 \x01(\x0b\x32\x16.sift.v1.HealthRequestH\x00\x12\x32\n\x0fhealth_response\x18\x12 \x01(\x0b\x32\x17.sift.v1.HealthResponseH\x00\x12\x30\n\x0e\x63\x61ncel_request\x18\x13 \x01(\x0b\x32\x16.sift.v1.CancelRequestH\x00\x12!\n\x06status\x18\x14 \x01(\x0b\x32\x0f.sift.v1.StatusH\x00\x42\x06\n\x04\x62ody\"+\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"6\n\x06Status\x12\x1b\n\x04\x63ode\x18\x01 \x01(\x0e\x32\r.sift.v1.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xc5\x02\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x15\n\x0binstruction\x18\x02 \x01(\tH\x00\x12\x11\n\tdocuments\x18\x03 \x03(\t\x12\r\n\x05top_n\x18\x04 \x01(\r\x12\x18\n\x10return_documents\x18\x05 \x01(\x08\x12\x1f\n\x17max_tokens_per_document\x18\x06 \x01(\r\x12\x12\n\nmax_length\x18\x07 \x01(\r\x12\x13\n\x0binput_order\x18\x08 \x01(\x08\x12\x12\n\ntimeout_ms\x18\t \x01(\r\x12\x10\n\x08priority\x18\n \x01(\x05\x12\x0e\n\x06stream\x18\x0b \x01(\x08\x12\x1c\n\x14\x63hunk_long_documents\x18\x0c \x01(\x08\x12\x1c\n\x14\x63hunk_overlap_tokens\x18\r \x01(\rB\x16\n\x14instruction_presence\"\xb1\x01\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x17\n\x0frelevance_score\x18\x02 \x01(\x02\x12\r\n\x05logit\x18\x03 \x01(\x02\x12\x0e\n\x06tokens\x18\x04 \x01(\r\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x10\n\x08\x64ocument\x18\x06 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\r\x12\x0e\n\x06window\x18\x08 \x01(\r\x12\x0f\n\x07windows\x18\t \x01(\r\"\x9b\x01\n\x05Usage\x12\x15\n\rprefix_tokens\x18\x01 \x01(\r\x12\x1c\n\x14prefix_tokens_cached\x18\x02 \x01(\r\x12\x17\n\x0f\x64ocument_tokens\x18\x03 \x01(\x04\x12\x1b\n\x13truncated_documents\x18\x04 \x01(\r\x12\x11\n\tdocuments\x18\x05 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x06 \x01(\x04\"0\n\x07Timings\x12\x11\n\tqueued_ms\x18\x01 \x01(\x01\x12\x12\n\ncompute_ms\x18\x02 \x01(\x01\"\x8c\x01\n\x0eRerankResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.sift.v1.RerankResult\x12\x1d\n\x05usage\x18\x02 \x01(\x0b\x32\x0e.sift.v1.Usage\x12!\n\x07timings\x18\x03 \x01(\x0b\x32\x10.sift.v1.Timings\x12\x10\n\x08model_id\x18\x04 \x01(\t\"7\n\rRerankPartial\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.sift.v1.RerankResult\"4\n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x12\n\nreturn_ids\x18\x02 \x01(\x08\"+\n\rTokenizedText\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0b\n\x03ids\x18\x02 \x03(\r\"9\n\x10TokenizeResponse\x12%\n\x05texts\x18\x01 \x03(\x0b\x32\x16.sift.v1.TokenizedText\"\x12\n\x10ModelInfoRequest\"\xf4\x02\n\x11ModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x14\n\x0cquantization\x18\x02 \x01(\t\x12\x13\n\x0bhidden_size\x18\x03 \x01(\r\x12\x0e\n\x06layers\x18\x04 \x01(\r\x12\x17\n\x0f\x61ttention_heads\x18\x05 \x01(\r\x12\x10\n\x08kv_heads\x18\x06 \x01(\r\x12\x12\n\nvocab_size\x18\x07 \x01(\r\x12\x12\n\nmax_length\x18\x08 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_max_length\x18\t \x01(\r\x12\x15\n\rmax_documents\x18\n \x01(\r\x12\x17\n\x0fmax_frame_bytes\x18\x0b \x01(\r\x12$\n\x1cmax_in_flight_per_connection\x18\x0c \x01(\r\x12\x16\n\x0eserver_version\x18\r \x01(\t\x12\x18\n\x10protocol_version\x18\x0e \x01(\r\x12\x1b\n\x13\x64\x65\x66\x61ult_instruction\x18\x0f \x01(\t\"\x0f\n\rHealthRequest\"\xb3\x01\n\x0eHealthResponse\x12\x35\n\x06status\x18\x01 \x01(\x0e\x32%.sift.v1.HealthResponse.ServingStatus\x12\x17\n\x0f\x61\x63tive_requests\x18\x02 \x01(\r\x12\x15\n\rqueued_tokens\x18\x03 \x01(\x04\":\n\rServingStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04*\xb7\x02\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\r\n\tCANCELLED\x10\x01\x12\x0b\n\x07UNKNOWN\x10\x02\x12\x14\n\x10INVALID_ARGUMENT\x10\x03\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x04\x12\r\n\tNOT_FOUND\x10\x05\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x06\x12\x15\n\x11PERMISSION_DENIED\x10\x07\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x08\x12\x17\n\x13\x46\x41ILED_PRECONDITION\x10\t\x12\x0b\n\x07\x41\x42ORTED\x10\n\x12\x10\n\x0cOUT_OF_RANGE\x10\x0b\x12\x11\n\rUNIMPLEMENTED\x10\x0c\x12\x0c\n\x08INTERNAL\x10\r\x12\x0f\n\x0bUNAVAILABLE\x10\x0e\x12\r\n\tDATA_LOSS\x10\x0f\x12\x13\n\x0fUNAUTHENTICATED\x10\x10\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nsift.proto\x12\x07sift.v1\"\x82\x05\n\x05\x46rame\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12(\n\x08metadata\x18\x02 \x03(\x0b\x32\x16.sift.v1.MetadataEntry\x12\x30\n\x0ererank_request\x18\n \x01(\x0b\x32\x16.sift.v1.RerankRequestH\x00\x12\x32\n\x0frerank_response\x18\x0b \x01(\x0b\x32\x17.sift.v1.RerankResponseH\x00\x12\x30\n\x0ererank_partial\x18\x0c \x01(\x0b\x32\x16.sift.v1.RerankPartialH\x00\x12\x34\n\x10tokenize_request\x18\r \x01(\x0b\x32\x18.sift.v1.TokenizeRequestH\x00\x12\x36\n\x11tokenize_response\x18\x0e \x01(\x0b\x32\x19.sift.v1.TokenizeResponseH\x00\x12\x37\n\x12model_info_request\x18\x0f \x01(\x0b\x32\x19.sift.v1.ModelInfoRequestH\x00\x12\x39\n\x13model_info_response\x18\x10 \x01(\x0b\x32\x1a.sift.v1.ModelInfoResponseH\x00\x12\x30\n\x0ehealth_request\x18\x11 \x01(\x0b\x32\x16.sift.v1.HealthRequestH\x00\x12\x32\n\x0fhealth_response\x18\x12 \x01(\x0b\x32\x17.sift.v1.HealthResponseH\x00\x12\x30\n\x0e\x63\x61ncel_request\x18\x13 \x01(\x0b\x32\x16.sift.v1.CancelRequestH\x00\x12!\n\x06status\x18\x14 \x01(\x0b\x32\x0f.sift.v1.StatusH\x00\x42\x06\n\x04\x62ody\"+\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"6\n\x06Status\x12\x1b\n\x04\x63ode\x18\x01 \x01(\x0e\x32\r.sift.v1.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xd4\x02\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x15\n\x0binstruction\x18\x02 \x01(\tH\x00\x12\x11\n\tdocuments\x18\x03 \x03(\t\x12\r\n\x05top_n\x18\x04 \x01(\r\x12\x18\n\x10return_documents\x18\x05 \x01(\x08\x12\x1f\n\x17max_tokens_per_document\x18\x06 \x01(\r\x12\x12\n\nmax_length\x18\x07 \x01(\r\x12\x13\n\x0binput_order\x18\x08 \x01(\x08\x12\x12\n\ntimeout_ms\x18\t \x01(\r\x12\x10\n\x08priority\x18\n \x01(\x05\x12\x0e\n\x06stream\x18\x0b \x01(\x08\x12\x1c\n\x14\x63hunk_long_documents\x18\x0c \x01(\x08\x12\x1c\n\x14\x63hunk_overlap_tokens\x18\r \x01(\r\x12\r\n\x05model\x18\x0e \x01(\tB\x16\n\x14instruction_presence\"\xb1\x01\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x17\n\x0frelevance_score\x18\x02 \x01(\x02\x12\r\n\x05logit\x18\x03 \x01(\x02\x12\x0e\n\x06tokens\x18\x04 \x01(\r\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x10\n\x08\x64ocument\x18\x06 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\r\x12\x0e\n\x06window\x18\x08 \x01(\r\x12\x0f\n\x07windows\x18\t \x01(\r\"\xb5\x01\n\x05Usage\x12\x15\n\rprefix_tokens\x18\x01 \x01(\r\x12\x1c\n\x14prefix_tokens_cached\x18\x02 \x01(\r\x12\x17\n\x0f\x64ocument_tokens\x18\x03 \x01(\x04\x12\x1b\n\x13truncated_documents\x18\x04 \x01(\r\x12\x11\n\tdocuments\x18\x05 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x06 \x01(\x04\x12\x18\n\x10\x63\x61\x63hed_documents\x18\x07 \x01(\r\"0\n\x07Timings\x12\x11\n\tqueued_ms\x18\x01 \x01(\x01\x12\x12\n\ncompute_ms\x18\x02 \x01(\x01\"\x8c\x01\n\x0eRerankResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.sift.v1.RerankResult\x12\x1d\n\x05usage\x18\x02 \x01(\x0b\x32\x0e.sift.v1.Usage\x12!\n\x07timings\x18\x03 \x01(\x0b\x32\x10.sift.v1.Timings\x12\x10\n\x08model_id\x18\x04 \x01(\t\"7\n\rRerankPartial\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.sift.v1.RerankResult\"C\n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x12\n\nreturn_ids\x18\x02 \x01(\x08\x12\r\n\x05model\x18\x03 \x01(\t\"+\n\rTokenizedText\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0b\n\x03ids\x18\x02 \x03(\r\"9\n\x10TokenizeResponse\x12%\n\x05texts\x18\x01 \x03(\x0b\x32\x16.sift.v1.TokenizedText\"!\n\x10ModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x9a\x03\n\x11ModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x14\n\x0cquantization\x18\x02 \x01(\t\x12\x13\n\x0bhidden_size\x18\x03 \x01(\r\x12\x0e\n\x06layers\x18\x04 \x01(\r\x12\x17\n\x0f\x61ttention_heads\x18\x05 \x01(\r\x12\x10\n\x08kv_heads\x18\x06 \x01(\r\x12\x12\n\nvocab_size\x18\x07 \x01(\r\x12\x12\n\nmax_length\x18\x08 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_max_length\x18\t \x01(\r\x12\x15\n\rmax_documents\x18\n \x01(\r\x12\x17\n\x0fmax_frame_bytes\x18\x0b \x01(\r\x12$\n\x1cmax_in_flight_per_connection\x18\x0c \x01(\r\x12\x16\n\x0eserver_version\x18\r \x01(\t\x12\x18\n\x10protocol_version\x18\x0e \x01(\r\x12\x1b\n\x13\x64\x65\x66\x61ult_instruction\x18\x0f \x01(\t\x12$\n\x06models\x18\x10 \x03(\x0b\x32\x14.sift.v1.ServedModel\"\x8f\x01\n\x0bServedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x14\n\x0cquantization\x18\x03 \x01(\t\x12\x13\n\x0bhidden_size\x18\x04 \x01(\r\x12\x0e\n\x06layers\x18\x05 \x01(\r\x12\x12\n\nmax_length\x18\x06 \x01(\r\x12\x12\n\nis_default\x18\x07 \x01(\x08\"\x0f\n\rHealthRequest\"\xb3\x01\n\x0eHealthResponse\x12\x35\n\x06status\x18\x01 \x01(\x0e\x32%.sift.v1.HealthResponse.ServingStatus\x12\x17\n\x0f\x61\x63tive_requests\x18\x02 \x01(\r\x12\x15\n\rqueued_tokens\x18\x03 \x01(\x04\":\n\rServingStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04*\xb7\x02\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\r\n\tCANCELLED\x10\x01\x12\x0b\n\x07UNKNOWN\x10\x02\x12\x14\n\x10INVALID_ARGUMENT\x10\x03\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x04\x12\r\n\tNOT_FOUND\x10\x05\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x06\x12\x15\n\x11PERMISSION_DENIED\x10\x07\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x08\x12\x17\n\x13\x46\x41ILED_PRECONDITION\x10\t\x12\x0b\n\x07\x41\x42ORTED\x10\n\x12\x10\n\x0cOUT_OF_RANGE\x10\x0b\x12\x11\n\rUNIMPLEMENTED\x10\x0c\x12\x0c\n\x08INTERNAL\x10\r\x12\x0f\n\x0bUNAVAILABLE\x10\x0e\x12\r\n\tDATA_LOSS\x10\x0f\x12\x13\n\x0fUNAUTHENTICATED\x10\x10\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sift_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODE']._serialized_start=2475
-  _globals['_CODE']._serialized_end=2786
+  _globals['_CODE']._serialized_start=2730
+  _globals['_CODE']._serialized_end=3041
   _globals['_FRAME']._serialized_start=24
   _globals['_FRAME']._serialized_end=666
   _globals['_METADATAENTRY']._serialized_start=668
@@ -40,33 +40,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUS']._serialized_start=713
   _globals['_STATUS']._serialized_end=767
   _globals['_RERANKREQUEST']._serialized_start=770
-  _globals['_RERANKREQUEST']._serialized_end=1095
-  _globals['_RERANKRESULT']._serialized_start=1098
-  _globals['_RERANKRESULT']._serialized_end=1275
-  _globals['_USAGE']._serialized_start=1278
-  _globals['_USAGE']._serialized_end=1433
-  _globals['_TIMINGS']._serialized_start=1435
-  _globals['_TIMINGS']._serialized_end=1483
-  _globals['_RERANKRESPONSE']._serialized_start=1486
-  _globals['_RERANKRESPONSE']._serialized_end=1626
-  _globals['_RERANKPARTIAL']._serialized_start=1628
-  _globals['_RERANKPARTIAL']._serialized_end=1683
-  _globals['_TOKENIZEREQUEST']._serialized_start=1685
-  _globals['_TOKENIZEREQUEST']._serialized_end=1737
-  _globals['_TOKENIZEDTEXT']._serialized_start=1739
-  _globals['_TOKENIZEDTEXT']._serialized_end=1782
-  _globals['_TOKENIZERESPONSE']._serialized_start=1784
-  _globals['_TOKENIZERESPONSE']._serialized_end=1841
-  _globals['_MODELINFOREQUEST']._serialized_start=1843
-  _globals['_MODELINFOREQUEST']._serialized_end=1861
-  _globals['_MODELINFORESPONSE']._serialized_start=1864
-  _globals['_MODELINFORESPONSE']._serialized_end=2236
-  _globals['_HEALTHREQUEST']._serialized_start=2238
-  _globals['_HEALTHREQUEST']._serialized_end=2253
-  _globals['_HEALTHRESPONSE']._serialized_start=2256
-  _globals['_HEALTHRESPONSE']._serialized_end=2435
-  _globals['_HEALTHRESPONSE_SERVINGSTATUS']._serialized_start=2377
-  _globals['_HEALTHRESPONSE_SERVINGSTATUS']._serialized_end=2435
-  _globals['_CANCELREQUEST']._serialized_start=2437
-  _globals['_CANCELREQUEST']._serialized_end=2472
+  _globals['_RERANKREQUEST']._serialized_end=1110
+  _globals['_RERANKRESULT']._serialized_start=1113
+  _globals['_RERANKRESULT']._serialized_end=1290
+  _globals['_USAGE']._serialized_start=1293
+  _globals['_USAGE']._serialized_end=1474
+  _globals['_TIMINGS']._serialized_start=1476
+  _globals['_TIMINGS']._serialized_end=1524
+  _globals['_RERANKRESPONSE']._serialized_start=1527
+  _globals['_RERANKRESPONSE']._serialized_end=1667
+  _globals['_RERANKPARTIAL']._serialized_start=1669
+  _globals['_RERANKPARTIAL']._serialized_end=1724
+  _globals['_TOKENIZEREQUEST']._serialized_start=1726
+  _globals['_TOKENIZEREQUEST']._serialized_end=1793
+  _globals['_TOKENIZEDTEXT']._serialized_start=1795
+  _globals['_TOKENIZEDTEXT']._serialized_end=1838
+  _globals['_TOKENIZERESPONSE']._serialized_start=1840
+  _globals['_TOKENIZERESPONSE']._serialized_end=1897
+  _globals['_MODELINFOREQUEST']._serialized_start=1899
+  _globals['_MODELINFOREQUEST']._serialized_end=1932
+  _globals['_MODELINFORESPONSE']._serialized_start=1935
+  _globals['_MODELINFORESPONSE']._serialized_end=2345
+  _globals['_SERVEDMODEL']._serialized_start=2348
+  _globals['_SERVEDMODEL']._serialized_end=2491
+  _globals['_HEALTHREQUEST']._serialized_start=2493
+  _globals['_HEALTHREQUEST']._serialized_end=2508
+  _globals['_HEALTHRESPONSE']._serialized_start=2511
+  _globals['_HEALTHRESPONSE']._serialized_end=2690
+  _globals['_HEALTHRESPONSE_SERVINGSTATUS']._serialized_start=2632
+  _globals['_HEALTHRESPONSE_SERVINGSTATUS']._serialized_end=2690
+  _globals['_CANCELREQUEST']._serialized_start=2692
+  _globals['_CANCELREQUEST']._serialized_end=2727
 # @@protoc_insertion_point(module_scope)

@@ -91,7 +91,7 @@ class Status(_message.Message):
     def __init__(self, code: _Optional[_Union[Code, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
-    __slots__ = ("query", "instruction", "documents", "top_n", "return_documents", "max_tokens_per_document", "max_length", "input_order", "timeout_ms", "priority", "stream", "chunk_long_documents", "chunk_overlap_tokens")
+    __slots__ = ("query", "instruction", "documents", "top_n", "return_documents", "max_tokens_per_document", "max_length", "input_order", "timeout_ms", "priority", "stream", "chunk_long_documents", "chunk_overlap_tokens", "model")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,7 @@ class RerankRequest(_message.Message):
     STREAM_FIELD_NUMBER: _ClassVar[int]
     CHUNK_LONG_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     query: str
     instruction: str
     documents: _containers.RepeatedScalarFieldContainer[str]
@@ -118,7 +119,8 @@ class RerankRequest(_message.Message):
     stream: bool
     chunk_long_documents: bool
     chunk_overlap_tokens: int
-    def __init__(self, query: _Optional[str] = ..., instruction: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., return_documents: _Optional[bool] = ..., max_tokens_per_document: _Optional[int] = ..., max_length: _Optional[int] = ..., input_order: _Optional[bool] = ..., timeout_ms: _Optional[int] = ..., priority: _Optional[int] = ..., stream: _Optional[bool] = ..., chunk_long_documents: _Optional[bool] = ..., chunk_overlap_tokens: _Optional[int] = ...) -> None: ...
+    model: str
+    def __init__(self, query: _Optional[str] = ..., instruction: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., return_documents: _Optional[bool] = ..., max_tokens_per_document: _Optional[int] = ..., max_length: _Optional[int] = ..., input_order: _Optional[bool] = ..., timeout_ms: _Optional[int] = ..., priority: _Optional[int] = ..., stream: _Optional[bool] = ..., chunk_long_documents: _Optional[bool] = ..., chunk_overlap_tokens: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
 class RerankResult(_message.Message):
     __slots__ = ("index", "relevance_score", "logit", "tokens", "truncated", "document", "input_tokens", "window", "windows")
@@ -143,20 +145,22 @@ class RerankResult(_message.Message):
     def __init__(self, index: _Optional[int] = ..., relevance_score: _Optional[float] = ..., logit: _Optional[float] = ..., tokens: _Optional[int] = ..., truncated: _Optional[bool] = ..., document: _Optional[str] = ..., input_tokens: _Optional[int] = ..., window: _Optional[int] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("prefix_tokens", "prefix_tokens_cached", "document_tokens", "truncated_documents", "documents", "input_tokens")
+    __slots__ = ("prefix_tokens", "prefix_tokens_cached", "document_tokens", "truncated_documents", "documents", "input_tokens", "cached_documents")
     PREFIX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PREFIX_TOKENS_CACHED_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     prefix_tokens: int
     prefix_tokens_cached: int
     document_tokens: int
     truncated_documents: int
     documents: int
     input_tokens: int
-    def __init__(self, prefix_tokens: _Optional[int] = ..., prefix_tokens_cached: _Optional[int] = ..., document_tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., documents: _Optional[int] = ..., input_tokens: _Optional[int] = ...) -> None: ...
+    cached_documents: int
+    def __init__(self, prefix_tokens: _Optional[int] = ..., prefix_tokens_cached: _Optional[int] = ..., document_tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., documents: _Optional[int] = ..., input_tokens: _Optional[int] = ..., cached_documents: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queued_ms", "compute_ms")
@@ -185,12 +189,14 @@ class RerankPartial(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
-    __slots__ = ("texts", "return_ids")
+    __slots__ = ("texts", "return_ids", "model")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     RETURN_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     return_ids: bool
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., return_ids: _Optional[bool] = ...) -> None: ...
+    model: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., return_ids: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
 
 class TokenizedText(_message.Message):
     __slots__ = ("count", "ids")
@@ -207,11 +213,13 @@ class TokenizeResponse(_message.Message):
     def __init__(self, texts: _Optional[_Iterable[_Union[TokenizedText, _Mapping]]] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("model_id", "quantization", "hidden_size", "layers", "attention_heads", "kv_heads", "vocab_size", "max_length", "default_max_length", "max_documents", "max_frame_bytes", "max_in_flight_per_connection", "server_version", "protocol_version", "default_instruction")
+    __slots__ = ("model_id", "quantization", "hidden_size", "layers", "attention_heads", "kv_heads", "vocab_size", "max_length", "default_max_length", "max_documents", "max_frame_bytes", "max_in_flight_per_connection", "server_version", "protocol_version", "default_instruction", "models")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +235,7 @@ class ModelInfoResponse(_message.Message):
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     quantization: str
     hidden_size: int
@@ -242,7 +251,26 @@ class ModelInfoResponse(_message.Message):
     server_version: str
     protocol_version: int
     default_instruction: str
-    def __init__(self, model_id: _Optional[str] = ..., quantization: _Optional[str] = ..., hidden_size: _Optional[int] = ..., layers: _Optional[int] = ..., attention_heads: _Optional[int] = ..., kv_heads: _Optional[int] = ..., vocab_size: _Optional[int] = ..., max_length: _Optional[int] = ..., default_max_length: _Optional[int] = ..., max_documents: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ..., max_in_flight_per_connection: _Optional[int] = ..., server_version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., default_instruction: _Optional[str] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[ServedModel]
+    def __init__(self, model_id: _Optional[str] = ..., quantization: _Optional[str] = ..., hidden_size: _Optional[int] = ..., layers: _Optional[int] = ..., attention_heads: _Optional[int] = ..., kv_heads: _Optional[int] = ..., vocab_size: _Optional[int] = ..., max_length: _Optional[int] = ..., default_max_length: _Optional[int] = ..., max_documents: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ..., max_in_flight_per_connection: _Optional[int] = ..., server_version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., default_instruction: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...
+
+class ServedModel(_message.Message):
+    __slots__ = ("name", "aliases", "quantization", "hidden_size", "layers", "max_length", "is_default")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    quantization: str
+    hidden_size: int
+    layers: int
+    max_length: int
+    is_default: bool
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., quantization: _Optional[str] = ..., hidden_size: _Optional[int] = ..., layers: _Optional[int] = ..., max_length: _Optional[int] = ..., is_default: _Optional[bool] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()

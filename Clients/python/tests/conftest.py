@@ -17,16 +17,16 @@ API_KEY = "python-client-test-key-0123"
 
 
 class Server:
-    def __init__(self, *args):
+    def __init__(self, *args, models=("--model", str(TINY))):
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-        self.process = subprocess.Popen([str(SIFT), "serve", "--model", str(TINY), "--port", "0", "--threads", "2", *args],
+        self.process = subprocess.Popen([str(SIFT), "serve", *models, "--port", "0", "--threads", "2", *args],
                                         stdout=subprocess.DEVNULL, stderr=self.log)
         self.port = None
         deadline = time.time() + 120
         while time.time() < deadline:
             text = Path(self.log.name).read_text()
             match = re.search(r"address=127\.0\.0\.1:(\d+)", text)
-            if match and "model loaded; serving" in text:
+            if match and "loaded; serving" in text:
                 self.port = int(match.group(1))
                 return
             if self.process.poll() is not None:
@@ -47,6 +47,14 @@ class Server:
 @pytest.fixture(scope="session")
 def server():
     s = Server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def two_models():
+    """The tiny model twice, as "small" (the default) and "large" (alias rerank-v3.5)."""
+    s = Server(models=("--model", f"small={TINY}", "--model", f"large={TINY}", "--model-alias", "rerank-v3.5=large"))
     yield s
     s.stop()
 

@@ -83,6 +83,38 @@ def test_errors_carry_the_status_code(server):
     assert error.value.code == Code.UNAVAILABLE
 
 
+def test_model_routing_and_the_score_cache(two_models):
+    docs = ["The capital of China is Beijing.", "Gravity pulls.", "Paris is in France."]
+    with Client(two_models.endpoint) as c:
+        info = c.model_info(model="rerank-v3.5")
+        assert info.model_id == "large"
+        assert [m.name for m in info.models] == ["small", "large"]
+        assert info.models[1].aliases == ["rerank-v3.5"] and info.models[0].is_default
+        first = c.rerank("capital of China?", docs, model="rerank-v3.5")
+        assert first.model_id == "large" and first.usage.cached_documents == 0
+        again = c.rerank("capital of China?", docs, model="large")
+        assert again.usage.cached_documents == len(docs)
+        assert [r.logit for r in again.results] == [r.logit for r in first.results]
+        default = c.rerank("capital of China?", docs)
+        assert default.model_id == "small" and default.usage.cached_documents == 0
+        assert c.tokenize(["Beijing"], model="large")[0].count > 0
+        with pytest.raises(SiftError) as missing:
+            c.rerank("q", docs, model="rerank-english-v3.0")
+        assert missing.value.code == Code.NOT_FOUND
+        assert "small (default), large" in missing.value.message
+
+
+async def _async_model(endpoint):
+    async with AsyncClient(endpoint) as c:
+        r = await c.rerank("q", ["d"], model="large")
+        info = await c.model_info()
+        return r.model_id, info.model_id
+
+
+def test_asyncio_names_a_model_too(two_models):
+    assert asyncio.run(_async_model(two_models.endpoint)) == ("large", "small")
+
+
 def test_api_key(secured_server):
     with pytest.raises(SiftError) as error:
         Client(secured_server.endpoint).rerank("q", ["d"])

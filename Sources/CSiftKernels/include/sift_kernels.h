@@ -44,9 +44,9 @@ enum { SIFT_KEY_BLOCK = 16 };  /* keys are stored transposed in blocks of this m
  * `g`: out[r, 0..d) = softmax(q_r · K[0..pos_r]ᵀ · scale) · V[0..pos_r]. KV memory is paged
  * in blocks of 16 positions: blocks[b] is the block of positions 16b..16b+15; its keys
  * (transposed, [kv_head][d][16]) start at + k_off, its values (rows of v_stride) at + v_off.
- * `scratch` holds rows × round_up(first_pos + rows, 16) floats. use_simd = 0 forces the
- * portable path (same bits). */
-void sift_attention(int use_simd, const float *q, size_t q_stride, size_t rows, size_t first_pos,
+ * `scratch` holds rows × round_up(first_pos + rows, 16) floats. simd_level: 0 the portable
+ * path, 1 the best this CPU has (AVX-512, else AVX2), 2 AVX2 at most; all give the same bits. */
+void sift_attention(int simd_level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
                     const float *const *blocks, size_t k_off, size_t v_off, size_t v_stride, size_t g, size_t d,
                     float scale, float *out, size_t out_stride, float *scratch);
 

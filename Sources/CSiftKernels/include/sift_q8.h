@@ -5,7 +5,7 @@
  *   activations u8 = round(x / s) + 128, one fp32 scale per token (row), over all of K except
  *               a few static outlier channels, which are computed in fp32 beside the GEMM.
  * Accumulation is exact (int32); the float epilogue runs in one fixed order on every path,
- * so the AVX-512 VNNI, AVX-VNNI and portable paths give bit-identical outputs. */
+ * so the AVX-512 VNNI, AVX-VNNI, AVX2 and portable paths give bit-identical outputs. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +19,7 @@ typedef enum {
     SIFT_PATH_PORTABLE = 0,
     SIFT_PATH_AVXVNNI = 1,
     SIFT_PATH_AVX512VNNI = 2,
+    SIFT_PATH_AVX2 = 3,          /* no VNNI: vpdpbusd emulated exactly with maddubs/madd */
 } sift_path;
 
 /* Bytes of packed weights for n outputs (multiple of 16) × k inputs (multiple of 4). */

@@ -16,7 +16,8 @@ public struct RerankRequest: Sendable {
     public var deadline: ContinuousClock.Instant?
     /// Higher is served first (ties: least served first, then oldest).
     public var priority: Int
-    /// Called on the scheduler thread with each batch of newly finished documents (streaming).
+    /// Called with each batch of newly finished documents (streaming): documents found in the
+    /// score cache first, from the calling task; then computed ones, from the scheduler thread.
     public var onProgress: (@Sendable ([DocumentScore]) -> Void)?
     /// Instead of cutting a document longer than its budget, score overlapping windows of it
     /// (each with the shared prefix) and keep the best; `DocumentScore.window` says which won.
@@ -98,6 +99,9 @@ public struct RerankResult: Sendable {
         public var truncatedDocuments: Int
         /// Sequences scored: one per document, more when long documents were chunked.
         public var windows: Int
+        /// Documents answered from the score cache (their tokens are counted above as when
+        /// they were computed; nothing was computed for them now).
+        public var cachedDocuments = 0
 
         public init(prefixTokens: Int, prefixTokensCached: Int, documentTokens: Int, suffixTokens: Int,
                     truncatedDocuments: Int, windows: Int) {
@@ -168,6 +172,9 @@ public struct EngineOptions: Sendable {
     /// Share the prefix KV among a request's documents (false: every document is computed with
     /// its own copy of the prompt, as servers without prefix sharing do; for comparisons).
     public var prefixSharing = true
+    /// Byte budget of the exact score cache (0: off). A server shares one cache among its
+    /// models instead (`SiftEngine(reranker:options:scoreCache:)`).
+    public var scoreCacheBytes = 0
     /// Documents per request.
     public var maxDocuments = 1000
     /// Default tokens per (query, document) pair.

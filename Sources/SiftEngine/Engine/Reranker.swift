@@ -38,6 +38,31 @@ public final class Reranker: @unchecked Sendable {
                         kernelPath: kernelPath, progress: progress)
     }
 
+    /// Memory a model at `path` will hold once loaded, read from its headers without loading
+    /// it: a .sift file's size (mapped whole), or a folder's linear layers at `precision` plus
+    /// its embedding table (kept mapped).
+    public static func residentBytesEstimate(path: String, precision: Precision) throws -> Int {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
+            return size ?? 0
+        }
+        let checkpoint = try Qwen3Checkpoint(directory: URL(fileURLWithPath: path))
+        let linear = precision == .fp32 ? checkpoint.linearFloat32Bytes : checkpoint.linearFloat32Bytes / 4
+        return linear + checkpoint.embedding.count * checkpoint.embedding.dtype.byteSize
+    }
+
+    /// Refuses models that cannot all be in memory at once, naming each one's share, before any
+    /// is loaded (`available` nil: unknown, nothing refused).
+    public static func checkTheyFit(_ models: [(name: String, bytes: Int)], available: Int?, precision: Precision) throws {
+        let total = models.reduce(0) { $0 + $1.bytes }
+        guard let available, total > available else { return }
+        let each = models.map { String(format: "%@ %.1f GB", $0.name, Double($0.bytes) / 1e9) }.joined(separator: ", ")
+        throw LoadError(file: models.map(\.name).joined(separator: ", "), String(
+            format: "the models need %.1f GB together (%@) but only %.1f GB of memory is available: serve fewer or smaller models%@",
+            Double(total) / 1e9, each, Double(available) / 1e9, precision == .fp32 ? ", or use --precision int8" : ""))
+    }
+
     /// Loads a Hugging Face Qwen3-Reranker folder; int8 quantizes the linear layers at load.
     public static func load(directory: URL, precision: Precision = .fp32,
                             threads: Int = WorkerPool.defaultThreadCount, kernelPath: KernelPath? = nil,

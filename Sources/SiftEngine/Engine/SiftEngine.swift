@@ -14,13 +14,23 @@ public final class SiftEngine: Sendable {
     public let options: EngineOptions
     private let scheduler: Scheduler
     private let nextID = Atomic<UInt64>(1)
+    /// Scores computed before, answered without compute (nil: off).
+    public let scoreCache: ScoreCache?
+    /// Part of every score-cache key: no other engine's entry ever matches (even of the same
+    /// model, which may have been loaded with other options).
+    private let identity = UUID()
+    private let scoreCacheLookups = Atomic<Int>(0)
+    private let scoreCacheHits = Atomic<Int>(0)
 
     /// Tokens of the prompt's fixed parts: the system prompt (every prefix starts with it) and the suffix.
     private let fixedPromptTokens: (prefix: Int, suffix: Int)
 
-    public init(reranker: Reranker, options: EngineOptions = EngineOptions()) {
+    /// `scoreCache`: a cache shared with other engines (a server's models share one budget);
+    /// nil: the engine's own of `options.scoreCacheBytes`, if any.
+    public init(reranker: Reranker, options: EngineOptions = EngineOptions(), scoreCache: ScoreCache? = nil) {
         self.reranker = reranker
         self.options = options
+        self.scoreCache = scoreCache ?? (options.scoreCacheBytes > 0 ? ScoreCache(budgetBytes: options.scoreCacheBytes) : nil)
         fixedPromptTokens = (reranker.tokenizer.encode(RerankPrompt.systemPrompt).count,
                              reranker.tokenizer.encode(RerankPrompt.suffixText).count)
         let budget = options.kvBudgetBytes ?? SystemMemory.defaultKVBudget(mappedModelBytes: reranker.model.mappedWeightBytes)
@@ -39,7 +49,12 @@ public final class SiftEngine: Sendable {
     /// Stops the scheduler; requests still running fail with `unavailable`.
     public func shutdown() { scheduler.stop() }
 
-    public var stats: EngineStats { scheduler.stats.withLock { $0 } }
+    public var stats: EngineStats {
+        var stats = scheduler.stats.withLock { $0 }
+        stats.scoreCacheLookups = scoreCacheLookups.load(ordering: .relaxed)
+        stats.scoreCacheHits = scoreCacheHits.load(ordering: .relaxed)
+        return stats
+    }
     public var modelConfig: Qwen3Config { reranker.model.config }
 
     /// Tokens of one pair may not exceed this (the model's position limit).
@@ -48,11 +63,79 @@ public final class SiftEngine: Sendable {
     /// Scores every document against the query. Throws `EngineError`: invalidArgument (the
     /// message says what to fix), resourceExhausted (queue full: retry later), deadlineExceeded,
     /// cancelled (the calling task was cancelled), unavailable (shutting down).
+    ///
+    /// Documents found in the score cache are answered at once (streamed first); only the
+    /// others are computed, and their scores are cached for the next call.
     public func rerank(_ request: RerankRequest) async throws -> RerankResult {
+        let maxLength = try validate(request)
+        guard let cache = scoreCache, !request.documents.isEmpty else { return try await compute(request).result }
+        let context = ScoreCache.context(engine: identity, instruction: request.instruction ?? RerankPrompt.defaultInstruction,
+                                         query: request.query, maxLength: maxLength, maxTokensPerDocument: request.maxTokensPerDocument,
+                                         chunk: request.chunkLongDocuments, chunkOverlap: request.chunkOverlapTokens)
+        var cached: [(index: Int, entry: ScoreCache.Entry)] = []
+        var missing: [Int] = []
+        for (index, document) in request.documents.enumerated() {
+            if let entry = cache.lookup(context, document: document) { cached.append((index, entry)) } else { missing.append(index) }
+        }
+        scoreCacheLookups.add(request.documents.count, ordering: .relaxed)
+        scoreCacheHits.add(cached.count, ordering: .relaxed)
+        let hits = cached.map { c in
+            DocumentScore(index: c.index, logit: c.entry.logit, probability: sigmoid(c.entry.logit), tokens: c.entry.tokens,
+                          truncated: c.entry.truncated, inputTokens: c.entry.inputTokens, window: c.entry.window, windows: c.entry.windows)
+        }
+        if !hits.isEmpty { request.onProgress?(hits) }
+
+        var computed = RerankResult(results: [], ranked: [], usage: .init(prefixTokens: 0, prefixTokensCached: 0, documentTokens: 0,
+                                                                           suffixTokens: 0, truncatedDocuments: 0, windows: 0),
+                                    timings: .init(queued: .zero, computing: .zero))
+        if missing.isEmpty {
+            // Nothing to compute; the prompt is tokenized only to report its size.
+            let prompt = try RerankPrompt(tokenizer: reranker.tokenizer, query: request.query, instruction: request.instruction, maxLength: maxLength)
+            computed.usage.prefixTokens = prompt.prefix.count
+        } else {
+            var rest = request
+            rest.documents = missing.map { request.documents[$0] }
+            rest.topN = nil
+            if let onProgress = request.onProgress {
+                let original = missing
+                rest.onProgress = { scores in onProgress(scores.map { var s = $0; s.index = original[s.index]; return s }) }
+            }
+            let (result, computedTokens) = try await compute(rest)
+            for score in result.results {
+                cache.insert(context, document: rest.documents[score.index], ScoreCache.Entry(
+                    logit: score.logit, tokens: score.tokens, truncated: score.truncated, inputTokens: score.inputTokens,
+                    window: score.window, windows: score.windows, computedTokens: computedTokens[score.index]))
+            }
+            computed = result
+            computed.results = result.results.map { var s = $0; s.index = missing[s.index]; return s }
+        }
+        var usage = computed.usage
+        for c in cached {
+            usage.documentTokens += c.entry.computedTokens
+            usage.suffixTokens += fixedPromptTokens.suffix * c.entry.windows
+            usage.truncatedDocuments += c.entry.truncated ? 1 : 0
+            usage.windows += c.entry.windows
+        }
+        usage.cachedDocuments = cached.count
+        let results = (computed.results + hits).sorted { $0.index < $1.index }
+        return RerankResult(results: results, ranked: Self.ranked(results, topN: request.topN), usage: usage, timings: computed.timings)
+    }
+
+    /// Best first (by logit, ties by index), cut to `topN`.
+    static func ranked(_ scores: [DocumentScore], topN: Int?) -> [DocumentScore] {
+        let ranked = scores.sorted { (a: DocumentScore, b: DocumentScore) -> Bool in
+            a.logit != b.logit ? a.logit > b.logit : a.index < b.index
+        }
+        return Array(ranked.prefix(topN ?? ranked.count))
+    }
+
+    /// Computes every document of a validated request on the scheduler; also returns each
+    /// document's computed tokens (over all its windows).
+    private func compute(_ request: RerankRequest) async throws -> (result: RerankResult, computedTokens: [Int]) {
         let prepared = try prepare(request)
         if request.documents.isEmpty {
-            return RerankResult(results: [], ranked: [], usage: prepared.usage(cached: 0),
-                                timings: .init(queued: .zero, computing: .zero))
+            return (RerankResult(results: [], ranked: [], usage: prepared.usage(cached: 0),
+                                 timings: .init(queued: .zero, computing: .zero)), [])
         }
         if Task.isCancelled { throw EngineError(.cancelled, "the request was cancelled") }
         var request = request
@@ -90,12 +173,12 @@ public final class SiftEngine: Sendable {
             var merger = WindowMerger(prepared)
             scores = merger.add(workScores).sorted { $0.index < $1.index }
         }
-        let ranked = scores.sorted { (a: DocumentScore, b: DocumentScore) -> Bool in
-            a.logit != b.logit ? a.logit > b.logit : a.index < b.index
-        }
-        return RerankResult(results: scores, ranked: Array(ranked.prefix(request.topN ?? ranked.count)),
-                            usage: prepared.usage(cached: active.prefixTokensCached),
-                            timings: .init(queued: first - active.arrival, computing: end - first))
+        var computedTokens = [Int](repeating: 0, count: prepared.windowCounts.count)
+        for (work, owner) in zip(prepared.documents, prepared.owners) { computedTokens[owner.document] += work.documentTokens }
+        let result = RerankResult(results: scores, ranked: Self.ranked(scores, topN: request.topN),
+                                  usage: prepared.usage(cached: active.prefixTokensCached),
+                                  timings: .init(queued: first - active.arrival, computing: end - first))
+        return (result, computedTokens)
     }
 
     /// Validated, tokenized form of a request.
@@ -117,7 +200,8 @@ public final class SiftEngine: Sendable {
         }
     }
 
-    func prepare(_ r: RerankRequest) throws -> Prepared {
+    /// The checks that need no tokenizing; returns the call's max length.
+    func validate(_ r: RerankRequest) throws -> Int {
         guard !r.query.isEmpty else { throw EngineError(.invalidArgument, "the query is empty") }
         guard r.documents.count <= options.maxDocuments else {
             throw EngineError(.invalidArgument, "\(r.documents.count) documents; at most \(options.maxDocuments) per request: split the request")
@@ -129,6 +213,11 @@ public final class SiftEngine: Sendable {
         guard maxLength > 0, maxLength <= maxLengthLimit else {
             throw EngineError(.invalidArgument, "max_length \(maxLength) must be in 1...\(maxLengthLimit)")
         }
+        return maxLength
+    }
+
+    func prepare(_ r: RerankRequest) throws -> Prepared {
+        let maxLength = try validate(r)
         // Under overload most calls are refused: say so before tokenizing anything, from a lower
         // bound of what the call adds (the fixed prompt parts; documents of one token).
         let least = (options.prefixSharing ? 1 : r.documents.count) * fixedPromptTokens.prefix
@@ -245,8 +334,10 @@ struct WindowMerger {
             let (document, window) = owners[s.index]
             if best[document] == nil || s.logit > best[document]!.logit
                 || (s.logit == best[document]!.logit && window < best[document]!.window) {
+                // A document that fit one window was one input, as in a call without chunking.
                 best[document] = DocumentScore(index: document, logit: s.logit, probability: s.probability,
                                                tokens: documentTokens[document], truncated: s.truncated,
+                                               inputTokens: windowCounts[document] == 1 ? s.inputTokens : 0,
                                                window: window, windows: windowCounts[document])
             }
             remaining[document] -= 1

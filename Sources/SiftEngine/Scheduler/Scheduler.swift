@@ -374,6 +374,9 @@ public struct EngineStats: Sendable {
     public var prefixCacheBytes = 0
     public var prefixLookupTokens = 0
     public var prefixHitTokens = 0
+    /// Documents looked up in the score cache, and found.
+    public var scoreCacheLookups = 0
+    public var scoreCacheHits = 0
 
     public init() {}
 }

@@ -29,6 +29,7 @@ typedef struct Sift__V1__TokenizedText Sift__V1__TokenizedText;
 typedef struct Sift__V1__TokenizeResponse Sift__V1__TokenizeResponse;
 typedef struct Sift__V1__ModelInfoRequest Sift__V1__ModelInfoRequest;
 typedef struct Sift__V1__ModelInfoResponse Sift__V1__ModelInfoResponse;
+typedef struct Sift__V1__ServedModel Sift__V1__ServedModel;
 typedef struct Sift__V1__HealthRequest Sift__V1__HealthRequest;
 typedef struct Sift__V1__HealthResponse Sift__V1__HealthResponse;
 typedef struct Sift__V1__CancelRequest Sift__V1__CancelRequest;
@@ -210,6 +211,11 @@ struct  Sift__V1__RerankRequest
    * half the window, so a document of N tokens makes at most about 2N/window windows.
    */
   uint32_t chunk_overlap_tokens;
+  /*
+   * The model to score with: a name or alias the server lists in ModelInfoResponse.models;
+   * empty = the server's default model. An unknown name gets NOT_FOUND naming the models served.
+   */
+  char *model;
   Sift__V1__RerankRequest__InstructionPresenceCase instruction_presence_case;
   union {
     char *instruction;
@@ -217,7 +223,7 @@ struct  Sift__V1__RerankRequest
 };
 #define SIFT__V1__RERANK_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sift__v1__rerank_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, SIFT__V1__RERANK_REQUEST__INSTRUCTION_PRESENCE__NOT_SET, {0} }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, SIFT__V1__RERANK_REQUEST__INSTRUCTION_PRESENCE__NOT_SET, {0} }
 
 
 struct  Sift__V1__RerankResult
@@ -279,10 +285,15 @@ struct  Sift__V1__Usage
    * (what per-token pricing counts; the shared prefix is in fact computed once, or cached).
    */
   uint64_t input_tokens;
+  /*
+   * Documents answered from the server's score cache (computed by an earlier call with the same
+   * model, instruction, query, document and options: the same bits, no compute).
+   */
+  uint32_t cached_documents;
 };
 #define SIFT__V1__USAGE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sift__v1__usage__descriptor) \
-    , 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Sift__V1__Timings
@@ -346,10 +357,14 @@ struct  Sift__V1__TokenizeRequest
    * false: counts only.
    */
   protobuf_c_boolean return_ids;
+  /*
+   * Whose tokenizer: as RerankRequest.model (empty = the default model).
+   */
+  char *model;
 };
 #define SIFT__V1__TOKENIZE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sift__v1__tokenize_request__descriptor) \
-    , 0,NULL, 0 }
+    , 0,NULL, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Sift__V1__TokenizedText
@@ -378,10 +393,14 @@ struct  Sift__V1__TokenizeResponse
 struct  Sift__V1__ModelInfoRequest
 {
   ProtobufCMessage base;
+  /*
+   * Which model the top-level fields describe: as RerankRequest.model (empty = the default).
+   */
+  char *model;
 };
 #define SIFT__V1__MODEL_INFO_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sift__v1__model_info_request__descriptor) \
-     }
+    , (char *)protobuf_c_empty_string }
 
 
 struct  Sift__V1__ModelInfoResponse
@@ -414,10 +433,44 @@ struct  Sift__V1__ModelInfoResponse
   char *server_version;
   uint32_t protocol_version;
   char *default_instruction;
+  /*
+   * Every model this server serves, the default first.
+   */
+  size_t n_models;
+  Sift__V1__ServedModel **models;
 };
 #define SIFT__V1__MODEL_INFO_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sift__v1__model_info_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0,NULL }
+
+
+/*
+ * One model a server serves, and the names that reach it.
+ */
+struct  Sift__V1__ServedModel
+{
+  ProtobufCMessage base;
+  char *name;
+  /*
+   * Other names clients may send for it (e.g. names their SDKs send by default).
+   */
+  size_t n_aliases;
+  char **aliases;
+  /*
+   * "int8" or "fp32".
+   */
+  char *quantization;
+  uint32_t hidden_size;
+  uint32_t layers;
+  uint32_t max_length;
+  /*
+   * The model a call without a name goes to.
+   */
+  protobuf_c_boolean is_default;
+};
+#define SIFT__V1__SERVED_MODEL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sift__v1__served_model__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
 
 
 /*
@@ -728,6 +781,25 @@ Sift__V1__ModelInfoResponse *
 void   sift__v1__model_info_response__free_unpacked
                      (Sift__V1__ModelInfoResponse *message,
                       ProtobufCAllocator *allocator);
+/* Sift__V1__ServedModel methods */
+void   sift__v1__served_model__init
+                     (Sift__V1__ServedModel         *message);
+size_t sift__v1__served_model__get_packed_size
+                     (const Sift__V1__ServedModel   *message);
+size_t sift__v1__served_model__pack
+                     (const Sift__V1__ServedModel   *message,
+                      uint8_t             *out);
+size_t sift__v1__served_model__pack_to_buffer
+                     (const Sift__V1__ServedModel   *message,
+                      ProtobufCBuffer     *buffer);
+Sift__V1__ServedModel *
+       sift__v1__served_model__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sift__v1__served_model__free_unpacked
+                     (Sift__V1__ServedModel *message,
+                      ProtobufCAllocator *allocator);
 /* Sift__V1__HealthRequest methods */
 void   sift__v1__health_request__init
                      (Sift__V1__HealthRequest         *message);
@@ -829,6 +901,9 @@ typedef void (*Sift__V1__ModelInfoRequest_Closure)
 typedef void (*Sift__V1__ModelInfoResponse_Closure)
                  (const Sift__V1__ModelInfoResponse *message,
                   void *closure_data);
+typedef void (*Sift__V1__ServedModel_Closure)
+                 (const Sift__V1__ServedModel *message,
+                  void *closure_data);
 typedef void (*Sift__V1__HealthRequest_Closure)
                  (const Sift__V1__HealthRequest *message,
                   void *closure_data);
@@ -859,6 +934,7 @@ extern const ProtobufCMessageDescriptor sift__v1__tokenized_text__descriptor;
 extern const ProtobufCMessageDescriptor sift__v1__tokenize_response__descriptor;
 extern const ProtobufCMessageDescriptor sift__v1__model_info_request__descriptor;
 extern const ProtobufCMessageDescriptor sift__v1__model_info_response__descriptor;
+extern const ProtobufCMessageDescriptor sift__v1__served_model__descriptor;
 extern const ProtobufCMessageDescriptor sift__v1__health_request__descriptor;
 extern const ProtobufCMessageDescriptor sift__v1__health_response__descriptor;
 extern const ProtobufCEnumDescriptor    sift__v1__health_response__serving_status__descriptor;

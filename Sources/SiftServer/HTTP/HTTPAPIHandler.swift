@@ -165,22 +165,28 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         } catch {
             return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error, tei: tei)
         }
-        let decoded: (Wire.RerankRequest, String?, TEIRerankAPI.Options)
+        let decoded: (Wire.RerankRequest, TEIRerankAPI.Options)
         do {
             switch dialect {
             case .cohere:
-                let (request, model) = try HTTPRerankAPI.decode(body, maxDocuments: calls.engine.options.maxDocuments)
-                decoded = (request, model, TEIRerankAPI.Options())
+                decoded = (try HTTPRerankAPI.decode(body, maxDocuments: calls.models.maxDocuments), TEIRerankAPI.Options())
             case .tei:
-                let (request, options) = try TEIRerankAPI.decode(body, maxDocuments: calls.engine.options.maxDocuments)
-                decoded = (request, nil, options)
+                decoded = try TEIRerankAPI.decode(body, maxDocuments: calls.models.maxDocuments)
             }
         } catch let status as Wire.Status {
             return fail(context, info, method: method, status: 400, status, tei: tei)
         } catch {
             return fail(context, info, method: method, status: 400, Wire.Status(.invalidArgument, "\(error)"), tei: tei)
         }
-        let (request, model, teiOptions) = decoded
+        let (request, teiOptions) = decoded
+        let model: ServedModels.Model
+        do {
+            model = try calls.models.resolve(request.model)
+        } catch {
+            return fail(context, info, method: method, status: 404, error, tei: tei)
+        }
+        // Cohere's clients get back the name they sent (an alias stays an alias).
+        let echoedName = request.model.isEmpty ? model.name : request.model
         let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
         let contextBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
@@ -194,25 +200,25 @@ final class HTTPAPIHandler: ChannelInboundHandler {
                 handler.lifecycle.ended(on: channel)
                 let encoded: Result<Data, Wire.Status> = outcome.flatMap { o in
                     switch dialect {
-                    case .cohere(let apiVersion): .success(HTTPRerankAPI.encode(o.response, model: model, apiVersion: apiVersion))
+                    case .cohere(let apiVersion): .success(HTTPRerankAPI.encode(o.response, model: echoedName, apiVersion: apiVersion))
                     case .tei: Result { try TEIRerankAPI.encode(o.response, teiOptions) }.mapError { $0 as? Wire.Status ?? Wire.Status(.internal, "\($0)") }
                     }
                 }
                 switch encoded {
                 case .success(let json):
                     let details = (try? outcome.get()).map(CallLifecycle.details) ?? [:]
-                    handler.log(info, method: method, code: .ok, details: details)
+                    handler.log(info, method: method, code: .ok, model: model.name, details: details)
                     handler.respond(context, info, status: 200, json: json)
                 case .failure(let status):
                     handler.fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(status.code), status,
-                                 details: ["documents": "\(request.documents.count)"], tei: tei)
+                                 model: model.name, details: ["documents": "\(request.documents.count)"], tei: tei)
                 }
             }
         }
         let received = info.received
         call = Task {
             do {
-                finish(.success(try await calls.rerank(request, receivedAt: received, partial: nil)))
+                finish(.success(try await calls.rerank(request, model: model, receivedAt: received, partial: nil)))
             } catch let status as Wire.Status {
                 finish(.failure(status))
             } catch {
@@ -224,17 +230,18 @@ final class HTTPAPIHandler: ChannelInboundHandler {
     /// Answers with an error in the request's dialect: `status` and Cohere's body, or (`tei`)
     /// TEI's own status and body for `s`.
     private func fail(_ context: ChannelHandlerContext, _ info: RequestInfo, method: String, status: Int, _ s: Wire.Status,
-                      details: Logger.Metadata = [:], tei: Bool = false) {
-        log(info, method: method, code: s.code, details: details, error: s.message)
+                      model: String? = nil, details: Logger.Metadata = [:], tei: Bool = false) {
+        log(info, method: method, code: s.code, model: model, details: details, error: s.message)
         let (status, body) = tei ? TEIRerankAPI.error(s)
             : (status, (try? JSONEncoder().encode(HTTPRerankAPI.ErrorBody(message: s.message, code: s.code.name))) ?? Data())
         respond(context, info, status: status, json: body)
     }
 
-    private func log(_ info: RequestInfo, method: String, code: Wire.Code, details: Logger.Metadata = [:], error: String? = nil) {
+    private func log(_ info: RequestInfo, method: String, code: Wire.Code, model: String? = nil, details: Logger.Metadata = [:],
+                     error: String? = nil) {
         var details = details
         details["path"] = "\(Self.path(info.head.uri).prefix(100))"
-        lifecycle.answered(method: method, code, error: error, received: info.received, details: details, logger: logger)
+        lifecycle.answered(method: method, code, error: error, model: model, received: info.received, details: details, logger: logger)
     }
 
     /// Writes one whole response. The end is written last: writing it may hand the next

@@ -24,7 +24,7 @@ enum HTTPRerankAPI {
     }
 
     struct Request: Decodable {
-        /// Echoed back; any name is accepted (clients send the name they were configured with).
+        /// A model name or alias the server serves (unknown: 404 naming them); echoed back.
         var model: String?
         var query: String
         var documents: [Document]
@@ -100,7 +100,7 @@ enum HTTPRerankAPI {
     }
 
     /// The wire request for a JSON body, or a status saying what is wrong with it.
-    static func decode(_ body: Data, maxDocuments: Int = .max) throws -> (Wire.RerankRequest, model: String?) {
+    static func decode(_ body: Data, maxDocuments: Int = .max) throws -> Wire.RerankRequest {
         let request = try decodeBody(Request.self, from: body, listKey: "documents", maxDocuments: maxDocuments)
         func count(_ value: Int?, _ name: String) throws -> UInt32 {
             guard let value else { return 0 }
@@ -121,14 +121,15 @@ enum HTTPRerankAPI {
             guard overlap >= 0 else { throw Wire.Status(.invalidArgument, "chunk_overlap_tokens must not be negative") }
             wire.chunkOverlapTokens = UInt32(clamping: overlap)
         }
-        return (wire, request.model)
+        wire.model = request.model ?? ""
+        return wire
     }
 
-    static func encode(_ r: Wire.RerankResponse, model: String?, apiVersion: String) -> Data {
+    static func encode(_ r: Wire.RerankResponse, model: String, apiVersion: String) -> Data {
         let total = Int(r.usage.inputTokens)
         let response = Response(
             id: UUID().uuidString.lowercased(),
-            model: model ?? r.modelID,
+            model: model,
             results: r.results.map {
                 Response.Result(index: Int($0.index), relevance_score: $0.relevanceScore, logit: $0.logit,
                                 document: $0.document.map { Response.DocumentText(text: $0) },

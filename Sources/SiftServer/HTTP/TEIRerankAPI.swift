@@ -12,6 +12,8 @@ enum TEIRerankAPI {
         var return_text: Bool?
         var truncate: Bool?
         var truncation_direction: String?
+        /// Sift's own: a model name or alias (TEI serves one model; absent = the default).
+        var model: String?
     }
 
     /// What the response needs of the request.
@@ -42,6 +44,7 @@ enum TEIRerankAPI {
         try HTTPRerankAPI.checkNoNUL([request.query] + request.texts)
         var wire = Wire.RerankRequest(query: request.query, documents: request.texts)
         wire.returnDocuments = request.return_text ?? false
+        wire.model = request.model ?? ""
         return (wire, Options(rawScores: request.raw_scores ?? false, truncate: request.truncate ?? false))
     }
 

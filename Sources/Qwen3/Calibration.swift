@@ -19,8 +19,8 @@ struct Calibration {
 
     let tokens: Int
     let config: Qwen3Config
-    /// Hidden states of the calibration tokens entering the next layer (tokens × hidden).
-    var hidden: [Float]
+    /// Hidden states of the calibration tokens entering the next layer, and their rotary angles.
+    let rows: StepRows
     /// K/V of the calibration sequence (each layer writes its own slice).
     var cache: KVCache?
 
@@ -28,30 +28,26 @@ struct Calibration {
         let h = config.hiddenSize
         tokens = ids.count
         self.config = config
-        hidden = [Float](repeating: 0, count: ids.count * h)
-        hidden.withUnsafeMutableBufferPointer { buf in
-            for (row, id) in ids.enumerated() {
-                embedding.copyFloats(into: buf.baseAddress! + row * h, offset: Int(id) * h, count: h)
-            }
+        rows = StepRows(config: config)
+        rows.reserve(rows: ids.count)
+        let invFreq = Qwen3Model.rotaryInverseFrequencies(config)
+        for (row, id) in ids.enumerated() {
+            embedding.copyFloats(into: rows.x + row * h, offset: Int(id) * h, count: h)
+            rows.fillRope(row: row, position: row, invFreq: invFreq)
         }
     }
 
     /// Runs the fp32 `layer` (number `index`) on the calibration states, advances them, and
     /// returns the outlier channels (ascending) of each projection input, by `ProjectionInput`.
     mutating func run(layer: DecoderLayer, index: Int, model: Qwen3Model) -> [[Int32]] {
-        let c = config, t = tokens
+        let t = tokens
         var outliers = [[Int32]](repeating: [], count: ProjectionInput.allCases.count)
         if cache == nil { cache = model.makeCache() }
         cache!.reserve(t)
-        let ws = model.workspace
-        ws.reserve(tokens: t, context: t)
-        hidden.withUnsafeBufferPointer { ws.x.update(from: $0.baseAddress!, count: t * c.hiddenSize) }
-        for row in 0..<t { ws.fillRope(row: row, position: row, invFreq: model.invFreq) }
         let span = Qwen3Model.Span(cache: cache!, firstRow: 0, start: 0, count: t, finish: false)
-        model.runLayer(layer, index: index, spans: [span], rows: t, last: false) { site, x, rows, cols in
+        model.runLayer(layer, index: index, state: rows, spans: [span], rows: t, last: false) { site, x, rows, cols in
             outliers[site.rawValue] = Self.outlierChannels(x, rows: rows, cols: cols)
         }
-        hidden.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: ws.x, count: t * c.hiddenSize) }
         return outliers
     }
 

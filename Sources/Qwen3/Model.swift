@@ -1,6 +1,7 @@
 import COpenBLAS
 import CSiftKernels
 import Foundation
+import SiftBase
 
 /// Numeric format of the linear layers.
 public enum Precision: String, Sendable, CaseIterable {
@@ -60,6 +61,7 @@ public final class Qwen3Model: @unchecked Sendable {
     public let pool: WorkerPool
     let workspace: Workspace
     private let linearScratch = LinearScratch()
+    private let freeStepRows = Locked<[StepRows]>([])
     private let blockPool: KVBlockPool
 
     /// Assembles a model from prepared parts (used by the checkpoint and .sift loaders).
@@ -77,10 +79,14 @@ public final class Qwen3Model: @unchecked Sendable {
         self.finalNorm = finalNorm
         self.yesRow = yesRow
         self.noRow = noRow
-        // As transformers computes it, in fp32: 1 / theta^(2i/d).
-        let d = config.headDim
-        invFreq = (0..<d / 2).map { i in 1 / powf(Float(config.ropeTheta), Float(2 * i) / Float(d)) }
+        invFreq = Self.rotaryInverseFrequencies(config)
         self.layers = layers
+    }
+
+    /// As transformers computes them, in fp32: 1 / theta^(2i/d).
+    static func rotaryInverseFrequencies(_ config: Qwen3Config) -> [Float] {
+        let d = config.headDim
+        return (0..<d / 2).map { i in 1 / powf(Float(config.ropeTheta), Float(2 * i) / Float(d)) }
     }
 
     /// Builds the model from a checked checkpoint. For int8, every layer is converted, calibrated
@@ -170,51 +176,11 @@ public final class Qwen3Model: @unchecked Sendable {
     /// one matrix; attention runs per (sequence, head) against each sequence's own blocks.
     /// Every row is computed exactly as it would be alone, so results never depend on the
     /// batch. Appends each sequence's K/V; returns the hidden state of those that want it.
+    /// (`ForwardPass` runs the same step a layer at a time.)
     public func forward(_ batch: [BatchItem]) throws -> [[Float]?] {
-        var rows = 0, maxContext = 0
-        for item in batch {
-            for id in item.tokens where id < 0 || Int(id) >= config.vocabSize {
-                throw ModelError.tokenOutOfRange(id, vocabularySize: config.vocabSize)
-            }
-            let end = item.cache.count + item.tokens.count
-            guard end <= config.maxPositionEmbeddings else {
-                throw ModelError.tooLong(end, limit: config.maxPositionEmbeddings)
-            }
-            rows += item.tokens.count
-            maxContext = max(maxContext, end)
-        }
-        guard rows > 0 else { return batch.map { _ in nil } }
-        let h = config.hiddenSize, ws = workspace
-        ws.reserve(tokens: rows, context: maxContext)
-        var spans: [Span] = []
-        var row = 0
-        for item in batch {
-            item.cache.reserve(item.cache.count + item.tokens.count)
-            spans.append(Span(cache: item.cache, firstRow: row, start: item.cache.count, count: item.tokens.count,
-                              finish: item.wantHidden && !item.tokens.isEmpty))
-            for id in item.tokens {
-                embedding.copyFloats(into: ws.x + row * h, offset: Int(id) * h, count: h)
-                ws.fillRope(row: row, position: spans.last!.start + row - spans.last!.firstRow, invFreq: invFreq)
-                row += 1
-            }
-        }
-        for (index, layer) in layers.enumerated() {
-            runLayer(layer, index: index, spans: spans, rows: rows, last: index == layers.count - 1, observer: nil)
-        }
-        for item in batch { item.cache.commit(item.tokens.count) }
-        // After the last layer, finishing sequences' rows are packed at the top of x.
-        var outputs: [[Float]?] = []
-        var packed = 0
-        for span in spans {
-            guard span.finish else { outputs.append(nil); continue }
-            var out = [Float](repeating: 0, count: h)
-            out.withUnsafeMutableBufferPointer {
-                sift_rmsnorm(ws.x + packed * h, finalNorm, $0.baseAddress!, 1, h, h, h, Float(config.rmsNormEps))
-            }
-            outputs.append(out)
-            packed += 1
-        }
-        return outputs
+        let pass = try ForwardPass(model: self, batch: batch)
+        while !pass.isComplete { pass.runLayer() }
+        return pass.finish()
     }
 
     /// Single-sequence convenience over `forward(_:)`.
@@ -226,24 +192,35 @@ public final class Qwen3Model: @unchecked Sendable {
     /// A sequence's rows within a step.
     struct Span {
         let cache: KVCache
-        let firstRow: Int
+        var firstRow: Int
         let start: Int   // position of the first row
         let count: Int
         let finish: Bool // its last row goes through the whole last layer
     }
 
+    /// Row buffers of a step that live from one layer to the next, from a small free list (one
+    /// per step in progress: two when a step runs between the layers of another).
+    func takeStepRows() -> StepRows {
+        freeStepRows.withLock { $0.popLast() } ?? StepRows(config: config)
+    }
+
+    func returnStepRows(_ rows: StepRows) {
+        freeStepRows.withLock { $0.append(rows) }
+    }
+
     /// One decoder layer over the step's rows. In the last layer, K/V are written for every row
     /// but only the last row of each finishing sequence goes on through attention output and
     /// MLP; those rows are packed at the top of the workspace.
-    func runLayer(_ layer: DecoderLayer, index: Int, spans: [Span], rows t: Int, last: Bool,
+    func runLayer(_ layer: DecoderLayer, index: Int, state: StepRows, spans: [Span], rows t: Int, last: Bool,
                   observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) {
-        let c = config, ws = workspace
+        let c = config, ws = workspace, x = state.x
+        ws.reserve(tokens: t, context: spans.reduce(0) { max($0, $1.start + $1.count) })
         let h = c.hiddenSize, d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim, inter = c.intermediateSize
         let eps = Float(c.rmsNormEps)
         // Attention block: normalise, project q/k/v in one GEMM.
         pool.run { i in
             let r = pool.range(i, of: t)
-            sift_rmsnorm(ws.x + r.lowerBound * h, layer.inputNorm, ws.xn + r.lowerBound * h, r.count, h, h, h, eps)
+            sift_rmsnorm(x + r.lowerBound * h, layer.inputNorm, ws.xn + r.lowerBound * h, r.count, h, h, h, eps)
         }
         observer?(.qkv, ws.xn, t, h)
         layer.qkv.apply(ws.xn, rows: t, out: ws.qkv, pool: pool, scratch: linearScratch)
@@ -255,7 +232,7 @@ public final class Qwen3Model: @unchecked Sendable {
                     let q = ws.qkv + row * qkvCols, k = q + c.qDim, v = k + c.kvDim
                     sift_rmsnorm(q, layer.qNorm, q, c.headCount, d, d, d, eps)
                     sift_rmsnorm(k, layer.kNorm, k, c.kvHeadCount, d, d, d, eps)
-                    let cosRow = ws.cos + row * (d / 2), sinRow = ws.sin + row * (d / 2)
+                    let cosRow = state.cos + row * (d / 2), sinRow = state.sin + row * (d / 2)
                     sift_rope(q, c.headCount, d, cosRow, sinRow)
                     sift_rope(k, c.kvHeadCount, d, cosRow, sinRow)
                     span.cache.store(layer: index, position: span.start + r, key: k, value: v)
@@ -282,7 +259,7 @@ public final class Qwen3Model: @unchecked Sendable {
             // so a destination row never overwrites a source row not yet moved).
             for task in tasks {
                 let from = spans[task.span].firstRow + task.firstRow
-                if from != task.outRow { (ws.x + task.outRow * h).update(from: ws.x + from * h, count: h) }
+                if from != task.outRow { (x + task.outRow * h).update(from: x + from * h, count: h) }
             }
         }
         let rows = outRows
@@ -292,8 +269,8 @@ public final class Qwen3Model: @unchecked Sendable {
         pool.run { i in
             let r = pool.range(i, of: rows)
             guard !r.isEmpty else { return }
-            sift_add_inplace(ws.x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
-            sift_rmsnorm(ws.x + r.lowerBound * h, layer.postNorm, ws.xn + r.lowerBound * h, r.count, h, h, h, eps)
+            sift_add_inplace(x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
+            sift_rmsnorm(x + r.lowerBound * h, layer.postNorm, ws.xn + r.lowerBound * h, r.count, h, h, h, eps)
         }
         observer?(.gateUp, ws.xn, rows, h)
         layer.gateUp.apply(ws.xn, rows: rows, out: ws.gateUp, pool: pool, scratch: linearScratch)
@@ -308,7 +285,7 @@ public final class Qwen3Model: @unchecked Sendable {
         pool.run { i in
             let r = pool.range(i, of: rows)
             guard !r.isEmpty else { return }
-            sift_add_inplace(ws.x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
+            sift_add_inplace(x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
         }
     }
 
@@ -364,38 +341,36 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Activation buffers of the forward pass, kept between calls and grown on demand, so nothing
-/// is allocated per layer and large buffers are not re-faulted on every call.
+/// Scratch buffers of one layer (normalised rows, q/k/v, attention output, MLP activations,
+/// attention scores), shared by every step of a model: each layer starts from a step's
+/// `StepRows` and leaves its result there, so nothing here outlives a layer. Grown on demand
+/// and kept, so large buffers are not re-faulted on every step.
 final class Workspace: @unchecked Sendable {
     static let attentionTile = 64
     let config: Qwen3Config
     let threads: Int
     private(set) var tokenCapacity = 0
     private(set) var contextCapacity = 0
-    private(set) var x, xn, qkv, attn, gateUp, act, cos, sin, scoreBuffer: UnsafeMutablePointer<Float>
+    private(set) var xn, qkv, attn, gateUp, act, scoreBuffer: UnsafeMutablePointer<Float>
 
     init(config: Qwen3Config, threads: Int) {
         self.config = config
         self.threads = threads
-        (x, xn, qkv, attn, gateUp, act, cos, sin, scoreBuffer) = (.allocate(capacity: 1), .allocate(capacity: 1),
-            .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1),
-            .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1))
+        (xn, qkv, attn, gateUp, act, scoreBuffer) = (.allocate(capacity: 1), .allocate(capacity: 1),
+            .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1))
     }
 
-    deinit { for p in [x, xn, qkv, attn, gateUp, act, cos, sin, scoreBuffer] { p.deallocate() } }
+    deinit { for p in [xn, qkv, attn, gateUp, act, scoreBuffer] { p.deallocate() } }
 
     func reserve(tokens t: Int, context: Int) {
         let c = config
         if t > tokenCapacity {
-            for p in [x, xn, qkv, attn, gateUp, act, cos, sin] { p.deallocate() }
-            x = .allocate(capacity: t * c.hiddenSize)
+            for p in [xn, qkv, attn, gateUp, act] { p.deallocate() }
             xn = .allocate(capacity: t * max(c.hiddenSize, c.qDim))
             qkv = .allocate(capacity: t * (c.qDim + 2 * c.kvDim))
             attn = .allocate(capacity: t * c.qDim)
             gateUp = .allocate(capacity: t * 2 * c.intermediateSize)
             act = .allocate(capacity: t * c.intermediateSize)
-            cos = .allocate(capacity: t * c.headDim / 2)
-            sin = .allocate(capacity: t * c.headDim / 2)
             tokenCapacity = t
         }
         if context > contextCapacity {
@@ -408,6 +383,38 @@ final class Workspace: @unchecked Sendable {
     /// The attention score tile of one worker.
     func scores(_ worker: Int) -> UnsafeMutablePointer<Float> {
         scoreBuffer + worker * Self.attentionTile * contextCapacity
+    }
+}
+
+/// What a step carries from one layer to the next: the residual stream of its rows and each
+/// row's rotary cos/sin. Grown on demand and kept (see `Qwen3Model.takeStepRows`).
+final class StepRows: @unchecked Sendable {
+    let config: Qwen3Config
+    private(set) var capacity = 0
+    private(set) var x, cos, sin: UnsafeMutablePointer<Float>
+
+    init(config: Qwen3Config) {
+        self.config = config
+        (x, cos, sin) = (.allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1))
+    }
+
+    deinit { for p in [x, cos, sin] { p.deallocate() } }
+
+    func reserve(rows t: Int) {
+        guard t > capacity else { return }
+        for p in [x, cos, sin] { p.deallocate() }
+        x = .allocate(capacity: t * config.hiddenSize)
+        cos = .allocate(capacity: t * config.headDim / 2)
+        sin = .allocate(capacity: t * config.headDim / 2)
+        capacity = t
+    }
+
+    /// Moves row `from` to row `to` (the residual and the angles).
+    func moveRow(_ from: Int, to: Int) {
+        let h = config.hiddenSize, half = config.headDim / 2
+        (x + to * h).update(from: x + from * h, count: h)
+        (cos + to * half).update(from: cos + from * half, count: half)
+        (sin + to * half).update(from: sin + from * half, count: half)
     }
 
     /// cos/sin of one row's position, as transformers computes them: angle = Float(position) ·

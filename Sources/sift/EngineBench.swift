@@ -4,11 +4,19 @@ import Qwen3
 import SiftEngine
 import SiftBase
 
-/// W1–W3 of the engine issue, in-process.
+/// W1–W4 of the engine issues, in-process.
 struct EngineBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
-        abstract: "Engine workloads W1 (one request, 64 docs), W2 (8 concurrent submitters), W3 (4 long docs, alone and under W2).")
+        abstract: "Engine workloads W1 (one request, 64 docs), W2 (8 concurrent submitters), W3 (4 long docs, alone and under W2), W4 (interactive calls under a batch stream).",
+        discussion: """
+            W4: interactive calls (1 query × 4 passages cut to 96 tokens) alone, then a stream of W1-sized
+            batch calls alone for --w4-seconds, then both for --w4-seconds, the interactive calls at
+            --interactive-rate (default: a rate that keeps them to 15% of the machine). It prints the
+            interactive p50/p99 idle and under the stream, and the stream's docs/s without and with them.
+            --w4-without-classes repeats the mixed phase with --interactive-tokens 0 (one class of work:
+            no interactive steps, nothing run between layers), the scheduling before latency classes.
+            """)
 
     @Option(help: "Model: .sift file or Hugging Face folder (quantized at load).") var model: String
     @Option(help: "JSON-lines corpus of documents.") var corpus: String = defaultCorpus
@@ -19,6 +27,12 @@ struct EngineBench: AsyncParsableCommand {
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Tokens per scheduler step.") var maxBatchTokens: Int = EngineOptions().maxBatchTokens
     @Option(help: "Chunk of a long document per step.") var prefillChunk: Int = EngineOptions().prefillChunk
+    @Option(help: "Calls of at most this many tokens are interactive (0: only priority > 0).")
+    var interactiveTokens: Int = EngineOptions().interactiveTokens
+    @Option(help: "W4: seconds of each batch-stream phase.") var w4Seconds: Double = 240
+    @Option(help: "W4: interactive calls started per second (default: 15% of the machine).") var interactiveRate: Double?
+    @Option(help: "W4: interactive calls on the idle engine.") var idleCalls: Int = 10
+    @Flag(help: "W4: also run the mixed phase with one class of work (--interactive-tokens 0).") var w4WithoutClasses = false
 
     func run() async throws {
         do {
@@ -29,8 +43,9 @@ struct EngineBench: AsyncParsableCommand {
         }
     }
 
-    func makeEngine(_ reranker: Reranker, sharing: Bool = true) -> SiftEngine {
+    func makeEngine(_ reranker: Reranker, sharing: Bool = true, interactiveTokens: Int? = nil) -> SiftEngine {
         var o = EngineOptions()
+        o.interactiveTokens = interactiveTokens ?? self.interactiveTokens
         o.maxBatchTokens = maxBatchTokens
         o.prefillChunk = prefillChunk
         o.prefixSharing = sharing
@@ -93,6 +108,28 @@ struct EngineBench: AsyncParsableCommand {
                              percentile(lat, 99), (w3Time.queued + w3Time.computing).seconds))
             }
             engine.shutdown()
+        }
+        if which.contains("w4") {
+            var rate = interactiveRate
+            for classes in w4WithoutClasses ? [true, false] : [true] {
+                let engine = makeEngine(reranker, interactiveTokens: classes ? nil : 0)
+                let w4 = MixedWorkload(idleCalls: idleCalls, seconds: w4Seconds, rate: rate, interactive: { n in
+                    let docs = (0..<4).map { texts[(4096 + 4 * max(n, 0) + $0) % texts.count] }
+                    _ = try await engine.rerank(RerankRequest(query: qs[(n + qs.count) % qs.count], documents: docs,
+                                                              maxTokensPerDocument: 96))
+                }, batch: { n, scored in
+                    let docs = (0..<64).map { texts[(64 * n + $0) % texts.count] }
+                    _ = try await engine.rerank(RerankRequest(query: qs[(n + 1) % qs.count], documents: docs, maxTokensPerDocument: 256,
+                                                              onProgress: { scored($0.count) }))
+                })
+                print("W4 \(classes ? "with latency classes (interactive-tokens \(interactiveTokens))" : "one class of work (interactive-tokens 0)"):")
+                let r = try await w4.run { print("  " + $0) }
+                rate = r.rate
+                print(r.table.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+                let s = engine.stats
+                print("  steps \(s.steps), interactive \(s.interactiveSteps), run between the layers of a batch step \(s.stepsBetweenLayers)")
+                engine.shutdown()
+            }
         }
         print(String(format: "peak RSS %.2f GB", Double(SystemMemory.peakResidentBytes() ?? 0) / 1e9))
     }

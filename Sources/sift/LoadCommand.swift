@@ -13,10 +13,14 @@ struct LoadCommand: AsyncParsableCommand {
         commandName: "load",
         abstract: "Load-test a server: closed or open loop, latency percentiles, throughput, errors by status.",
         discussion: """
-            Workload presets (the engine benchmarks' W1–W3, through the server):
+            Workload presets (the engine benchmarks' W1–W4, through the server):
               w1: one call of 64 corpus passages (cut to 256 tokens)
               w2: 8 callers × 10 calls of 16 passages (256 tokens), a different query each
               w3: one call of 4 documents of ~4000 tokens
+              w4: interactive calls (1 query × 4 passages cut to 96 tokens) alone, then a stream of w1
+                  calls alone for --duration seconds, then both for --duration seconds, the interactive
+                  calls at --rate (default: a rate that keeps them to 15% of the machine); prints their
+                  p50/p99 idle and under the stream, and the stream's docs/s without and with them
             Without --workload: --documents passages per call, --concurrency callers (or --rate calls/s),
             until --requests calls or --duration seconds.
             --zipf S draws each call's query from a Zipf(S) law over the queries (the first most often)
@@ -25,7 +29,7 @@ struct LoadCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var connection: ServerConnectionOptions
-    @Option(help: "Preset: w1, w2 or w3 (overrides the shape flags).") var workload: String?
+    @Option(help: "Preset: w1, w2, w3 or w4 (overrides the shape flags).") var workload: String?
     @Option(help: "JSON-lines corpus of documents.") var corpus: String = defaultCorpus
     @Option(help: "JSON-lines queries.") var queries: String = "../shared/bench/queries.jsonl"
     @Option(help: "Documents per call.") var documents: Int = 16
@@ -64,7 +68,8 @@ struct LoadCommand: AsyncParsableCommand {
         case "w1": shape = Shape(documentsPerCall: 64, maxTokens: 256, concurrency: 1, requests: 1)
         case "w2": shape = Shape(documentsPerCall: 16, maxTokens: 256, concurrency: 8, requests: 80)
         case "w3": shape = Shape(documentsPerCall: 4, maxTokens: 4000, concurrency: 1, requests: 1, longDocuments: true)
-        case let other?: throw CLIError("unknown workload \(other): w1, w2 or w3")
+        case "w4": return try await runMixed()
+        case let other?: throw CLIError("unknown workload \(other): w1, w2, w3 or w4")
         }
         guard shape.documentsPerCall >= 0, shape.concurrency >= 1 else { throw CLIError("--documents ≥ 0 and --concurrency ≥ 1") }
         if let rate, !(rate > 0) { throw CLIError("--rate must be positive") }
@@ -146,6 +151,28 @@ struct LoadCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("report written to \(report)\n".utf8))
         }
         if summary.ok == 0 { throw ExitCode(1) }
+    }
+
+    /// W4 through the server (`MixedWorkload`).
+    func runMixed() async throws {
+        if let rate, !(rate > 0) { throw CLIError("--rate must be positive") }
+        guard duration > 0 else { throw CLIError("--duration must be positive") }
+        let texts = try loadCorpus(corpus)
+        let qs = try loadCorpus(queries)
+        guard !texts.isEmpty, !qs.isEmpty else { throw CLIError("the corpus and the queries must not be empty") }
+        let client = try connection.makeClient()
+        let model = model
+        let w4 = MixedWorkload(seconds: duration, rate: rate, interactive: { n in
+            let docs = (0..<4).map { texts[(4096 + 4 * max(n, 0) + $0) % texts.count] }
+            _ = try await client.rerank(query: qs[(n + qs.count) % qs.count], documents: docs, model: model, maxTokensPerDocument: 96)
+        }, batch: { n, scored in
+            let docs = (0..<64).map { texts[(64 * n + $0) % texts.count] }
+            _ = try await client.rerank(query: qs[(n + 1) % qs.count], documents: docs, model: model, maxTokensPerDocument: 256,
+                                        onPartial: { scored($0.count) })
+        })
+        let result = try await w4.run { if !quiet { FileHandle.standardError.write(Data(($0 + "\n").utf8)) } }
+        await client.close()
+        print(result.table)
     }
 
     /// Documents of about `tokens` tokens: consecutive passages joined, counted by the server.

@@ -137,6 +137,52 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(order.withLock { $0 }, ["short", "long"])
     }
 
+    /// An interactive call that arrives while a batch step runs is served between the step's
+    /// layers; both calls' scores stay bit-identical to those computed alone.
+    func testAnInteractiveCallRunsBetweenTheLayersOfABatchStep() async throws {
+        let engine = try makeEngine { $0.maxBatchTokens = 2048; $0.prefillChunk = 2048 }
+        let batchDocs = (0..<6).map { "document \($0): " + String(repeating: "word ", count: 1500) }
+        let smallDocs = ["a short document", "another short one"]
+        let batch = Task { try await engine.rerank(RerankRequest(query: "batch query", documents: batchDocs)) }
+        var small: [RerankResult] = []
+        // Small calls, one after another, while the batch call runs: most arrive mid-step.
+        while engine.stats.steps < 1 { try await Task.sleep(for: .milliseconds(1)) }
+        while engine.stats.stepsBetweenLayers == 0 && small.count < 20 {
+            small.append(try await engine.rerank(RerankRequest(query: "small query \(small.count)", documents: smallDocs)))
+        }
+        let batchResult = try await batch.value
+        let stats = engine.stats
+        XCTAssertGreaterThan(stats.stepsBetweenLayers, 0, "no small call was served between layers")
+        XCTAssertGreaterThan(stats.interactiveSteps, 0)
+        // The same calls alone, on a fresh engine.
+        let fresh = try makeEngine()
+        let alone = try await fresh.rerank(RerankRequest(query: "batch query", documents: batchDocs))
+        XCTAssertEqual(batchResult.results.map(\.logit), alone.results.map(\.logit))
+        for (n, r) in small.enumerated() {
+            let again = try await fresh.rerank(RerankRequest(query: "small query \(n)", documents: smallDocs))
+            XCTAssertEqual(r.results.map(\.logit), again.results.map(\.logit))
+        }
+    }
+
+    /// A call cancelled in the middle of a step stops computing at the next layer: its rows leave
+    /// the step, its memory is returned before the caller hears of it.
+    func testACallCancelledMidStepLeavesTheStepAtTheNextLayer() async throws {
+        let engine = try makeEngine { $0.maxBatchTokens = 8192; $0.prefillChunk = 8192 }
+        let task = Task { try await engine.rerank(RerankRequest(query: "q", documents: [String(repeating: "word ", count: 6000)])) }
+        while engine.stats.steps < 2 { try await Task.sleep(for: .milliseconds(1)) }  // prefix, then the document
+        task.cancel()
+        do {
+            _ = try await task.value
+            XCTFail("expected cancellation")
+        } catch let e as EngineError {
+            XCTAssertEqual(e.code, .cancelled)
+        }
+        let s = engine.stats
+        XCTAssertGreaterThan(s.droppedTokens, 0, "the document's rows should have left the step")
+        XCTAssertEqual(s.activeRequests, 0)
+        XCTAssertEqual(s.kvBytes, s.prefixCacheBytes, "only the prefix cache may still hold KV blocks")
+    }
+
     func testCancellationStopsTheWorkAndReturnsTheMemory() async throws {
         let engine = try makeEngine { $0.maxBatchTokens = 32; $0.prefillChunk = 16 }
         let task = Task { try await engine.rerank(RerankRequest(query: "q", documents: Array(repeating: String(repeating: "word ", count: 2000), count: 3))) }

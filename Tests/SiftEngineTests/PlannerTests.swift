@@ -98,4 +98,98 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(Planner.plan([a], budget: 100, chunk: 64),
                        [.init(request: 1, target: .document(0), tokens: 64, final: false)])
     }
+
+    // MARK: latency classes
+
+    let policy = Planner.Policy(budget: 1024, chunk: 512, interactiveTokens: 2048)
+
+    /// A W1-sized batch call (20 × 300 tokens) and a small call (4 × 90) waiting together.
+    var batchCall: R { R(id: 1, priority: 0, servedTokens: 3000, arrival: 1, prefixRemaining: 0, documents: (0..<20).map { D($0, 300) }) }
+    var smallCall: R { R(id: 2, priority: 0, servedTokens: 0, arrival: 2, prefixRemaining: 60, documents: (0..<4).map { D($0, 90) }) }
+
+    func testInteractiveWorkRunsAloneInAStepSizedForIt() {
+        XCTAssertTrue(Planner.isInteractive(smallCall, policy))
+        XCTAssertFalse(Planner.isInteractive(batchCall, policy))
+        let first = Planner.nextStep([batchCall, smallCall], policy: policy)
+        XCTAssertEqual(first, .init(items: [.init(request: 2, target: .prefix, tokens: 60, final: true)], interactive: true))
+        var ready = smallCall
+        ready.prefixRemaining = 0
+        let second = Planner.nextStep([batchCall, ready], policy: policy)
+        XCTAssertEqual(second.items, (0..<4).map { .init(request: 2, target: .document($0), tokens: 90, final: true) })
+        XCTAssertTrue(second.interactive)
+        // Alone, batch work fills the whole budget again.
+        let alone = Planner.nextStep([batchCall], policy: policy)
+        XCTAssertFalse(alone.interactive)
+        XCTAssertEqual(alone.items.reduce(0) { $0 + $1.tokens }, 1024)
+    }
+
+    func testStatedPriorityDecidesTheClassBeforeSize() {
+        var background = smallCall
+        (background.statedPriority, background.priority) = (-1, -1)
+        XCTAssertFalse(Planner.isInteractive(background, policy))
+        var urgent = batchCall
+        (urgent.statedPriority, urgent.priority) = (1, 1)
+        XCTAssertTrue(Planner.isInteractive(urgent, policy))
+        // With only interactive calls (or only batch ones) steps mix them as before.
+        let both = Planner.nextStep([urgent, smallCall], policy: policy)
+        XCTAssertTrue(both.interactive)
+        XCTAssertEqual(Set(both.items.map(\.request)), [1, 2])
+        XCTAssertFalse(Planner.isInteractive(batchCall, Planner.Policy(budget: 1024, chunk: 512, interactiveTokens: 0)))
+    }
+
+    func testANearDeadlineMakesABatchCallInteractive() {
+        // 6000 tokens left at 1000 tokens/s: 6 s of compute.
+        var p = policy
+        p.tokensPerSecond = 1000
+        var call = batchCall
+        call.secondsLeft = 30
+        XCTAssertFalse(Planner.isInteractive(call, p))
+        call.secondsLeft = 11
+        XCTAssertTrue(Planner.isInteractive(call, p))
+        // Unmeasured rate: the deadline does not change the class.
+        XCTAssertFalse(Planner.isInteractive(call, policy))
+    }
+
+    func testEarlierDeadlineGoesFirstAtEqualPriority() {
+        let late = R(id: 1, priority: 0, servedTokens: 0, arrival: 1, prefixRemaining: 0, documents: [D(0, 600)], secondsLeft: 9)
+        let soon = R(id: 2, priority: 0, servedTokens: 0, arrival: 2, prefixRemaining: 0, documents: [D(0, 600)], secondsLeft: 2)
+        let none = R(id: 3, priority: 0, servedTokens: 0, arrival: 0, prefixRemaining: 0, documents: [D(0, 600)])
+        XCTAssertEqual(Planner.plan([none, late, soon], budget: 1800, chunk: 600).map(\.request), [2, 1, 3])
+    }
+
+    func testABatchCallUnservedForAnAgingPeriodJoinsTheInteractiveSteps() {
+        var waiting = batchCall
+        waiting.priority = 1.2  // stated 0, aged more than one level
+        XCTAssertTrue(Planner.isInteractive(waiting, policy))
+        let step = Planner.nextStep([waiting, smallCall, R(id: 3, priority: 0, servedTokens: 0, arrival: 3, prefixRemaining: 0,
+                                                            documents: [D(0, 4000)])], policy: policy)
+        XCTAssertTrue(step.interactive)
+        XCTAssertEqual(step.items.first?.request, 1, "the aged call goes first")
+        XCTAssertFalse(step.items.contains { $0.request == 3 })
+    }
+
+    func testInteractiveWorkThatCannotStartLetsBatchWorkRun() {
+        var small = smallCall
+        small.started = false
+        small.startBlocks = 10
+        var running = batchCall
+        running.documents[0].started = true
+        let step = Planner.nextStep([running, small], policy: policy, freeBlocks: 2)
+        XCTAssertFalse(step.interactive)
+        XCTAssertEqual(Set(step.items.map(\.request)), [1])
+    }
+
+    func testInteractiveWorkRunsBetweenTheLayersOfABatchStepOnly() {
+        let batchStep = Planner.nextStep([batchCall], policy: policy)
+        let between = Planner.stepBetweenLayers(of: batchStep, waiting: [smallCall], policy: policy)
+        XCTAssertEqual(between, .init(items: [.init(request: 2, target: .prefix, tokens: 60, final: true)], interactive: true))
+        // Nothing interactive waiting, an interactive step running, or paused long enough: go on.
+        XCTAssertNil(Planner.stepBetweenLayers(of: batchStep, waiting: [], policy: policy))
+        var otherBatch = batchCall
+        otherBatch.id = 3
+        XCTAssertNil(Planner.stepBetweenLayers(of: batchStep, waiting: [otherBatch], policy: policy))
+        let interactiveStep = Planner.nextStep([smallCall], policy: policy)
+        XCTAssertNil(Planner.stepBetweenLayers(of: interactiveStep, waiting: [smallCall], policy: policy))
+        XCTAssertNil(Planner.stepBetweenLayers(of: batchStep, pausedFor: policy.maxPauseSeconds, waiting: [smallCall], policy: policy))
+    }
 }

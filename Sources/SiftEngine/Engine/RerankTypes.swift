@@ -179,8 +179,15 @@ public struct EngineOptions: Sendable {
     public var maxDocuments = 1000
     /// Default tokens per (query, document) pair.
     public var defaultMaxLength = RerankPrompt.defaultMaxLength
-    /// A waiting request gains one priority level per this many seconds, so none starves.
+    /// A waiting request gains one priority level per this many seconds, so none starves (a
+    /// batch call unserved this long is served with the interactive ones, and a batch step
+    /// paused for interactive work resumes after this long).
     public var agingSeconds = 10.0
+    /// Calls of at most this many tokens (prompt and documents) are interactive unless they ask
+    /// for priority < 0; priority > 0 makes any call interactive. Interactive work runs before
+    /// batch work, in steps of its own, and between the layers of a batch step already running
+    /// (`Planner`). 0: only priority > 0 (and near deadlines) make a call interactive.
+    public var interactiveTokens = 2048
 
     public init() {}
 }

@@ -4,9 +4,11 @@ import Qwen3
 import Synchronization
 
 /// The thread that owns the model and its KV memory. It admits requests, plans each step
-/// (`Planner`), runs it on the model as one packed batch, and applies the results: finished
-/// documents are scored, finished requests resumed, cancelled or expired ones dropped with
-/// their memory. Swift concurrency's threads only enqueue and await; they never compute.
+/// (`Planner`), runs it on the model as one packed batch a layer at a time, and applies the
+/// results: finished documents are scored, finished requests resumed, cancelled or expired ones
+/// dropped with their memory. Between two layers it admits new calls, drops the rows of calls
+/// cancelled or expired meanwhile, and lets interactive work run before a batch step resumes.
+/// Swift concurrency's threads only enqueue and await; they never compute.
 final class Scheduler: @unchecked Sendable {
     let model: Qwen3Model
     let options: EngineOptions
@@ -25,6 +27,12 @@ final class Scheduler: @unchecked Sendable {
     private var wakeups = 0
     // Scheduler thread only:
     private var active: [ActiveRequest] = []
+    /// Requests with work in the step running (or paused between its layers).
+    private var busy: Set<UInt64> = []
+    /// The steps in progress: the one running and the batch step paused under it, if any.
+    private var passes: [(pass: ForwardPass, plan: [Planner.Item])] = []
+    /// Measured compute rate (tokens per second of step time), for deadline-driven classes.
+    private var tokensPerSecond = 0.0
     private var thread: Thread?
 
     /// `kvBudgetBytes`: the resolved KV budget (the engine picks a default from free memory).
@@ -99,11 +107,9 @@ final class Scheduler: @unchecked Sendable {
         while true {
             condition.lock()
             while inbox.isEmpty && active.isEmpty && !stopping { condition.wait() }
-            let arrived = inbox
-            inbox.removeAll()
             let stop = stopping
             condition.unlock()
-            for r in arrived { admit(r) }
+            admitArrivals()
             if stop {
                 for r in active { finish(r, error: EngineError(.unavailable, "the engine shut down before this request finished")) }
                 active.removeAll()
@@ -115,8 +121,15 @@ final class Scheduler: @unchecked Sendable {
         }
     }
 
-    private func admit(_ r: ActiveRequest) {
-        active.append(r)
+    /// Moves submitted requests into `active`; says whether there were any.
+    @discardableResult
+    private func admitArrivals() -> Bool {
+        condition.lock()
+        let arrived = inbox
+        inbox.removeAll()
+        condition.unlock()
+        active += arrived
+        return !arrived.isEmpty
     }
 
     /// Takes the request's reservation: pins its cached prefix blocks and sets up its prefix
@@ -162,7 +175,13 @@ final class Scheduler: @unchecked Sendable {
         return Planner.RequestSummary(
             id: r.id, priority: Double(r.priority) + aging, servedTokens: r.servedTokens, arrival: r.id,
             prefixRemaining: prefixRemaining, documents: r.pendingDocuments(), started: r.started,
-            startBlocks: startBlocks, slotBlocks: r.slotBlocks, inFlightBlocks: r.inFlightBlocks)
+            startBlocks: startBlocks, slotBlocks: r.slotBlocks, inFlightBlocks: r.inFlightBlocks,
+            statedPriority: r.priority, tokens: r.totalTokens, secondsLeft: r.deadline.map { ($0 - now).seconds })
+    }
+
+    private var policy: Planner.Policy {
+        Planner.Policy(budget: options.maxBatchTokens, chunk: options.prefillChunk, interactiveTokens: options.interactiveTokens,
+                       tokensPerSecond: tokensPerSecond, maxPauseSeconds: options.agingSeconds)
     }
 
     /// Starts what the plan begins and allocates its KV, evicting unpinned prefix-cache blocks
@@ -199,7 +218,8 @@ final class Scheduler: @unchecked Sendable {
         }
     }
 
-    /// Drops cancelled and expired requests (and their memory).
+    /// Drops cancelled and expired requests, their rows in the steps in progress (so they cost
+    /// nothing more) and their memory, then resumes their callers.
     private func expire() {
         let now = ContinuousClock.now
         var ended: [(ActiveRequest, EngineError)] = []
@@ -214,47 +234,102 @@ final class Scheduler: @unchecked Sendable {
             }
             return false
         }
+        guard !ended.isEmpty else { return }
+        let endedIDs = Set(ended.map { $0.0.id })
+        var dropped = 0
+        for (pass, plan) in passes {
+            let items = plan.indices.filter { endedIDs.contains(plan[$0].request) }
+            if !items.isEmpty { dropped += pass.drop(Set(items)) }
+        }
+        if dropped > 0 { stats.withLock { $0.droppedTokens += dropped } }
         for (r, error) in ended { finish(r, error: error) }
     }
 
     private func step() {
         let now = ContinuousClock.now
-        let summaries = active.map { summary($0, now: now) }
-        let plan = Planner.plan(summaries, budget: options.maxBatchTokens, chunk: options.prefillChunk,
-                                freeBlocks: kvBudgetBlocks - committedBlocks())
-        let byID = Dictionary(uniqueKeysWithValues: active.map { ($0.id, $0) })
-        if plan.isEmpty {
+        let step = Planner.nextStep(active.map { summary($0, now: now) }, policy: policy,
+                                    freeBlocks: kvBudgetBlocks - committedBlocks())
+        if step.items.isEmpty {
             // Everything waits for memory that only a finishing request can free; none is
             // running, so none will: a bug, not a state to sleep in.
             for r in active { finish(r, error: EngineError(.internal, "no KV memory to run this request (budget \(kvBudgetBlocks) blocks); raise --kv-budget-mb")) }
             active.removeAll()
             return
         }
+        run(step, nested: false)
+    }
+
+    /// Runs a step on the model a layer at a time and applies its results. Between layers:
+    /// arrivals are admitted, the rows of calls cancelled or expired meanwhile leave the step, and
+    /// (in a batch step, not itself run between layers) interactive steps run to completion first.
+    private func run(_ step: Planner.Step, nested: Bool) {
+        let plan = step.items
+        let byID = Dictionary(uniqueKeysWithValues: active.map { ($0.id, $0) })
+        let now = ContinuousClock.now
         allocate(plan, byID)
-        let started = ContinuousClock.now
-        let outputs: [[Float]?]
+        let pass: ForwardPass
         do {
-            // The batch is a temporary: its references to finished sequences' KV die here.
-            outputs = try model.forward(makeBatch(plan, byID, now: now))
+            pass = try ForwardPass(model: model, batch: makeBatch(plan, byID, now: now))
         } catch {
-            for r in Set(plan.map(\.request)).compactMap({ byID[$0] }) {
-                finish(r, error: EngineError(.internal, "model step failed: \(error)"))
-            }
-            active.removeAll { r in plan.contains { $0.request == r.id } }
+            let failed = Set(plan.map(\.request))
+            for id in failed { finish(byID[id]!, error: EngineError(.internal, "model step failed: \(error)")) }
+            active.removeAll { failed.contains($0.id) }
             return
         }
-        let stepTokens = plan.reduce(0) { $0 + $1.tokens }
+        // Counted when it starts: work begun after a cancellation would show here.
         stats.withLock {
             $0.steps += 1
+            if step.interactive { $0.interactiveSteps += 1 }
+            if nested { $0.stepsBetweenLayers += 1 }
+        }
+        let mine = Set(plan.map(\.request))
+        busy.formUnion(mine)
+        passes.append((pass, plan))
+        var pausedSeconds = 0.0
+        while !pass.isComplete {
+            pass.runLayer()
+            guard !pass.isComplete else { break }
+            let arrived = admitArrivals()
+            expire()
+            guard !nested, !step.interactive, arrived else { continue }
+            let pauseStart = ContinuousClock.now
+            while let urgent = Planner.stepBetweenLayers(
+                of: step, pausedFor: pausedSeconds + (ContinuousClock.now - pauseStart).seconds,
+                waiting: active.filter { !busy.contains($0.id) }.map { summary($0, now: ContinuousClock.now) },
+                policy: policy, freeBlocks: kvBudgetBlocks - committedBlocks()) {
+                run(urgent, nested: true)
+                admitArrivals()
+                expire()
+            }
+            pausedSeconds += (ContinuousClock.now - pauseStart).seconds
+        }
+        let outputs = pass.finish()
+        passes.removeLast()
+        busy.subtract(mine)
+        let seconds = (ContinuousClock.now - now).seconds - pausedSeconds
+        let stepTokens = plan.reduce(0) { $0 + $1.tokens }
+        if seconds > 0 {
+            // A moving average, so the rate follows the machine's load without jumping.
+            let rate = Double(stepTokens) / seconds
+            tokensPerSecond = tokensPerSecond == 0 ? rate : 0.8 * tokensPerSecond + 0.2 * rate
+        }
+        stats.withLock {
             $0.stepTokens += stepTokens
             $0.stepCapacity += options.maxBatchTokens
-            $0.computeSeconds += (ContinuousClock.now - started).seconds
+            $0.computeSeconds += seconds
         }
-        // Apply results.
+        apply(plan, outputs, byID, now: now)
+    }
+
+    /// Scores finished documents, resumes finished requests. Items of requests that ended while
+    /// the step ran (cancelled, expired) are skipped: those requests hold nothing any more.
+    private func apply(_ plan: [Planner.Item], _ outputs: [[Float]?], _ byID: [UInt64: ActiveRequest],
+                       now: ContinuousClock.Instant) {
         var finishedRequests: [ActiveRequest] = []
         var newlyScored: [UInt64: [DocumentScore]] = [:]
         for (item, output) in zip(plan, outputs) {
             let r = byID[item.request]!
+            guard r.finishedAt == nil else { continue }
             r.servedTokens += item.tokens
             r.lastServed = now
             r.release(tokens: item.tokens, from: self)
@@ -358,6 +433,11 @@ public struct EngineStats: Sendable {
     public var completed = 0
     public var failed: [EngineError.Code: Int] = [:]
     public var steps = 0
+    /// Steps that served interactive calls only, and those run between two layers of a batch step.
+    public var interactiveSteps = 0
+    public var stepsBetweenLayers = 0
+    /// Tokens of cancelled or expired calls that left a step before its last layer.
+    public var droppedTokens = 0
     /// Tokens computed in all steps, and the steps' token capacity (fill = ratio).
     public var stepTokens = 0
     public var stepCapacity = 0

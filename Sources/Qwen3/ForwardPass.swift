@@ -1,0 +1,121 @@
+import CSiftKernels
+
+/// One packed step of `Qwen3Model.forward`, run a layer at a time, so that whoever drives it
+/// can act between layers: notice a cancelled sequence and drop its rows (the rest go on
+/// unchanged), or run another, more urgent step to completion before resuming this one.
+///
+/// A pass owns the rows it carries from layer to layer (`StepRows`); everything else a layer
+/// touches is scratch that no layer leaves behind, so passes interleave at layer boundaries.
+/// Each row is computed exactly as in an uninterrupted pass: the same kernels see the same
+/// inputs, only the row's position in the batch changes, and no kernel depends on it.
+public final class ForwardPass {
+    let model: Qwen3Model
+    private var state: StepRows?
+    private var spans: [Qwen3Model.Span] = []
+    /// The batch index of each span (spans of dropped items are gone).
+    private var itemOfSpan: [Int] = []
+    private let itemCount: Int
+    private var rows = 0
+    public private(set) var layersDone = 0
+
+    /// Checks the batch and lays its rows out (embeddings and rotary angles). Throws on a token
+    /// outside the vocabulary or a sequence longer than the model's limit.
+    public init(model: Qwen3Model, batch: [Qwen3Model.BatchItem]) throws {
+        self.model = model
+        itemCount = batch.count
+        let config = model.config
+        for item in batch {
+            for id in item.tokens where id < 0 || Int(id) >= config.vocabSize {
+                throw ModelError.tokenOutOfRange(id, vocabularySize: config.vocabSize)
+            }
+            let end = item.cache.count + item.tokens.count
+            guard end <= config.maxPositionEmbeddings else {
+                throw ModelError.tooLong(end, limit: config.maxPositionEmbeddings)
+            }
+            rows += item.tokens.count
+        }
+        let h = config.hiddenSize
+        let state = model.takeStepRows()
+        state.reserve(rows: rows)
+        self.state = state
+        var row = 0
+        for (index, item) in batch.enumerated() {
+            item.cache.reserve(item.cache.count + item.tokens.count)
+            let span = Qwen3Model.Span(cache: item.cache, firstRow: row, start: item.cache.count, count: item.tokens.count,
+                                       finish: item.wantHidden && !item.tokens.isEmpty)
+            spans.append(span)
+            itemOfSpan.append(index)
+            for (offset, id) in item.tokens.enumerated() {
+                model.embedding.copyFloats(into: state.x + row * h, offset: Int(id) * h, count: h)
+                state.fillRope(row: row, position: span.start + offset, invFreq: model.invFreq)
+                row += 1
+            }
+        }
+    }
+
+    deinit { if let state { model.returnStepRows(state) } }
+
+    public var layerCount: Int { model.layers.count }
+    public var isComplete: Bool { layersDone == layerCount || rows == 0 }
+
+    /// Runs the next decoder layer.
+    public func runLayer() {
+        precondition(!isComplete, "the pass is complete")
+        let index = layersDone
+        model.runLayer(model.layers[index], index: index, state: state!, spans: spans, rows: rows,
+                       last: index == layerCount - 1, observer: nil)
+        layersDone += 1
+    }
+
+    /// Drops the rows of the batch items `dropped` (indices into the batch) before the next
+    /// layer: their K/V stop growing and they cost nothing more; their results are nil. The
+    /// K/V they already wrote are not committed (the caller frees those caches). Returns the
+    /// number of rows dropped.
+    @discardableResult
+    public func drop(_ dropped: Set<Int>) -> Int {
+        precondition(layersDone < layerCount, "the last layer has run")
+        guard spans.indices.contains(where: { dropped.contains(itemOfSpan[$0]) }) else { return 0 }
+        var keptSpans: [Qwen3Model.Span] = [], keptItems: [Int] = []
+        var row = 0
+        for (span, item) in zip(spans, itemOfSpan) where !dropped.contains(item) {
+            var moved = span
+            moved.firstRow = row
+            if span.firstRow != row {
+                // Rows only move up, in order, so a source row is never overwritten before it moves.
+                for r in 0..<span.count { state!.moveRow(span.firstRow + r, to: row + r) }
+            }
+            row += span.count
+            keptSpans.append(moved)
+            keptItems.append(item)
+        }
+        spans = keptSpans
+        itemOfSpan = keptItems
+        defer { rows = row }
+        return rows - row
+    }
+
+    /// After the last layer: commits the K/V each remaining sequence appended and returns, by
+    /// batch index, the final-normed hidden state of those that wanted it (nil for the others
+    /// and for dropped items). The pass's rows go back to the model for the next step.
+    public func finish() -> [[Float]?] {
+        precondition(isComplete, "layers are left to run")
+        let h = model.config.hiddenSize
+        var outputs = [[Float]?](repeating: nil, count: itemCount)
+        // After the last layer, finishing sequences' rows are packed at the top of x.
+        var packed = 0
+        for (span, item) in zip(spans, itemOfSpan) {
+            span.cache.commit(span.count)
+            guard span.finish else { continue }
+            var out = [Float](repeating: 0, count: h)
+            out.withUnsafeMutableBufferPointer {
+                sift_rmsnorm(state!.x + packed * h, model.finalNorm, $0.baseAddress!, 1, h, h, h, Float(model.config.rmsNormEps))
+            }
+            outputs[item] = out
+            packed += 1
+        }
+        model.returnStepRows(state!)
+        state = nil
+        spans = []
+        return outputs
+    }
+}

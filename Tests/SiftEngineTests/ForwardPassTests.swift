@@ -1,0 +1,71 @@
+import Qwen3
+import SiftEngine
+import SiftTestSupport
+import XCTest
+
+/// A step run a layer at a time gives exactly what an uninterrupted step gives, whatever runs
+/// between its layers and whichever of its sequences leave it midway.
+final class ForwardPassTests: XCTestCase {
+    static let tokenizer = try! Tokenizer.load(directory: Fixtures.tinyModel)
+    static let model: Qwen3Model = {
+        let checkpoint = try! Qwen3Checkpoint(directory: Fixtures.tinyModel)
+        return try! Qwen3Model(checkpoint: checkpoint, yesID: 9693, noID: 2152, precision: .int8, threads: 2,
+                               calibrationTokens: Reranker.calibrationTokens(tokenizer))
+    }()
+
+    let texts = ["The capital of China is Beijing.", "Gravity draws objects toward a planet's center.",
+                 String(repeating: "A longer passage about many different things. ", count: 12)]
+
+    func sequences(_ texts: [String]) -> [[Int32]] { texts.map { Self.tokenizer.encode($0) } }
+
+    /// Hidden states of each sequence run alone, from an empty cache.
+    func alone(_ tokens: [[Int32]]) throws -> [[Float]] {
+        try tokens.map { try Self.model.forward($0, cache: Self.model.makeCache(), wantHidden: true)! }
+    }
+
+    func batch(_ tokens: [[Int32]]) -> [Qwen3Model.BatchItem] {
+        tokens.map { Qwen3Model.BatchItem(tokens: $0[...], cache: Self.model.makeCache(), wantHidden: true) }
+    }
+
+    func testAStepRunBetweenTheLayersOfAnotherChangesNeitherResult() throws {
+        let outer = sequences(texts), inner = sequences(["What is gravity?", "Beijing"])
+        let expectedOuter = try alone(outer), expectedInner = try alone(inner)
+        let pass = try ForwardPass(model: Self.model, batch: batch(outer))
+        var innerResults: [[Float]?] = []
+        while !pass.isComplete {
+            pass.runLayer()
+            if pass.layersDone == 1 { innerResults = try Self.model.forward(batch(inner)) }
+        }
+        XCTAssertEqual(pass.finish(), expectedOuter)
+        XCTAssertEqual(innerResults, expectedInner)
+    }
+
+    func testDroppedSequencesLeaveTheOthersBitIdentical() throws {
+        let tokens = sequences(texts + ["Paris is the capital of France."])
+        let expected = try alone(tokens)
+        for dropAfter in [1, Self.model.config.layerCount - 1] {
+            let items = batch(tokens)
+            let pass = try ForwardPass(model: Self.model, batch: items)
+            while !pass.isComplete {
+                pass.runLayer()
+                if pass.layersDone == dropAfter { pass.drop([0, 2]) }
+            }
+            let out = pass.finish()
+            XCTAssertNil(out[0])
+            XCTAssertNil(out[2])
+            XCTAssertEqual(out[1], expected[1], "after layer \(dropAfter)")
+            XCTAssertEqual(out[3], expected[3], "after layer \(dropAfter)")
+            // The survivors' K/V were committed; the dropped ones' were not.
+            XCTAssertEqual(items[1].cache.count, tokens[1].count)
+            XCTAssertEqual(items[0].cache.count, 0)
+        }
+    }
+
+    func testDroppingEverySequenceEndsTheStep() throws {
+        let pass = try ForwardPass(model: Self.model, batch: batch(sequences(texts)))
+        pass.runLayer()
+        pass.drop([0, 1, 2])
+        XCTAssertTrue(pass.isComplete)
+        XCTAssertEqual(pass.finish(), [nil, nil, nil])
+    }
+}

@@ -3,7 +3,7 @@
 # --max-batch-tokens for W1 (how the default was chosen). Release build; ~30 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release >/dev/null
+swift build -c release --product sift >/dev/null
 B=.build/release/sift
 bash scripts/make-test-models.sh
 M=.build-models/qwen3-0.6b-seed0.sift

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 presets=("${@:-0.6b 4b 8b}")
 [ $# -eq 0 ] && presets=(0.6b 4b 8b)
-swift build -c release >/dev/null
+swift build -c release --product sift >/dev/null
 B=.build/release/sift
 bash scripts/make-test-models.sh $(printf '%s\n' "${presets[@]}" | grep -v '^0.6b$' || true)
 $B bench kernels --tokens 16,64,256,512,2048

@@ -122,6 +122,9 @@ final class ModelMetrics: Sendable {
     private let scoreCacheHitRatio: Prometheus.Gauge
     private let batchFillRatio: Prometheus.Gauge
     private let engineSteps: Prometheus.Gauge
+    private let interactiveSteps: Prometheus.Gauge
+    private let stepsBetweenLayers: Prometheus.Gauge
+    private let droppedTokens: Prometheus.Gauge
 
     init(registry r: PrometheusCollectorRegistry, model: String) {
         let label = [("model", model)]
@@ -154,6 +157,9 @@ final class ModelMetrics: Sendable {
         scoreCacheHitRatio = gauge("sift_score_cache_hit_ratio", "Share of documents answered from the exact score cache since start.")
         batchFillRatio = gauge("sift_batch_fill_ratio", "Tokens computed per engine step over the step's capacity, since start.")
         engineSteps = gauge("sift_engine_steps", "Engine steps run since start.")
+        interactiveSteps = gauge("sift_engine_interactive_steps", "Engine steps that served interactive calls only (--interactive-tokens, priority > 0), since start.")
+        stepsBetweenLayers = gauge("sift_engine_steps_between_layers", "Interactive steps run between two layers of a batch step, since start.")
+        droppedTokens = gauge("sift_engine_dropped_tokens", "Tokens of cancelled or expired calls that left a step before its last layer, since start.")
     }
 
     /// One answered rerank call.
@@ -181,5 +187,8 @@ final class ModelMetrics: Sendable {
         scoreCacheHitRatio.set(engine.scoreCacheLookups > 0 ? Double(engine.scoreCacheHits) / Double(engine.scoreCacheLookups) : 0)
         batchFillRatio.set(engine.stepCapacity > 0 ? Double(engine.stepTokens) / Double(engine.stepCapacity) : 0)
         engineSteps.set(Double(engine.steps))
+        interactiveSteps.set(Double(engine.interactiveSteps))
+        stepsBetweenLayers.set(Double(engine.stepsBetweenLayers))
+        droppedTokens.set(Double(engine.droppedTokens))
     }
 }

@@ -130,6 +130,22 @@ struct EngineBench: AsyncParsableCommand {
                 print("  steps \(s.steps), interactive \(s.interactiveSteps), run between the layers of a batch step \(s.stepsBetweenLayers)")
                 engine.shutdown()
             }
+            // Cancellation: W1 calls cancelled at points spread over their steps; the time until the
+            // engine has dropped each (its caller resumes only then).
+            let engine = makeEngine(reranker)
+            var waits: [Double] = []
+            for i in 0..<5 {
+                let docs = (0..<64).map { texts[(64 * (i + 40) + $0) % texts.count] }
+                let call = Task { try await engine.rerank(RerankRequest(query: qs[(i + 20) % qs.count], documents: docs, maxTokensPerDocument: 256)) }
+                try await Task.sleep(for: .milliseconds(2000 + 1377 * i))
+                let t0 = now()
+                call.cancel()
+                _ = try? await call.value
+                waits.append(now() - t0)
+            }
+            print(String(format: "W4 cancellation: a W1 call cancelled mid-step stopped computing after p50 %.0f ms, max %.0f ms (%d cancels, %d tokens left steps early)",
+                         percentile(waits, 50) * 1000, (waits.max() ?? 0) * 1000, waits.count, engine.stats.droppedTokens))
+            engine.shutdown()
         }
         print(String(format: "peak RSS %.2f GB", Double(SystemMemory.peakResidentBytes() ?? 0) / 1e9))
     }

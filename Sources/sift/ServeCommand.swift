@@ -49,7 +49,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Model worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Network I/O threads.") var ioThreads: Int = 1
 
-    @Option(help: "Tokens computed per scheduler step.") var maxBatchTokens: Int = EngineOptions().maxBatchTokens
+    @Option(help: "Tokens computed per scheduler step, at most (the step budget of batch work).") var maxBatchTokens: Int = EngineOptions().maxBatchTokens
+    @Option(help: "Calls of at most this many tokens (prompt and documents) are interactive unless they send priority < 0; priority > 0 makes any call interactive. Interactive calls run first, in steps of their own, even between the layers of a batch step already running. 0: only priority > 0.")
+    var interactiveTokens: Int = EngineOptions().interactiveTokens
+    @Option(help: "Seconds per priority level a waiting call gains; a batch call unserved this long runs with the interactive ones, and a batch step paused for interactive work resumes after this long.")
+    var agingSeconds: Double = EngineOptions().agingSeconds
     @Option(help: "A long document enters the batch in chunks of this many tokens.") var prefillChunk: Int = EngineOptions().prefillChunk
     @Option(help: "Tokens queued over all calls before new calls get RESOURCE_EXHAUSTED.") var maxQueuedTokens: Int = EngineOptions().maxQueuedTokens
     @Option(help: "Tokens one call may queue; a larger call is refused (INVALID_ARGUMENT: split it). Default: half of --max-queued-tokens.")
@@ -90,6 +94,8 @@ struct ServeCommand: AsyncParsableCommand {
         if let maxRequestTokens, maxRequestTokens < 1 { throw ValidationError("--max-request-tokens must be at least 1") }
         if maxQueuedTokens < 1 { throw ValidationError("--max-queued-tokens must be at least 1") }
         if scoreCacheMb < 0 { throw ValidationError("--score-cache-mb must not be negative") }
+        if interactiveTokens < 0 { throw ValidationError("--interactive-tokens must not be negative") }
+        if !(agingSeconds > 0 && agingSeconds <= 86_400) { throw ValidationError("--aging-seconds must be positive (at most a day)") }
         _ = try ModelSpec.parse(models: model, aliases: modelAlias)
     }
 
@@ -131,6 +137,8 @@ struct ServeCommand: AsyncParsableCommand {
         var engineOptions = EngineOptions()
         engineOptions.maxBatchTokens = maxBatchTokens
         engineOptions.prefillChunk = prefillChunk
+        engineOptions.interactiveTokens = interactiveTokens
+        engineOptions.agingSeconds = agingSeconds
         engineOptions.maxQueuedTokens = maxQueuedTokens
         engineOptions.maxRequestTokens = maxRequestTokens
         engineOptions.kvBudgetBytes = kvBudgetMb.map { $0 << 20 }

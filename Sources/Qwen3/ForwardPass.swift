@@ -1,11 +1,12 @@
 import CSiftKernels
 
-/// One packed step of `Qwen3Model.forward`, run a layer at a time, so that whoever drives it
-/// can act between layers: notice a cancelled sequence and drop its rows (the rest go on
-/// unchanged), or run another, more urgent step to completion before resuming this one.
+/// One packed step of `Qwen3Model.forward`, run a sublayer at a time (each layer's attention half,
+/// then its MLP half), so that whoever drives it can act between sublayers: notice a cancelled
+/// sequence and drop its rows (the rest go on unchanged), or run another, more urgent step to
+/// completion before resuming this one.
 ///
-/// A pass owns the rows it carries from layer to layer (`StepRows`); everything else a layer
-/// touches is scratch that no layer leaves behind, so passes interleave at layer boundaries.
+/// A pass owns the rows it carries from sublayer to sublayer (`StepRows`); everything else a
+/// sublayer touches is scratch it leaves behind, so passes interleave at sublayer boundaries.
 /// Each row is computed exactly as in an uninterrupted pass: the same kernels see the same
 /// inputs, only the row's position in the batch changes, and no kernel depends on it.
 public final class ForwardPass {
@@ -16,7 +17,9 @@ public final class ForwardPass {
     private var itemOfSpan: [Int] = []
     private let itemCount: Int
     private var rows = 0
-    public private(set) var layersDone = 0
+    /// Rows going on to the MLP half of the layer whose attention half ran last.
+    private var mlpRows = 0
+    public private(set) var sublayersDone = 0
 
     /// Checks the batch and lays its rows out (embeddings and rotary angles). Throws on a token
     /// outside the vocabulary or a sequence longer than the model's limit.
@@ -55,25 +58,34 @@ public final class ForwardPass {
 
     deinit { if let state { model.returnStepRows(state) } }
 
-    public var layerCount: Int { model.layers.count }
-    public var isComplete: Bool { layersDone == layerCount || rows == 0 }
+    /// Two per decoder layer: its attention half, then its MLP half.
+    public var sublayerCount: Int { 2 * model.layers.count }
+    public var isComplete: Bool { sublayersDone == sublayerCount || rows == 0 }
+    /// Rows can be dropped before the next sublayer: anywhere but inside the last layer, whose
+    /// attention half packs the finishing rows.
+    public var canDrop: Bool { !isComplete && sublayersDone != sublayerCount - 1 }
 
-    /// Runs the next decoder layer.
-    public func runLayer() {
+    /// Runs the next sublayer.
+    public func runSublayer() {
         precondition(!isComplete, "the pass is complete")
-        let index = layersDone
-        model.runLayer(model.layers[index], index: index, state: state!, spans: spans, rows: rows,
-                       last: index == layerCount - 1, observer: nil)
-        layersDone += 1
+        let index = sublayersDone / 2
+        let layer = model.layers[index]
+        if sublayersDone % 2 == 0 {
+            mlpRows = model.attentionHalf(layer, index: index, state: state!, spans: spans, rows: rows,
+                                          last: index == model.layers.count - 1, observer: nil)
+        } else if mlpRows > 0 {
+            model.mlpHalf(layer, state: state!, rows: mlpRows, observer: nil)
+        }
+        sublayersDone += 1
     }
 
     /// Drops the rows of the batch items `dropped` (indices into the batch) before the next
-    /// layer: their K/V stop growing and they cost nothing more; their results are nil. The
-    /// K/V they already wrote are not committed (the caller frees those caches). Returns the
-    /// number of rows dropped.
+    /// sublayer (`canDrop`): their K/V stop growing and they cost nothing more; their results are
+    /// nil. The K/V they already wrote are not committed (the caller frees those caches).
+    /// Returns the number of rows dropped.
     @discardableResult
     public func drop(_ dropped: Set<Int>) -> Int {
-        precondition(layersDone < layerCount, "the last layer has run")
+        precondition(canDrop, "rows can be dropped only between sublayers, and not inside the last layer")
         guard spans.indices.contains(where: { dropped.contains(itemOfSpan[$0]) }) else { return 0 }
         var keptSpans: [Qwen3Model.Span] = [], keptItems: [Int] = []
         var row = 0

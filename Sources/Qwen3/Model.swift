@@ -176,10 +176,10 @@ public final class Qwen3Model: @unchecked Sendable {
     /// one matrix; attention runs per (sequence, head) against each sequence's own blocks.
     /// Every row is computed exactly as it would be alone, so results never depend on the
     /// batch. Appends each sequence's K/V; returns the hidden state of those that want it.
-    /// (`ForwardPass` runs the same step a layer at a time.)
+    /// (`ForwardPass` runs the same step a sublayer at a time.)
     public func forward(_ batch: [BatchItem]) throws -> [[Float]?] {
         let pass = try ForwardPass(model: self, batch: batch)
-        while !pass.isComplete { pass.runLayer() }
+        while !pass.isComplete { pass.runSublayer() }
         return pass.finish()
     }
 
@@ -198,8 +198,8 @@ public final class Qwen3Model: @unchecked Sendable {
         let finish: Bool // its last row goes through the whole last layer
     }
 
-    /// Row buffers of a step that live from one layer to the next, from a small free list (one
-    /// per step in progress: two when a step runs between the layers of another).
+    /// Row buffers of a step that live from one sublayer to the next, from a small free list (one
+    /// per step in progress: two when a step runs between the sublayers of another).
     func takeStepRows() -> StepRows {
         freeStepRows.withLock { $0.popLast() } ?? StepRows(config: config)
     }
@@ -208,14 +208,22 @@ public final class Qwen3Model: @unchecked Sendable {
         freeStepRows.withLock { $0.append(rows) }
     }
 
-    /// One decoder layer over the step's rows. In the last layer, K/V are written for every row
-    /// but only the last row of each finishing sequence goes on through attention output and
-    /// MLP; those rows are packed at the top of the workspace.
+    /// One decoder layer over the step's rows: its attention half, then its MLP half.
     func runLayer(_ layer: DecoderLayer, index: Int, state: StepRows, spans: [Span], rows t: Int, last: Bool,
                   observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) {
+        let rows = attentionHalf(layer, index: index, state: state, spans: spans, rows: t, last: last, observer: observer)
+        if rows > 0 { mlpHalf(layer, state: state, rows: rows, observer: observer) }
+    }
+
+    /// The attention half of a layer: x += o(attention(rope(qNorm(q(norm(x)))), …)). In the last
+    /// layer, K/V are written for every row but only the last row of each finishing sequence goes
+    /// on through attention output and MLP; those rows are packed at the top of x. Returns the
+    /// rows that go on to the MLP half. Only x is left for the MLP half: a step can pause here.
+    func attentionHalf(_ layer: DecoderLayer, index: Int, state: StepRows, spans: [Span], rows t: Int, last: Bool,
+                       observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) -> Int {
         let c = config, ws = workspace, x = state.x
         ws.reserve(tokens: t, context: spans.reduce(0) { max($0, $1.start + $1.count) })
-        let h = c.hiddenSize, d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim, inter = c.intermediateSize
+        let h = c.hiddenSize, d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
         let eps = Float(c.rmsNormEps)
         // Attention block: normalise, project q/k/v in one GEMM.
         pool.run { i in
@@ -252,7 +260,7 @@ public final class Qwen3Model: @unchecked Sendable {
                 outRows += 1
             }
         }
-        if outRows == 0 { return }
+        if outRows == 0 { return 0 }
         attention(layer: index, spans: spans, tasks: tasks)
         if last {
             // Pack the residual rows of finishing sequences to the top of x (in span order,
@@ -265,11 +273,24 @@ public final class Qwen3Model: @unchecked Sendable {
         let rows = outRows
         observer?(.o, ws.attn, rows, c.qDim)
         layer.o.apply(ws.attn, rows: rows, out: ws.xn, pool: pool, scratch: linearScratch)
-        // MLP block.
         pool.run { i in
             let r = pool.range(i, of: rows)
             guard !r.isEmpty else { return }
             sift_add_inplace(x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
+        }
+        return rows
+    }
+
+    /// The MLP half of a layer over the first `rows` rows: x += down(silu(gate(norm(x))) * up(norm(x))).
+    func mlpHalf(_ layer: DecoderLayer, state: StepRows, rows: Int,
+                 observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) {
+        let c = config, ws = workspace, x = state.x
+        let h = c.hiddenSize, inter = c.intermediateSize
+        let eps = Float(c.rmsNormEps)
+        ws.reserve(tokens: rows, context: 0)
+        pool.run { i in
+            let r = pool.range(i, of: rows)
+            guard !r.isEmpty else { return }
             sift_rmsnorm(x + r.lowerBound * h, layer.postNorm, ws.xn + r.lowerBound * h, r.count, h, h, h, eps)
         }
         observer?(.gateUp, ws.xn, rows, h)
@@ -342,8 +363,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
 }
 
 /// Scratch buffers of one layer (normalised rows, q/k/v, attention output, MLP activations,
-/// attention scores), shared by every step of a model: each layer starts from a step's
-/// `StepRows` and leaves its result there, so nothing here outlives a layer. Grown on demand
+/// attention scores), shared by every step of a model: each sublayer starts from a step's
+/// `StepRows` and leaves its result there, so nothing here outlives a sublayer. Grown on demand
 /// and kept, so large buffers are not re-faulted on every step.
 final class Workspace: @unchecked Sendable {
     static let attentionTile = 64
@@ -386,7 +407,7 @@ final class Workspace: @unchecked Sendable {
     }
 }
 
-/// What a step carries from one layer to the next: the residual stream of its rows and each
+/// What a step carries from one sublayer to the next: the residual stream of its rows and each
 /// row's rotary cos/sin. Grown on demand and kept (see `Qwen3Model.takeStepRows`).
 final class StepRows: @unchecked Sendable {
     let config: Qwen3Config

@@ -123,7 +123,7 @@ final class ModelMetrics: Sendable {
     private let batchFillRatio: Prometheus.Gauge
     private let engineSteps: Prometheus.Gauge
     private let interactiveSteps: Prometheus.Gauge
-    private let stepsBetweenLayers: Prometheus.Gauge
+    private let stepsBetweenSublayers: Prometheus.Gauge
     private let droppedTokens: Prometheus.Gauge
 
     init(registry r: PrometheusCollectorRegistry, model: String) {
@@ -158,7 +158,7 @@ final class ModelMetrics: Sendable {
         batchFillRatio = gauge("sift_batch_fill_ratio", "Tokens computed per engine step over the step's capacity, since start.")
         engineSteps = gauge("sift_engine_steps", "Engine steps run since start.")
         interactiveSteps = gauge("sift_engine_interactive_steps", "Engine steps that served interactive calls only (--interactive-tokens, priority > 0), since start.")
-        stepsBetweenLayers = gauge("sift_engine_steps_between_layers", "Interactive steps run between two layers of a batch step, since start.")
+        stepsBetweenSublayers = gauge("sift_engine_steps_between_sublayers", "Interactive steps run between two sublayers of a batch step, since start.")
         droppedTokens = gauge("sift_engine_dropped_tokens", "Tokens of cancelled or expired calls that left a step before its last layer, since start.")
     }
 
@@ -188,7 +188,7 @@ final class ModelMetrics: Sendable {
         batchFillRatio.set(engine.stepCapacity > 0 ? Double(engine.stepTokens) / Double(engine.stepCapacity) : 0)
         engineSteps.set(Double(engine.steps))
         interactiveSteps.set(Double(engine.interactiveSteps))
-        stepsBetweenLayers.set(Double(engine.stepsBetweenLayers))
+        stepsBetweenSublayers.set(Double(engine.stepsBetweenSublayers))
         droppedTokens.set(Double(engine.droppedTokens))
     }
 }

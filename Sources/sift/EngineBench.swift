@@ -15,7 +15,7 @@ struct EngineBench: AsyncParsableCommand {
             --interactive-rate (default: a rate that keeps them to 15% of the machine). It prints the
             interactive p50/p99 idle and under the stream, and the stream's docs/s without and with them.
             --w4-without-classes repeats the mixed phase with --interactive-tokens 0 (one class of work:
-            no interactive steps, nothing run between layers), the scheduling before latency classes.
+            no interactive steps, nothing run between sublayers), the scheduling before latency classes.
             """)
 
     @Option(help: "Model: .sift file or Hugging Face folder (quantized at load).") var model: String
@@ -127,7 +127,7 @@ struct EngineBench: AsyncParsableCommand {
                 rate = r.rate
                 print(r.table.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
                 let s = engine.stats
-                print("  steps \(s.steps), interactive \(s.interactiveSteps), run between the layers of a batch step \(s.stepsBetweenLayers)")
+                print("  steps \(s.steps), interactive \(s.interactiveSteps), run between the sublayers of a batch step \(s.stepsBetweenSublayers)")
                 engine.shutdown()
             }
             // Cancellation: W1 calls cancelled at points spread over their steps; the time until the

@@ -50,7 +50,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Network I/O threads.") var ioThreads: Int = 1
 
     @Option(help: "Tokens computed per scheduler step, at most (the step budget of batch work).") var maxBatchTokens: Int = EngineOptions().maxBatchTokens
-    @Option(help: "Calls of at most this many tokens (prompt and documents) are interactive unless they send priority < 0; priority > 0 makes any call interactive. Interactive calls run first, in steps of their own, even between the layers of a batch step already running. 0: only priority > 0.")
+    @Option(help: "Calls of at most this many tokens (prompt and documents) are interactive unless they send priority < 0; priority > 0 makes any call interactive. Interactive calls run first, in steps of their own, even between the sublayers of a batch step already running. 0: only priority > 0.")
     var interactiveTokens: Int = EngineOptions().interactiveTokens
     @Option(help: "Seconds per priority level a waiting call gains; a batch call unserved this long runs with the interactive ones, and a batch step paused for interactive work resumes after this long.")
     var agingSeconds: Double = EngineOptions().agingSeconds

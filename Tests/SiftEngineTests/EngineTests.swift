@@ -76,6 +76,11 @@ final class EngineTests: XCTestCase {
         let unshared = try makeEngine { $0.prefixSharing = false }
         let u = try await unshared.rerank(RerankRequest(query: query, documents: docs))
         XCTAssertEqual(u.results.map(\.logit.bitPattern), together.results.map(\.logit.bitPattern))
+        // As a batch call or an interactive one (other steps, other step sizes): the same bits.
+        for priority in [-1, 1] {
+            let p = try await chunky.rerank(RerankRequest(query: query, documents: docs, priority: priority))
+            XCTAssertEqual(p.results.map(\.logit.bitPattern), together.results.map(\.logit.bitPattern), "priority \(priority)")
+        }
     }
 
     func testResultShapeUsageAndTopN() async throws {
@@ -147,12 +152,12 @@ final class EngineTests: XCTestCase {
         var small: [RerankResult] = []
         // Small calls, one after another, while the batch call runs: most arrive mid-step.
         while engine.stats.steps < 1 { try await Task.sleep(for: .milliseconds(1)) }
-        while engine.stats.stepsBetweenLayers == 0 && small.count < 20 {
+        while engine.stats.stepsBetweenSublayers == 0 && small.count < 20 {
             small.append(try await engine.rerank(RerankRequest(query: "small query \(small.count)", documents: smallDocs)))
         }
         let batchResult = try await batch.value
         let stats = engine.stats
-        XCTAssertGreaterThan(stats.stepsBetweenLayers, 0, "no small call was served between layers")
+        XCTAssertGreaterThan(stats.stepsBetweenSublayers, 0, "no small call was served between sublayers")
         XCTAssertGreaterThan(stats.interactiveSteps, 0)
         // The same calls alone, on a fresh engine.
         let fresh = try makeEngine()
@@ -164,7 +169,7 @@ final class EngineTests: XCTestCase {
         }
     }
 
-    /// A call cancelled in the middle of a step stops computing at the next layer: its rows leave
+    /// A call cancelled in the middle of a step stops computing at the next sublayer: its rows leave
     /// the step, its memory is returned before the caller hears of it.
     func testACallCancelledMidStepLeavesTheStepAtTheNextLayer() async throws {
         let engine = try makeEngine { $0.maxBatchTokens = 8192; $0.prefillChunk = 8192 }

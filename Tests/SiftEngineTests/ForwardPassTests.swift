@@ -3,8 +3,8 @@ import SiftEngine
 import SiftTestSupport
 import XCTest
 
-/// A step run a layer at a time gives exactly what an uninterrupted step gives, whatever runs
-/// between its layers and whichever of its sequences leave it midway.
+/// A step run a sublayer (half a layer: attention or MLP) at a time gives exactly what an uninterrupted step gives,
+/// whatever runs between its sublayers and whichever of its sequences leave it midway.
 final class ForwardPassTests: XCTestCase {
     static let tokenizer = try! Tokenizer.load(directory: Fixtures.tinyModel)
     static let model: Qwen3Model = {
@@ -27,34 +27,36 @@ final class ForwardPassTests: XCTestCase {
         tokens.map { Qwen3Model.BatchItem(tokens: $0[...], cache: Self.model.makeCache(), wantHidden: true) }
     }
 
-    func testAStepRunBetweenTheLayersOfAnotherChangesNeitherResult() throws {
+    func testStepsRunBetweenTheSublayersOfAnotherChangeNeitherResult() throws {
         let outer = sequences(texts), inner = sequences(["What is gravity?", "Beijing"])
         let expectedOuter = try alone(outer), expectedInner = try alone(inner)
         let pass = try ForwardPass(model: Self.model, batch: batch(outer))
-        var innerResults: [[Float]?] = []
+        XCTAssertEqual(pass.sublayerCount, 2 * Self.model.config.layerCount)
         while !pass.isComplete {
-            pass.runLayer()
-            if pass.layersDone == 1 { innerResults = try Self.model.forward(batch(inner)) }
+            pass.runSublayer()
+            // Between every two sublayers, even inside the last layer (nothing is dropped there).
+            if !pass.isComplete { XCTAssertEqual(try Self.model.forward(batch(inner)), expectedInner) }
         }
         XCTAssertEqual(pass.finish(), expectedOuter)
-        XCTAssertEqual(innerResults, expectedInner)
     }
 
     func testDroppedSequencesLeaveTheOthersBitIdentical() throws {
         let tokens = sequences(texts + ["Paris is the capital of France."])
         let expected = try alone(tokens)
-        for dropAfter in [1, Self.model.config.layerCount - 1] {
+        let sublayers = 2 * Self.model.config.layerCount
+        for dropAfter in 1..<(sublayers - 1) {
             let items = batch(tokens)
             let pass = try ForwardPass(model: Self.model, batch: items)
             while !pass.isComplete {
-                pass.runLayer()
-                if pass.layersDone == dropAfter { pass.drop([0, 2]) }
+                pass.runSublayer()
+                XCTAssertEqual(pass.canDrop, pass.sublayersDone < sublayers - 1)
+                if pass.sublayersDone == dropAfter { XCTAssertEqual(pass.drop([0, 2]), tokens[0].count + tokens[2].count) }
             }
             let out = pass.finish()
             XCTAssertNil(out[0])
             XCTAssertNil(out[2])
-            XCTAssertEqual(out[1], expected[1], "after layer \(dropAfter)")
-            XCTAssertEqual(out[3], expected[3], "after layer \(dropAfter)")
+            XCTAssertEqual(out[1], expected[1], "after sublayer \(dropAfter)")
+            XCTAssertEqual(out[3], expected[3], "after sublayer \(dropAfter)")
             // The survivors' K/V were committed; the dropped ones' were not.
             XCTAssertEqual(items[1].cache.count, tokens[1].count)
             XCTAssertEqual(items[0].cache.count, 0)
@@ -63,7 +65,7 @@ final class ForwardPassTests: XCTestCase {
 
     func testDroppingEverySequenceEndsTheStep() throws {
         let pass = try ForwardPass(model: Self.model, batch: batch(sequences(texts)))
-        pass.runLayer()
+        pass.runSublayer()
         pass.drop([0, 1, 2])
         XCTAssertTrue(pass.isComplete)
         XCTAssertEqual(pass.finish(), [nil, nil, nil])

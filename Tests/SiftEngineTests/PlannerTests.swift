@@ -181,15 +181,15 @@ final class PlannerTests: XCTestCase {
 
     func testInteractiveWorkRunsBetweenTheLayersOfABatchStepOnly() {
         let batchStep = Planner.nextStep([batchCall], policy: policy)
-        let between = Planner.stepBetweenLayers(of: batchStep, waiting: [smallCall], policy: policy)
+        let between = Planner.stepBetweenSublayers(of: batchStep, waiting: [smallCall], policy: policy)
         XCTAssertEqual(between, .init(items: [.init(request: 2, target: .prefix, tokens: 60, final: true)], interactive: true))
         // Nothing interactive waiting, an interactive step running, or paused long enough: go on.
-        XCTAssertNil(Planner.stepBetweenLayers(of: batchStep, waiting: [], policy: policy))
+        XCTAssertNil(Planner.stepBetweenSublayers(of: batchStep, waiting: [], policy: policy))
         var otherBatch = batchCall
         otherBatch.id = 3
-        XCTAssertNil(Planner.stepBetweenLayers(of: batchStep, waiting: [otherBatch], policy: policy))
+        XCTAssertNil(Planner.stepBetweenSublayers(of: batchStep, waiting: [otherBatch], policy: policy))
         let interactiveStep = Planner.nextStep([smallCall], policy: policy)
-        XCTAssertNil(Planner.stepBetweenLayers(of: interactiveStep, waiting: [smallCall], policy: policy))
-        XCTAssertNil(Planner.stepBetweenLayers(of: batchStep, pausedFor: policy.maxPauseSeconds, waiting: [smallCall], policy: policy))
+        XCTAssertNil(Planner.stepBetweenSublayers(of: interactiveStep, waiting: [smallCall], policy: policy))
+        XCTAssertNil(Planner.stepBetweenSublayers(of: batchStep, pausedFor: policy.maxPauseSeconds, waiting: [smallCall], policy: policy))
     }
 }

@@ -185,7 +185,7 @@ public struct EngineOptions: Sendable {
     public var agingSeconds = 10.0
     /// Calls of at most this many tokens (prompt and documents) are interactive unless they ask
     /// for priority < 0; priority > 0 makes any call interactive. Interactive work runs before
-    /// batch work, in steps of its own, and between the layers of a batch step already running
+    /// batch work, in steps of its own, and between the sublayers of a batch step already running
     /// (`Planner`). 0: only priority > 0 (and near deadlines) make a call interactive.
     public var interactiveTokens = 2048
 

@@ -15,7 +15,7 @@
 /// While interactive work waits, steps hold only interactive work, so their size is what that
 /// work needs and they finish as soon as it can; batch work fills the steps when none waits.
 /// An interactive call that arrives during a batch step does not wait for it: the scheduler
-/// runs `stepBetweenLayers` between two layers of the batch step, which then resumes (after at
+/// runs `stepBetweenSublayers` between two sublayers (attention, MLP) of the batch step, which then resumes (after at
 /// most `Policy.maxPauseSeconds`, however much interactive work keeps coming).
 ///
 /// KV memory is reserved, never overcommitted, so every started sequence can finish:
@@ -152,10 +152,10 @@ public enum Planner {
         return Step(items: items, interactive: !items.isEmpty && interactive.count == requests.count)
     }
 
-    /// A step to run between two layers of `running` before it resumes: interactive work of the
+    /// A step to run between two sublayers of `running` before it resumes: interactive work of the
     /// `waiting` calls (those with nothing in `running`), when `running` is a batch step paused
     /// for less than `maxPauseSeconds` so far. Nil: `running` goes on.
-    public static func stepBetweenLayers(of running: Step, pausedFor: Double = 0, waiting: [RequestSummary],
+    public static func stepBetweenSublayers(of running: Step, pausedFor: Double = 0, waiting: [RequestSummary],
                                          policy: Policy, freeBlocks: Int = .max) -> Step? {
         guard !running.interactive, pausedFor < policy.maxPauseSeconds else { return nil }
         let interactive = waiting.filter { isInteractive($0, policy) }

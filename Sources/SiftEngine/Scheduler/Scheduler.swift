@@ -4,9 +4,9 @@ import Qwen3
 import Synchronization
 
 /// The thread that owns the model and its KV memory. It admits requests, plans each step
-/// (`Planner`), runs it on the model as one packed batch a layer at a time, and applies the
+/// (`Planner`), runs it on the model as one packed batch a sublayer at a time, and applies the
 /// results: finished documents are scored, finished requests resumed, cancelled or expired ones
-/// dropped with their memory. Between two layers it admits new calls, drops the rows of calls
+/// dropped with their memory. Between two sublayers it admits new calls, drops the rows of calls
 /// cancelled or expired meanwhile, and lets interactive work run before a batch step resumes.
 /// Swift concurrency's threads only enqueue and await; they never compute.
 final class Scheduler: @unchecked Sendable {
@@ -27,7 +27,7 @@ final class Scheduler: @unchecked Sendable {
     private var wakeups = 0
     // Scheduler thread only:
     private var active: [ActiveRequest] = []
-    /// Requests with work in the step running (or paused between its layers).
+    /// Requests with work in the step running (or paused between its sublayers).
     private var busy: Set<UInt64> = []
     /// The steps in progress: the one running and the batch step paused under it, if any.
     private var passes: [(pass: ForwardPass, plan: [Planner.Item])] = []
@@ -259,9 +259,9 @@ final class Scheduler: @unchecked Sendable {
         run(step, nested: false)
     }
 
-    /// Runs a step on the model a layer at a time and applies its results. Between layers:
+    /// Runs a step on the model a sublayer at a time and applies its results. Between sublayers:
     /// arrivals are admitted, the rows of calls cancelled or expired meanwhile leave the step, and
-    /// (in a batch step, not itself run between layers) interactive steps run to completion first.
+    /// (in a batch step, not itself run between sublayers) interactive steps run to completion first.
     private func run(_ step: Planner.Step, nested: Bool) {
         let plan = step.items
         let byID = Dictionary(uniqueKeysWithValues: active.map { ($0.id, $0) })
@@ -280,20 +280,20 @@ final class Scheduler: @unchecked Sendable {
         stats.withLock {
             $0.steps += 1
             if step.interactive { $0.interactiveSteps += 1 }
-            if nested { $0.stepsBetweenLayers += 1 }
+            if nested { $0.stepsBetweenSublayers += 1 }
         }
         let mine = Set(plan.map(\.request))
         busy.formUnion(mine)
         passes.append((pass, plan))
         var pausedSeconds = 0.0
         while !pass.isComplete {
-            pass.runLayer()
-            guard !pass.isComplete else { break }
+            pass.runSublayer()
+            guard pass.canDrop else { continue }
             let arrived = admitArrivals()
             expire()
             guard !nested, !step.interactive, arrived else { continue }
             let pauseStart = ContinuousClock.now
-            while let urgent = Planner.stepBetweenLayers(
+            while let urgent = Planner.stepBetweenSublayers(
                 of: step, pausedFor: pausedSeconds + (ContinuousClock.now - pauseStart).seconds,
                 waiting: active.filter { !busy.contains($0.id) }.map { summary($0, now: ContinuousClock.now) },
                 policy: policy, freeBlocks: kvBudgetBlocks - committedBlocks()) {
@@ -433,10 +433,10 @@ public struct EngineStats: Sendable {
     public var completed = 0
     public var failed: [EngineError.Code: Int] = [:]
     public var steps = 0
-    /// Steps that served interactive calls only, and those run between two layers of a batch step.
+    /// Steps that served interactive calls only, and those run between two sublayers of a batch step.
     public var interactiveSteps = 0
-    public var stepsBetweenLayers = 0
-    /// Tokens of cancelled or expired calls that left a step before its last layer.
+    public var stepsBetweenSublayers = 0
+    /// Tokens of cancelled or expired calls that left a step before its end.
     public var droppedTokens = 0
     /// Tokens computed in all steps, and the steps' token capacity (fill = ratio).
     public var stepTokens = 0

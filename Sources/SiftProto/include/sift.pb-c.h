@@ -195,7 +195,7 @@ struct  Sift__V1__RerankRequest
   uint32_t timeout_ms;
   /*
    * Higher is served first; waiting requests gain priority over time, so none starves. Also the
-   * call's class: > 0 interactive (served before batch work, even between the layers of a batch
+   * call's class: > 0 interactive (served before batch work, even between the sublayers of a batch
    * step), < 0 batch; 0 lets its size decide (interactive up to the server's --interactive-tokens).
    */
   int32_t priority;

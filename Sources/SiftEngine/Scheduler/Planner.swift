@@ -156,7 +156,7 @@ public enum Planner {
     /// `waiting` calls (those with nothing in `running`), when `running` is a batch step paused
     /// for less than `maxPauseSeconds` so far. Nil: `running` goes on.
     public static func stepBetweenSublayers(of running: Step, pausedFor: Double = 0, waiting: [RequestSummary],
-                                         policy: Policy, freeBlocks: Int = .max) -> Step? {
+                                            policy: Policy, freeBlocks: Int = .max) -> Step? {
         guard !running.interactive, pausedFor < policy.maxPauseSeconds else { return nil }
         let interactive = waiting.filter { isInteractive($0, policy) }
         guard !interactive.isEmpty else { return nil }

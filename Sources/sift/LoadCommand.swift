@@ -155,6 +155,7 @@ struct LoadCommand: AsyncParsableCommand {
 
     /// W4 through the server (`MixedWorkload`).
     func runMixed() async throws {
+        if json || report != nil { throw CLIError("--workload w4 prints its own summary; --json and --report are not available with it") }
         if let rate, !(rate > 0) { throw CLIError("--rate must be positive") }
         guard duration > 0 else { throw CLIError("--duration must be positive") }
         let texts = try loadCorpus(corpus)

@@ -278,7 +278,7 @@ final class ServeTests: XCTestCase {
         r = try CLITests.run(["serve", "--model", "a=\(tiny)", "--model", "A=\(tiny)", "--port", "0"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("is given to both"), r.stderr)
-        r = try CLITests.run(["serve", "--model", tiny, "--port", "0", "--interactive-tokens", "-1"])
+        r = try CLITests.run(["serve", "--model", tiny, "--port", "0", "--interactive-tokens=-1"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("--interactive-tokens must not be negative"), r.stderr)
         r = try CLITests.run(["serve", "--model", tiny, "--port", "0", "--aging-seconds", "0"])

@@ -106,11 +106,11 @@ public final class ForwardPass {
         return rows - row
     }
 
-    /// After the last layer: commits the K/V each remaining sequence appended and returns, by
+    /// After the last sublayer: commits the K/V each remaining sequence appended and returns, by
     /// batch index, the final-normed hidden state of those that wanted it (nil for the others
     /// and for dropped items). The pass's rows go back to the model for the next step.
     public func finish() -> [[Float]?] {
-        precondition(isComplete, "layers are left to run")
+        precondition(isComplete, "sublayers are left to run")
         let h = model.config.hiddenSize
         var outputs = [[Float]?](repeating: nil, count: itemCount)
         // After the last layer, finishing sequences' rows are packed at the top of x.

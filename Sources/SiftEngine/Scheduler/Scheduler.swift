@@ -27,8 +27,6 @@ final class Scheduler: @unchecked Sendable {
     private var wakeups = 0
     // Scheduler thread only:
     private var active: [ActiveRequest] = []
-    /// Requests with work in the step running (or paused between its sublayers).
-    private var busy: Set<UInt64> = []
     /// The steps in progress: the one running and the batch step paused under it, if any.
     private var passes: [(pass: ForwardPass, plan: [Planner.Item])] = []
     /// Measured compute rate (tokens per second of step time), for deadline-driven classes.
@@ -282,8 +280,6 @@ final class Scheduler: @unchecked Sendable {
             if step.interactive { $0.interactiveSteps += 1 }
             if nested { $0.stepsBetweenSublayers += 1 }
         }
-        let mine = Set(plan.map(\.request))
-        busy.formUnion(mine)
         passes.append((pass, plan))
         var pausedSeconds = 0.0
         while !pass.isComplete {
@@ -293,6 +289,7 @@ final class Scheduler: @unchecked Sendable {
             expire()
             guard !nested, !step.interactive, arrived else { continue }
             let pauseStart = ContinuousClock.now
+            let busy = Set(plan.map(\.request))  // (a paused step's calls wait for it)
             while let urgent = Planner.stepBetweenSublayers(
                 of: step, pausedFor: pausedSeconds + (ContinuousClock.now - pauseStart).seconds,
                 waiting: active.filter { !busy.contains($0.id) }.map { summary($0, now: ContinuousClock.now) },
@@ -305,7 +302,6 @@ final class Scheduler: @unchecked Sendable {
         }
         let outputs = pass.finish()
         passes.removeLast()
-        busy.subtract(mine)
         let seconds = (ContinuousClock.now - now).seconds - pausedSeconds
         let stepTokens = plan.reduce(0) { $0 + $1.tokens }
         if seconds > 0 {

@@ -14,7 +14,7 @@ struct EngineBench: AsyncParsableCommand {
             batch calls alone for --w4-seconds, then both for --w4-seconds, the interactive calls at
             --interactive-rate (default: a rate that keeps them to 15% of the machine). It prints the
             interactive p50/p99 idle and under the stream, and the stream's docs/s without and with them.
-            --w4-without-classes repeats the mixed phase with --interactive-tokens 0 (one class of work:
+            --w4-without-classes repeats W4 on an engine with --interactive-tokens 0 (one class of work:
             no interactive steps, nothing run between sublayers), the scheduling before latency classes.
             """)
 
@@ -32,7 +32,7 @@ struct EngineBench: AsyncParsableCommand {
     @Option(help: "W4: seconds of each batch-stream phase.") var w4Seconds: Double = 240
     @Option(help: "W4: interactive calls started per second (default: 15% of the machine).") var interactiveRate: Double?
     @Option(help: "W4: interactive calls on the idle engine.") var idleCalls: Int = 10
-    @Flag(help: "W4: also run the mixed phase with one class of work (--interactive-tokens 0).") var w4WithoutClasses = false
+    @Flag(help: "W4: run it again with one class of work (--interactive-tokens 0), the scheduling before.") var w4WithoutClasses = false
 
     func run() async throws {
         do {
@@ -113,15 +113,14 @@ struct EngineBench: AsyncParsableCommand {
             var rate = interactiveRate
             for classes in w4WithoutClasses ? [true, false] : [true] {
                 let engine = makeEngine(reranker, interactiveTokens: classes ? nil : 0)
-                let w4 = MixedWorkload(idleCalls: idleCalls, seconds: w4Seconds, rate: rate, interactive: { n in
-                    let docs = (0..<4).map { texts[(4096 + 4 * max(n, 0) + $0) % texts.count] }
-                    _ = try await engine.rerank(RerankRequest(query: qs[(n + qs.count) % qs.count], documents: docs,
-                                                              maxTokensPerDocument: 96))
-                }, batch: { n, scored in
-                    let docs = (0..<64).map { texts[(64 * n + $0) % texts.count] }
-                    _ = try await engine.rerank(RerankRequest(query: qs[(n + 1) % qs.count], documents: docs, maxTokensPerDocument: 256,
+                let w4 = MixedWorkload(idleCalls: idleCalls, seconds: w4Seconds, rate: rate, interactive: { call in
+                    _ = try await engine.rerank(RerankRequest(query: call.query, documents: call.documents,
+                                                              maxTokensPerDocument: call.maxTokensPerDocument))
+                }, batch: { call, scored in
+                    _ = try await engine.rerank(RerankRequest(query: call.query, documents: call.documents,
+                                                              maxTokensPerDocument: call.maxTokensPerDocument,
                                                               onProgress: { scored($0.count) }))
-                })
+                }, calls: .init(texts: texts, queries: qs))
                 print("W4 \(classes ? "with latency classes (interactive-tokens \(interactiveTokens))" : "one class of work (interactive-tokens 0)"):")
                 let r = try await w4.run { print("  " + $0) }
                 rate = r.rate

@@ -163,14 +163,13 @@ struct LoadCommand: AsyncParsableCommand {
         guard !texts.isEmpty, !qs.isEmpty else { throw CLIError("the corpus and the queries must not be empty") }
         let client = try connection.makeClient()
         let model = model
-        let w4 = MixedWorkload(seconds: duration, rate: rate, interactive: { n in
-            let docs = (0..<4).map { texts[(4096 + 4 * max(n, 0) + $0) % texts.count] }
-            _ = try await client.rerank(query: qs[(n + qs.count) % qs.count], documents: docs, model: model, maxTokensPerDocument: 96)
-        }, batch: { n, scored in
-            let docs = (0..<64).map { texts[(64 * n + $0) % texts.count] }
-            _ = try await client.rerank(query: qs[(n + 1) % qs.count], documents: docs, model: model, maxTokensPerDocument: 256,
-                                        onPartial: { scored($0.count) })
-        })
+        let w4 = MixedWorkload(seconds: duration, rate: rate, interactive: { call in
+            _ = try await client.rerank(query: call.query, documents: call.documents, model: model,
+                                        maxTokensPerDocument: call.maxTokensPerDocument)
+        }, batch: { call, scored in
+            _ = try await client.rerank(query: call.query, documents: call.documents, model: model,
+                                        maxTokensPerDocument: call.maxTokensPerDocument, onPartial: { scored($0.count) })
+        }, calls: .init(texts: texts, queries: qs))
         let result = try await w4.run { if !quiet { FileHandle.standardError.write(Data(($0 + "\n").utf8)) } }
         await client.close()
         print(result.table)

@@ -17,10 +17,35 @@ struct MixedWorkload {
     var seconds = 240.0
     var rate: Double?
     var share = 0.15
-    /// Interactive call n; returns when it is answered.
-    let interactive: @Sendable (Int) async throws -> Void
-    /// Batch call n; reports documents as they are scored.
-    let batch: @Sendable (Int, @escaping @Sendable (Int) -> Void) async throws -> Void
+    /// Sends a call; returns when it is answered.
+    let interactive: @Sendable (Call) async throws -> Void
+    /// Sends a call; reports documents as they are scored.
+    let batch: @Sendable (Call, @escaping @Sendable (Int) -> Void) async throws -> Void
+    /// What interactive and batch call n send.
+    let calls: Calls
+
+    struct Call: Sendable {
+        var query: String
+        var documents: [String]
+        var maxTokensPerDocument: Int
+    }
+
+    struct Calls: Sendable {
+        let texts: [String]
+        let queries: [String]
+
+        /// 1 query × 4 passages cut to 96 tokens; passages apart from the batch calls' first ones.
+        func interactive(_ n: Int) -> Call {
+            Call(query: queries[(n % queries.count + queries.count) % queries.count],
+                 documents: (0..<4).map { texts[(4096 + 4 * max(n, 0) + $0) % texts.count] }, maxTokensPerDocument: 96)
+        }
+
+        /// W1-sized: 64 passages cut to 256 tokens.
+        func batch(_ n: Int) -> Call {
+            Call(query: queries[(n + 1) % queries.count], documents: (0..<64).map { texts[(64 * n + $0) % texts.count] },
+                 maxTokensPerDocument: 256)
+        }
+    }
 
     struct Result {
         var idle: [Double] = []
@@ -45,18 +70,20 @@ struct MixedWorkload {
     func run(log: (String) -> Void = { _ in }) async throws -> Result {
         var result = Result()
         // Warm-up (first-touch of weights and buffers), not counted.
-        try await interactive(-1)
+        try await interactive(calls.interactive(-1))
         for n in 0..<idleCalls {
             let t0 = now()
-            try await interactive(n)
+            try await interactive(calls.interactive(n))
             result.idle.append(now() - t0)
         }
         let mean = result.idle.reduce(0, +) / Double(max(1, result.idle.count))
         result.rate = rate ?? share / max(mean, 1e-3)
         log(String(format: "W4 idle: %d interactive calls, mean %.2f s; rate %.3f calls/s", result.idle.count, mean, result.rate))
-        result.batchAlone = try await batchStream(withInteractive: false).docsPerSecond
+        let alone = try await batchStream(withInteractive: false, firstCall: 0)
+        result.batchAlone = alone.docsPerSecond
         log(String(format: "W4 batch alone: %.2f docs/s", result.batchAlone))
-        let mixed = try await batchStream(withInteractive: true, rate: result.rate)
+        // The stream goes on with calls not sent yet, so a score cache cannot answer them.
+        let mixed = try await batchStream(withInteractive: true, rate: result.rate, firstCall: alone.nextCall)
         result.batchMixed = mixed.docsPerSecond
         result.mixed = mixed.latencies
         result.failedInteractive = mixed.failed
@@ -64,21 +91,23 @@ struct MixedWorkload {
     }
 
     /// Runs the batch stream for `seconds` (and, if asked, interactive calls at `rate` meanwhile);
-    /// documents are counted only while the window is open.
-    private func batchStream(withInteractive: Bool, rate: Double = 0) async throws
-        -> (docsPerSecond: Double, latencies: [Double], failed: Int) {
+    /// documents are counted only while the window is open. The stream sends batch calls from
+    /// `firstCall` on; `nextCall` is the first it did not send.
+    private func batchStream(withInteractive: Bool, rate: Double = 0, firstCall: Int) async throws
+        -> (docsPerSecond: Double, latencies: [Double], failed: Int, nextCall: Int) {
         let scored = Locked(0), open = Locked(true)
         let start = now()
         let stream = Task {
-            var n = 0
+            var n = firstCall
             while !Task.isCancelled {
                 do {
-                    try await batch(n) { k in open.withLock { if $0 { scored.withLock { $0 += k } } } }
+                    try await batch(calls.batch(n)) { k in open.withLock { if $0 { scored.withLock { $0 += k } } } }
                 } catch where Task.isCancelled {
-                    return
+                    return n + 1  // call n was sent
                 }
                 n += 1
             }
+            return n
         }
         var latencies: [Double] = [], failed = 0
         if withInteractive {
@@ -92,7 +121,7 @@ struct MixedWorkload {
                     let i = n
                     group.addTask {
                         do {
-                            try await interactive(1000 + i)
+                            try await interactive(calls.interactive(idleCalls + i))  // calls not sent before
                             return now() - due
                         } catch {
                             return nil
@@ -110,7 +139,7 @@ struct MixedWorkload {
         let window = now() - start
         open.withLock { $0 = false }
         stream.cancel()
-        try await stream.value
-        return (Double(scored.withLock { $0 }) / window, latencies, failed)
+        let next = try await stream.value
+        return (Double(scored.withLock { $0 }) / window, latencies, failed, next)
     }
 }

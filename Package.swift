@@ -16,7 +16,7 @@ let kernelCFlags: [CSetting] = isDependencyCheckout ? [] : [.unsafeFlags(["-O3",
 
 let package = Package(
     name: "Sift",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "sift", targets: ["sift"]),
         .executable(name: "sift-fuzz", targets: ["SiftFuzz"]),

@@ -238,12 +238,12 @@ static void pv_avx2(const float *p, size_t s_stride, size_t rows, size_t first_p
     }
 }
 
-void sift_attention(int simd_level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
+void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
                     const float *const *blocks, size_t k_off, size_t v_off, size_t v_stride, size_t g, size_t d,
                     float scale, float *out, size_t out_stride, float *scratch) {
-    unsigned f = sift_cpu_features();
-    int avx512 = simd_level == 1 && (f & SIFT_CPU_AVX512) && d % 64 == 0;
-    int avx2 = !avx512 && simd_level >= 1 && (f & SIFT_CPU_AVX2) && d % 16 == 0;
+    level = sift_simd_usable(level);
+    int avx512 = level == SIFT_SIMD_AVX512 && d % 64 == 0;
+    int avx2 = !avx512 && level >= SIFT_SIMD_AVX2 && d % 16 == 0;
     kv_view kv = {blocks, k_off, v_off, v_stride};
     size_t keys = first_pos + rows;   /* keys visible to the last row */
     size_t s_stride = (keys + SIFT_KEY_BLOCK - 1) / SIFT_KEY_BLOCK * SIFT_KEY_BLOCK;
@@ -253,7 +253,7 @@ void sift_attention(int simd_level, const float *q, size_t q_stride, size_t rows
     for (size_t r = 0; r < rows; r++) {
         float *p = scratch + r * s_stride;
         size_t visible = first_pos + r + 1;
-        sift_softmax_row(p, visible);
+        sift_softmax_row(level, p, visible);
         for (size_t j = visible; j < keys; j++) p[j] = 0.0f;
     }
     if (avx512) {

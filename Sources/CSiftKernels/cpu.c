@@ -23,3 +23,10 @@ unsigned sift_cpu_features(void) {
     }
     return f & 0x7FFFFFFFu;
 }
+
+sift_simd sift_simd_usable(sift_simd level) {
+    unsigned f = sift_cpu_features();
+    if (level >= SIFT_SIMD_AVX512 && (f & SIFT_CPU_AVX512)) return SIFT_SIMD_AVX512;
+    if (level >= SIFT_SIMD_AVX2 && (f & SIFT_CPU_AVX2)) return SIFT_SIMD_AVX2;
+    return SIFT_SIMD_PORTABLE;
+}

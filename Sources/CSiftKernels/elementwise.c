@@ -123,11 +123,28 @@ static inline __m512 exp_avx512(__m512 x) {
     return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
 }
 
-static int have_avx512(void) { return (sift_cpu_features() & SIFT_CPU_AVX512) != 0; }
+/* The same operations on 8 lanes. */
+__attribute__((target("avx2,fma")))
+static inline __m256 exp_avx2(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(EXP_HI));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_HI), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_LO), r);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(P0), r, _mm256_set1_ps(P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P5));
+    __m256 r2 = _mm256_mul_ps(r, r);
+    p = _mm256_fmadd_ps(p, r2, r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
 
 float sift_exp(float x) { return exp_portable(x); }
 
-__attribute__((always_inline)) static inline void silu_mul_portable(const float *gate, const float *up, float *out, size_t n) {
+static void silu_mul_portable(const float *gate, const float *up, float *out, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = (g / (1.0f + exp_portable(-g))) * up[i];
@@ -147,18 +164,25 @@ static void silu_mul_avx512(const float *gate, const float *up, float *out, size
     silu_mul_portable(gate + i, up + i, out + i, n - i);
 }
 
-/* The portable code compiled for FMA CPUs: its fmaf calls become one vfmadd each instead of a
- * libm call — the same correctly rounded fused operation, so the same bits. */
-__attribute__((target("avx2,fma"))) static void silu_mul_fma(const float *gate, const float *up, float *out, size_t n) {
-    silu_mul_portable(gate, up, out, n);
+__attribute__((target("avx2,fma")))
+static void silu_mul_avx2(const float *gate, const float *up, float *out, size_t n) {
+    size_t i = 0;
+    __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
+    }
+    silu_mul_portable(gate + i, up + i, out + i, n - i);
 }
 
-static int have_fma(void) { return (sift_cpu_features() & SIFT_CPU_AVX2) != 0; }
-
-void sift_silu_mul(const float *gate, const float *up, float *out, size_t n) {
-    if (have_avx512()) silu_mul_avx512(gate, up, out, n);
-    else if (have_fma()) silu_mul_fma(gate, up, out, n);
-    else silu_mul_portable(gate, up, out, n);
+void sift_silu_mul(sift_simd level, const float *gate, const float *up, float *out, size_t n) {
+    switch (sift_simd_usable(level)) {
+    case SIFT_SIMD_AVX512: silu_mul_avx512(gate, up, out, n); break;
+    case SIFT_SIMD_AVX2: silu_mul_avx2(gate, up, out, n); break;
+    default: silu_mul_portable(gate, up, out, n); break;
+    }
 }
 
 void sift_add_inplace(float *y, const float *x, size_t n) {
@@ -173,7 +197,7 @@ static float sum16_tree(float acc[16]) {
     return acc[0];
 }
 
-__attribute__((always_inline)) static inline void softmax_portable(float *x, size_t n) {
+static void softmax_portable(float *x, size_t n) {
     float m = -INFINITY;
     for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     float acc[16] = {0};
@@ -212,12 +236,45 @@ static void softmax_avx512(float *x, size_t n) {
     for (; k < n; k++) x[k] = x[k] * inv;
 }
 
-__attribute__((target("avx2,fma"))) static void softmax_fma(float *x, size_t n) { softmax_portable(x, n); }
+__attribute__((target("avx2,fma")))
+static void softmax_avx2(float *x, size_t n) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vmax);
+    float m = lanes[0];
+    for (int j = 1; j < 8; j++) m = lanes[j] > m ? lanes[j] : m;
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    /* Lanes 0-7 and 8-15 of the portable code's 16 partial sums. */
+    __m256 vm = _mm256_set1_ps(m), lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 e0 = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        __m256 e1 = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm));
+        _mm256_storeu_ps(x + i, e0);
+        _mm256_storeu_ps(x + i + 8, e1);
+        lo = _mm256_add_ps(lo, e0);
+        hi = _mm256_add_ps(hi, e1);
+    }
+    float acc[16];
+    _mm256_storeu_ps(acc, lo);
+    _mm256_storeu_ps(acc + 8, hi);
+    float s = sum16_tree(acc);
+    for (; i < n; i++) { x[i] = exp_portable(x[i] - m); s = s + x[i]; }
+    float inv = 1.0f / s;
+    __m256 vinv = _mm256_set1_ps(inv);
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(x + k, _mm256_mul_ps(_mm256_loadu_ps(x + k), vinv));
+    for (; k < n; k++) x[k] = x[k] * inv;
+}
 
-void sift_softmax_row(float *x, size_t n) {
-    if (have_avx512()) softmax_avx512(x, n);
-    else if (have_fma()) softmax_fma(x, n);
-    else softmax_portable(x, n);
+void sift_softmax_row(sift_simd level, float *x, size_t n) {
+    switch (sift_simd_usable(level)) {
+    case SIFT_SIMD_AVX512: softmax_avx512(x, n); break;
+    case SIFT_SIMD_AVX2: softmax_avx2(x, n); break;
+    default: softmax_portable(x, n); break;
+    }
 }
 
 double sift_dot_f64(const float *a, const float *b, size_t n) {

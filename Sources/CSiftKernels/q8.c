@@ -83,25 +83,87 @@ static void quantize_row_avx512(const float *x, size_t k, uint8_t *q, float inv)
     quantize_row_portable(x + i, k - i, q + i, inv);
 }
 
-void sift_q8_quantize_rows(const float *x, size_t m, size_t k, size_t x_stride,
-                           const int32_t *outliers, size_t n_outliers, uint8_t *xq, float *scale, float *xo) {
-    int have512 = (sift_cpu_features() & SIFT_CPU_AVX512) != 0;
-    float saved[256];
-    for (size_t r = 0; r < m; r++) {
-        float *xr = (float *)(x + r * x_stride);
-        /* Outlier channels are computed in fp32 elsewhere: zero them for the int8 part. */
-        size_t no = n_outliers < 256 ? n_outliers : 256;
-        for (size_t j = 0; j < no; j++) {
-            saved[j] = xr[outliers[j]];
-            xo[r * n_outliers + j] = saved[j];
-            xr[outliers[j]] = 0.0f;
+__attribute__((target("avx2,fma")))
+static float amax_avx2(const float *x, size_t k) {
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 m = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= k; i += 8) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + i), magnitude));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m);
+    float r = 0.0f;
+    for (int j = 0; j < 8; j++) r = fmaxf(r, lanes[j]);
+    for (; i < k; i++) r = fmaxf(r, fabsf(x[i]));
+    return r;
+}
+
+__attribute__((target("avx2,fma")))
+static inline __m256i quantize8_avx2(const float *x, __m256 vinv) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x), vinv);
+    v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    return _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(128));
+}
+
+__attribute__((target("avx2,fma")))
+static void quantize_row_avx2(const float *x, size_t k, uint8_t *q, float inv) {
+    __m256 vinv = _mm256_set1_ps(inv);
+    /* The packs interleave 128-bit lanes; this permutation puts the 32 bytes back in order. */
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    size_t i = 0;
+    for (; i + 32 <= k; i += 32) {
+        __m256i a = quantize8_avx2(x + i, vinv), b = quantize8_avx2(x + i + 8, vinv);
+        __m256i c = quantize8_avx2(x + i + 16, vinv), d = quantize8_avx2(x + i + 24, vinv);
+        __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+        _mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(bytes, order));
+    }
+    quantize_row_portable(x + i, k - i, q + i, inv);
+}
+
+/* Largest |x| over [0, k) except the outlier channels (sorted): the max of the segments
+ * between them. A max is exact in any order, so every level finds the same value. */
+static float amax_except(sift_simd level, const float *x, size_t k, const int32_t *sorted, size_t no) {
+    float m = 0.0f;
+    size_t from = 0;
+    for (size_t j = 0; j <= no; j++) {
+        size_t to = j < no ? (size_t)sorted[j] : k;
+        if (to > from) {
+            float s = level == SIFT_SIMD_AVX512 ? amax_avx512(x + from, to - from)
+                    : level == SIFT_SIMD_AVX2 ? amax_avx2(x + from, to - from) : amax_portable(x + from, to - from);
+            m = fmaxf(m, s);
         }
-        float amax = have512 ? amax_avx512(xr, k) : amax_portable(xr, k);
+        from = to + 1;
+    }
+    return m;
+}
+
+void sift_q8_quantize_rows(sift_simd level, const float *x, size_t m, size_t k, size_t x_stride,
+                           const int32_t *outliers, size_t n_outliers, uint8_t *xq, float *scale, float *xo) {
+    level = sift_simd_usable(level);
+    size_t no = n_outliers < SIFT_Q8_MAX_OUTLIERS ? n_outliers : SIFT_Q8_MAX_OUTLIERS;
+    int32_t sorted[SIFT_Q8_MAX_OUTLIERS];
+    for (size_t j = 0; j < no; j++) {   /* insertion sort: a few to a few hundred channels */
+        int32_t v = outliers[j];
+        size_t p = j;
+        for (; p > 0 && sorted[p - 1] > v; p--) sorted[p] = sorted[p - 1];
+        sorted[p] = v;
+    }
+    for (size_t r = 0; r < m; r++) {
+        const float *xr = x + r * x_stride;
+        uint8_t *qr = xq + r * k;
+        float amax = amax_except(level, xr, k, sorted, no);
         float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
         scale[r] = amax / 127.0f;
-        if (have512) quantize_row_avx512(xr, k, xq + r * k, inv);
-        else quantize_row_portable(xr, k, xq + r * k, inv);
-        for (size_t j = 0; j < no; j++) xr[outliers[j]] = saved[j];
+        switch (level) {
+        case SIFT_SIMD_AVX512: quantize_row_avx512(xr, k, qr, inv); break;
+        case SIFT_SIMD_AVX2: quantize_row_avx2(xr, k, qr, inv); break;
+        default: quantize_row_portable(xr, k, qr, inv); break;
+        }
+        /* Outlier channels are computed in fp32 beside the GEMM: zero (128) in the int8 part. */
+        for (size_t j = 0; j < no; j++) {
+            xo[r * n_outliers + j] = xr[outliers[j]];
+            qr[outliers[j]] = 128;
+        }
     }
 }
 
@@ -356,14 +418,6 @@ void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, const f
     }
 }
 
-sift_path sift_q8_best_path(void) {
-    unsigned f = sift_cpu_features();
-    if (f & SIFT_CPU_AVX512VNNI) return SIFT_PATH_AVX512VNNI;
-    if (f & SIFT_CPU_AVXVNNI) return SIFT_PATH_AVXVNNI;
-    if (f & SIFT_CPU_AVX2) return SIFT_PATH_AVX2;
-    return SIFT_PATH_PORTABLE;
-}
-
 /* ---- peak measurement ------------------------------------------------------------------- */
 
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
@@ -396,8 +450,47 @@ static int32_t peak256(size_t iters) {
     return out[0] + out[7];
 }
 
-int32_t sift_vnni_peak_loop(sift_path path, size_t iters) {
-    if (path == SIFT_PATH_AVX512VNNI) return peak512(iters);
-    if (path == SIFT_PATH_AVXVNNI) return peak256(iters);
-    return 0;
+/* The AVX2 kernel's inner sequence for 4 rows × 2 halves: sign, maddubs, madd, add per 32
+ * multiply-adds. The activations are made opaque every iteration (as loads are in the kernel),
+ * so nothing is hoisted out of the loop. */
+__attribute__((target("avx2")))
+static int32_t peak_avx2(size_t iters) {
+    __m256i acc[4][2];
+    const __m256i w[2] = {_mm256_set1_epi32(0x01FF0102), _mm256_set1_epi32(0x7F81037D)};
+    const __m256i aw[2] = {_mm256_abs_epi8(w[0]), _mm256_abs_epi8(w[1])};
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i b[4];
+    for (int r = 0; r < 4; r++) {
+        b[r] = _mm256_set1_epi32(0x01020304 * (r + 1));
+        acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    }
+    for (size_t it = 0; it < iters; it++) {
+        __asm__ volatile("" : "+x"(b[0]), "+x"(b[1]), "+x"(b[2]), "+x"(b[3]));
+        for (int r = 0; r < 4; r++)
+            for (int h = 0; h < 2; h++)
+                acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(_mm256_maddubs_epi16(aw[h], _mm256_sign_epi8(b[r], w[h])), ones));
+    }
+    __m256i s = _mm256_setzero_si256();
+    for (int r = 0; r < 4; r++) s = _mm256_add_epi32(s, _mm256_add_epi32(acc[r][0], acc[r][1]));
+    int32_t out[8];
+    _mm256_storeu_si256((__m256i *)out, s);
+    return out[0] + out[7];
+}
+
+int32_t sift_int8_peak_loop(sift_path path, size_t iters) {
+    switch (path) {
+    case SIFT_PATH_AVX512VNNI: return peak512(iters);
+    case SIFT_PATH_AVXVNNI: return peak256(iters);
+    case SIFT_PATH_AVX2: return peak_avx2(iters);
+    default: return 0;
+    }
+}
+
+size_t sift_int8_peak_ops(sift_path path, size_t iters) {
+    switch (path) {
+    case SIFT_PATH_AVX512VNNI: return iters * 16 * 64 * 2;   /* 16 zmm dots of 64 products */
+    case SIFT_PATH_AVXVNNI: return iters * 12 * 32 * 2;      /* 12 ymm dots of 32 products */
+    case SIFT_PATH_AVX2: return iters * 8 * 32 * 2;          /* 8 emulated dots of 32 products */
+    default: return 0;
+    }
 }

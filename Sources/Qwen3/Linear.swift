@@ -2,11 +2,22 @@ import COpenBLAS
 import CSiftKernels
 import Foundation
 
-/// Which int8 GEMM implementation runs. Chosen from CPUID; `SIFT_KERNEL` forces one.
+/// Which kernels run: the int8 GEMM and, at the path's vector width, everything around it
+/// (activation quantization, SiLU·mul, softmax, attention). Chosen from CPUID; `SIFT_KERNEL`
+/// forces one. Every path gives the same bits.
 public enum KernelPath: String, Sendable, CaseIterable {
     case avx512vnni, avxvnni, avx2, portable
 
-    var cValue: sift_path {
+    /// The vector width of the kernels around the GEMM on this path.
+    public var simd: sift_simd {
+        switch self {
+        case .avx512vnni: SIFT_SIMD_AVX512
+        case .avxvnni, .avx2: SIFT_SIMD_AVX2
+        case .portable: SIFT_SIMD_PORTABLE
+        }
+    }
+
+    public var cValue: sift_path {
         switch self {
         case .avx512vnni: SIFT_PATH_AVX512VNNI
         case .avxvnni: SIFT_PATH_AVXVNNI
@@ -181,7 +192,7 @@ public final class Int8Linear: LinearLayer, @unchecked Sendable {
             pool.run { i in
                 let r = pool.range(i, of: rows)
                 guard !r.isEmpty else { return }
-                sift_q8_quantize_rows(x + r.lowerBound * k, r.count, k, k, outl.baseAddress, no,
+                sift_q8_quantize_rows(path.simd, x + r.lowerBound * k, r.count, k, k, outl.baseAddress, no,
                                       xq + r.lowerBound * k, xs + r.lowerBound, xo + r.lowerBound * no)
             }
         }

@@ -298,7 +298,7 @@ public final class Qwen3Model: @unchecked Sendable {
         pool.run { i in
             for row in pool.range(i, of: rows) {
                 let g = ws.gateUp + row * 2 * inter
-                sift_silu_mul(g, g + inter, ws.act + row * inter, inter)
+                sift_silu_mul(kernelPath.simd, g, g + inter, ws.act + row * inter, inter)
             }
         }
         observer?(.down, ws.act, rows, inter)
@@ -324,7 +324,7 @@ public final class Qwen3Model: @unchecked Sendable {
         let d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
         let group = c.headCount / c.kvHeadCount
         let scale = 1 / sqrtf(Float(d))
-        let simd: Int32 = switch kernelPath { case .portable: 0; case .avx2: 2; default: 1 }
+        let simd = kernelPath.simd
         // Block base pointers of each sequence (read-only during attention).
         let tables: [[UnsafePointer<Float>?]] = spans.map { $0.cache.blocks.map { UnsafePointer($0.base) } }
         let units = tasks.count * c.headCount

@@ -1,9 +1,16 @@
+import CSiftKernels
 import Foundation
+import Synchronization
 
 /// A fixed set of threads that run one data-parallel step at a time: `run { i in ... }` calls the
 /// body once for every worker index 0..<threadCount (index 0 on the calling thread) and returns
 /// when all are done. Work is split by the caller so that every output element is computed by
 /// exactly one index with the same code: results never depend on the thread count.
+///
+/// Dispatch costs no system call while the workers are busy: a worker that finishes spins on
+/// the task counter for a short while (`spinNanoseconds`: the gap between two ops of a step is
+/// microseconds) before it sleeps on a condition variable, and the caller wakes sleepers only
+/// if there are any. The pool's threads are joined when it is released.
 ///
 /// Several models in one process share one pool (`shared(threads:)`), so together they never
 /// run more threads than there are cores. Their `run` calls take turns op by op, and the next
@@ -12,30 +19,43 @@ import Foundation
 /// ops (per token, a 4B multiplies by ~8x the weights a 0.6B does: 3.6 G vs 0.44 G), and none starves.
 public final class WorkerPool: @unchecked Sendable {
     public let threadCount: Int
+    private let crew: Crew
+    private var threads: [pthread_t] = []
     private var turnMutex = pthread_mutex_t()
     private var turnChanged = pthread_cond_t()
     private var turns = Turns()
-    private var mutex = pthread_mutex_t()
-    private var wake = pthread_cond_t()
-    private var finished = pthread_cond_t()
-    private var generation = 0
-    private var pending = 0
-    private var stopping = false
-    private var task: ((Int) -> Void)?
+
+    /// How long an idle worker, or the caller waiting for the workers, spins before sleeping.
+    static let spinNanoseconds: UInt64 = 100_000
 
     public init(threads: Int) {
         threadCount = max(1, threads)
+        crew = Crew(workers: threadCount - 1)
         pthread_mutex_init(&turnMutex, nil)
         pthread_cond_init(&turnChanged, nil)
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&wake, nil)
-        pthread_cond_init(&finished, nil)
-        for index in 1..<max(1, threads) {
-            let thread = Thread { [unowned self] in self.workerLoop(index) }
-            thread.name = "sift-worker-\(index)"
-            thread.stackSize = 1 << 20
-            thread.start()
+        for index in 1..<threadCount {
+            let start = Unmanaged.passRetained(WorkerStart(crew: crew, index: index)).toOpaque()
+            var attributes = pthread_attr_t()
+            pthread_attr_init(&attributes)
+            pthread_attr_setstacksize(&attributes, 1 << 20)
+            var thread = pthread_t()
+            let rc = pthread_create(&thread, &attributes, { context in
+                let start = Unmanaged<WorkerStart>.fromOpaque(context!).takeRetainedValue()
+                Thread.current.name = "sift-worker-\(start.index)"
+                start.crew.workerLoop(start.index)
+                return nil
+            }, start)
+            pthread_attr_destroy(&attributes)
+            precondition(rc == 0, "cannot start a worker thread (pthread_create: \(rc))")
+            self.threads.append(thread)
         }
+    }
+
+    deinit {
+        crew.stop()
+        for thread in threads { pthread_join(thread, nil) }
+        pthread_mutex_destroy(&turnMutex)
+        pthread_cond_destroy(&turnChanged)
     }
 
     /// Default size: one thread per core.
@@ -56,32 +76,13 @@ public final class WorkerPool: @unchecked Sendable {
         return pool
     }
 
-    deinit {
-        pthread_mutex_lock(&mutex)
-        stopping = true
-        pthread_cond_broadcast(&wake)
-        pthread_mutex_unlock(&mutex)
-    }
-
     /// Runs `body(i)` for i in 0..<threadCount in parallel, when this caller's turn comes (see
     /// the type's comment). Not reentrant: `body` must not call `run`.
     public func run(_ body: (Int) -> Void) {
         let started = takeTurn()
         defer { endTurn(started: started) }
         if threadCount == 1 { body(0); return }
-        withoutActuallyEscaping(body) { body in
-            pthread_mutex_lock(&mutex)
-            task = body
-            pending = threadCount - 1
-            generation &+= 1
-            pthread_cond_broadcast(&wake)
-            pthread_mutex_unlock(&mutex)
-            body(0)
-            pthread_mutex_lock(&mutex)
-            while pending > 0 { pthread_cond_wait(&finished, &mutex) }
-            task = nil
-            pthread_mutex_unlock(&mutex)
-        }
+        withoutActuallyEscaping(body) { body in crew.run(body) }
     }
 
     /// Who runs next (guarded by `turnMutex`).
@@ -111,7 +112,7 @@ public final class WorkerPool: @unchecked Sendable {
 
     static let reservation: UInt64 = 200_000
 
-    private static func nanoseconds() -> UInt64 {
+    static func nanoseconds() -> UInt64 {
         var t = timespec()
         clock_gettime(CLOCK_MONOTONIC, &t)
         return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
@@ -186,21 +187,110 @@ public final class WorkerPool: @unchecked Sendable {
         let lo = units * index / threadCount, hi = units * (index + 1) / threadCount
         return min(count, lo * granule)..<min(count, hi * granule)
     }
+}
 
-    private func workerLoop(_ index: Int) {
-        var seen = 0
-        pthread_mutex_lock(&mutex)
-        while true {
-            while generation == seen && !stopping { pthread_cond_wait(&wake, &mutex) }
-            if stopping { break }
-            seen = generation
-            let body = task!
-            pthread_mutex_unlock(&mutex)
-            body(index)
+/// What a worker thread is started with (it never holds the pool itself, so the pool can be
+/// released, and its threads joined, while they wait).
+private final class WorkerStart {
+    let crew: Crew
+    let index: Int
+    init(crew: Crew, index: Int) { (self.crew, self.index) = (crew, index) }
+}
+
+/// The workers' side of a pool: a task published by bumping `generation`, finished when
+/// `pending` reaches zero. Sleeping and waking use a mutex and condition variables only when a
+/// spinning wait ran out: `sleepers` and `callerSleeping` say whether anyone needs a signal.
+/// Each side announces it is going to sleep and then re-checks (sequentially consistent), while
+/// the other side publishes and then checks the announcement, so no wake-up is lost.
+private final class Crew: @unchecked Sendable {
+    let workers: Int
+    private let generation = Atomic<Int>(0)
+    private let pending = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
+    private let sleepers = Atomic<Int>(0)
+    private let callerSleeping = Atomic<Bool>(false)
+    private var mutex = pthread_mutex_t()
+    private var wake = pthread_cond_t()
+    private var finished = pthread_cond_t()
+    /// Written by the caller before `generation` is bumped, read by workers after they see it.
+    private var task: ((Int) -> Void)?
+
+    init(workers: Int) {
+        self.workers = workers
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&wake, nil)
+        pthread_cond_init(&finished, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(&mutex)
+        pthread_cond_destroy(&wake)
+        pthread_cond_destroy(&finished)
+    }
+
+    /// Runs `body` on every worker and on the calling thread (index 0); returns when all are done.
+    func run(_ body: @escaping (Int) -> Void) {
+        task = body
+        pending.store(workers, ordering: .sequentiallyConsistent)
+        generation.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 { signal(&wake, broadcast: true) }
+        body(0)
+        if !spin(until: { pending.load(ordering: .acquiring) == 0 }) {
+            callerSleeping.store(true, ordering: .sequentiallyConsistent)
             pthread_mutex_lock(&mutex)
-            pending -= 1
-            if pending == 0 { pthread_cond_signal(&finished) }
+            while pending.load(ordering: .sequentiallyConsistent) > 0 { pthread_cond_wait(&finished, &mutex) }
+            pthread_mutex_unlock(&mutex)
+            callerSleeping.store(false, ordering: .relaxed)
         }
+        task = nil
+    }
+
+    func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        signal(&wake, broadcast: true)
+    }
+
+    func workerLoop(_ index: Int) {
+        var seen = 0
+        while true {
+            if !spin(until: { generation.load(ordering: .acquiring) != seen || stopping.load(ordering: .acquiring) }) {
+                sleepers.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                pthread_mutex_lock(&mutex)
+                while generation.load(ordering: .sequentiallyConsistent) == seen && !stopping.load(ordering: .sequentiallyConsistent) {
+                    pthread_cond_wait(&wake, &mutex)
+                }
+                pthread_mutex_unlock(&mutex)
+                sleepers.wrappingSubtract(1, ordering: .relaxed)
+            }
+            if stopping.load(ordering: .acquiring) { return }
+            seen = generation.load(ordering: .acquiring)
+            task!(index)
+            if pending.subtract(1, ordering: .sequentiallyConsistent).newValue == 0,
+               callerSleeping.load(ordering: .sequentiallyConsistent) {
+                signal(&finished, broadcast: false)
+            }
+        }
+    }
+
+    /// Spins (with the CPU's pause hint) until `done` or for `WorkerPool.spinNanoseconds`.
+    private func spin(until done: () -> Bool) -> Bool {
+        var deadline: UInt64 = 0
+        var round = 0
+        while !done() {
+            round += 1
+            if round & 63 == 0 {
+                let now = WorkerPool.nanoseconds()
+                if deadline == 0 { deadline = now + WorkerPool.spinNanoseconds } else if now >= deadline { return false }
+            }
+            sift_cpu_relax()
+        }
+        return true
+    }
+
+    /// Signals under the mutex, so a thread between its check and its wait cannot miss it.
+    private func signal(_ condition: inout pthread_cond_t, broadcast: Bool) {
+        pthread_mutex_lock(&mutex)
+        if broadcast { pthread_cond_broadcast(&condition) } else { pthread_cond_signal(&condition) }
         pthread_mutex_unlock(&mutex)
     }
 }

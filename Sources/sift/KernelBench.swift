@@ -6,7 +6,7 @@ import Qwen3
 struct KernelBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernels",
-        abstract: "int8 GEMM throughput per 0.6B projection shape vs the machine's measured VNNI peak.")
+        abstract: "int8 GEMM throughput per 0.6B projection shape vs the machine's measured int8 peak.")
 
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Token counts (M) to measure, comma-separated.") var tokens: String = "16,64,256,512,2048"
@@ -16,18 +16,17 @@ struct KernelBench: ParsableCommand {
         try reportingErrors {
             let path = try KernelPath.selected()
             let pool = WorkerPool(threads: threads)
-            // Peak: register-only vpdpbusd loop on every worker.
+            // Peak: a register-only loop of the path's dot instructions on every worker.
             // The machines are shared and noisy: every figure is the best of several runs.
             var peak = 0.0
-            if path == .avx512vnni || path == .avxvnni {  // the AVX2 and portable paths have no VNNI unit to compare with
+            if path != .portable {
                 let iters = 20_000_000
-                let perIter = path == .avx512vnni ? 16 * 64 * 2 : 12 * 32 * 2  // ops per iteration
                 for _ in 0..<3 {
                     let start = now()
-                    pool.run { _ in _ = sift_vnni_peak_loop(path == .avx512vnni ? SIFT_PATH_AVX512VNNI : SIFT_PATH_AVXVNNI, iters) }
-                    peak = max(peak, Double(iters * perIter * threads) / (now() - start) / 1e9)
+                    pool.run { _ in _ = sift_int8_peak_loop(path.cValue, iters) }
+                    peak = max(peak, Double(sift_int8_peak_ops(path.cValue, iters) * threads) / (now() - start) / 1e9)
                 }
-                print(String(format: "kernel %@, %d threads: VNNI peak (register-only loop, best of 3) %.0f GOPS", path.rawValue, threads, peak))
+                print(String(format: "kernel %@, %d threads: int8 peak (register-only loop of its dot instructions, best of 3) %.0f GOPS", path.rawValue, threads, peak))
             }
             let shapes: [(String, Int, Int)] = [("qkv", 4096, 1024), ("o", 1024, 2048), ("gate_up", 6144, 1024), ("down", 1024, 3072)]
             let ms = tokens.split(separator: ",").compactMap { Int($0) }

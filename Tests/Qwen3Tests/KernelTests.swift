@@ -99,7 +99,7 @@ final class KernelTests: XCTestCase {
         }
         let table: [UnsafePointer<Float>?] = (0..<blockCount).map { UnsafePointer(memory + $0 * blockFloats) }
         let scale = 1 / Float(d).squareRoot()
-        func run(simd: Int32, splits: [Int]) -> [Float] {
+        func run(simd: sift_simd, splits: [Int]) -> [Float] {
             var out = [Float](repeating: 0, count: positions * qDim)
             var scratch = [Float](repeating: 0, count: positions * (positions + block))
             for head in 0..<heads {
@@ -117,12 +117,12 @@ final class KernelTests: XCTestCase {
             }
             return out
         }
-        let whole = run(simd: 1, splits: [])
-        XCTAssertEqual(whole.map(\.bitPattern), run(simd: 0, splits: []).map(\.bitPattern), "portable vs SIMD")
-        XCTAssertEqual(whole.map(\.bitPattern), run(simd: 2, splits: []).map(\.bitPattern), "AVX2 vs the best SIMD")
-        XCTAssertEqual(whole.map(\.bitPattern), run(simd: 2, splits: [3, 20]).map(\.bitPattern), "chunked AVX2")
-        XCTAssertEqual(whole.map(\.bitPattern), run(simd: 1, splits: [1, 17, 30]).map(\.bitPattern), "chunked")
-        XCTAssertEqual(whole.map(\.bitPattern), run(simd: 0, splits: [16, 32]).map(\.bitPattern), "chunked portable")
+        let whole = run(simd: SIFT_SIMD_PORTABLE, splits: [])
+        for level in Self.levels {
+            XCTAssertEqual(run(simd: level, splits: []).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue) vs portable")
+            XCTAssertEqual(run(simd: level, splits: [3, 20]).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue), chunked")
+            XCTAssertEqual(run(simd: level, splits: [1, 17, 30]).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue), chunked")
+        }
         // float64 reference.
         for p in [0, 15, 16, 44] {
             for head in 0..<heads {
@@ -134,6 +134,74 @@ final class KernelTests: XCTestCase {
                 for dd in stride(from: 0, to: d, by: 17) {
                     let expected = (0...p).reduce(0.0) { $0 + s[$1] / sum * Double(v[$1 * kvDim + g * d + dd]) }
                     XCTAssertEqual(Double(whole[p * qDim + head * d + dd]), expected, accuracy: 1e-5)
+                }
+            }
+        }
+    }
+
+    /// The vector levels of the kernels around the GEMM, as the supported kernel paths use them.
+    static var levels: [sift_simd] {
+        var seen: [sift_simd] = []
+        for path in KernelPath.supported where !seen.contains(where: { $0.rawValue == path.simd.rawValue }) { seen.append(path.simd) }
+        return seen
+    }
+
+    /// Every SIMD twin of SiLU·mul and softmax agrees with the portable code bit for bit, at
+    /// lengths that leave every kind of remainder, and across the exp's clamped range.
+    func testSiluAndSoftmaxTwinsAreBitIdentical() {
+        for n in [1, 7, 8, 15, 16, 17, 31, 64, 100, 3072] {
+            let gate = randomFloats(n, seed: UInt64(n), scale: 30), up = randomFloats(n, seed: UInt64(n) + 1, scale: 2)
+            func silu(_ level: sift_simd) -> [UInt32] {
+                var out = [Float](repeating: .nan, count: n)
+                sift_silu_mul(level, gate, up, &out, n)
+                return out.map(\.bitPattern)
+            }
+            func softmax(_ level: sift_simd) -> [UInt32] {
+                var x = randomFloats(n, seed: UInt64(n) + 2, scale: 40)
+                sift_softmax_row(level, &x, n)
+                return x.map(\.bitPattern)
+            }
+            let silu0 = silu(SIFT_SIMD_PORTABLE), softmax0 = softmax(SIFT_SIMD_PORTABLE)
+            for level in Self.levels {
+                XCTAssertEqual(silu(level), silu0, "SiLU·mul, n = \(n), level \(level.rawValue)")
+                XCTAssertEqual(softmax(level), softmax0, "softmax, n = \(n), level \(level.rawValue)")
+            }
+            // SiLU itself is right (not only consistent).
+            for i in 0..<n {
+                let g = Double(gate[i]), expected = g / (1 + Foundation.exp(-g)) * Double(up[i])
+                XCTAssertEqual(Double(Float(bitPattern: silu0[i])), expected, accuracy: 1e-5 * max(1, abs(expected)))
+            }
+        }
+    }
+
+    /// Activation quantization: every level gives the same bytes, scales and outlier values; the
+    /// input is only read; outlier channels are excluded from the scale and quantized as zero.
+    func testActivationQuantizationTwinsAreBitIdenticalAndReadOnly() {
+        for (m, k, outliers) in [(3, 1024, [Int32(700), 5, 1023]), (2, 37, []), (4, 96, [0, 1, 2, 95, 40]), (1, 8, [3])] {
+            var x = randomFloats(m * k, seed: UInt64(k), scale: 3)
+            for r in 0..<m { for c in outliers { x[r * k + Int(c)] *= 1000 } }
+            let original = x.map(\.bitPattern)
+            func quantize(_ level: sift_simd) -> (q: [UInt8], scales: [UInt32], xo: [UInt32]) {
+                var q = [UInt8](repeating: 0, count: m * k), scales = [Float](repeating: .nan, count: m)
+                var xo = [Float](repeating: .nan, count: max(1, m * outliers.count))
+                sift_q8_quantize_rows(level, x, m, k, k, outliers, outliers.count, &q, &scales, &xo)
+                return (q, scales.map(\.bitPattern), xo.map(\.bitPattern))
+            }
+            let reference = quantize(SIFT_SIMD_PORTABLE)
+            for level in Self.levels {
+                let got = quantize(level)
+                XCTAssertEqual(got.q, reference.q, "bytes, \(m)×\(k), level \(level.rawValue)")
+                XCTAssertEqual(got.scales, reference.scales, "scales, \(m)×\(k), level \(level.rawValue)")
+                XCTAssertEqual(got.xo, reference.xo, "outlier values, \(m)×\(k), level \(level.rawValue)")
+            }
+            XCTAssertEqual(x.map(\.bitPattern), original, "the input was written")
+            for r in 0..<m {
+                var amax: Float = 0
+                for c in 0..<k where !outliers.contains(Int32(c)) { amax = max(amax, abs(x[r * k + c])) }
+                XCTAssertEqual(Float(bitPattern: reference.scales[r]), amax / 127)
+                for (j, c) in outliers.enumerated() {
+                    XCTAssertEqual(reference.q[r * k + Int(c)], 128)
+                    XCTAssertEqual(Float(bitPattern: reference.xo[r * outliers.count + j]), x[r * k + Int(c)])
                 }
             }
         }

@@ -27,4 +27,43 @@ final class WorkerPoolTests: XCTestCase {
         pool.run { i in seen.withLock { $0.append(i) } }
         XCTAssertEqual(seen.withLock { $0.sorted() }, [0, 1])
     }
+
+    /// Runs back to back (workers spinning) and runs after pauses longer than the spin (workers
+    /// asleep) both run every index exactly once and see the caller's writes.
+    func testEveryRunReachesEveryWorkerAwakeOrAsleep() {
+        for threads in [1, 2, 4] {
+            let pool = WorkerPool(threads: threads)
+            let counts = UnsafeMutablePointer<Int>.allocate(capacity: threads)
+            counts.initialize(repeating: 0, count: threads)
+            defer { counts.deallocate() }
+            var expected = 0
+            for round in 0..<400 {
+                if round % 50 == 49 { usleep(2_000) }  // past the spin: the workers sleep
+                let value = round
+                pool.run { i in counts[i] += value }
+                expected += round
+                // Each index wrote its own slot; the caller sees every write once run returns.
+                for i in 0..<threads { XCTAssertEqual(counts[i], expected, "\(threads) threads, round \(round), index \(i)") }
+            }
+        }
+    }
+
+    /// Releasing a pool joins its threads (none is left behind, none is still running).
+    func testReleasingAPoolJoinsItsThreads() throws {
+        func threadCount() throws -> Int { try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count }
+        let before = try threadCount()
+        do {
+            let pool = WorkerPool(threads: 4)
+            pool.run { _ in }
+            XCTAssertEqual(try threadCount(), before + 3)
+        }
+        XCTAssertEqual(try threadCount(), before, "the pool's threads outlived it")
+        // Also when the pool is released while its workers sleep.
+        do {
+            let pool = WorkerPool(threads: 3)
+            pool.run { _ in }
+            usleep(5_000)
+        }
+        XCTAssertEqual(try threadCount(), before)
+    }
 }

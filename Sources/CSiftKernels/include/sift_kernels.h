@@ -19,6 +19,26 @@ enum {
 };
 unsigned sift_cpu_features(void);
 
+/* Vector width a kernel runs at. Every level computes the same IEEE operations in the same
+ * order, so all levels give the same bits; callers pass the level explicitly (the model's
+ * kernel path), so the portable twins run, and are tested, on any CPU. A level this CPU lacks
+ * falls back to the best one it has below it. */
+typedef enum {
+    SIFT_SIMD_PORTABLE = 0,
+    SIFT_SIMD_AVX2 = 1,      /* AVX2 + FMA, 8 lanes */
+    SIFT_SIMD_AVX512 = 2,    /* AVX-512 F/BW/DQ/VL, 16 lanes */
+} sift_simd;
+/* `level`, or the best level below it that this CPU runs. */
+sift_simd sift_simd_usable(sift_simd level);
+
+/* The CPU's spin-wait hint (x86 `pause`): a spinning thread yields pipeline resources to the
+ * other hyperthread and saves power while it waits. */
+static inline void sift_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 /* ---- conversions ---------------------------------------------------------------------- */
 void sift_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void sift_f16_to_f32(const uint16_t *src, float *dst, size_t n);
@@ -31,11 +51,11 @@ void sift_rmsnorm(const float *x, const float *w, float *y, size_t rows, size_t 
  * with precomputed cos/sin of length dim/2 for its position. */
 void sift_rope(float *x, size_t heads, size_t dim, const float *cos, const float *sin);
 /* out[i] = silu(gate[i]) * up[i] */
-void sift_silu_mul(const float *gate, const float *up, float *out, size_t n);
+void sift_silu_mul(sift_simd level, const float *gate, const float *up, float *out, size_t n);
 /* y[i] += x[i] */
 void sift_add_inplace(float *y, const float *x, size_t n);
 /* In-place softmax of one row of n (max-subtracted, fp32). */
-void sift_softmax_row(float *x, size_t n);
+void sift_softmax_row(sift_simd level, float *x, size_t n);
 /* exp(x) as the kernels compute it (portable; the SIMD twins agree bit for bit). */
 float sift_exp(float x);
 /* ---- attention -------------------------------------------------------------------------- */
@@ -44,9 +64,8 @@ enum { SIFT_KEY_BLOCK = 16 };  /* keys are stored transposed in blocks of this m
  * `g`: out[r, 0..d) = softmax(q_r · K[0..pos_r]ᵀ · scale) · V[0..pos_r]. KV memory is paged
  * in blocks of 16 positions: blocks[b] is the block of positions 16b..16b+15; its keys
  * (transposed, [kv_head][d][16]) start at + k_off, its values (rows of v_stride) at + v_off.
- * `scratch` holds rows × round_up(first_pos + rows, 16) floats. simd_level: 0 the portable
- * path, 1 the best this CPU has (AVX-512, else AVX2), 2 AVX2 at most; all give the same bits. */
-void sift_attention(int simd_level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
+ * `scratch` holds rows × round_up(first_pos + rows, 16) floats. Every level gives the same bits. */
+void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
                     const float *const *blocks, size_t k_off, size_t v_off, size_t v_stride, size_t g, size_t d,
                     float scale, float *out, size_t out_stride, float *scratch);
 

@@ -8,12 +8,14 @@
  * so the AVX-512 VNNI, AVX-VNNI, AVX2 and portable paths give bit-identical outputs. */
 #include <stddef.h>
 #include <stdint.h>
+#include "sift_kernels.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 enum { SIFT_Q8_TILE = 16 };   /* output rows per packed tile */
+enum { SIFT_Q8_MAX_OUTLIERS = 256 };  /* outlier channels per layer, at most */
 
 typedef enum {
     SIFT_PATH_PORTABLE = 0,
@@ -33,9 +35,10 @@ void sift_q8_pack(const int8_t *w, size_t n, size_t k, int8_t *packed);
 void sift_q8_quantize_weights(const float *w, size_t n, size_t k, int8_t *q, float *scale, int32_t *rowsum);
 
 /* Quantizes activation rows: x (m × k, row stride x_stride) -> xq (m × k, u8, offset 128),
- * scale[i] = amax / 127 over the non-outlier channels of row i; outlier channels get 128 (zero)
- * and their fp32 values are gathered into xo (m × n_outliers). */
-void sift_q8_quantize_rows(const float *x, size_t m, size_t k, size_t x_stride,
+ * scale[i] = amax / 127 over the non-outlier channels of row i; outlier channels (distinct, in
+ * [0, k), at most SIFT_Q8_MAX_OUTLIERS) get 128 (zero) and their fp32 values are gathered into
+ * xo (m × n_outliers). x is only read. Every level gives the same bits. */
+void sift_q8_quantize_rows(sift_simd level, const float *x, size_t m, size_t k, size_t x_stride,
                            const int32_t *outliers, size_t n_outliers, uint8_t *xq, float *scale, float *xo);
 
 /* y[i, n] for n in [n0, n1) (multiples of 16), all i < m, in this order on every path:
@@ -47,12 +50,12 @@ void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, const f
                   const float *wscale, const float *wo, size_t n_total, size_t n0, size_t n1,
                   float *y, size_t y_stride);
 
-/* Best path this CPU can run. */
-sift_path sift_q8_best_path(void);
-
-/* Register-only vpdpbusd loop for measuring the machine's peak: returns a value so the work
- * is not optimised away; performs iters × 16 (zmm) or 8 (ymm) independent dot instructions. */
-int32_t sift_vnni_peak_loop(sift_path path, size_t iters);
+/* The machine's int8 peak for a path: a register-only loop of the dot-product instructions its
+ * GEMM uses (vpdpbusd on zmm or ymm; on AVX2 the sign/maddubs/madd/add sequence that emulates
+ * it). Returns a value so the work is not optimised away; `sift_int8_peak_ops` is the number
+ * of integer operations (2 per multiply-add) one call performs. 0 for the portable path. */
+int32_t sift_int8_peak_loop(sift_path path, size_t iters);
+size_t sift_int8_peak_ops(sift_path path, size_t iters);
 
 #ifdef __cplusplus
 }

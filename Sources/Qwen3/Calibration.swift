@@ -45,7 +45,7 @@ struct Calibration {
         if cache == nil { cache = model.makeCache() }
         cache!.reserve(t)
         let span = Qwen3Model.Span(cache: cache!, firstRow: 0, start: 0, count: t, finish: false)
-        model.runLayer(layer, index: index, state: rows, spans: [span], rows: t, last: false) { site, x, rows, cols in
+        model.runLayer(layer, index: index, state: rows, layout: Qwen3Model.StepLayout(spans: [span]), last: false) { site, x, rows, cols in
             outliers[site.rawValue] = Self.outlierChannels(x, rows: rows, cols: cols)
         }
         return outliers

@@ -12,11 +12,11 @@ import CSiftKernels
 public final class ForwardPass {
     let model: Qwen3Model
     private var state: StepRows?
-    private var spans: [Qwen3Model.Span] = []
+    private var layout: Qwen3Model.StepLayout
     /// The batch index of each span (spans of dropped items are gone).
     private var itemOfSpan: [Int] = []
     private let itemCount: Int
-    private var rows = 0
+    private var rows: Int { layout.rows }
     /// Rows going on to the MLP half of the layer whose attention half ran last.
     private var mlpRows = 0
     public private(set) var sublayersDone = 0
@@ -27,6 +27,7 @@ public final class ForwardPass {
         self.model = model
         itemCount = batch.count
         let config = model.config
+        var rows = 0
         for item in batch {
             for id in item.tokens where id < 0 || Int(id) >= config.vocabSize {
                 throw ModelError.tokenOutOfRange(id, vocabularySize: config.vocabSize)
@@ -42,6 +43,7 @@ public final class ForwardPass {
         state.reserve(rows: rows)
         self.state = state
         var row = 0
+        var spans: [Qwen3Model.Span] = []
         for (index, item) in batch.enumerated() {
             item.cache.reserve(item.cache.count + item.tokens.count)
             let span = Qwen3Model.Span(cache: item.cache, firstRow: row, start: item.cache.count, count: item.tokens.count,
@@ -54,6 +56,7 @@ public final class ForwardPass {
                 row += 1
             }
         }
+        layout = Qwen3Model.StepLayout(spans: spans)
     }
 
     deinit { if let state { model.returnStepRows(state) } }
@@ -71,7 +74,7 @@ public final class ForwardPass {
         let index = sublayersDone / 2
         let layer = model.layers[index]
         if sublayersDone % 2 == 0 {
-            mlpRows = model.attentionHalf(layer, index: index, state: state!, spans: spans, rows: rows,
+            mlpRows = model.attentionHalf(layer, index: index, state: state!, layout: layout,
                                           last: index == model.layers.count - 1, observer: nil)
         } else if mlpRows > 0 {
             model.mlpHalf(layer, state: state!, rows: mlpRows, observer: nil)
@@ -86,10 +89,10 @@ public final class ForwardPass {
     @discardableResult
     public func drop(_ dropped: Set<Int>) -> Int {
         precondition(canDrop, "rows can be dropped only between sublayers, and not inside the last layer")
-        guard spans.indices.contains(where: { dropped.contains(itemOfSpan[$0]) }) else { return 0 }
+        guard itemOfSpan.contains(where: { dropped.contains($0) }) else { return 0 }
         var keptSpans: [Qwen3Model.Span] = [], keptItems: [Int] = []
         var row = 0
-        for (span, item) in zip(spans, itemOfSpan) where !dropped.contains(item) {
+        for (span, item) in zip(layout.spans, itemOfSpan) where !dropped.contains(item) {
             var moved = span
             moved.firstRow = row
             if span.firstRow != row {
@@ -100,10 +103,10 @@ public final class ForwardPass {
             keptSpans.append(moved)
             keptItems.append(item)
         }
-        spans = keptSpans
+        let before = rows
+        layout = Qwen3Model.StepLayout(spans: keptSpans)
         itemOfSpan = keptItems
-        defer { rows = row }
-        return rows - row
+        return before - row
     }
 
     /// After the last sublayer: commits the K/V each remaining sequence appended and returns, by
@@ -115,7 +118,7 @@ public final class ForwardPass {
         var outputs = [[Float]?](repeating: nil, count: itemCount)
         // After the last layer, finishing sequences' rows are packed at the top of x.
         var packed = 0
-        for (span, item) in zip(spans, itemOfSpan) {
+        for (span, item) in zip(layout.spans, itemOfSpan) {
             span.cache.commit(span.count)
             guard span.finish else { continue }
             var out = [Float](repeating: 0, count: h)
@@ -127,7 +130,8 @@ public final class ForwardPass {
         }
         model.returnStepRows(state!)
         state = nil
-        spans = []
+        layout = Qwen3Model.StepLayout(spans: [])
+        itemOfSpan = []
         return outputs
     }
 }

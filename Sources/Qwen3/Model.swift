@@ -198,6 +198,49 @@ public final class Qwen3Model: @unchecked Sendable {
         let finish: Bool // its last row goes through the whole last layer
     }
 
+    /// A rectangle of attention work: `rows` query rows of a span from its row `firstRow`,
+    /// written to output rows from `outRow`.
+    struct AttentionTask {
+        let span: Int
+        let firstRow: Int
+        let rows: Int
+        let outRow: Int
+    }
+
+    /// What every sublayer of a step needs to know about its rows, built once per step (and
+    /// again when rows are dropped), so the layers themselves allocate nothing: the spans, the
+    /// KV block table of each (their caches are reserved before the step, so blocks do not
+    /// change during it), and the attention work of the layers (every row) and of the last
+    /// layer (each finishing span's last row, packed to the top).
+    struct StepLayout {
+        let spans: [Span]
+        let rows: Int
+        /// Block base pointers, span after span; span n's start at `tableStart[n]`.
+        let blockTable: [UnsafePointer<Float>?]
+        let tableStart: [Int]
+        let attention: [AttentionTask]
+        let lastAttention: [AttentionTask]
+        /// Positions the longest sequence reaches by the end of the step.
+        let context: Int
+
+        init(spans: [Span]) {
+            self.spans = spans
+            var table: [UnsafePointer<Float>?] = [], starts: [Int] = []
+            var all: [AttentionTask] = [], last: [AttentionTask] = []
+            var rows = 0, context = 0
+            for (n, span) in spans.enumerated() {
+                starts.append(table.count)
+                table.append(contentsOf: span.cache.blocks.lazy.map { UnsafePointer($0.base) })
+                rows += span.count
+                context = max(context, span.start + span.count)
+                guard span.count > 0 else { continue }
+                all.append(AttentionTask(span: n, firstRow: 0, rows: span.count, outRow: span.firstRow))
+                if span.finish { last.append(AttentionTask(span: n, firstRow: span.count - 1, rows: 1, outRow: last.count)) }
+            }
+            (self.rows, blockTable, tableStart, attention, lastAttention, self.context) = (rows, table, starts, all, last, context)
+        }
+    }
+
     /// Row buffers of a step that live from one sublayer to the next, from a small free list (one
     /// per step in progress: two when a step runs between the sublayers of another).
     func takeStepRows() -> StepRows {
@@ -209,9 +252,9 @@ public final class Qwen3Model: @unchecked Sendable {
     }
 
     /// One decoder layer over the step's rows: its attention half, then its MLP half.
-    func runLayer(_ layer: DecoderLayer, index: Int, state: StepRows, spans: [Span], rows t: Int, last: Bool,
+    func runLayer(_ layer: DecoderLayer, index: Int, state: StepRows, layout: StepLayout, last: Bool,
                   observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) {
-        let rows = attentionHalf(layer, index: index, state: state, spans: spans, rows: t, last: last, observer: observer)
+        let rows = attentionHalf(layer, index: index, state: state, layout: layout, last: last, observer: observer)
         if rows > 0 { mlpHalf(layer, state: state, rows: rows, observer: observer) }
     }
 
@@ -219,10 +262,10 @@ public final class Qwen3Model: @unchecked Sendable {
     /// layer, K/V are written for every row but only the last row of each finishing sequence goes
     /// on through attention output and MLP; those rows are packed at the top of x. Returns the
     /// rows that go on to the MLP half. Only x is left for the MLP half: a step can pause here.
-    func attentionHalf(_ layer: DecoderLayer, index: Int, state: StepRows, spans: [Span], rows t: Int, last: Bool,
+    func attentionHalf(_ layer: DecoderLayer, index: Int, state: StepRows, layout: StepLayout, last: Bool,
                        observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) -> Int {
-        let c = config, ws = workspace, x = state.x
-        ws.reserve(tokens: t, context: spans.reduce(0) { max($0, $1.start + $1.count) })
+        let c = config, ws = workspace, x = state.x, t = layout.rows, spans = layout.spans
+        ws.reserve(tokens: t, context: layout.context)
         let h = c.hiddenSize, d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
         let eps = Float(c.rmsNormEps)
         // Attention block: normalise, project q/k/v in one GEMM.
@@ -249,19 +292,9 @@ public final class Qwen3Model: @unchecked Sendable {
         }
         // Which query rows continue: all of them, or in the last layer each finishing
         // sequence's last row (packed to the top).
-        var tasks: [(span: Int, firstRow: Int, rows: Int, outRow: Int)] = []
-        var outRows = 0
-        for (n, span) in spans.enumerated() where span.count > 0 {
-            if !last {
-                tasks.append((n, 0, span.count, span.firstRow))
-                outRows += span.count
-            } else if span.finish {
-                tasks.append((n, span.count - 1, 1, outRows))
-                outRows += 1
-            }
-        }
-        if outRows == 0 { return 0 }
-        attention(layer: index, spans: spans, tasks: tasks)
+        let tasks = last ? layout.lastAttention : layout.attention
+        if tasks.isEmpty { return 0 }
+        attention(layer: index, layout: layout, tasks: tasks)
         if last {
             // Pack the residual rows of finishing sequences to the top of x (in span order,
             // so a destination row never overwrites a source row not yet moved).
@@ -270,7 +303,7 @@ public final class Qwen3Model: @unchecked Sendable {
                 if from != task.outRow { (x + task.outRow * h).update(from: x + from * h, count: h) }
             }
         }
-        let rows = outRows
+        let rows = last ? tasks.count : t
         observer?(.o, ws.attn, rows, c.qDim)
         layer.o.apply(ws.attn, rows: rows, out: ws.xn, pool: pool, scratch: linearScratch)
         pool.run { i in
@@ -319,28 +352,27 @@ public final class Qwen3Model: @unchecked Sendable {
     /// Causal grouped-query attention (sift_attention: a fixed order per row, so the result
     /// never depends on tiling, chunking or batching). Work items are (task, head) pairs split
     /// over the workers; rows go in tiles so the score buffer stays small for 32k contexts.
-    private func attention(layer: Int, spans: [Span], tasks: [(span: Int, firstRow: Int, rows: Int, outRow: Int)]) {
-        let c = config, ws = workspace
+    private func attention(layer: Int, layout: StepLayout, tasks: [AttentionTask]) {
+        let c = config, ws = workspace, spans = layout.spans
         let d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
         let group = c.headCount / c.kvHeadCount
         let scale = 1 / sqrtf(Float(d))
         let simd = kernelPath.simd
-        // Block base pointers of each sequence (read-only during attention).
-        let tables: [[UnsafePointer<Float>?]] = spans.map { $0.cache.blocks.map { UnsafePointer($0.base) } }
         let units = tasks.count * c.headCount
-        pool.run { worker in
-            let scores = ws.scores(worker)
-            for unit in pool.range(worker, of: units) {
-                let task = tasks[unit / c.headCount], head = unit % c.headCount
-                let span = spans[task.span]
-                let kOff = span.cache.pool.keyOffset(layer), vOff = span.cache.pool.valueOffset(layer)
-                tables[task.span].withUnsafeBufferPointer { table in
+        layout.blockTable.withUnsafeBufferPointer { table in
+            pool.run { worker in
+                let scores = ws.scores(worker)
+                for unit in pool.range(worker, of: units) {
+                    let task = tasks[unit / c.headCount], head = unit % c.headCount
+                    let span = spans[task.span]
+                    let blocks = table.baseAddress! + layout.tableStart[task.span]
+                    let kOff = span.cache.pool.keyOffset(layer), vOff = span.cache.pool.valueOffset(layer)
                     var done = 0
                     while done < task.rows {
                         let tile = min(Workspace.attentionTile, task.rows - done)
                         let r0 = task.firstRow + done
                         sift_attention(simd, ws.qkv + (span.firstRow + r0) * qkvCols + head * d, qkvCols, tile,
-                                       span.start + r0, table.baseAddress, kOff, vOff, c.kvDim, head / group, d, scale,
+                                       span.start + r0, blocks, kOff, vOff, c.kvDim, head / group, d, scale,
                                        ws.attn + (task.outRow + done) * c.qDim + head * d, c.qDim, scores)
                         done += tile
                     }

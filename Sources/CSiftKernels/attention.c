@@ -1,5 +1,5 @@
 #include "sift_kernels.h"
-#include "sift_q8.h"
+#include "exp_twins.h"
 #include <math.h>
 #include <string.h>
 #include <immintrin.h>
@@ -9,259 +9,302 @@
  * agree bit for bit. */
 #pragma clang fp contract(off)
 
-/* Causal attention of one query head against one KV head.
+/* Causal attention of query rows of one head against one KV head, fused (flash-style): keys
+ * are taken a block of 16 at a time, and each row keeps a running max m, a running sum l of
+ * exponentials and an unnormalised output o, so no row of scores is ever written out.
  *
  * KV memory is paged in blocks of 16 positions (SIFT_KEY_BLOCK); blocks[b] is the base of the
  * block holding positions 16b ... 16b + 15. Within it, keys are transposed: KV head g's panel
  * is (head_dim × 16) floats at blocks[b] + k_off + g · head_dim · 16, so 16 keys are scored
- * with one vector FMA per dimension; values are rows of v_stride floats at
- * blocks[b] + v_off + (pos % 16) · v_stride, head g at + g · head_dim.
+ * with one vector FMA per dimension (two on 8 lanes); values are head-major too, KV head g's
+ * 16 rows of head_dim floats at blocks[b] + v_off + g · 16 · head_dim, so the values a block
+ * contributes to one head are 8 KB in a row (rows kv_dim apart would all fall into one L1 set).
  *
- * Row r (position first_pos + r) sees keys 0 ... first_pos + r. For every row the work is the
- * same fixed sequence, whatever the other rows: score = fma over d in order, times scale;
- * softmax over exactly its visible keys; out = fma over keys in order. So a row's output does
- * not depend on how rows are tiled, chunked or batched, and the portable and AVX-512 paths
- * (same operations, one lane per key or dimension) agree bit for bit. */
+ * For a row at position P, for each block b = 0 ... P/16 in order, with its visible keys
+ * j ≤ P (the row's own position included):
+ *     s_j   = (Σ_dd fma(q[dd], k_j[dd]) in dd order) · scale
+ *     m'    = max(m, max_j s_j)                      (m starts at −∞; a max is exact in any order)
+ *     c     = exp(m − m')
+ *     e_j   = exp(s_j − m'), 0 for keys the row does not see
+ *     l     = l · c + tree16(e)                      (l starts at 0; the fixed 16-lane tree)
+ *     o[dd] = o[dd] · c, then o[dd] = fma(e_j, v_j[dd], o[dd]) for its visible j in order
+ * and finally out[dd] = o[dd] · (1 / l). These operations, in this order, are the same on
+ * every path, so the portable and SIMD twins agree bit for bit; and they depend only on the
+ * row's own position and its keys, so a row's output never depends on how rows are tiled,
+ * chunked or batched, or on which rows share a register tile. (Blocks past a row's position
+ * are never applied to it; stale data past the last position is never read into a result.)
+ *
+ * The loops: keys in chunks of ATT_CHUNK blocks outside (their K and V, 128 KB for head_dim
+ * 128, stay in L2), groups of 4 rows inside, so K/V are read from beyond L2 once per call,
+ * not once per row group; o lives in `out` between chunks, m and l in `scratch`. */
 
 typedef struct {
     const float *const *blocks;
-    size_t k_off, v_off, v_stride;
+    size_t k_off, v_off;
 } kv_view;
 
 static inline const float *key_panel(kv_view kv, size_t b, size_t g, size_t d) {
     return kv.blocks[b] + kv.k_off + g * d * SIFT_KEY_BLOCK;
 }
-static inline const float *value_row(kv_view kv, size_t pos) {
-    return kv.blocks[pos / SIFT_KEY_BLOCK] + kv.v_off + (pos % SIFT_KEY_BLOCK) * kv.v_stride;
+/* KV head g's value row of position pos. */
+static inline const float *value_row(kv_view kv, size_t pos, size_t g, size_t d) {
+    return kv.blocks[pos / SIFT_KEY_BLOCK] + kv.v_off + (g * SIFT_KEY_BLOCK + pos % SIFT_KEY_BLOCK) * d;
 }
 
-static void scores_portable(const float *q, size_t q_stride, size_t rows, size_t keys, kv_view kv,
-                            size_t g, size_t d, float scale, float *s, size_t s_stride) {
-    for (size_t r = 0; r < rows; r++)
-        for (size_t j = 0; j < keys; j++) {
-            const float *panel = key_panel(kv, j / SIFT_KEY_BLOCK, g, d);
-            float acc = 0.0f;
-            for (size_t dd = 0; dd < d; dd++) acc = fmaf(q[r * q_stride + dd], panel[dd * SIFT_KEY_BLOCK + j % SIFT_KEY_BLOCK], acc);
-            s[r * s_stride + j] = acc * scale;
-        }
+enum { ATT_CHUNK = 8, ATT_ROWS = 6, ATT_MAX_D = 256 };
+
+/* Keys of block b a row at position `pos` sees (0 ... 16). */
+static inline size_t visible_keys(size_t pos, size_t b) {
+    size_t first = b * SIFT_KEY_BLOCK;
+    if (pos < first) return 0;
+    size_t n = pos - first + 1;
+    return n < SIFT_KEY_BLOCK ? n : SIFT_KEY_BLOCK;
 }
 
-static void pv_portable(const float *p, size_t visible, kv_view kv, size_t g, size_t d, float *out) {
-    for (size_t dd = 0; dd < d; dd++) {
-        float acc = 0.0f;
-        for (size_t j = 0; j < visible; j++) acc = fmaf(p[j], value_row(kv, j)[g * d + dd], acc);
-        out[dd] = acc;
-    }
+/* The running max, its correction and the new running sum for one row and block, from the
+ * row's scaled scores e[0..16) (overwritten with the exponentials; keys past `visible` get 0). */
+static inline float softmax_step_portable(float *e, size_t visible, float *m, float *l) {
+    float bm = -INFINITY;
+    for (size_t j = 0; j < visible; j++) bm = fmaxf(bm, e[j]);
+    float m_new = fmaxf(*m, bm);
+    float c = exp_portable(*m - m_new);
+    for (size_t j = 0; j < SIFT_KEY_BLOCK; j++) e[j] = j < visible ? exp_portable(e[j] - m_new) : 0.0f;
+    float acc[16];
+    memcpy(acc, e, sizeof acc);
+    *l = *l * c + sum16_tree(acc);
+    *m = m_new;
+    return c;
 }
 
-enum { ROWS512 = 16, PV_ROWS = 4 };
-
-/* NR rows × 16 keys per step; NR is a compile-time constant at every call, so the
- * accumulators stay in registers. */
-/* NR rows × the 16·NB keys of blocks b ... b+NB-1; NR and NB are compile-time constants at
- * every call, so the NR·NB accumulators stay in registers. One broadcast of q feeds NB FMAs. */
-__attribute__((target("avx512f"), always_inline))
-static inline void scores_blocks(int nr, int nb, const float *q, size_t q_stride, size_t b, size_t keys, kv_view kv,
-                                 size_t g, size_t d, float scale, float *s, size_t s_stride) {
-    const float *panel[2];
-    for (int k = 0; k < nb; k++) panel[k] = key_panel(kv, b + k, g, d);
-    __m512 acc[8][2];
-    for (int r = 0; r < nr; r++)
-        for (int k = 0; k < nb; k++) acc[r][k] = _mm512_setzero_ps();
-    for (size_t dd = 0; dd < d; dd++) {
-        __m512 kv16[2];
-        for (int k = 0; k < nb; k++) kv16[k] = _mm512_loadu_ps(panel[k] + dd * SIFT_KEY_BLOCK);
-        for (int r = 0; r < nr; r++) {
-            __m512 qr = _mm512_set1_ps(q[r * q_stride + dd]);
-            for (int k = 0; k < nb; k++) acc[r][k] = _mm512_fmadd_ps(qr, kv16[k], acc[r][k]);
-        }
-    }
-    __m512 vscale = _mm512_set1_ps(scale);
-    for (int k = 0; k < nb; k++) {
-        /* Key positions past `keys` hold stale data: store only the valid lanes. */
-        size_t valid = keys - (b + k) * SIFT_KEY_BLOCK;
-        __mmask16 mask = valid >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << valid) - 1);
-        for (int r = 0; r < nr; r++)
-            _mm512_mask_storeu_ps(s + r * s_stride + (b + k) * SIFT_KEY_BLOCK, mask, _mm512_mul_ps(acc[r][k], vscale));
-    }
-}
-
-/* Keys in chunks of KEY_CHUNK blocks (32 keys: 16 KB of K for head_dim 128; with a 64-row tile of q, 32 KB, this stays in L1) on
- * the outside, row groups inside: each key is read from beyond L1 once per call, not once per
- * row group. Every score is its own dot product, so the order of these loops changes nothing. */
-enum { KEY_CHUNK = 2 };
-
-__attribute__((target("avx512f")))
-static void scores_avx512(const float *q, size_t q_stride, size_t rows, size_t keys, kv_view kv,
-                          size_t g, size_t d, float scale, float *s, size_t s_stride) {
-    size_t blocks = (keys + SIFT_KEY_BLOCK - 1) / SIFT_KEY_BLOCK;
-    for (size_t b0 = 0; b0 < blocks; b0 += KEY_CHUNK) {
-        size_t b1 = b0 + KEY_CHUNK < blocks ? b0 + KEY_CHUNK : blocks;
-        size_t r = 0;
-#define SCORES(NR) do { size_t b = b0; \
-            for (; b + 2 <= b1; b += 2) scores_blocks(NR, 2, q + r * q_stride, q_stride, b, keys, kv, g, d, scale, s + r * s_stride, s_stride); \
-            if (b < b1) scores_blocks(NR, 1, q + r * q_stride, q_stride, b, keys, kv, g, d, scale, s + r * s_stride, s_stride); \
-        } while (0)
-        for (; r + 8 <= rows; r += 8) SCORES(8);
-        if (r + 4 <= rows) { SCORES(4); r += 4; }
-        if (r + 2 <= rows) { SCORES(2); r += 2; }
-        if (r < rows) { SCORES(1); r += 1; }
-#undef SCORES
-    }
-}
-
-/* PV for NR rows (compile-time) over keys [j0, j1), d in 64-wide chunks: the accumulators
- * start from `out` (zero for the first key chunk) and go back to it, so each element still sums
- * its keys one by one in increasing order. Row r's probabilities are zero past its visible keys
- * (the caller zero-fills them), and fma(0, v, acc) leaves acc unchanged. */
-__attribute__((target("avx512f"), always_inline))
-static inline void pv_rows_avx512(int nr, const float *p, size_t p_stride, size_t j0, size_t j1, kv_view kv,
-                                  size_t g, size_t d, float *out, size_t out_stride, int first) {
-    for (size_t d0 = 0; d0 < d; d0 += 64) {
-        __m512 acc[PV_ROWS][4];
-        for (int r = 0; r < nr; r++)
-            for (int c = 0; c < 4; c++)
-                acc[r][c] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(out + r * out_stride + d0 + c * 16);
-        for (size_t j = j0; j < j1; j++) {
-            const float *vb = value_row(kv, j) + g * d + d0;
-            __m512 vj[4];
-            for (int c = 0; c < 4; c++) vj[c] = _mm512_loadu_ps(vb + c * 16);
-            for (int r = 0; r < nr; r++) {
-                __m512 pj = _mm512_set1_ps(p[r * p_stride + j]);
-                for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(pj, vj[c], acc[r][c]);
+static void attention_portable(const float *q, size_t q_stride, size_t rows, size_t first_pos, kv_view kv,
+                               size_t g, size_t d, float scale, float *out, size_t out_stride) {
+    for (size_t r = 0; r < rows; r++) {
+        size_t pos = first_pos + r;
+        const float *qr = q + r * q_stride;
+        float *o = out + r * out_stride;
+        for (size_t dd = 0; dd < d; dd++) o[dd] = 0.0f;
+        float m = -INFINITY, l = 0.0f;
+        for (size_t b = 0; b * SIFT_KEY_BLOCK <= pos; b++) {
+            size_t visible = visible_keys(pos, b);
+            const float *panel = key_panel(kv, b, g, d);
+            float e[16];
+            for (size_t j = 0; j < visible; j++) {
+                float acc = 0.0f;
+                for (size_t dd = 0; dd < d; dd++) acc = fmaf(qr[dd], panel[dd * SIFT_KEY_BLOCK + j], acc);
+                e[j] = acc * scale;
+            }
+            float c = softmax_step_portable(e, visible, &m, &l);
+            for (size_t dd = 0; dd < d; dd++) {
+                float acc = o[dd] * c;
+                for (size_t j = 0; j < visible; j++) acc = fmaf(e[j], value_row(kv, b * SIFT_KEY_BLOCK + j, g, d)[dd], acc);
+                o[dd] = acc;
             }
         }
-        for (int r = 0; r < nr; r++)
-            for (int c = 0; c < 4; c++) _mm512_storeu_ps(out + r * out_stride + d0 + c * 16, acc[r][c]);
+        float inv = 1.0f / l;
+        for (size_t dd = 0; dd < d; dd++) o[dd] = o[dd] * inv;
     }
 }
 
-/* Keys in chunks of 64 outside (their values stay in L1), rows in groups of 4 inside. Row
- * group r sees keys up to first_pos + r + 4; chunks past that are skipped for it. */
-__attribute__((target("avx512f")))
-static void pv_avx512(const float *p, size_t s_stride, size_t rows, size_t first_pos, kv_view kv,
+/* ---- AVX2 (8 lanes; also the AVX-512 level's kernel: the same bits by construction) ------- */
+
+#define ATT_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
+
+/* o[r] = o[r] · c[r] + Σ_{j < keys} e[r][j] · v_j for NR rows (compile-time), 16 dims at a time.
+ * `rescale` 0 when every c[r] is 1 (the running max did not move): x · 1 = x, so skipping the
+ * multiplication changes no bit. */
+ATT_AVX2 void pv_avx2(int nr, int rescale, const float (*e)[16], const float *c, size_t keys, kv_view kv, size_t first_key,
                       size_t g, size_t d, float *out, size_t out_stride) {
-    size_t keys = first_pos + rows, chunk = KEY_CHUNK * SIFT_KEY_BLOCK;
-    for (size_t j0 = 0; j0 < keys; j0 += chunk) {
-        size_t r = 0;
-#define PV(NR) do { \
-            size_t limit = first_pos + r + NR; \
-            if (j0 < limit) pv_rows_avx512(NR, p + r * s_stride, s_stride, j0, j0 + chunk < limit ? j0 + chunk : limit, kv, g, d, \
-                                           out + r * out_stride, out_stride, j0 == 0); \
-        } while (0)
-        for (; r + 4 <= rows; r += 4) PV(4);
-        if (r + 2 <= rows) { PV(2); r += 2; }
-        if (r < rows) { PV(1); r += 1; }
-#undef PV
-    }
-}
-
-/* ---- AVX2 twins (8 lanes): the same operations per lane as the portable and AVX-512 code --- */
-
-/* NR rows × the 16 keys of block b, as two halves of 8. */
-__attribute__((target("avx2,fma"), always_inline))
-static inline void scores_block_avx2(int nr, const float *q, size_t q_stride, size_t b, size_t keys, kv_view kv,
-                                     size_t g, size_t d, float scale, float *s, size_t s_stride) {
-    const float *panel = key_panel(kv, b, g, d);
-    __m256 acc[4][2];
-    for (int r = 0; r < nr; r++) { acc[r][0] = _mm256_setzero_ps(); acc[r][1] = _mm256_setzero_ps(); }
-    for (size_t dd = 0; dd < d; dd++) {
-        __m256 k0 = _mm256_loadu_ps(panel + dd * SIFT_KEY_BLOCK), k1 = _mm256_loadu_ps(panel + dd * SIFT_KEY_BLOCK + 8);
-        for (int r = 0; r < nr; r++) {
-            __m256 qr = _mm256_set1_ps(q[r * q_stride + dd]);
-            acc[r][0] = _mm256_fmadd_ps(qr, k0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(qr, k1, acc[r][1]);
-        }
-    }
-    /* Key positions past `keys` hold stale data: store only the valid lanes. */
-    size_t valid = keys - b * SIFT_KEY_BLOCK;
-    if (valid > SIFT_KEY_BLOCK) valid = SIFT_KEY_BLOCK;
-    __m256 vscale = _mm256_set1_ps(scale);
-    for (int r = 0; r < nr; r++) {
-        float tmp[16];
-        _mm256_storeu_ps(tmp, _mm256_mul_ps(acc[r][0], vscale));
-        _mm256_storeu_ps(tmp + 8, _mm256_mul_ps(acc[r][1], vscale));
-        memcpy(s + r * s_stride + b * SIFT_KEY_BLOCK, tmp, valid * sizeof(float));
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static void scores_avx2(const float *q, size_t q_stride, size_t rows, size_t keys, kv_view kv,
-                        size_t g, size_t d, float scale, float *s, size_t s_stride) {
-    size_t blocks = (keys + SIFT_KEY_BLOCK - 1) / SIFT_KEY_BLOCK;
-    for (size_t b = 0; b < blocks; b++) {
-        size_t r = 0;
-        for (; r + 4 <= rows; r += 4) scores_block_avx2(4, q + r * q_stride, q_stride, b, keys, kv, g, d, scale, s + r * s_stride, s_stride);
-        for (; r < rows; r++) scores_block_avx2(1, q + r * q_stride, q_stride, b, keys, kv, g, d, scale, s + r * s_stride, s_stride);
-    }
-}
-
-/* PV for NR rows over keys [j0, j1), d in 16-wide chunks, accumulating in `out` as the
- * AVX-512 code does: each element sums its keys one by one in increasing order. */
-__attribute__((target("avx2,fma"), always_inline))
-static inline void pv_rows_avx2(int nr, const float *p, size_t p_stride, size_t j0, size_t j1, kv_view kv,
-                                size_t g, size_t d, float *out, size_t out_stride, int first) {
+    const float *v = value_row(kv, first_key, g, d);
     for (size_t d0 = 0; d0 < d; d0 += 16) {
-        __m256 acc[PV_ROWS][2];
-        for (int r = 0; r < nr; r++)
-            for (int c = 0; c < 2; c++)
-                acc[r][c] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(out + r * out_stride + d0 + c * 8);
-        for (size_t j = j0; j < j1; j++) {
-            const float *vb = value_row(kv, j) + g * d + d0;
-            __m256 v0 = _mm256_loadu_ps(vb), v1 = _mm256_loadu_ps(vb + 8);
-            for (int r = 0; r < nr; r++) {
-                __m256 pj = _mm256_set1_ps(p[r * p_stride + j]);
-                acc[r][0] = _mm256_fmadd_ps(pj, v0, acc[r][0]);
-                acc[r][1] = _mm256_fmadd_ps(pj, v1, acc[r][1]);
+        __m256 acc[ATT_ROWS][2];
+        for (int r = 0; r < nr; r++) {
+            acc[r][0] = _mm256_loadu_ps(out + r * out_stride + d0);
+            acc[r][1] = _mm256_loadu_ps(out + r * out_stride + d0 + 8);
+            if (rescale) {
+                __m256 cr = _mm256_set1_ps(c[r]);
+                acc[r][0] = _mm256_mul_ps(acc[r][0], cr);
+                acc[r][1] = _mm256_mul_ps(acc[r][1], cr);
             }
         }
-        for (int r = 0; r < nr; r++)
-            for (int c = 0; c < 2; c++) _mm256_storeu_ps(out + r * out_stride + d0 + c * 8, acc[r][c]);
+        for (size_t j = 0; j < keys; j++) {
+            __m256 v0 = _mm256_loadu_ps(v + j * d + d0), v1 = _mm256_loadu_ps(v + j * d + d0 + 8);
+            for (int r = 0; r < nr; r++) {
+                __m256 ej = _mm256_set1_ps(e[r][j]);
+                acc[r][0] = _mm256_fmadd_ps(ej, v0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(ej, v1, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < nr; r++) {
+            _mm256_storeu_ps(out + r * out_stride + d0, acc[r][0]);
+            _mm256_storeu_ps(out + r * out_stride + d0 + 8, acc[r][1]);
+        }
+    }
+}
+
+/* sum16_tree of the lanes e0 (0-7) and e1 (8-15), in registers: the same additions in the
+ * same order (j + 8, then j + 4, j + 2, j + 1). */
+ATT_AVX2 float sum16_tree_avx2(__m256 e0, __m256 e1) {
+    __m256 s8 = _mm256_add_ps(e0, e1);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+    return _mm_cvtss_f32(s1);
+}
+
+/* The largest of 16 lanes (exact in any order). */
+ATT_AVX2 float max16_avx2(__m256 a, __m256 b) {
+    __m256 m8 = _mm256_max_ps(a, b);
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    __m128 m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    return _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+}
+
+/* NR rows (compile-time; positions pos0 ...) over blocks [b0, b1). */
+ATT_AVX2 void rows_avx2(int nr, const float *q, size_t q_stride, size_t pos0, size_t b0, size_t b1, kv_view kv,
+                        size_t g, size_t d, float scale, float *out, size_t out_stride, float *m, float *l) {
+    const __m256i lanes0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), lanes1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
+    const __m256 vscale = _mm256_set1_ps(scale), minus_inf = _mm256_set1_ps(-INFINITY);
+    size_t last = pos0 + (size_t)nr - 1;
+    if (b0 * SIFT_KEY_BLOCK > last) return;
+    /* The group's queries side by side: rows q_stride apart (16 KB in the model) would all fall
+     * into one L1 set. (A copy: the same values.) */
+    float qc[ATT_ROWS * ATT_MAX_D] __attribute__((aligned(32)));
+    for (int r = 0; r < nr; r++) memcpy(qc + r * d, q + r * q_stride, d * sizeof(float));
+    q = qc;
+    q_stride = d;
+    for (size_t b = b0; b < b1 && b * SIFT_KEY_BLOCK <= last; b++) {
+        const float *panel = key_panel(kv, b, g, d);
+        __m256 s[ATT_ROWS][2];
+        for (int r = 0; r < nr; r++) s[r][0] = s[r][1] = _mm256_setzero_ps();
+        for (size_t dd = 0; dd < d; dd++) {
+            __m256 k0 = _mm256_loadu_ps(panel + dd * SIFT_KEY_BLOCK), k1 = _mm256_loadu_ps(panel + dd * SIFT_KEY_BLOCK + 8);
+            for (int r = 0; r < nr; r++) {
+                __m256 qr = _mm256_set1_ps(q[r * q_stride + dd]);
+                s[r][0] = _mm256_fmadd_ps(qr, k0, s[r][0]);
+                s[r][1] = _mm256_fmadd_ps(qr, k1, s[r][1]);
+            }
+        }
+        float e[ATT_ROWS][16] __attribute__((aligned(32)));
+        float c[ATT_ROWS];
+        size_t vis[ATT_ROWS];
+        int all_full = 1, rescale = 0;
+        for (int r = 0; r < nr; r++) {
+            vis[r] = visible_keys(pos0 + (size_t)r, b);
+            if (vis[r] < SIFT_KEY_BLOCK) all_full = 0;
+            if (vis[r] == 0) continue;
+            __m256i n = _mm256_set1_epi32((int)vis[r]);
+            __m256 see0 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(n, lanes0));
+            __m256 see1 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(n, lanes1));
+            __m256 x0 = _mm256_mul_ps(s[r][0], vscale), x1 = _mm256_mul_ps(s[r][1], vscale);
+            float bm = max16_avx2(_mm256_blendv_ps(minus_inf, x0, see0), _mm256_blendv_ps(minus_inf, x1, see1));
+            float m_new = fmaxf(m[r], bm);
+            c[r] = exp_portable(m[r] - m_new);
+            if (c[r] != 1.0f) rescale = 1;
+            __m256 vm = _mm256_set1_ps(m_new);
+            __m256 e0 = _mm256_and_ps(exp_avx2(_mm256_sub_ps(x0, vm)), see0);
+            __m256 e1 = _mm256_and_ps(exp_avx2(_mm256_sub_ps(x1, vm)), see1);
+            _mm256_store_ps(e[r], e0);
+            _mm256_store_ps(e[r] + 8, e1);
+            l[r] = l[r] * c[r] + sum16_tree_avx2(e0, e1);
+            m[r] = m_new;
+        }
+        if (all_full) {
+            if (rescale) pv_avx2(nr, 1, (const float (*)[16])e, c, SIFT_KEY_BLOCK, kv, b * SIFT_KEY_BLOCK, g, d, out, out_stride);
+            else pv_avx2(nr, 0, (const float (*)[16])e, c, SIFT_KEY_BLOCK, kv, b * SIFT_KEY_BLOCK, g, d, out, out_stride);
+        } else {
+            /* The diagonal: each row with the keys it sees. */
+            for (int r = 0; r < nr; r++)
+                if (vis[r] > 0)
+                    pv_avx2(1, 1, (const float (*)[16])e[r], c + r, vis[r], kv, b * SIFT_KEY_BLOCK, g, d, out + r * out_stride, out_stride);
+        }
     }
 }
 
 __attribute__((target("avx2,fma")))
-static void pv_avx2(const float *p, size_t s_stride, size_t rows, size_t first_pos, kv_view kv,
-                    size_t g, size_t d, float *out, size_t out_stride) {
-    size_t keys = first_pos + rows, chunk = KEY_CHUNK * SIFT_KEY_BLOCK;
-    for (size_t j0 = 0; j0 < keys; j0 += chunk) {
+static void attention_avx2(const float *q, size_t q_stride, size_t rows, size_t first_pos, kv_view kv,
+                           size_t g, size_t d, float scale, float *out, size_t out_stride, float *m, float *l) {
+    size_t blocks = (first_pos + rows + SIFT_KEY_BLOCK - 1) / SIFT_KEY_BLOCK;
+    for (size_t b0 = 0; b0 < blocks; b0 += ATT_CHUNK) {
+        size_t b1 = b0 + ATT_CHUNK < blocks ? b0 + ATT_CHUNK : blocks;
         size_t r = 0;
-#define PV(NR) do { \
-            size_t limit = first_pos + r + NR; \
-            if (j0 < limit) pv_rows_avx2(NR, p + r * s_stride, s_stride, j0, j0 + chunk < limit ? j0 + chunk : limit, kv, g, d, \
-                                         out + r * out_stride, out_stride, j0 == 0); \
-        } while (0)
-        for (; r + 4 <= rows; r += 4) PV(4);
-        if (r + 2 <= rows) { PV(2); r += 2; }
-        if (r < rows) { PV(1); r += 1; }
-#undef PV
+#define ROWS(NR) rows_avx2(NR, q + r * q_stride, q_stride, first_pos + r, b0, b1, kv, g, d, scale, \
+                           out + r * out_stride, out_stride, m + r, l + r)
+        for (; r + 6 <= rows; r += 6) ROWS(6);
+        if (r + 4 <= rows) { ROWS(4); r += 4; }
+        if (r + 2 <= rows) { ROWS(2); r += 2; }
+        if (r < rows) { ROWS(1); r += 1; }
+#undef ROWS
+    }
+    for (size_t r = 0; r < rows; r++) {
+        __m256 inv = _mm256_set1_ps(1.0f / l[r]);
+        float *o = out + r * out_stride;
+        for (size_t dd = 0; dd < d; dd += 8) _mm256_storeu_ps(o + dd, _mm256_mul_ps(_mm256_loadu_ps(o + dd), inv));
     }
 }
 
 void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
-                    const float *const *blocks, size_t k_off, size_t v_off, size_t v_stride, size_t g, size_t d,
+                    const float *const *blocks, size_t k_off, size_t v_off, size_t g, size_t d,
                     float scale, float *out, size_t out_stride, float *scratch) {
-    level = sift_simd_usable(level);
-    int avx512 = level == SIFT_SIMD_AVX512 && d % 64 == 0;
-    int avx2 = !avx512 && level >= SIFT_SIMD_AVX2 && d % 16 == 0;
-    kv_view kv = {blocks, k_off, v_off, v_stride};
-    size_t keys = first_pos + rows;   /* keys visible to the last row */
-    size_t s_stride = (keys + SIFT_KEY_BLOCK - 1) / SIFT_KEY_BLOCK * SIFT_KEY_BLOCK;
-    if (avx512) scores_avx512(q, q_stride, rows, keys, kv, g, d, scale, scratch, s_stride);
-    else if (avx2) scores_avx2(q, q_stride, rows, keys, kv, g, d, scale, scratch, s_stride);
-    else scores_portable(q, q_stride, rows, keys, kv, g, d, scale, scratch, s_stride);
-    for (size_t r = 0; r < rows; r++) {
-        float *p = scratch + r * s_stride;
-        size_t visible = first_pos + r + 1;
-        sift_softmax_row(level, p, visible);
-        for (size_t j = visible; j < keys; j++) p[j] = 0.0f;
-    }
-    if (avx512) {
-        pv_avx512(scratch, s_stride, rows, first_pos, kv, g, d, out, out_stride);
-    } else if (avx2) {
-        pv_avx2(scratch, s_stride, rows, first_pos, kv, g, d, out, out_stride);
+    kv_view kv = {blocks, k_off, v_off};
+    if (sift_simd_usable(level) >= SIFT_SIMD_AVX2 && d % 16 == 0 && d <= ATT_MAX_D) {
+        float *m = scratch, *l = scratch + rows;
+        for (size_t r = 0; r < rows; r++) {
+            m[r] = -INFINITY;
+            l[r] = 0.0f;
+            memset(out + r * out_stride, 0, d * sizeof(float));
+        }
+        attention_avx2(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride, m, l);
     } else {
-        for (size_t r = 0; r < rows; r++)
-            pv_portable(scratch + r * s_stride, first_pos + r + 1, kv, g, d, out + r * out_stride);
+        attention_portable(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride);
+    }
+}
+
+/* ---- fp32 FMA peak ------------------------------------------------------------------------ */
+
+enum { PEAK_CHAINS = 12 };   /* independent chains: enough to cover FMA latency × ports */
+
+__attribute__((target("avx512f")))
+static float fma_peak512(size_t iters) {
+    __m512 acc[PEAK_CHAINS];
+    __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < PEAK_CHAINS; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (size_t it = 0; it < iters; it++) {
+        for (int i = 0; i < PEAK_CHAINS; i++) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+        __asm__ volatile("" : "+v"(a), "+v"(b));
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < PEAK_CHAINS; i++) s = _mm512_add_ps(s, acc[i]);
+    return _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx2,fma")))
+static float fma_peak256(size_t iters) {
+    __m256 acc[PEAK_CHAINS];
+    __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < PEAK_CHAINS; i++) acc[i] = _mm256_set1_ps((float)i);
+    for (size_t it = 0; it < iters; it++) {
+        for (int i = 0; i < PEAK_CHAINS; i++) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+        __asm__ volatile("" : "+x"(a), "+x"(b));
+    }
+    __m256 s = acc[0];
+    for (int i = 1; i < PEAK_CHAINS; i++) s = _mm256_add_ps(s, acc[i]);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, s);
+    return lanes[0] + lanes[7];
+}
+
+float sift_fma_peak_loop(sift_simd level, size_t iters) {
+    switch (sift_simd_usable(level)) {
+    case SIFT_SIMD_AVX512: return fma_peak512(iters);
+    case SIFT_SIMD_AVX2: return fma_peak256(iters);
+    default: return 0.0f;
+    }
+}
+
+size_t sift_fma_peak_flops(sift_simd level, size_t iters) {
+    switch (sift_simd_usable(level)) {
+    case SIFT_SIMD_AVX512: return iters * PEAK_CHAINS * 16 * 2;
+    case SIFT_SIMD_AVX2: return iters * PEAK_CHAINS * 8 * 2;
+    default: return 0;
     }
 }

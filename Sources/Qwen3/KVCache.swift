@@ -4,7 +4,8 @@ import Foundation
 
 /// KV memory is paged in blocks of 16 positions. One block holds those positions for every
 /// layer: per layer, the keys transposed (`[kvHead][headDim][16]`, so the attention kernel
-/// scores 16 keys per vector FMA) followed by the value rows (`[16][kvDim]`).
+/// scores 16 keys per vector FMA) followed by the values (`[kvHead][16][headDim]`: one head's
+/// rows contiguous, as the kernel reads them).
 ///
 /// Blocks are shared, never copied: every document of a request attends to the same prefix
 /// blocks, and the prefix cache keeps popular blocks alive across requests. A block is only
@@ -140,6 +141,9 @@ public final class KVCache: @unchecked Sendable {
         let block = blocks[position / KVBlock.positions].base, slot = position % KVBlock.positions
         let k = block + pool.keyOffset(l) + slot
         for i in 0..<pool.kvDim { k[i * KVBlock.positions] = key[i] }
-        (block + pool.valueOffset(l) + slot * pool.kvDim).update(from: value, count: pool.kvDim)
+        let d = pool.headDim, values = block + pool.valueOffset(l)
+        for head in 0..<(pool.kvDim / d) {
+            (values + (head * KVBlock.positions + slot) * d).update(from: value + head * d, count: d)
+        }
     }
 }

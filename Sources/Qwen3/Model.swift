@@ -158,6 +158,10 @@ public final class Qwen3Model: @unchecked Sendable {
     /// Bytes of the linear-layer weights as held in memory.
     public var linearWeightBytes: Int { layers.reduce(0) { $0 + $1.linears.reduce(0) { $0 + $1.weightBytes } } }
 
+    /// Query rows per attention kernel call: their queries and outputs (32 KB each at head_dim
+    /// 128) stay in L2 beside the keys and values the kernel streams.
+    public static let attentionTile = 64
+
     /// One sequence's share of a step: `tokens` at positions `cache.count...`.
     public struct BatchItem {
         public var tokens: ArraySlice<Int32>
@@ -220,24 +224,21 @@ public final class Qwen3Model: @unchecked Sendable {
         let tableStart: [Int]
         let attention: [AttentionTask]
         let lastAttention: [AttentionTask]
-        /// Positions the longest sequence reaches by the end of the step.
-        let context: Int
 
         init(spans: [Span]) {
             self.spans = spans
             var table: [UnsafePointer<Float>?] = [], starts: [Int] = []
             var all: [AttentionTask] = [], last: [AttentionTask] = []
-            var rows = 0, context = 0
+            var rows = 0
             for (n, span) in spans.enumerated() {
                 starts.append(table.count)
                 table.append(contentsOf: span.cache.blocks.lazy.map { UnsafePointer($0.base) })
                 rows += span.count
-                context = max(context, span.start + span.count)
                 guard span.count > 0 else { continue }
                 all.append(AttentionTask(span: n, firstRow: 0, rows: span.count, outRow: span.firstRow))
                 if span.finish { last.append(AttentionTask(span: n, firstRow: span.count - 1, rows: 1, outRow: last.count)) }
             }
-            (self.rows, blockTable, tableStart, attention, lastAttention, self.context) = (rows, table, starts, all, last, context)
+            (self.rows, blockTable, tableStart, attention, lastAttention) = (rows, table, starts, all, last)
         }
     }
 
@@ -265,7 +266,7 @@ public final class Qwen3Model: @unchecked Sendable {
     func attentionHalf(_ layer: DecoderLayer, index: Int, state: StepRows, layout: StepLayout, last: Bool,
                        observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) -> Int {
         let c = config, ws = workspace, x = state.x, t = layout.rows, spans = layout.spans
-        ws.reserve(tokens: t, context: layout.context)
+        ws.reserve(tokens: t)
         let h = c.hiddenSize, d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
         let eps = Float(c.rmsNormEps)
         // Attention block: normalise, project q/k/v in one GEMM.
@@ -320,7 +321,7 @@ public final class Qwen3Model: @unchecked Sendable {
         let c = config, ws = workspace, x = state.x
         let h = c.hiddenSize, inter = c.intermediateSize
         let eps = Float(c.rmsNormEps)
-        ws.reserve(tokens: rows, context: 0)
+        ws.reserve(tokens: rows)
         pool.run { i in
             let r = pool.range(i, of: rows)
             guard !r.isEmpty else { return }
@@ -351,7 +352,7 @@ public final class Qwen3Model: @unchecked Sendable {
 
     /// Causal grouped-query attention (sift_attention: a fixed order per row, so the result
     /// never depends on tiling, chunking or batching). Work items are (task, head) pairs split
-    /// over the workers; rows go in tiles so the score buffer stays small for 32k contexts.
+    /// over the workers; rows go in tiles of `attentionTile`.
     private func attention(layer: Int, layout: StepLayout, tasks: [AttentionTask]) {
         let c = config, ws = workspace, spans = layout.spans
         let d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
@@ -361,7 +362,7 @@ public final class Qwen3Model: @unchecked Sendable {
         let units = tasks.count * c.headCount
         layout.blockTable.withUnsafeBufferPointer { table in
             pool.run { worker in
-                let scores = ws.scores(worker)
+                let scratch = ws.attentionScratch(worker)
                 for unit in pool.range(worker, of: units) {
                     let task = tasks[unit / c.headCount], head = unit % c.headCount
                     let span = spans[task.span]
@@ -372,8 +373,8 @@ public final class Qwen3Model: @unchecked Sendable {
                         let tile = min(Workspace.attentionTile, task.rows - done)
                         let r0 = task.firstRow + done
                         sift_attention(simd, ws.qkv + (span.firstRow + r0) * qkvCols + head * d, qkvCols, tile,
-                                       span.start + r0, blocks, kOff, vOff, c.kvDim, head / group, d, scale,
-                                       ws.attn + (task.outRow + done) * c.qDim + head * d, c.qDim, scores)
+                                       span.start + r0, blocks, kOff, vOff, head / group, d, scale,
+                                       ws.attn + (task.outRow + done) * c.qDim + head * d, c.qDim, scratch)
                         done += tile
                     }
                 }
@@ -395,47 +396,42 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
 }
 
 /// Scratch buffers of one layer (normalised rows, q/k/v, attention output, MLP activations,
-/// attention scores), shared by every step of a model: each sublayer starts from a step's
-/// `StepRows` and leaves its result there, so nothing here outlives a sublayer. Grown on demand
-/// and kept, so large buffers are not re-faulted on every step.
+/// each attention worker's running max and sum), shared by every step of a model: each sublayer
+/// starts from a step's `StepRows` and leaves its result there, so nothing here outlives a
+/// sublayer. Grown on demand and kept, so large buffers are not re-faulted on every step.
 final class Workspace: @unchecked Sendable {
-    static let attentionTile = 64
+    static let attentionTile = Qwen3Model.attentionTile
     let config: Qwen3Config
     let threads: Int
     private(set) var tokenCapacity = 0
-    private(set) var contextCapacity = 0
-    private(set) var xn, qkv, attn, gateUp, act, scoreBuffer: UnsafeMutablePointer<Float>
+    private(set) var xn, qkv, attn, gateUp, act: UnsafeMutablePointer<Float>
+    private let attentionScratch: UnsafeMutablePointer<Float>
 
     init(config: Qwen3Config, threads: Int) {
         self.config = config
         self.threads = threads
-        (xn, qkv, attn, gateUp, act, scoreBuffer) = (.allocate(capacity: 1), .allocate(capacity: 1),
-            .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1))
+        (xn, qkv, attn, gateUp, act) = (.allocate(capacity: 1), .allocate(capacity: 1),
+            .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1))
+        attentionScratch = .allocate(capacity: threads * 2 * Self.attentionTile)
     }
 
-    deinit { for p in [xn, qkv, attn, gateUp, act, scoreBuffer] { p.deallocate() } }
+    deinit { for p in [xn, qkv, attn, gateUp, act, attentionScratch] { p.deallocate() } }
 
-    func reserve(tokens t: Int, context: Int) {
+    func reserve(tokens t: Int) {
         let c = config
-        if t > tokenCapacity {
-            for p in [xn, qkv, attn, gateUp, act] { p.deallocate() }
-            xn = .allocate(capacity: t * max(c.hiddenSize, c.qDim))
-            qkv = .allocate(capacity: t * (c.qDim + 2 * c.kvDim))
-            attn = .allocate(capacity: t * c.qDim)
-            gateUp = .allocate(capacity: t * 2 * c.intermediateSize)
-            act = .allocate(capacity: t * c.intermediateSize)
-            tokenCapacity = t
-        }
-        if context > contextCapacity {
-            scoreBuffer.deallocate()
-            contextCapacity = (context + KVBlock.positions - 1) / KVBlock.positions * KVBlock.positions
-            scoreBuffer = .allocate(capacity: threads * Self.attentionTile * contextCapacity)
-        }
+        guard t > tokenCapacity else { return }
+        for p in [xn, qkv, attn, gateUp, act] { p.deallocate() }
+        xn = .allocate(capacity: t * max(c.hiddenSize, c.qDim))
+        qkv = .allocate(capacity: t * (c.qDim + 2 * c.kvDim))
+        attn = .allocate(capacity: t * c.qDim)
+        gateUp = .allocate(capacity: t * 2 * c.intermediateSize)
+        act = .allocate(capacity: t * c.intermediateSize)
+        tokenCapacity = t
     }
 
-    /// The attention score tile of one worker.
-    func scores(_ worker: Int) -> UnsafeMutablePointer<Float> {
-        scoreBuffer + worker * Self.attentionTile * contextCapacity
+    /// The attention scratch of one worker (`sift_attention`: 2 × rows floats).
+    func attentionScratch(_ worker: Int) -> UnsafeMutablePointer<Float> {
+        attentionScratch + worker * 2 * Self.attentionTile
     }
 }
 

@@ -11,6 +11,7 @@ struct KernelBench: ParsableCommand {
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Token counts (M) to measure, comma-separated.") var tokens: String = "16,64,256,512,2048"
     @Option(help: "Outlier channels per layer (fp32 beside the int8 GEMM).") var outliers: Int = 16
+    @Option(help: "Context lengths for causal attention (0.6B heads), comma-separated; empty: none.") var attentionContexts: String = "512,4096"
 
     func run() throws {
         try reportingErrors {
@@ -56,6 +57,58 @@ struct KernelBench: ParsableCommand {
                     print(String(format: "%-8@ %5d %5d %6d %7.0f   %5.1f%%", name, n, k, m, gops, peak > 0 ? 100 * gops / peak : 0))
                 }
             }
+            try attention(path: path, pool: pool)
+        }
+    }
+
+    /// Causal attention of one 0.6B layer (16 query heads, 8 KV heads of 128) over a whole
+    /// sequence, as a prefill step runs it (heads over the workers, rows in tiles), against
+    /// the fp32 FMA peak of a register-only loop at the path's vector width.
+    func attention(path: KernelPath, pool: WorkerPool) throws {
+        let contexts = attentionContexts.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
+        guard !contexts.isEmpty else { return }
+        let threads = pool.threadCount
+        var fmaPeak = 0.0
+        let iters = 20_000_000
+        for _ in 0..<3 {
+            let start = now()
+            pool.run { _ in _ = sift_fma_peak_loop(path.simd, iters) }
+            fmaPeak = max(fmaPeak, Double(sift_fma_peak_flops(path.simd, iters) * threads) / (now() - start) / 1e9)
+        }
+        print(String(format: "fp32 FMA peak (register-only loop, best of 3): %.0f GFLOPS", fmaPeak))
+        print("attention  context   GFLOPS   % of FMA peak   (QKᵀ and PV, causal; softmax included; best of 3)")
+        let heads = 16, kvHeads = 8, d = 128, kvDim = kvHeads * d, qDim = heads * d
+        let block = Int(SIFT_KEY_BLOCK), tile = Qwen3Model.attentionTile
+        for n in contexts {
+            let blocks = (n + block - 1) / block, blockFloats = 2 * block * kvDim
+            let kv = UnsafeMutablePointer<Float>.allocate(capacity: blocks * blockFloats)
+            let q = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
+            let out = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * 2 * tile)
+            defer { kv.deallocate(); q.deallocate(); out.deallocate(); scratch.deallocate() }
+            for i in 0..<(blocks * blockFloats) { kv[i] = Float(i % 89) / 89 - 0.5 }
+            for i in 0..<(n * qDim) { q[i] = Float(i % 83) / 83 - 0.5 }
+            let table: [UnsafePointer<Float>?] = (0..<blocks).map { UnsafePointer(kv + $0 * blockFloats) }
+            let scale = 1 / Float(d).squareRoot()
+            var best = Double.infinity
+            for _ in 0..<3 {
+                let start = now()
+                table.withUnsafeBufferPointer { t in
+                    pool.run { worker in
+                        for head in pool.range(worker, of: heads) {
+                            for r0 in Swift.stride(from: 0, to: n, by: tile) {
+                                sift_attention(path.simd, q + r0 * qDim + head * d, qDim, min(tile, n - r0), r0, t.baseAddress,
+                                               0, block * kvDim, head / (heads / kvHeads), d, scale,
+                                               out + r0 * qDim + head * d, qDim, scratch + worker * 2 * tile)
+                            }
+                        }
+                    }
+                }
+                best = min(best, now() - start)
+            }
+            // Each of the n(n+1)/2 visible (query, key) pairs costs d FMAs in QKᵀ and d in PV.
+            let flops = Double(n) * Double(n + 1) / 2 * Double(heads) * Double(d) * 4
+            print(String(format: "attention  %7d  %7.0f   %5.1f%%", n, flops / best / 1e9, 100 * flops / best / 1e9 / fmaPeak))
         }
     }
 }

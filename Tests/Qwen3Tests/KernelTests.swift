@@ -77,24 +77,28 @@ final class KernelTests: XCTestCase {
     }
 
     /// Attention: SIMD and portable agree bit for bit; rows computed in one call or in chunks
-    /// (as chunked prefill does) agree bit for bit; and both match a float64 reference.
+    /// (as chunked prefill does, and with every kind of row-group remainder) agree bit for bit;
+    /// stale slots past the last position are never read into a result; and both match a
+    /// float64 reference.
     func testAttentionIsChunkInvariantAndMatchesReference() {
-        let d = 128, kvHeads = 2, heads = 4, positions = 45
+        let d = 128, kvHeads = 2, heads = 4, positions = 77
         let kvDim = kvHeads * d, qDim = heads * d
         let q = randomFloats(positions * qDim, seed: 11)
         let k = randomFloats(positions * kvDim, seed: 12)
         let v = randomFloats(positions * kvDim, seed: 13)
-        // Paged KV: one block per 16 positions, keys transposed, then value rows.
+        // Paged KV: one block per 16 positions, keys transposed ([head][d][16]), then values ([head][16][d]).
         let block = Int(SIFT_KEY_BLOCK)
         let blockCount = (positions + block - 1) / block
         let blockFloats = 2 * block * kvDim
         let memory = UnsafeMutablePointer<Float>.allocate(capacity: blockCount * blockFloats)
         defer { memory.deallocate() }
+        // Slots past the last position hold stale data: NaN here, which no result may see.
+        memory.initialize(repeating: .nan, count: blockCount * blockFloats)
         for p in 0..<positions {
             let base = memory + (p / block) * blockFloats
             for i in 0..<kvDim {
                 base[i * block + p % block] = k[p * kvDim + i]
-                base[block * kvDim + (p % block) * kvDim + i] = v[p * kvDim + i]
+                base[block * kvDim + ((i / d) * block + p % block) * d + i % d] = v[p * kvDim + i]
             }
         }
         let table: [UnsafePointer<Float>?] = (0..<blockCount).map { UnsafePointer(memory + $0 * blockFloats) }
@@ -108,7 +112,7 @@ final class KernelTests: XCTestCase {
                     q.withUnsafeBufferPointer { qb in
                         out.withUnsafeMutableBufferPointer { ob in
                             sift_attention(simd, qb.baseAddress! + start * qDim + head * d, qDim, end - start, start, table,
-                                           0, block * kvDim, kvDim, head / (heads / kvHeads), d, scale,
+                                           0, block * kvDim, head / (heads / kvHeads), d, scale,
                                            ob.baseAddress! + start * qDim + head * d, qDim, &scratch)
                         }
                     }
@@ -122,9 +126,10 @@ final class KernelTests: XCTestCase {
             XCTAssertEqual(run(simd: level, splits: []).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue) vs portable")
             XCTAssertEqual(run(simd: level, splits: [3, 20]).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue), chunked")
             XCTAssertEqual(run(simd: level, splits: [1, 17, 30]).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue), chunked")
+            XCTAssertEqual(run(simd: level, splits: Array(stride(from: 5, to: positions, by: 5))).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue), chunks of 5")
         }
         // float64 reference.
-        for p in [0, 15, 16, 44] {
+        for p in [0, 15, 16, 44, 76] {
             for head in 0..<heads {
                 let g = head / (heads / kvHeads)
                 var s = (0...p).map { j in (0..<d).reduce(0.0) { $0 + Double(q[p * qDim + head * d + $1]) * Double(k[j * kvDim + g * d + $1]) } * Double(scale) }

@@ -61,13 +61,21 @@ float sift_exp(float x);
 /* ---- attention -------------------------------------------------------------------------- */
 enum { SIFT_KEY_BLOCK = 16 };  /* keys are stored transposed in blocks of this many positions */
 /* Causal attention of `rows` query rows (positions first_pos...) of one head against KV head
- * `g`: out[r, 0..d) = softmax(q_r · K[0..pos_r]ᵀ · scale) · V[0..pos_r]. KV memory is paged
- * in blocks of 16 positions: blocks[b] is the block of positions 16b..16b+15; its keys
- * (transposed, [kv_head][d][16]) start at + k_off, its values (rows of v_stride) at + v_off.
- * `scratch` holds rows × round_up(first_pos + rows, 16) floats. Every level gives the same bits. */
+ * `g`: out[r, 0..d) = softmax(q_r · K[0..pos_r]ᵀ · scale) · V[0..pos_r], fused (flash-style: no
+ * row of scores is stored; see attention.c for the exact operations). KV memory is paged in
+ * blocks of 16 positions: blocks[b] is the block of positions 16b..16b+15; its keys
+ * (transposed, [kv_head][d][16]) start at + k_off, its values ([kv_head][16][d]) at + v_off.
+ * `scratch` holds 2 × rows floats. Every level gives the same bits, and a row's result does
+ * not depend on the other rows of the call. */
 void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
-                    const float *const *blocks, size_t k_off, size_t v_off, size_t v_stride, size_t g, size_t d,
+                    const float *const *blocks, size_t k_off, size_t v_off, size_t g, size_t d,
                     float scale, float *out, size_t out_stride, float *scratch);
+
+/* The fp32 FMA peak at a level: a register-only loop of independent FMAs. Returns a value so
+ * the work is not optimised away; `sift_fma_peak_flops` is the floating-point operations (2 per
+ * FMA lane) of one call. */
+float sift_fma_peak_loop(sift_simd level, size_t iters);
+size_t sift_fma_peak_flops(sift_simd level, size_t iters);
 
 /* Fast non-cryptographic 64-bit checksum (for .sift files). */
 uint64_t sift_checksum64(const void *data, size_t len, uint64_t seed);

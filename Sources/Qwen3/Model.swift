@@ -370,7 +370,7 @@ public final class Qwen3Model: @unchecked Sendable {
                     let kOff = span.cache.pool.keyOffset(layer), vOff = span.cache.pool.valueOffset(layer)
                     var done = 0
                     while done < task.rows {
-                        let tile = min(Workspace.attentionTile, task.rows - done)
+                        let tile = min(Qwen3Model.attentionTile, task.rows - done)
                         let r0 = task.firstRow + done
                         sift_attention(simd, ws.qkv + (span.firstRow + r0) * qkvCols + head * d, qkvCols, tile,
                                        span.start + r0, blocks, kOff, vOff, head / group, d, scale,
@@ -400,7 +400,6 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
 /// starts from a step's `StepRows` and leaves its result there, so nothing here outlives a
 /// sublayer. Grown on demand and kept, so large buffers are not re-faulted on every step.
 final class Workspace: @unchecked Sendable {
-    static let attentionTile = Qwen3Model.attentionTile
     let config: Qwen3Config
     let threads: Int
     private(set) var tokenCapacity = 0
@@ -412,7 +411,7 @@ final class Workspace: @unchecked Sendable {
         self.threads = threads
         (xn, qkv, attn, gateUp, act) = (.allocate(capacity: 1), .allocate(capacity: 1),
             .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1))
-        attentionScratch = .allocate(capacity: threads * 2 * Self.attentionTile)
+        attentionScratch = .allocate(capacity: threads * 2 * Qwen3Model.attentionTile)
     }
 
     deinit { for p in [xn, qkv, attn, gateUp, act, attentionScratch] { p.deallocate() } }
@@ -431,7 +430,7 @@ final class Workspace: @unchecked Sendable {
 
     /// The attention scratch of one worker (`sift_attention`: 2 × rows floats).
     func attentionScratch(_ worker: Int) -> UnsafeMutablePointer<Float> {
-        attentionScratch + worker * 2 * Self.attentionTile
+        attentionScratch + worker * 2 * Qwen3Model.attentionTile
     }
 }
 

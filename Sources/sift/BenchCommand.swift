@@ -73,6 +73,14 @@ struct PrefillBench: ParsableCommand {
     @Option(help: "Worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Precision of the linear layers.") var precision: Precision = .int8
     @Option(help: "JSON-lines corpus.") var corpus: String = defaultCorpus
+    @Option(help: "Run each sequence in steps of this many tokens, as the engine's chunked prefill does (0: one step).") var chunk: Int = 0
+    @Flag(inversion: .prefixedNo, help: "Run one sequence first, untimed.") var warmUp = true
+
+    func validate() throws {
+        guard tokens > 0, sequences > 0, threads > 0, chunk >= 0 else {
+            throw ValidationError("--tokens, --sequences and --threads must be positive, --chunk at least 0")
+        }
+    }
 
     func run() throws {
         try reportingErrors {
@@ -85,17 +93,25 @@ struct PrefillBench: ParsableCommand {
             for t in texts where ids.count < tokens * (sequences + 1) { ids += reranker.tokenizer.encode(t) }
             let m = reranker.model
             var timings: [Double] = []
-            for s in 0...sequences {
-                let seq = Array(ids[(s * tokens)..<((s + 1) * tokens)])
+            guard ids.count >= tokens * (sequences + 1) else {
+                throw ValidationError("the corpus has \(ids.count) tokens, fewer than the \(tokens * (sequences + 1)) needed")
+            }
+            let step = chunk > 0 ? chunk : tokens
+            for s in (warmUp ? 0 : 1)...sequences {
+                let seq = ids[(s * tokens)..<((s + 1) * tokens)]
                 let cache = m.makeCache()
                 let start = now()
-                _ = try m.forward(seq, cache: cache, wantHidden: true)
+                for from in stride(from: seq.startIndex, to: seq.endIndex, by: step) {
+                    let to = min(from + step, seq.endIndex)
+                    _ = try m.forward([Qwen3Model.BatchItem(tokens: seq[from..<to], cache: cache, wantHidden: to == seq.endIndex)])
+                }
                 if s > 0 { timings.append(now() - start) }
             }
             let mean = timings.reduce(0, +) / Double(timings.count)
             print("model: \(model)  precision: \(precision.rawValue)  kernel: \(m.kernelPath.rawValue)  threads: \(threads)  OpenBLAS core: \(BLAS.coreName)")
-            print(String(format: "load %.1f s; prefill %d-token sequences: %.1f tokens/s (mean of %d, %.2f s each); peak RSS %.2f GB",
-                         loadTime, tokens, Double(tokens) / mean, timings.count, mean, Double(SystemMemory.peakResidentBytes() ?? 0) / 1e9))
+            print(String(format: "load %.1f s; prefill %d-token sequences%@: %.1f tokens/s (mean of %d, %.2f s each); peak RSS %.2f GB (KV %.2f GB)",
+                         loadTime, tokens, chunk > 0 ? " in steps of \(chunk)" : "", Double(tokens) / mean, timings.count, mean,
+                         Double(SystemMemory.peakResidentBytes() ?? 0) / 1e9, Double(m.kvPool.peakBlocks * m.kvPool.blockBytes) / 1e9))
         }
     }
 }

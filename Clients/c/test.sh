@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the C client and checks it against a real `sift serve` (tiny fixture model):
-# logits printed by test_client must equal `sift score --precision int8`.
+# logits printed by test_client must equal `sift score --precision int8`. (The JSON carries the
+# shortest text that round-trips the float; it is read back as that float before printing, as the
+# C client prints the float itself: a double read from the text can round differently.)
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
@@ -15,7 +17,7 @@ port=$server_port
 got=$(build/test_client 127.0.0.1 "$port")
 want=$(printf '%s\n' '{"text":"The capital of China is Beijing."}' '{"text":"Gravity pulls things down."}' '{"text":""}' |
   "$sift" score --model "$tiny" --precision int8 --query "What is the capital of China?" - |
-  python3 -c 'import json,sys; [print("%d\t%.7g" % (r["index"], r["logit"])) for r in json.load(sys.stdin)["results"]]')
+  python3 -c 'import json,struct,sys; f32=lambda x: struct.unpack("f", struct.pack("f", x))[0]; [print("%d\t%.7g" % (r["index"], f32(r["logit"]))) for r in json.load(sys.stdin)["results"]]')
 if [ "$got" != "$want" ]; then
   echo "C client logits differ from sift score:"; echo "$got"; echo "--"; echo "$want"; exit 1
 fi

@@ -12,7 +12,7 @@
 /* exp(x) for fp32: Cody-Waite reduction x = n·ln2 + r, a degree-7 polynomial (Cephes expf
  * coefficients) evaluated with fmaf, then 2^n from the exponent bits. Every step is one IEEE
  * operation, so the AVX-512 twin below computes the same bits. Inputs are clamped to the
- * normal range (softmax and SiLU never need the tails). */
+ * normal range (attention and SiLU never need the tails). */
 #define EXP_LO (-87.0f)
 #define EXP_HI (88.0f)
 #define LOG2E 1.44269504088896341f

@@ -3,7 +3,7 @@ import CSiftKernels
 import Foundation
 
 /// Which kernels run: the int8 GEMM and, at the path's vector width, everything around it
-/// (activation quantization, SiLU·mul, softmax, attention). Chosen from CPUID; `SIFT_KERNEL`
+/// (activation quantization, SiLU·mul, attention with its softmax). Chosen from CPUID; `SIFT_KERNEL`
 /// forces one. Every path gives the same bits.
 public enum KernelPath: String, Sendable, CaseIterable {
     case avx512vnni, avxvnni, avx2, portable

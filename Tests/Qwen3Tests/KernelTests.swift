@@ -151,9 +151,9 @@ final class KernelTests: XCTestCase {
         return seen
     }
 
-    /// Every SIMD twin of SiLU·mul and softmax agrees with the portable code bit for bit, at
+    /// Every SIMD twin of SiLU·mul (and so of exp) agrees with the portable code bit for bit, at
     /// lengths that leave every kind of remainder, and across the exp's clamped range.
-    func testSiluAndSoftmaxTwinsAreBitIdentical() {
+    func testSiluTwinsAreBitIdentical() {
         for n in [1, 7, 8, 15, 16, 17, 31, 64, 100, 3072] {
             let gate = randomFloats(n, seed: UInt64(n), scale: 30), up = randomFloats(n, seed: UInt64(n) + 1, scale: 2)
             func silu(_ level: sift_simd) -> [UInt32] {
@@ -161,15 +161,9 @@ final class KernelTests: XCTestCase {
                 sift_silu_mul(level, gate, up, &out, n)
                 return out.map(\.bitPattern)
             }
-            func softmax(_ level: sift_simd) -> [UInt32] {
-                var x = randomFloats(n, seed: UInt64(n) + 2, scale: 40)
-                sift_softmax_row(level, &x, n)
-                return x.map(\.bitPattern)
-            }
-            let silu0 = silu(SIFT_SIMD_PORTABLE), softmax0 = softmax(SIFT_SIMD_PORTABLE)
+            let silu0 = silu(SIFT_SIMD_PORTABLE)
             for level in Self.levels {
                 XCTAssertEqual(silu(level), silu0, "SiLU·mul, n = \(n), level \(level.rawValue)")
-                XCTAssertEqual(softmax(level), softmax0, "softmax, n = \(n), level \(level.rawValue)")
             }
             // SiLU itself is right (not only consistent).
             for i in 0..<n {

@@ -54,8 +54,6 @@ void sift_rope(float *x, size_t heads, size_t dim, const float *cos, const float
 void sift_silu_mul(sift_simd level, const float *gate, const float *up, float *out, size_t n);
 /* y[i] += x[i] */
 void sift_add_inplace(float *y, const float *x, size_t n);
-/* In-place softmax of one row of n (max-subtracted, fp32). */
-void sift_softmax_row(sift_simd level, float *x, size_t n);
 /* exp(x) as the kernels compute it (portable; the SIMD twins agree bit for bit). */
 float sift_exp(float x);
 /* ---- attention -------------------------------------------------------------------------- */

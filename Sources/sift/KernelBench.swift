@@ -6,12 +6,21 @@ import Qwen3
 struct KernelBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernels",
-        abstract: "int8 GEMM throughput per 0.6B projection shape vs the machine's measured int8 peak.")
+        abstract: "int8 GEMM throughput per 0.6B projection shape vs the machine's measured int8 peak; causal attention vs its fp32 FMA peak.")
 
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Token counts (M) to measure, comma-separated.") var tokens: String = "16,64,256,512,2048"
     @Option(help: "Outlier channels per layer (fp32 beside the int8 GEMM).") var outliers: Int = 16
     @Option(help: "Context lengths for causal attention (0.6B heads), comma-separated; empty: none.") var attentionContexts: String = "512,4096"
+
+    func validate() throws {
+        guard threads > 0, outliers >= 0, outliers <= 256 else { throw ValidationError("--threads must be positive, --outliers in 0...256") }
+        for field in attentionContexts.split(separator: ",") {
+            guard let n = Int(field), (1...131_072).contains(n) else {
+                throw ValidationError("--attention-contexts: '\(field)' is not a context length in 1...131072")
+            }
+        }
+    }
 
     func run() throws {
         try reportingErrors {

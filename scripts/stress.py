@@ -449,7 +449,11 @@ def main():
     p.add_argument("--server-arg", action="append", default=[], help="extra `sift serve` flag (repeatable)")
     a = p.parse_args()
     a.workdir = tempfile.mkdtemp(prefix=f"sift-{a.mode}-")
-    extra = ["--frame-timeout", "5", "--idle-timeout", "10", "--max-in-flight", "1024"] + a.server_arg
+    # The score cache stays off: `sift load` cycles through 50 queries and 2,000 passages, so
+    # after one pass every call would be answered from the cache, and "capacity" would grow
+    # (several-fold) between calibration and load instead of measuring the engine.
+    extra = ["--frame-timeout", "5", "--idle-timeout", "10", "--max-in-flight", "1024",
+             "--score-cache-mb", "0"] + a.server_arg
     server = Server(a.sift, a.model, extra, a.workdir)
     try:
         summary, failures = (soak if a.mode == "soak" else overload)(a, server)

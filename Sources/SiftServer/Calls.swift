@@ -19,9 +19,18 @@ struct Calls: Sendable {
         var computing: Duration
     }
 
-    /// Scores with `model` (resolved by the caller from `r.model`, so it can label what it counts).
-    func rerank(_ r: Wire.RerankRequest, model: ServedModels.Model, receivedAt: ContinuousClock.Instant,
-                partial: (@Sendable ([Wire.RerankResult]) -> Void)?) async throws -> RerankOutcome {
+    /// A rerank call past admission: it holds its room in the model's queue.
+    struct AdmittedRerank: Sendable {
+        let wire: Wire.RerankRequest
+        let model: ServedModels.Model
+        let request: RerankRequest
+    }
+
+    /// Admits a rerank for `model` (resolved by the caller from `r.model`, so it can label what
+    /// it counts) as it arrives, before it waits for a thread: under overload it is refused
+    /// here, at once (see `RerankService.admit`).
+    func admitRerank(_ r: Wire.RerankRequest, model: ServedModels.Model, receivedAt: ContinuousClock.Instant,
+                     partial: (@Sendable ([Wire.RerankResult]) -> Void)?) throws(Wire.Status) -> AdmittedRerank {
         var request = RerankRequest(query: r.query, instruction: r.instruction,
                                     documents: r.documents)
         request.topN = r.topN == 0 ? nil : Int(r.topN)
@@ -34,9 +43,21 @@ struct Calls: Sendable {
         if let partial {
             request.onProgress = { scores in partial(scores.map { Self.result($0, document: nil) }) }
         }
+        do {
+            return AdmittedRerank(wire: r, model: model, request: try model.service.admit(request))
+        } catch let error as EngineError {
+            throw Self.status(error)
+        } catch {
+            throw Wire.Status(.internal, "\(error)")
+        }
+    }
+
+    /// Scores an admitted call.
+    func rerank(_ call: AdmittedRerank) async throws -> RerankOutcome {
+        let (r, model) = (call.wire, call.model)
         let result: RerankResult
         do {
-            result = try await model.service.rerank(request)
+            result = try await model.service.rerank(call.request)
         } catch let error as EngineError {
             throw Self.status(error)
         }

@@ -203,17 +203,28 @@ final class ConnectionHandler: ChannelInboundHandler {
         let eventLoop = context.eventLoop
         let method = body.method
         let channel = context.channel
-        lifecycle.started(on: channel)
         let streams = if case .rerankRequest(let r) = body { r.stream } else { false }
         let sendPartial: @Sendable ([Wire.RerankResult]) -> Void = { results in
             eventLoop.execute { loop.value.send(Wire.Frame(requestID: id, body: .rerankPartial(results))) }
         }
         let partial = streams ? sendPartial : nil
+        var admitted: Calls.AdmittedRerank?
+        if case .rerankRequest(let r) = body {
+            var model: ServedModels.Model?
+            do {
+                model = try calls.models.resolve(r.model)
+                admitted = try calls.admitRerank(r, model: model!, receivedAt: received, partial: partial)
+            } catch {
+                return reply(id, method: method, received: received, .status(error),
+                             details: ["documents": "\(r.documents.count)"], model: model?.name)
+            }
+        }
+        lifecycle.started(on: channel)
         let finish: @Sendable (Answer) -> Void = { answer in
             eventLoop.execute { loop.value.finish(id, method: method, received: received, answer, channel: channel) }
         }
         let task = Task {
-            finish(await ConnectionHandler.perform(body, calls: calls, received: received, partial: partial))
+            finish(await ConnectionHandler.perform(body, admitted: admitted, calls: calls))
         }
         inFlight[id] = task
     }
@@ -226,16 +237,15 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     /// The work of one call, off the event loop.
-    private static func perform(_ body: Wire.Body, calls: Calls, received: ContinuousClock.Instant,
-                                partial: (@Sendable ([Wire.RerankResult]) -> Void)?) async -> Answer {
+    private static func perform(_ body: Wire.Body, admitted: Calls.AdmittedRerank?, calls: Calls) async -> Answer {
         var answer = Answer(body: .status(Wire.Status(.internal, "unexpected call \(body.method)")))
         do {
             switch body {
             case .rerankRequest(let r):
                 answer.details["documents"] = "\(r.documents.count)"
-                let model = try calls.models.resolve(r.model)
-                answer.model = model.name
-                let outcome = try await calls.rerank(r, model: model, receivedAt: received, partial: partial)
+                guard let admitted else { break }
+                answer.model = admitted.model.name
+                let outcome = try await calls.rerank(admitted)
                 answer.body = .rerankResponse(outcome.response)
                 answer.details = CallLifecycle.details(outcome)
             case .tokenizeRequest(let r):

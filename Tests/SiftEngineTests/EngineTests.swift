@@ -222,7 +222,8 @@ final class EngineTests: XCTestCase {
     func testQueueOverflowFailsFastWhileSmallRequestsStillRun() async throws {
         let engine = try makeEngine { $0.maxQueuedTokens = 3000; $0.maxRequestTokens = 3000; $0.maxBatchTokens = 64; $0.prefillChunk = 32 }
         let big = Task { try await engine.rerank(RerankRequest(query: "q", documents: [String(repeating: "word ", count: 2500)])) }
-        while engine.stats.queuedTokens == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        // Queued (its exact count), no longer only admitted (an estimate from its bytes).
+        while engine.stats.activeRequests == 0 { try await Task.sleep(for: .milliseconds(1)) }
         do {
             _ = try await engine.rerank(RerankRequest(query: "q2", documents: [String(repeating: "word ", count: 1500)]))
             XCTFail("expected resourceExhausted")
@@ -233,6 +234,28 @@ final class EngineTests: XCTestCase {
         let small = try await engine.rerank(RerankRequest(query: "q3", documents: ["short"]))
         XCTAssertEqual(small.results.count, 1)
         _ = try await big.value
+    }
+
+    func testAdmissionHoldsTheCallsRoomUntilItIsQueuedOrDropped() async throws {
+        let engine = try makeEngine { $0.maxQueuedTokens = 3000; $0.maxRequestTokens = 3000 }
+        let document = String(repeating: "word ", count: 400)  // 2,000 bytes, ~400 tokens
+        var held: RerankRequest? = try engine.admit(RerankRequest(query: "q", documents: [document]))
+        // Before tokenizing, the room held is an upper bound from the bytes.
+        XCTAssertGreaterThan(engine.stats.queuedTokens, 2000)
+        XCTAssertThrowsError(try engine.admit(RerankRequest(query: "q2", documents: [document]))) { error in
+            XCTAssertEqual((error as? EngineError)?.code, .resourceExhausted)
+        }
+        // Queued, the call counts its exact tokens; done, nothing.
+        let result = try await engine.rerank(held!)
+        XCTAssertEqual(result.results.count, 1)
+        XCTAssertLessThan(result.results[0].tokens, 1000)
+        XCTAssertEqual(engine.stats.queuedTokens, 0)
+        // Admitted and dropped without running: the room comes back.
+        held = try engine.admit(RerankRequest(query: "q3", documents: [document]))
+        XCTAssertGreaterThan(engine.stats.queuedTokens, 2000)
+        held = nil
+        XCTAssertEqual(engine.stats.queuedTokens, 0)
+        XCTAssertNil(held)
     }
 
     func testPrefixCacheStaysWithinATinyBudget() async throws {

@@ -10,7 +10,7 @@ import XCTest
 
 /// A `RerankService` without a model: a document's logit is its length in characters times
 /// `scale` (so two fakes give different answers), so every answer can be checked; the query
-/// "block" waits until cancelled, "busy" fails as a full queue.
+/// "block" waits until cancelled, "busy" fails as a full queue, "full" is refused at admission.
 final class FakeService: RerankService, Sendable {
     let scale: Float
     init(scale: Float = 1) { self.scale = scale }
@@ -19,6 +19,12 @@ final class FakeService: RerankService, Sendable {
     let options = EngineOptions()
     let stats = EngineStats()
     let model = ModelDescription(precision: "int8", hiddenSize: 8, layers: 2, attentionHeads: 2, kvHeads: 1, vocabSize: 100, maxLength: 512)
+
+    /// "full" is refused at admission, as a full queue is.
+    func admit(_ request: RerankRequest) throws -> RerankRequest {
+        if request.query == "full" { throw EngineError(.resourceExhausted, "fake queue full on arrival: retry later") }
+        return request
+    }
 
     func rerank(_ request: RerankRequest) async throws -> RerankResult {
         requests.withLock { $0.append(request) }
@@ -149,6 +155,14 @@ final class HandlerTests: XCTestCase {
         guard case .status(let busy) = answer.body else { return XCTFail("\(answer)") }
         XCTAssertEqual(busy.code, .resourceExhausted)
         XCTAssertTrue(busy.message.contains("fake queue full"), busy.message)
+        // Refused on arrival: answered without running the call.
+        try await f.send(Wire.Frame(requestID: 4, body: .rerankRequest(Wire.RerankRequest(query: "full", documents: ["d"]))))
+        answer = try await f.receive()
+        guard case .status(let full) = answer.body else { return XCTFail("\(answer)") }
+        XCTAssertEqual(answer.requestID, 4)
+        XCTAssertEqual(full.code, .resourceExhausted)
+        XCTAssertTrue(full.message.contains("on arrival"), full.message)
+        XCTAssertFalse(f.service.requests.withLock { $0.contains { $0.query == "full" } }, "the refused call never ran")
         try await f.send(Wire.Frame(requestID: 0, body: .modelInfoRequest()))
         answer = try await f.receive()
         guard case .status(let reserved) = answer.body else { return XCTFail("\(answer)") }
@@ -163,7 +177,7 @@ final class HandlerTests: XCTestCase {
         guard case .tokenizeResponse(let texts) = answer.body else { return XCTFail("\(answer)") }
         XCTAssertEqual(texts.first?.ids, [97, 98, 99])
         let text = f.metricsText()
-        XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="RESOURCE_EXHAUSTED",model="fake"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="RESOURCE_EXHAUSTED",model="fake"} 2"#), text)
         XCTAssertTrue(text.contains(#"sift_requests_total{method="model_info",code="INVALID_ARGUMENT",model=""} 1"#), text)
     }
 
@@ -207,10 +221,15 @@ final class HandlerTests: XCTestCase {
         try await f.channel.writeInbound(ByteBuffer(string: "POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Length: \(tei.utf8.count)\r\n\r\n\(tei)"))
         let refused = try await f.receiveHTTP()
         XCTAssertEqual(refused.status, 429, refused.body)
+        let full = #"{"query":"full","documents":["a"]}"#
+        try await f.channel.writeInbound(ByteBuffer(string: "POST /v2/rerank HTTP/1.1\r\nHost: x\r\nContent-Length: \(full.utf8.count)\r\n\r\n\(full)"))
+        let refusedOnArrival = try await f.receiveHTTP()
+        XCTAssertEqual(refusedOnArrival.status, 429, refusedOnArrival.body)
+        XCTAssertTrue(refusedOnArrival.body.contains("on arrival"), refusedOnArrival.body)
         try await f.settled()
         let text = f.metricsText()
         XCTAssertTrue(text.contains(#"sift_requests_total{method="http_rerank",code="OK",model="fake"} 1"#), text)
-        XCTAssertTrue(text.contains(#"sift_requests_total{method="http_rerank",code="RESOURCE_EXHAUSTED",model="fake"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="http_rerank",code="RESOURCE_EXHAUSTED",model="fake"} 2"#), text)
         XCTAssertTrue(text.contains(#"sift_documents_total{model="fake"} 2"#), text)
         XCTAssertEqual(f.state.inFlight.load(ordering: .relaxed), 0)
     }

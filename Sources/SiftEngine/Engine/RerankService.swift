@@ -7,6 +7,9 @@ public protocol RerankService: Sendable {
     /// Scores every document against the query. Throws `EngineError` (its code says how it
     /// failed, its message what to do).
     func rerank(_ request: RerankRequest) async throws -> RerankResult
+    /// Admission as a call arrives, before any work (see `SiftEngine.admit`): the returned
+    /// request holds its room in the queue until `rerank` queues it. Throws `EngineError`.
+    func admit(_ request: RerankRequest) throws -> RerankRequest
     /// Token ids of each text (as a document would be tokenized, without the prompt).
     func tokenize(_ texts: [String]) -> [[Int32]]
     /// The model being served.

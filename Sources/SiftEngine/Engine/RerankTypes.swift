@@ -24,6 +24,8 @@ public struct RerankRequest: Sendable {
     public var chunkLongDocuments = false
     /// Tokens shared by consecutive windows (nil: a quarter of the window, at most 256).
     public var chunkOverlapTokens: Int?
+    /// The call's room in the engine's queue, held since `admit` (nil: `rerank` takes it).
+    public internal(set) var admission: QueueReservation?
 
     public init(query: String, instruction: String? = nil, documents: [String], topN: Int? = nil,
                 maxTokensPerDocument: Int? = nil, maxLength: Int? = nil, deadline: ContinuousClock.Instant? = nil,

@@ -67,6 +67,7 @@ public final class SiftEngine: Sendable {
     /// Documents found in the score cache are answered at once (streamed first); only the
     /// others are computed, and their scores are cached for the next call.
     public func rerank(_ request: RerankRequest) async throws -> RerankResult {
+        let request = request.admission == nil ? try admit(request) : request
         let maxLength = try validate(request)
         guard let cache = scoreCache, !request.documents.isEmpty else { return try await compute(request).result }
         let context = ScoreCache.context(engine: identity, instruction: request.instruction ?? RerankPrompt.defaultInstruction,
@@ -121,6 +122,19 @@ public final class SiftEngine: Sendable {
         return RerankResult(results: results, ranked: Self.ranked(results, topN: request.topN), usage: usage, timings: computed.timings)
     }
 
+    /// Admission, before any work and cheap enough for an event loop: checks what needs no
+    /// tokenizing and holds the call's room in the queue bound, from an estimate of its tokens,
+    /// until `rerank` queues it. A front door admits a call as it arrives: under overload the
+    /// excess is refused at once, and the calls waiting for a thread to tokenize them count
+    /// toward the bound instead of piling up in front of it. Throws `EngineError`
+    /// (invalidArgument, resourceExhausted: retry later, unavailable).
+    public func admit(_ request: RerankRequest) throws -> RerankRequest {
+        let maxLength = try validate(request)
+        var admitted = request
+        admitted.admission = try scheduler.reserve(estimatedTokens(request, maxLength: maxLength))
+        return admitted
+    }
+
     /// Best first (by logit, ties by index), cut to `topN`.
     static func ranked(_ scores: [DocumentScore], topN: Int?) -> [DocumentScore] {
         let ranked = scores.sorted { (a: DocumentScore, b: DocumentScore) -> Bool in
@@ -155,7 +169,7 @@ public final class SiftEngine: Sendable {
                                            sharing: options.prefixSharing, continuation: continuation)
                 box.withLock { $0 = active }
                 do {
-                    try scheduler.submit(active)
+                    try scheduler.submit(active, replacing: request.admission!)
                 } catch {
                     active.complete(error: error as? EngineError ?? EngineError(.internal, "\(error)"))
                 }
@@ -218,11 +232,6 @@ public final class SiftEngine: Sendable {
 
     func prepare(_ r: RerankRequest) throws -> Prepared {
         let maxLength = try validate(r)
-        // Under overload most calls are refused: say so before tokenizing anything, from a lower
-        // bound of what the call adds (the fixed prompt parts; documents of one token).
-        let least = (options.prefixSharing ? 1 : r.documents.count) * fixedPromptTokens.prefix
-            + r.documents.count * (fixedPromptTokens.suffix + 1)
-        try scheduler.checkRoom(forAtLeast: least)
         let tokenizer = reranker.tokenizer
         let prompt = try RerankPrompt(tokenizer: tokenizer, query: r.query, instruction: r.instruction, maxLength: maxLength)
         let budget = min(prompt.documentBudget, r.maxTokensPerDocument ?? .max)
@@ -260,6 +269,27 @@ public final class SiftEngine: Sendable {
             prepared.documentTokens.append(r.chunkLongDocuments ? ids.count : min(ids.count, budget))
         }
         return prepared
+    }
+
+    /// Tokens the call will queue, estimated before tokenizing: a token covers at least one
+    /// UTF-8 byte of its text, so this is an upper bound, unless normalization lengthens the
+    /// text (rare; `submit` checks the exact count) or chunk windows are smaller than the
+    /// longest possible. Capped at what one call may queue (an admissible call never needs more).
+    func estimatedTokens(_ r: RerankRequest, maxLength: Int) -> Int {
+        let instruction = r.instruction ?? RerankPrompt.defaultInstruction
+        let prefix = fixedPromptTokens.prefix + RerankPrompt.queryPart(query: r.query, instruction: instruction).utf8.count
+        let window = min(r.maxTokensPerDocument ?? maxLength, maxLength)
+        let perSequence = (options.prefixSharing ? 0 : prefix) + fixedPromptTokens.suffix
+        let cap = min(options.requestTokenLimit, options.maxQueuedTokens)
+        var tokens = options.prefixSharing ? prefix : 0
+        for document in r.documents {
+            let length = document.utf8.count + 1
+            let cut = r.chunkLongDocuments ? Windows(length: length, window: window, overlap: r.chunkOverlapTokens)
+                                           : Windows(length: min(length, window), window: window, overlap: 0)
+            tokens += cut.tokens + cut.count * perSequence
+            if tokens >= cap { return cap }
+        }
+        return min(tokens, cap)
     }
 
     /// Refuses a call this engine could never run, before anything is built for it: more

@@ -58,32 +58,49 @@ final class Scheduler: @unchecked Sendable {
         t.start()
     }
 
-    /// Admits a request, or throws `resourceExhausted` when the queue bound would be passed.
-    /// (Calls too large ever to be admitted were refused by `SiftEngine.prepare`.)
-    func submit(_ r: ActiveRequest) throws {
+    /// Holds `tokens` (an estimate of what the call will queue, made before tokenizing) or
+    /// throws the queue-full refusal. Under overload a call is thus refused before any
+    /// tokenizing, and calls being tokenized count toward the bound: they cannot pile up in
+    /// front of it (a backlog only the in-flight limit would bound).
+    func reserve(_ tokens: Int) throws -> QueueReservation {
         condition.lock()
         defer { condition.unlock() }
         guard !stopping else { throw EngineError(.unavailable, "the engine is shutting down") }
-        guard queuedTokens + r.totalTokens <= options.maxQueuedTokens else {
-            throw queueFull(queued: queuedTokens, adding: r.totalTokens, atLeast: false)
+        guard queuedTokens + tokens <= options.maxQueuedTokens else { throw queueFull(queued: queuedTokens, adding: tokens, estimated: true) }
+        queuedTokens += tokens
+        let q = queuedTokens
+        stats.withLock { $0.queuedTokens = q }
+        return QueueReservation(scheduler: self, tokens: tokens)
+    }
+
+    /// Admits a request in place of its reservation, or throws `resourceExhausted` when its
+    /// exact count passes the queue bound (the estimate was low), or `unavailable`.
+    func submit(_ r: ActiveRequest, replacing reservation: QueueReservation) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopping else { throw EngineError(.unavailable, "the engine is shutting down") }
+        let others = queuedTokens - reservation.tokens
+        guard others + r.totalTokens <= options.maxQueuedTokens else {
+            throw queueFull(queued: others, adding: r.totalTokens, estimated: false)
         }
-        queuedTokens += r.totalTokens
+        queuedTokens = others + r.totalTokens
+        reservation.tokens = 0
         inbox.append(r)
-        stats.withLock { $0.queuedTokens = queuedTokens; $0.activeRequests += 1 }
+        let q = queuedTokens
+        stats.withLock { $0.queuedTokens = q; $0.activeRequests += 1 }
         condition.signal()
     }
 
-    /// Throws the queue-full refusal if even `tokens` would not fit now (a cheap early check;
-    /// `submit` makes the exact one).
-    func checkRoom(forAtLeast tokens: Int) throws {
+    fileprivate func returnReserved(_ reservation: QueueReservation) {
         condition.lock()
-        let queued = queuedTokens
+        let n = reservation.tokens
+        reservation.tokens = 0
         condition.unlock()
-        guard queued + tokens <= options.maxQueuedTokens else { throw queueFull(queued: queued, adding: tokens, atLeast: true) }
+        returnTokens(n)
     }
 
-    private func queueFull(queued: Int, adding tokens: Int, atLeast: Bool) -> EngineError {
-        EngineError(.resourceExhausted, "the queue holds \(queued) tokens; this request adds \(atLeast ? "at least " : "")\(tokens) and the limit is \(options.maxQueuedTokens): retry later or send fewer documents")
+    private func queueFull(queued: Int, adding tokens: Int, estimated: Bool) -> EngineError {
+        EngineError(.resourceExhausted, "the queue holds \(queued) tokens; this request adds \(estimated ? "about " : "")\(tokens) and the limit is \(options.maxQueuedTokens): retry later or send fewer documents")
     }
 
     /// Wakes the loop so a cancellation is noticed before the next step.
@@ -418,6 +435,16 @@ final class Scheduler: @unchecked Sendable {
         condition.unlock()
         stats.withLock { $0.queuedTokens = q }
     }
+}
+
+/// Room in an engine's queue bound held for a call from its admission until it is queued
+/// (`Scheduler.reserve`), or given back when the last copy of its request is dropped.
+public final class QueueReservation: @unchecked Sendable {
+    private let scheduler: Scheduler
+    /// Guarded by the scheduler's lock; 0 once the call is queued.
+    fileprivate var tokens: Int
+    fileprivate init(scheduler: Scheduler, tokens: Int) { (self.scheduler, self.tokens) = (scheduler, tokens) }
+    deinit { scheduler.returnReserved(self) }
 }
 
 /// Live counters of the engine, for metrics and tests.

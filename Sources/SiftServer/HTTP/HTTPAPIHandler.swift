@@ -185,6 +185,13 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         } catch {
             return fail(context, info, method: method, status: 404, error, tei: tei)
         }
+        let admitted: Calls.AdmittedRerank
+        do {
+            admitted = try calls.admitRerank(request, model: model, receivedAt: info.received, partial: nil)
+        } catch {
+            return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error,
+                        model: model.name, details: ["documents": "\(request.documents.count)"], tei: tei)
+        }
         // Cohere's clients get back the name they sent (an alias stays an alias).
         let echoedName = request.model.isEmpty ? model.name : request.model
         let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -215,10 +222,9 @@ final class HTTPAPIHandler: ChannelInboundHandler {
                 }
             }
         }
-        let received = info.received
         call = Task {
             do {
-                finish(.success(try await calls.rerank(request, model: model, receivedAt: received, partial: nil)))
+                finish(.success(try await calls.rerank(admitted)))
             } catch let status as Wire.Status {
                 finish(.failure(status))
             } catch {

@@ -31,7 +31,10 @@ make -s install PREFIX="$prefix"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 # shellcheck disable=SC2046
 cc -std=c11 -D_GNU_SOURCE sift_rerank.c $(pkg-config --cflags --libs sift-client) -Wl,-rpath,"$prefix/lib" -o "$prefix/shared-example"
-ldd "$prefix/shared-example" | grep -q "libsiftclient.so.0 => $prefix/lib" || { echo "not linked to the installed shared library"; exit 1; }
+# (ldd's output is read whole first: with pipefail, `ldd | grep -q` fails whenever grep exits on its
+# match before ldd has written everything, and ldd dies of SIGPIPE.)
+linked=$(ldd "$prefix/shared-example")
+grep -q "libsiftclient.so.0 => $prefix/lib" <<<"$linked" || { echo "not linked to the installed shared library:"; echo "$linked"; exit 1; }
 # shellcheck disable=SC2046
 cc -std=c11 -D_GNU_SOURCE sift_rerank.c $(pkg-config --static --cflags --libs sift-client | sed 's/-lsiftclient/-l:libsiftclient.a/') -o "$prefix/static-example"
 for example in shared-example static-example; do

@@ -210,13 +210,14 @@ final class ConnectionHandler: ChannelInboundHandler {
         let partial = streams ? sendPartial : nil
         var admitted: Calls.AdmittedRerank?
         if case .rerankRequest(let r) = body {
-            var model: ServedModels.Model?
-            do {
-                model = try calls.models.resolve(r.model)
-                admitted = try calls.admitRerank(r, model: model!, receivedAt: received, partial: partial)
-            } catch {
-                return reply(id, method: method, received: received, .status(error),
-                             details: ["documents": "\(r.documents.count)"], model: model?.name)
+            // Admitted as it arrives, before it waits for a thread (see `RerankService.admit`).
+            let details: Logger.Metadata = ["documents": "\(r.documents.count)"]
+            let model: ServedModels.Model
+            do { model = try calls.models.resolve(r.model) } catch {
+                return reply(id, method: method, received: received, .status(error), details: details)
+            }
+            do { admitted = try calls.admitRerank(r, model: model, receivedAt: received, partial: partial) } catch {
+                return reply(id, method: method, received: received, .status(error), details: details, model: model.name)
             }
         }
         lifecycle.started(on: channel)

@@ -25,6 +25,28 @@ final class ScoreCacheTests: XCTestCase {
         }
     }
 
+    func testAFullQueueStillAdmitsWhatTheCacheAnswers() async throws {
+        var options = EngineOptions()
+        options.scoreCacheBytes = 1 << 20
+        options.maxQueuedTokens = 3000
+        options.maxRequestTokens = 3000
+        let engine = SiftEngine(reranker: EngineLimitsTests.reranker, options: options)
+        let seen = Array(Self.docs[0..<3])
+        let first = try await engine.rerank(RerankRequest(query: "q", documents: seen))
+        // Fill the queue with a call admitted but not yet run.
+        let filler = try engine.admit(RerankRequest(query: "filler", documents: [EngineLimitsTests.words(2000, 1)]))
+        XCTAssertEqual(engine.stats.queuedTokens, 3000)
+        // A call the cache answers whole is admitted and answered; one that needs compute is refused.
+        let again = try await engine.rerank(RerankRequest(query: "q", documents: seen))
+        XCTAssertEqual(again.usage.cachedDocuments, seen.count)
+        assertSame(again.results, first.results)
+        XCTAssertThrowsError(try engine.admit(RerankRequest(query: "q", documents: seen + ["a new document"]))) { error in
+            XCTAssertEqual((error as? EngineError)?.code, .resourceExhausted)
+        }
+        XCTAssertEqual(engine.stats.queuedTokens, 3000)
+        XCTAssertNotNil(filler.admission, "held to the end")
+    }
+
     func testACachedAnswerIsBitIdenticalToAFreshOne() async throws {
         let cached = makeEngine(cacheBytes: 1 << 20)
         let fresh = makeEngine()

@@ -70,9 +70,7 @@ public final class SiftEngine: Sendable {
         let request = request.admission == nil ? try admit(request) : request
         let maxLength = try validate(request)
         guard let cache = scoreCache, !request.documents.isEmpty else { return try await compute(request).result }
-        let context = ScoreCache.context(engine: identity, instruction: request.instruction ?? RerankPrompt.defaultInstruction,
-                                         query: request.query, maxLength: maxLength, maxTokensPerDocument: request.maxTokensPerDocument,
-                                         chunk: request.chunkLongDocuments, chunkOverlap: request.chunkOverlapTokens)
+        let context = scoreCacheContext(request, maxLength: maxLength)
         var cached: [(index: Int, entry: ScoreCache.Entry)] = []
         var missing: [Int] = []
         for (index, document) in request.documents.enumerated() {
@@ -131,8 +129,22 @@ public final class SiftEngine: Sendable {
     public func admit(_ request: RerankRequest) throws -> RerankRequest {
         let maxLength = try validate(request)
         var admitted = request
-        admitted.admission = try scheduler.reserve(estimatedTokens(request, maxLength: maxLength))
+        do {
+            admitted.admission = try scheduler.reserve(estimatedTokens(request.documents, of: request, maxLength: maxLength))
+        } catch let error as EngineError where error.code == .resourceExhausted && scoreCache != nil {
+            // The queue is full, but documents the score cache answers need no room in it (a
+            // call it answers whole is admitted with none): hold room for the others only.
+            let context = scoreCacheContext(request, maxLength: maxLength)
+            let missing = request.documents.filter { scoreCache!.lookup(context, document: $0) == nil }
+            admitted.admission = try scheduler.reserve(missing.isEmpty ? 0 : estimatedTokens(missing, of: request, maxLength: maxLength))
+        }
         return admitted
+    }
+
+    private func scoreCacheContext(_ request: RerankRequest, maxLength: Int) -> ScoreCache.Context {
+        ScoreCache.context(engine: identity, instruction: request.instruction ?? RerankPrompt.defaultInstruction,
+                           query: request.query, maxLength: maxLength, maxTokensPerDocument: request.maxTokensPerDocument,
+                           chunk: request.chunkLongDocuments, chunkOverlap: request.chunkOverlapTokens)
     }
 
     /// Best first (by logit, ties by index), cut to `topN`.
@@ -271,18 +283,19 @@ public final class SiftEngine: Sendable {
         return prepared
     }
 
-    /// Tokens the call will queue, estimated before tokenizing: a token covers at least one
-    /// UTF-8 byte of its text, so this is an upper bound, unless normalization lengthens the
-    /// text (rare; `submit` checks the exact count) or chunk windows are smaller than the
-    /// longest possible. Capped at what one call may queue (an admissible call never needs more).
-    func estimatedTokens(_ r: RerankRequest, maxLength: Int) -> Int {
+    /// Tokens the call will queue for `documents`, estimated before tokenizing: a token covers
+    /// at least one UTF-8 byte of its text, so this is an upper bound, unless normalization
+    /// lengthens the text (rare; `submit` checks the exact count) or chunk windows are smaller
+    /// than the longest possible. Capped at what one call may queue (an admissible call never
+    /// needs more).
+    func estimatedTokens(_ documents: [String], of r: RerankRequest, maxLength: Int) -> Int {
         let instruction = r.instruction ?? RerankPrompt.defaultInstruction
         let prefix = fixedPromptTokens.prefix + RerankPrompt.queryPart(query: r.query, instruction: instruction).utf8.count
         let window = min(r.maxTokensPerDocument ?? maxLength, maxLength)
         let perSequence = (options.prefixSharing ? 0 : prefix) + fixedPromptTokens.suffix
         let cap = min(options.requestTokenLimit, options.maxQueuedTokens)
         var tokens = options.prefixSharing ? prefix : 0
-        for document in r.documents {
+        for document in documents {
             let length = document.utf8.count + 1
             let cut = r.chunkLongDocuments ? Windows(length: length, window: window, overlap: r.chunkOverlapTokens)
                                            : Windows(length: min(length, window), window: window, overlap: 0)

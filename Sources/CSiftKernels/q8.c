@@ -355,15 +355,18 @@ Q8_TARGET_AVX2 void kernel_avx2(int mr, const uint8_t *xq, size_t k, const float
     __m256i acc[4][2];
     for (int r = 0; r < mr; r++) { acc[r][0] = _mm256_setzero_si256(); acc[r][1] = _mm256_setzero_si256(); }
     const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
     size_t k4 = k / 4;
     for (size_t kk = 0; kk < k4; kk++) {
         __m256i w0 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64));
         __m256i w1 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64 + 32));
         __m256i a0 = _mm256_abs_epi8(w0), a1 = _mm256_abs_epi8(w1);
         for (int r = 0; r < mr; r++) {
-            uint32_t a;
+            /* Broadcast, then flip to x_s8 = xq ^ 0x80 in the vector: the broadcast can come
+             * straight from memory (a load), instead of a move from a general register and a shuffle. */
+            int32_t a;
             memcpy(&a, xq + r * k + kk * 4, 4);
-            __m256i b = _mm256_set1_epi32((int32_t)(a ^ 0x80808080u));
+            __m256i b = _mm256_xor_si256(_mm256_set1_epi32(a), flip);
             __m256i p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(b, w0));
             __m256i p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(b, w1));
             acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));

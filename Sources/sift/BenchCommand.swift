@@ -132,13 +132,17 @@ struct ParityBench: ParsableCommand {
                   let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                   var list = root["cases"] as? [[String: Any]] else { throw CLIError("cannot read \(reference)") }
             if cases > 0 { list = Array(list.prefix(cases)) }
+            guard !list.isEmpty else { throw CLIError("\(reference) has no cases") }
             let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
             var deltas: [Double] = []
-            for c in list {
-                let r = try reranker.score(query: c["query"] as! String, instruction: c["instruction_given"] as? String,
-                                           documents: [c["document"] as! String],
-                                           maxLength: (c["max_length"] as! NSNumber).intValue)[0]
-                deltas.append(abs(Double(r.logit) - (c["logit_diff"] as! NSNumber).doubleValue))
+            for (n, c) in list.enumerated() {
+                guard let query = c["query"] as? String, let document = c["document"] as? String,
+                      let maxLength = c["max_length"] as? NSNumber, let expected = c["logit_diff"] as? NSNumber else {
+                    throw CLIError("case \(n) of \(reference) lacks a string query/document or a numeric max_length/logit_diff")
+                }
+                let r = try reranker.score(query: query, instruction: c["instruction_given"] as? String,
+                                           documents: [document], maxLength: maxLength.intValue)[0]
+                deltas.append(abs(Double(r.logit) - expected.doubleValue))
             }
             let mean = deltas.reduce(0, +) / Double(deltas.count)
             print(String(format: "%@ %@ on %d cases: mean |Δlogit| %.4f, max %.4f", precision.rawValue,

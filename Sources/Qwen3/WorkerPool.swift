@@ -28,20 +28,21 @@ public final class WorkerPool: @unchecked Sendable {
     /// How long an idle worker, or the caller waiting for the workers, spins before sleeping.
     static let spinNanoseconds: UInt64 = 100_000
 
-    public init(threads: Int) {
+    /// `name`: the workers' thread names are "name-1", "name-2", … (seen in `top -H`, debuggers).
+    public init(threads: Int, name: String = "sift-worker") {
         threadCount = max(1, threads)
         crew = Crew(workers: threadCount - 1)
         pthread_mutex_init(&turnMutex, nil)
         pthread_cond_init(&turnChanged, nil)
         for index in 1..<threadCount {
-            let start = Unmanaged.passRetained(WorkerStart(crew: crew, index: index)).toOpaque()
+            let start = Unmanaged.passRetained(WorkerStart(crew: crew, name: "\(name)-\(index)", index: index)).toOpaque()
             var attributes = pthread_attr_t()
             pthread_attr_init(&attributes)
             pthread_attr_setstacksize(&attributes, 1 << 20)
             var thread = pthread_t()
             let rc = pthread_create(&thread, &attributes, { context in
                 let start = Unmanaged<WorkerStart>.fromOpaque(context!).takeRetainedValue()
-                Thread.current.name = "sift-worker-\(start.index)"
+                Thread.current.name = start.name
                 start.crew.workerLoop(start.index)
                 return nil
             }, start)
@@ -193,8 +194,9 @@ public final class WorkerPool: @unchecked Sendable {
 /// released, and its threads joined, while they wait).
 private final class WorkerStart {
     let crew: Crew
+    let name: String
     let index: Int
-    init(crew: Crew, index: Int) { (self.crew, self.index) = (crew, index) }
+    init(crew: Crew, name: String, index: Int) { (self.crew, self.name, self.index) = (crew, name, index) }
 }
 
 /// The workers' side of a pool: a task published by bumping `generation`, finished when

@@ -74,7 +74,7 @@ struct KernelBench: ParsableCommand {
     /// sequence, as a prefill step runs it (heads over the workers, rows in tiles), against
     /// the fp32 FMA peak of a register-only loop at the path's vector width.
     func attention(path: KernelPath, pool: WorkerPool) throws {
-        let contexts = attentionContexts.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
+        let contexts = attentionContexts.split(separator: ",").compactMap { Int($0) }  // checked by validate()
         guard !contexts.isEmpty else { return }
         let threads = pool.threadCount
         var fmaPeak = 0.0

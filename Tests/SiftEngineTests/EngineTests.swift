@@ -239,23 +239,24 @@ final class EngineTests: XCTestCase {
     func testAdmissionHoldsTheCallsRoomUntilItIsQueuedOrDropped() async throws {
         let engine = try makeEngine { $0.maxQueuedTokens = 3000; $0.maxRequestTokens = 3000 }
         let document = String(repeating: "word ", count: 400)  // 2,000 bytes, ~400 tokens
-        var held: RerankRequest? = try engine.admit(RerankRequest(query: "q", documents: [document]))
+        let held = try engine.admit(RerankRequest(query: "q", documents: [document]))
         // Before tokenizing, the room held is an upper bound from the bytes.
         XCTAssertGreaterThan(engine.stats.queuedTokens, 2000)
         XCTAssertThrowsError(try engine.admit(RerankRequest(query: "q2", documents: [document]))) { error in
             XCTAssertEqual((error as? EngineError)?.code, .resourceExhausted)
         }
         // Queued, the call counts its exact tokens; done, nothing.
-        let result = try await engine.rerank(held!)
+        let result = try await engine.rerank(held)
         XCTAssertEqual(result.results.count, 1)
         XCTAssertLessThan(result.results[0].tokens, 1000)
         XCTAssertEqual(engine.stats.queuedTokens, 0)
         // Admitted and dropped without running: the room comes back.
-        held = try engine.admit(RerankRequest(query: "q3", documents: [document]))
-        XCTAssertGreaterThan(engine.stats.queuedTokens, 2000)
-        held = nil
+        do {
+            let dropped = try engine.admit(RerankRequest(query: "q3", documents: [document]))
+            XCTAssertGreaterThan(engine.stats.queuedTokens, 2000)
+            withExtendedLifetime(dropped) {}
+        }
         XCTAssertEqual(engine.stats.queuedTokens, 0)
-        XCTAssertNil(held)
     }
 
     func testPrefixCacheStaysWithinATinyBudget() async throws {

@@ -290,6 +290,22 @@ static void gemm_avx512(const uint8_t *xq, size_t m, size_t k, const float *xs, 
     }
 }
 
+/* ---- GEMM: 256-bit outlier epilogue ------------------------------------------------------- */
+/* v[r][h] += Σ_j xo[r, j] · wo[j, 16 outputs], one fma per channel in channel order (as every
+ * path). The channel loop is outside the rows, so the 2·mr accumulators are independent chains
+ * and the fmas overlap; with the rows outside, each chain waited for its previous fma. */
+__attribute__((target("avx2,fma"), always_inline)) static inline
+void outlier_epilogue_avx2(int mr, __m256 v[4][2], const float *xo, size_t no, const float *wo, size_t n_total) {
+    for (size_t j = 0; j < no; j++) {
+        __m256 w0 = _mm256_loadu_ps(wo + j * n_total), w1 = _mm256_loadu_ps(wo + j * n_total + 8);
+        for (int r = 0; r < mr; r++) {
+            __m256 x = _mm256_set1_ps(xo[r * no + j]);
+            v[r][0] = _mm256_fmadd_ps(x, w0, v[r][0]);
+            v[r][1] = _mm256_fmadd_ps(x, w1, v[r][1]);
+        }
+    }
+}
+
 /* ---- GEMM: AVX-VNNI (ymm vpdpbusd, VEX) -------------------------------------------------- */
 /* One 16-output tile = two ymm halves; MR = 4 rows. */
 
@@ -312,18 +328,16 @@ Q8_TARGET_VNNI void kernel256(int mr, const uint8_t *xq, size_t k, const float *
             acc[r][1] = _mm256_dpbusd_avx_epi32(acc[r][1], b, w1);
         }
     }
+    __m256 v[4][2];
     for (int h = 0; h < 2; h++) {
         __m256i corr = _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(rowsum + h * 8)), _mm256_set1_epi32(128));
         __m256 wsv = _mm256_loadu_ps(ws + h * 8);
-        for (int r = 0; r < mr; r++) {
-            __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][h], corr));
-            v = _mm256_mul_ps(v, _mm256_set1_ps(xs[r]));
-            v = _mm256_mul_ps(v, wsv);
-            for (size_t j = 0; j < no; j++)
-                v = _mm256_fmadd_ps(_mm256_set1_ps(xo[r * no + j]), _mm256_loadu_ps(wo + j * n_total + h * 8), v);
-            _mm256_storeu_ps(y + r * ys + h * 8, v);
-        }
+        for (int r = 0; r < mr; r++)
+            v[r][h] = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][h], corr)), _mm256_set1_ps(xs[r])), wsv);
     }
+    outlier_epilogue_avx2(mr, v, xo, no, wo, n_total);
+    for (int r = 0; r < mr; r++)
+        for (int h = 0; h < 2; h++) _mm256_storeu_ps(y + r * ys + h * 8, v[r][h]);
 }
 
 __attribute__((target("avx2,fma,avxvnni")))
@@ -373,17 +387,14 @@ Q8_TARGET_AVX2 void kernel_avx2(int mr, const uint8_t *xq, size_t k, const float
             acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
         }
     }
+    __m256 v[4][2];
     for (int h = 0; h < 2; h++) {
         __m256 wsv = _mm256_loadu_ps(ws + h * 8);
-        for (int r = 0; r < mr; r++) {
-            __m256 v = _mm256_cvtepi32_ps(acc[r][h]);
-            v = _mm256_mul_ps(v, _mm256_set1_ps(xs[r]));
-            v = _mm256_mul_ps(v, wsv);
-            for (size_t j = 0; j < no; j++)
-                v = _mm256_fmadd_ps(_mm256_set1_ps(xo[r * no + j]), _mm256_loadu_ps(wo + j * n_total + h * 8), v);
-            _mm256_storeu_ps(y + r * ys + h * 8, v);
-        }
+        for (int r = 0; r < mr; r++) v[r][h] = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][h]), _mm256_set1_ps(xs[r])), wsv);
     }
+    outlier_epilogue_avx2(mr, v, xo, no, wo, n_total);
+    for (int r = 0; r < mr; r++)
+        for (int h = 0; h < 2; h++) _mm256_storeu_ps(y + r * ys + h * 8, v[r][h]);
 }
 
 __attribute__((target("avx2,fma")))

@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Sift beside OpenVINO in one run: W1, W3 and fidelity of each, one table, the ratios.
 
-Runs `sift bench engine --workloads w1,w3` and `sift bench parity` (Sift int8), then
-openvino_reranker.py (OpenVINO static int8 and int8 weights, each hint and W1 batch size), then
-Sift's workloads again, so the machine's drift during the run shows in Sift's two rows. Called by
+Runs `sift bench engine --workloads w1,w3`, W1 through a server (`sift serve` + `sift load
+--workload w1`) and `sift bench parity` (Sift int8), then openvino_reranker.py (OpenVINO static
+int8 and int8 weights, each hint and W1 batch size), then Sift's workloads again, so the
+machine's drift during the run shows in Sift's two rows. Called by
 run.sh, which sets up OpenVINO; see README.md ("Anchors") for the figures it produced.
 """
 import argparse
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -38,6 +42,36 @@ def sift_workloads(sift, model, threads):
     return row
 
 
+def sift_served_w1(sift, model, threads):
+    """W1 as a client sees it: one call of 64 passages to `sift serve` on 127.0.0.1, score cache
+    off (it would answer a repeated call without computing)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryFile(mode="w+") as log:
+        args = [sift, "serve", "--model", model, "--port", str(port), "--threads", str(threads), "--score-cache-mb", "0"]
+        print("$ " + " ".join(args), file=sys.stderr, flush=True)
+        server = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                log.seek(0)
+                text = log.read()
+                if "loaded; serving" in text:   # the server's log line once the model is in
+                    break
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("`sift serve` did not start serving:\n" + text)
+                time.sleep(0.5)
+            out = run([sift, "load", "--server", f"127.0.0.1:{port}", "--workload", "w1"])
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    m = re.search(r"1 ok, 0 failed.*?throughput\s+[\d.]+ calls/s, ([\d.]+) docs/s", out, re.S)
+    if not m:
+        raise SystemExit("could not read `sift load --workload w1`:\n" + out)
+    return float(m.group(1))
+
+
 def sift_fidelity(sift, folder, reference, threads):
     text = run([sift, "bench", "parity", "--model", folder, "--reference", reference, "--threads", str(threads)])
     m = re.search(r"mean \|Δlogit\| ([\d.]+), max ([\d.]+)", text)
@@ -61,11 +95,13 @@ def main():
         raise SystemExit(f"{a.sift} is not an executable; build it: swift build -c release --product sift")
     sift_model = a.sift_model or a.model
     first = sift_workloads(a.sift, sift_model, a.threads)
+    first["w1_served"] = sift_served_w1(a.sift, sift_model, a.threads)
     fidelity = sift_fidelity(a.sift, a.model, a.reference, a.threads)
     ov_out = run([a.python, os.path.join(HERE, "openvino_reranker.py"), "--model", a.model, "--reference", a.reference,
                   "--threads", str(a.threads)] + a.openvino_arg)
     openvino = [json.loads(line) for line in ov_out.splitlines() if line.startswith("{")]
     second = sift_workloads(a.sift, sift_model, a.threads)
+    second["w1_served"] = sift_served_w1(a.sift, sift_model, a.threads)
     versions = next((r for r in openvino if "built" in r), {})
     rows = [r for r in openvino if r.get("engine") == "openvino"]
 
@@ -74,6 +110,7 @@ def main():
     print("|---|---|---|---|---|")
     for name, r in [("Sift int8, prefix sharing (first)", first), ("Sift int8, prefix sharing (last)", second)]:
         print(f"| {name} | {r['w1_on'][0]:.2f} | {r['w1_on'][1]:.0f} | {r['w3']:.1f} s | {fidelity[0]:.4f} / {fidelity[1]:.4f} |")
+    print(f"| Sift int8, `sift serve` + `sift load --workload w1` (first / last) | {first['w1_served']:.2f} / {second['w1_served']:.2f} | | | |")
     if "w1_off" in first:
         print(f"| Sift int8, no sharing (first) | {first['w1_off'][0]:.2f} | {first['w1_off'][1]:.0f} | | |")
     for r in rows:
@@ -88,7 +125,9 @@ def main():
         fastest_w3 = min((r for r in static if "w3" in r), key=lambda r: r["w3"]["seconds"], default=None)
         sift_w1 = min(first["w1_on"][0], second["w1_on"][0])
         sift_w3 = max(first["w3"], second["w3"])
+        served_w1 = min(first["w1_served"], second["w1_served"])
         print(f"\nSift W1 (the slower of its two runs) / OpenVINO static int8's best: {sift_w1 / best['w1_best']['docs_per_s']:.2f}x")
+        print(f"Sift W1 through sift serve + sift load (the slower run) / OpenVINO static int8's best: {served_w1 / best['w1_best']['docs_per_s']:.2f}x")
         if fastest_w3:
             print(f"Sift W3 time (the slower run) / OpenVINO static int8's fastest: {sift_w3 / fastest_w3['w3']['seconds']:.2f}x")
 

@@ -56,17 +56,47 @@ public struct KernelPathError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
+/// A layer's input rows: given, or computed from a sublayer's result row by row as the layer
+/// reads them — RMSNorm of the residual stream (before q/k/v and gate/up), SiLU(gate)·up
+/// (before down). An int8 layer quantizes each computed row while it is in L1, so the fp32
+/// input never goes through memory; the rows are the bits the separate kernels would write.
+public enum LinearInput {
+    case rows(UnsafePointer<Float>)
+    /// rmsNorm(x[r]) · weight, x rows `inputs` long.
+    case rmsNorm(UnsafePointer<Float>, weight: [Float], eps: Float)
+    /// silu(gate) · up, from rows of 2 · `inputs`: gate then up.
+    case siluMul(UnsafePointer<Float>, simd: sift_simd)
+
+    /// Row `r` of `cols` values into `out`.
+    func computeRow(_ r: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
+        switch self {
+        case let .rows(x): out.update(from: x + r * cols, count: cols)
+        case let .rmsNorm(x, weight, eps): sift_rmsnorm(x + r * cols, weight, out, 1, cols, cols, cols, eps)  // weight: borrowed for the call
+        case let .siluMul(gateUp, simd): sift_silu_mul(simd, gateUp + r * 2 * cols, gateUp + r * 2 * cols + cols, out, cols)
+        }
+    }
+
+    /// All `rows` rows into `out` (rows × cols), split over the pool.
+    func materialize(rows: Int, cols: Int, into out: UnsafeMutablePointer<Float>, pool: WorkerPool) {
+        pool.run { i in
+            for r in pool.range(i, of: rows) { computeRow(r, cols: cols, into: out + r * cols) }
+        }
+    }
+}
+
 /// y[rows, outputs] = x[rows, inputs] · Wᵀ, split by output columns over a worker pool.
 public protocol LinearLayer: AnyObject, Sendable {
     var inputs: Int { get }
     var outputs: Int { get }
     /// Bytes of weights held.
     var weightBytes: Int { get }
-    func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>,
+    func apply(_ input: LinearInput, rows: Int, out: UnsafeMutablePointer<Float>,
                pool: WorkerPool, scratch: LinearScratch)
 }
 
-/// Activation-quantization buffers shared by all layers of a forward pass (grown on demand).
+/// Input buffers shared by all layers of a forward pass (grown on demand): quantized rows with
+/// their scales and outlier values, a row per worker for computed int8 inputs, and the fp32 rows
+/// a computed input is written to for an fp32 layer.
 public final class LinearScratch: @unchecked Sendable {
     var xq: UnsafeMutablePointer<UInt8> = .allocate(capacity: 1)
     var xqCapacity = 1
@@ -74,8 +104,20 @@ public final class LinearScratch: @unchecked Sendable {
     var scalesCapacity = 1
     var outlierValues: UnsafeMutablePointer<Float> = .allocate(capacity: 1)
     var outlierCapacity = 1
+    var floats: UnsafeMutablePointer<Float> = .allocate(capacity: 1)
+    var floatsCapacity = 1
 
     public init() {}
+
+    /// At least `count` floats: one row per worker, or an fp32 layer's whole input.
+    func reserveFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if count > floatsCapacity {
+            floats.deallocate()
+            floatsCapacity = count
+            floats = .allocate(capacity: count)
+        }
+        return floats
+    }
 
     func reserve(rows: Int, cols: Int, outliers: Int) {
         if rows * cols > xqCapacity {
@@ -99,6 +141,7 @@ public final class LinearScratch: @unchecked Sendable {
         xq.deallocate()
         scales.deallocate()
         outlierValues.deallocate()
+        floats.deallocate()
     }
 }
 
@@ -111,9 +154,17 @@ public final class Float32Linear: LinearLayer, @unchecked Sendable {
 
     public init(_ weights: Matrix) { self.weights = weights }
 
-    public func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>,
+    public func apply(_ input: LinearInput, rows: Int, out: UnsafeMutablePointer<Float>,
                       pool: WorkerPool, scratch: LinearScratch) {
         let n = outputs, k = inputs
+        let x: UnsafePointer<Float>
+        if case let .rows(given) = input {
+            x = given
+        } else {
+            let rowsBuffer = scratch.reserveFloats(rows * k)
+            input.materialize(rows: rows, cols: k, into: rowsBuffer, pool: pool)
+            x = UnsafePointer(rowsBuffer)
+        }
         pool.run { i in
             let cols = pool.range(i, of: n, granule: 16)
             guard !cols.isEmpty else { return }
@@ -182,18 +233,27 @@ public final class Int8Linear: LinearLayer, @unchecked Sendable {
                   outlierChannels: outliers, outlierWeights: storage.outlierWeights, path: path, owner: storage)
     }
 
-    public func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>,
+    public func apply(_ input: LinearInput, rows: Int, out: UnsafeMutablePointer<Float>,
                       pool: WorkerPool, scratch: LinearScratch) {
         let n = outputs, k = inputs
         let no = outlierChannels.count
         scratch.reserve(rows: rows, cols: k, outliers: no)
         let xq = scratch.xq, xs = scratch.scales, xo = scratch.outlierValues
+        let rowBuffers = scratch.reserveFloats(pool.threadCount * k)
         outlierChannels.withUnsafeBufferPointer { outl in
             pool.run { i in
                 let r = pool.range(i, of: rows)
                 guard !r.isEmpty else { return }
-                sift_q8_quantize_rows(path.simd, x + r.lowerBound * k, r.count, k, k, outl.baseAddress, no,
-                                      xq + r.lowerBound * k, xs + r.lowerBound, xo + r.lowerBound * no)
+                if case let .rows(x) = input {
+                    sift_q8_quantize_rows(path.simd, x + r.lowerBound * k, r.count, k, k, outl.baseAddress, no,
+                                          xq + r.lowerBound * k, xs + r.lowerBound, xo + r.lowerBound * no)
+                    return
+                }
+                let row = rowBuffers + i * k
+                for t in r {
+                    input.computeRow(t, cols: k, into: row)
+                    sift_q8_quantize_rows(path.simd, row, 1, k, k, outl.baseAddress, no, xq + t * k, xs + t, xo + t * no)
+                }
             }
         }
         pool.run { i in

@@ -269,13 +269,8 @@ public final class Qwen3Model: @unchecked Sendable {
         ws.reserve(tokens: t)
         let h = c.hiddenSize, d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
         let eps = Float(c.rmsNormEps)
-        // Attention block: normalise, project q/k/v in one GEMM.
-        pool.run { i in
-            let r = pool.range(i, of: t)
-            sift_rmsnorm(x + r.lowerBound * h, layer.inputNorm, ws.xn + r.lowerBound * h, r.count, h, h, h, eps)
-        }
-        observer?(.qkv, ws.xn, t, h)
-        layer.qkv.apply(ws.xn, rows: t, out: ws.qkv, pool: pool, scratch: linearScratch)
+        // Attention block: project norm(x) to q/k/v in one GEMM.
+        project(layer.qkv, .rmsNorm(x, weight: layer.inputNorm, eps: eps), rows: t, out: ws.qkv, observing: .qkv, observer)
         pool.run { i in
             for span in spans {
                 let mine = pool.range(i, of: span.count)
@@ -305,8 +300,7 @@ public final class Qwen3Model: @unchecked Sendable {
             }
         }
         let rows = last ? tasks.count : t
-        observer?(.o, ws.attn, rows, c.qDim)
-        layer.o.apply(ws.attn, rows: rows, out: ws.xn, pool: pool, scratch: linearScratch)
+        project(layer.o, .rows(ws.attn), rows: rows, out: ws.xn, observing: .o, observer)
         pool.run { i in
             let r = pool.range(i, of: rows)
             guard !r.isEmpty else { return }
@@ -319,29 +313,38 @@ public final class Qwen3Model: @unchecked Sendable {
     func mlpHalf(_ layer: DecoderLayer, state: StepRows, rows: Int,
                  observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) {
         let c = config, ws = workspace, x = state.x
-        let h = c.hiddenSize, inter = c.intermediateSize
+        let h = c.hiddenSize
         let eps = Float(c.rmsNormEps)
         ws.reserve(tokens: rows)
-        pool.run { i in
-            let r = pool.range(i, of: rows)
-            guard !r.isEmpty else { return }
-            sift_rmsnorm(x + r.lowerBound * h, layer.postNorm, ws.xn + r.lowerBound * h, r.count, h, h, h, eps)
-        }
-        observer?(.gateUp, ws.xn, rows, h)
-        layer.gateUp.apply(ws.xn, rows: rows, out: ws.gateUp, pool: pool, scratch: linearScratch)
-        pool.run { i in
-            for row in pool.range(i, of: rows) {
-                let g = ws.gateUp + row * 2 * inter
-                sift_silu_mul(kernelPath.simd, g, g + inter, ws.act + row * inter, inter)
-            }
-        }
-        observer?(.down, ws.act, rows, inter)
-        layer.down.apply(ws.act, rows: rows, out: ws.xn, pool: pool, scratch: linearScratch)
+        project(layer.gateUp, .rmsNorm(x, weight: layer.postNorm, eps: eps), rows: rows, out: ws.gateUp, observing: .gateUp, observer)
+        project(layer.down, .siluMul(ws.gateUp, simd: kernelPath.simd), rows: rows, out: ws.xn, observing: .down, observer)
         pool.run { i in
             let r = pool.range(i, of: rows)
             guard !r.isEmpty else { return }
             sift_add_inplace(x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
         }
+    }
+
+    /// out = input · Wᵀ. An observer (calibration) sees the fp32 input rows, so for it they are
+    /// written out (to ws.act, which only this uses); otherwise the layer computes them as it
+    /// reads them.
+    private func project(_ linear: any LinearLayer, _ input: LinearInput, rows: Int, out: UnsafeMutablePointer<Float>,
+                         observing kind: ProjectionInput,
+                         _ observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) {
+        guard let observer else {
+            linear.apply(input, rows: rows, out: out, pool: pool, scratch: linearScratch)
+            return
+        }
+        let k = linear.inputs
+        let rowsBuffer: UnsafeMutablePointer<Float>
+        if case let .rows(given) = input {
+            rowsBuffer = UnsafeMutablePointer(mutating: given)
+        } else {
+            rowsBuffer = workspace.act
+            input.materialize(rows: rows, cols: k, into: rowsBuffer, pool: pool)
+        }
+        observer(kind, rowsBuffer, rows, k)
+        linear.apply(.rows(rowsBuffer), rows: rows, out: out, pool: pool, scratch: linearScratch)
     }
 
     /// logit("yes") − logit("no") of a final hidden state: two dot products accumulated in
@@ -424,7 +427,9 @@ final class Workspace: @unchecked Sendable {
         qkv = .allocate(capacity: t * (c.qDim + 2 * c.kvDim))
         attn = .allocate(capacity: t * c.qDim)
         gateUp = .allocate(capacity: t * 2 * c.intermediateSize)
-        act = .allocate(capacity: t * c.intermediateSize)
+        // A projection's fp32 input, written out only for an observer (calibration):
+        // norm(x) rows or silu(gate)·up rows.
+        act = .allocate(capacity: t * max(c.hiddenSize, c.intermediateSize))
         tokenCapacity = t
     }
 

@@ -55,11 +55,11 @@ struct KernelBench: ParsableCommand {
                     let y = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
                     defer { x.deallocate(); y.deallocate() }
                     for i in 0..<(m * k) { x[i] = Float(i % 97) / 50 - 1 }
-                    layer.apply(x, rows: m, out: y, pool: pool, scratch: scratch)
+                    layer.apply(.rows(x), rows: m, out: y, pool: pool, scratch: scratch)
                     var best = Double.infinity
                     for _ in 0..<max(10, 2_000_000_000 / (m * n * k)) {
                         let start = now()
-                        layer.apply(x, rows: m, out: y, pool: pool, scratch: scratch)
+                        layer.apply(.rows(x), rows: m, out: y, pool: pool, scratch: scratch)
                         best = min(best, now() - start)
                     }
                     let gops = Double(2 * m * n * k) / best / 1e9

@@ -31,7 +31,7 @@ final class KernelTests: XCTestCase {
                     var y = [Float](repeating: .nan, count: m * n)
                     x.withUnsafeMutableBufferPointer { xb in
                         y.withUnsafeMutableBufferPointer { yb in
-                            layer.apply(xb.baseAddress!, rows: m, out: yb.baseAddress!, pool: pool, scratch: LinearScratch())
+                            layer.apply(.rows(xb.baseAddress!), rows: m, out: yb.baseAddress!, pool: pool, scratch: LinearScratch())
                         }
                     }
                     if let reference {
@@ -65,7 +65,7 @@ final class KernelTests: XCTestCase {
         let layer = try Int8Linear(quantizing: w, outliers: (0..<Int32(k)).map { $0 }, path: .portable)
         var y = [Float](repeating: 0, count: m * n)
         x.withUnsafeMutableBufferPointer { xb in
-            y.withUnsafeMutableBufferPointer { layer.apply(xb.baseAddress!, rows: m, out: $0.baseAddress!, pool: WorkerPool(threads: 1), scratch: LinearScratch()) }
+            y.withUnsafeMutableBufferPointer { layer.apply(.rows(xb.baseAddress!), rows: m, out: $0.baseAddress!, pool: WorkerPool(threads: 1), scratch: LinearScratch()) }
         }
         for r in 0..<m {
             for o in 0..<n {

@@ -55,6 +55,50 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// A computed input (RMSNorm rows, SiLU(gate)·up rows) gives the bits of the same rows
+    /// computed first by the separate kernels and passed as given rows, for int8 and fp32 layers,
+    /// on every path and thread count.
+    func testComputedInputsMatchTheRowsTheyStandFor() throws {
+        let n = 48, k = 64, m = 9
+        let w = Matrix(rows: n, cols: k)
+        for (i, v) in randomFloats(n * k, seed: 3, scale: 0.1).enumerated() { w.data[i] = v }
+        let x = randomFloats(m * k, seed: 4, scale: 3)
+        let gateUp = randomFloats(m * 2 * k, seed: 5, scale: 4)
+        let norm = randomFloats(k, seed: 6).map { 1 + $0 / 2 }
+        var normed = [Float](repeating: 0, count: m * k), activated = [Float](repeating: 0, count: m * k)
+        sift_rmsnorm(x, norm, &normed, m, k, k, k, 1e-6)
+        for r in 0..<m {
+            gateUp.withUnsafeBufferPointer { g in
+                activated.withUnsafeMutableBufferPointer { sift_silu_mul(SIFT_SIMD_PORTABLE, g.baseAddress! + r * 2 * k, g.baseAddress! + r * 2 * k + k, $0.baseAddress! + r * k, k) }
+            }
+        }
+        for path in KernelPath.supported {
+            let layers: [any LinearLayer] = [try Int8Linear(quantizing: w, outliers: [5, 40], path: path), Float32Linear(w)]
+            for layer in layers {
+                for threads in [1, 2] {
+                    let pool = WorkerPool(threads: threads)
+                    func run(_ input: LinearInput) -> [UInt32] {
+                        var y = [Float](repeating: .nan, count: m * n)
+                        y.withUnsafeMutableBufferPointer { layer.apply(input, rows: m, out: $0.baseAddress!, pool: pool, scratch: LinearScratch()) }
+                        return y.map(\.bitPattern)
+                    }
+                    x.withUnsafeBufferPointer { xb in
+                        normed.withUnsafeBufferPointer { nb in
+                            XCTAssertEqual(run(.rmsNorm(xb.baseAddress!, weight: norm, eps: 1e-6)), run(.rows(nb.baseAddress!)),
+                                           "RMSNorm input, \(type(of: layer)), \(path), \(threads) threads")
+                        }
+                    }
+                    gateUp.withUnsafeBufferPointer { gb in
+                        activated.withUnsafeBufferPointer { ab in
+                            XCTAssertEqual(run(.siluMul(gb.baseAddress!, simd: path.simd)), run(.rows(ab.baseAddress!)),
+                                           "SiLU·mul input, \(type(of: layer)), \(path), \(threads) threads")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     func testOutlierChannelsAreComputedExactly() throws {
         // With every input channel an outlier the layer is pure fp32.
         let n = 32, k = 16, m = 3

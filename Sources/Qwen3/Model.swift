@@ -300,11 +300,11 @@ public final class Qwen3Model: @unchecked Sendable {
             }
         }
         let rows = last ? tasks.count : t
-        project(layer.o, .rows(ws.attn), rows: rows, out: ws.xn, observing: .o, observer)
+        project(layer.o, .rows(ws.attn), rows: rows, out: ws.delta, observing: .o, observer)
         pool.run { i in
             let r = pool.range(i, of: rows)
             guard !r.isEmpty else { return }
-            sift_add_inplace(x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
+            sift_add_inplace(x + r.lowerBound * h, ws.delta + r.lowerBound * h, r.count * h)
         }
         return rows
     }
@@ -317,11 +317,11 @@ public final class Qwen3Model: @unchecked Sendable {
         let eps = Float(c.rmsNormEps)
         ws.reserve(tokens: rows)
         project(layer.gateUp, .rmsNorm(x, weight: layer.postNorm, eps: eps), rows: rows, out: ws.gateUp, observing: .gateUp, observer)
-        project(layer.down, .siluMul(ws.gateUp, simd: kernelPath.simd), rows: rows, out: ws.xn, observing: .down, observer)
+        project(layer.down, .siluMul(ws.gateUp, simd: kernelPath.simd), rows: rows, out: ws.delta, observing: .down, observer)
         pool.run { i in
             let r = pool.range(i, of: rows)
             guard !r.isEmpty else { return }
-            sift_add_inplace(x + r.lowerBound * h, ws.xn + r.lowerBound * h, r.count * h)
+            sift_add_inplace(x + r.lowerBound * h, ws.delta + r.lowerBound * h, r.count * h)
         }
     }
 
@@ -336,15 +336,15 @@ public final class Qwen3Model: @unchecked Sendable {
             return
         }
         let k = linear.inputs
-        let rowsBuffer: UnsafeMutablePointer<Float>
-        if case let .rows(given) = input {
-            rowsBuffer = UnsafeMutablePointer(mutating: given)
+        let given: UnsafePointer<Float>
+        if case let .rows(x) = input {
+            given = x
         } else {
-            rowsBuffer = workspace.act
-            input.materialize(rows: rows, cols: k, into: rowsBuffer, pool: pool)
+            input.materialize(rows: rows, cols: k, into: workspace.act, pool: pool)
+            given = UnsafePointer(workspace.act)
         }
-        observer(kind, rowsBuffer, rows, k)
-        linear.apply(.rows(rowsBuffer), rows: rows, out: out, pool: pool, scratch: linearScratch)
+        observer(kind, given, rows, k)
+        linear.apply(.rows(given), rows: rows, out: out, pool: pool, scratch: linearScratch)
     }
 
     /// logit("yes") − logit("no") of a final hidden state: two dot products accumulated in
@@ -398,32 +398,33 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Scratch buffers of one layer (normalised rows, q/k/v, attention output, MLP activations,
-/// each attention worker's running max and sum), shared by every step of a model: each sublayer
+/// Scratch buffers of one layer (q/k/v, attention output, gate/up, the o and down projections'
+/// output, a projection's fp32 input when calibration observes it, each attention worker's
+/// running max and sum), shared by every step of a model: each sublayer
 /// starts from a step's `StepRows` and leaves its result there, so nothing here outlives a
 /// sublayer. Grown on demand and kept, so large buffers are not re-faulted on every step.
 final class Workspace: @unchecked Sendable {
     let config: Qwen3Config
     let threads: Int
     private(set) var tokenCapacity = 0
-    private(set) var xn, qkv, attn, gateUp, act: UnsafeMutablePointer<Float>
+    private(set) var delta, qkv, attn, gateUp, act: UnsafeMutablePointer<Float>
     private let attentionScratch: UnsafeMutablePointer<Float>
 
     init(config: Qwen3Config, threads: Int) {
         self.config = config
         self.threads = threads
-        (xn, qkv, attn, gateUp, act) = (.allocate(capacity: 1), .allocate(capacity: 1),
+        (delta, qkv, attn, gateUp, act) = (.allocate(capacity: 1), .allocate(capacity: 1),
             .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1))
         attentionScratch = .allocate(capacity: threads * 2 * Qwen3Model.attentionTile)
     }
 
-    deinit { for p in [xn, qkv, attn, gateUp, act, attentionScratch] { p.deallocate() } }
+    deinit { for p in [delta, qkv, attn, gateUp, act, attentionScratch] { p.deallocate() } }
 
     func reserve(tokens t: Int) {
         let c = config
         guard t > tokenCapacity else { return }
-        for p in [xn, qkv, attn, gateUp, act] { p.deallocate() }
-        xn = .allocate(capacity: t * max(c.hiddenSize, c.qDim))
+        for p in [delta, qkv, attn, gateUp, act] { p.deallocate() }
+        delta = .allocate(capacity: t * c.hiddenSize)
         qkv = .allocate(capacity: t * (c.qDim + 2 * c.kvDim))
         attn = .allocate(capacity: t * c.qDim)
         gateUp = .allocate(capacity: t * 2 * c.intermediateSize)

@@ -77,8 +77,8 @@ struct EngineBench: AsyncParsableCommand {
                 let r = try await engine.rerank(RerankRequest(query: qs[0], documents: docs256, maxTokensPerDocument: 256))
                 let wall = now() - start
                 let tokens = (sharing ? r.usage.prefixTokens : r.usage.prefixTokens * 64) + r.usage.documentTokens + r.usage.suffixTokens
-                print(String(format: "W1 prefix sharing %@: 64 docs in %.1f s = %.2f docs/s; %d prefill tokens = %.0f tokens/s",
-                             sharing ? "on " : "off", wall, 64 / wall, tokens, Double(tokens) / wall))
+                print(String(format: "W1 prefix sharing %@: 64 docs in %.1f s = %.2f docs/s; %d prefill tokens = %.0f tokens/s; KV live at most %.2f GB",
+                             sharing ? "on " : "off", wall, 64 / wall, tokens, Double(tokens) / wall, Double(engine.stats.kvPeakBytes) / 1e9))
                 engine.shutdown()
             }
         }

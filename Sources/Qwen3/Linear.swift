@@ -67,20 +67,25 @@ public enum LinearInput {
     /// silu(gate) · up, from rows of 2 · `inputs`: gate then up.
     case siluMul(UnsafePointer<Float>, simd: sift_simd)
 
-    /// Row `r` of `cols` values into `out`.
-    func computeRow(_ r: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
+    /// Row `r` (`cols` values): the given row, or the row computed into `out`.
+    func row(_ r: Int, cols: Int, computingInto out: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
         switch self {
-        case let .rows(x): out.update(from: x + r * cols, count: cols)
-        case let .rmsNorm(x, weight, eps): sift_rmsnorm(x + r * cols, weight, out, 1, cols, cols, cols, eps)  // weight: borrowed for the call
+        case let .rows(x): return x + r * cols
+        case let .rmsNorm(x, weight, eps): sift_rmsnorm(x + r * cols, weight, out, 1, cols, cols, cols, eps)
         case let .siluMul(gateUp, simd): sift_silu_mul(simd, gateUp + r * 2 * cols, gateUp + r * 2 * cols + cols, out, cols)
         }
+        return UnsafePointer(out)
     }
 
-    /// All `rows` rows into `out` (rows × cols), split over the pool.
-    func materialize(rows: Int, cols: Int, into out: UnsafeMutablePointer<Float>, pool: WorkerPool) {
+    /// All `rows` rows (rows × cols): the given ones, or computed over the pool into `buffer()`
+    /// (asked for only then).
+    func allRows(_ rows: Int, cols: Int, pool: WorkerPool, buffer: () -> UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        if case let .rows(x) = self { return x }
+        let out = buffer()
         pool.run { i in
-            for r in pool.range(i, of: rows) { computeRow(r, cols: cols, into: out + r * cols) }
+            for r in pool.range(i, of: rows) { _ = row(r, cols: cols, computingInto: out + r * cols) }
         }
+        return UnsafePointer(out)
     }
 }
 
@@ -157,14 +162,7 @@ public final class Float32Linear: LinearLayer, @unchecked Sendable {
     public func apply(_ input: LinearInput, rows: Int, out: UnsafeMutablePointer<Float>,
                       pool: WorkerPool, scratch: LinearScratch) {
         let n = outputs, k = inputs
-        let x: UnsafePointer<Float>
-        if case let .rows(given) = input {
-            x = given
-        } else {
-            let rowsBuffer = scratch.reserveFloats(rows * k)
-            input.materialize(rows: rows, cols: k, into: rowsBuffer, pool: pool)
-            x = UnsafePointer(rowsBuffer)
-        }
+        let x = input.allRows(rows, cols: k, pool: pool) { scratch.reserveFloats(rows * k) }
         pool.run { i in
             let cols = pool.range(i, of: n, granule: 16)
             guard !cols.isEmpty else { return }
@@ -249,9 +247,8 @@ public final class Int8Linear: LinearLayer, @unchecked Sendable {
                                           xq + r.lowerBound * k, xs + r.lowerBound, xo + r.lowerBound * no)
                     return
                 }
-                let row = rowBuffers + i * k
                 for t in r {
-                    input.computeRow(t, cols: k, into: row)
+                    let row = input.row(t, cols: k, computingInto: rowBuffers + i * k)
                     sift_q8_quantize_rows(path.simd, row, 1, k, k, outl.baseAddress, no, xq + t * k, xs + t, xo + t * no)
                 }
             }

@@ -336,13 +336,7 @@ public final class Qwen3Model: @unchecked Sendable {
             return
         }
         let k = linear.inputs
-        let given: UnsafePointer<Float>
-        if case let .rows(x) = input {
-            given = x
-        } else {
-            input.materialize(rows: rows, cols: k, into: workspace.act, pool: pool)
-            given = UnsafePointer(workspace.act)
-        }
+        let given = input.allRows(rows, cols: k, pool: pool) { workspace.act }
         observer(kind, given, rows, k)
         linear.apply(.rows(given), rows: rows, out: out, pool: pool, scratch: linearScratch)
     }

@@ -39,6 +39,7 @@ def sift_workloads(sift, model, threads):
         row["w3"] = float(m.group(1))
     if "w1_on" not in row or "w3" not in row:
         raise SystemExit("could not read W1/W3 from `sift bench engine`:\n" + text)
+    row["w1_served"] = sift_served_w1(sift, model, threads)
     return row
 
 
@@ -95,13 +96,11 @@ def main():
         raise SystemExit(f"{a.sift} is not an executable; build it: swift build -c release --product sift")
     sift_model = a.sift_model or a.model
     first = sift_workloads(a.sift, sift_model, a.threads)
-    first["w1_served"] = sift_served_w1(a.sift, sift_model, a.threads)
     fidelity = sift_fidelity(a.sift, a.model, a.reference, a.threads)
     ov_out = run([a.python, os.path.join(HERE, "openvino_reranker.py"), "--model", a.model, "--reference", a.reference,
                   "--threads", str(a.threads)] + a.openvino_arg)
     openvino = [json.loads(line) for line in ov_out.splitlines() if line.startswith("{")]
     second = sift_workloads(a.sift, sift_model, a.threads)
-    second["w1_served"] = sift_served_w1(a.sift, sift_model, a.threads)
     versions = next((r for r in openvino if "built" in r), {})
     rows = [r for r in openvino if r.get("engine") == "openvino"]
 

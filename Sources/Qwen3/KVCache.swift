@@ -13,7 +13,9 @@ import Foundation
 public final class KVBlock: @unchecked Sendable {
     public static let positions = Int(SIFT_KEY_BLOCK)
     let base: UnsafeMutablePointer<Float>
-    unowned let pool: KVBlockPool
+    /// Strong: a block may outlive its engine's last other reference to the pool (the prefix
+    /// cache's blocks are released while the scheduler is torn down), and gives its memory back.
+    let pool: KVBlockPool
 
     init(base: UnsafeMutablePointer<Float>, pool: KVBlockPool) {
         self.base = base
@@ -25,6 +27,11 @@ public final class KVBlock: @unchecked Sendable {
 
 /// Allocates KV blocks of one model and recycles their memory (large allocations would
 /// otherwise be faulted in afresh each time). Thread-safe; tracks live bytes for metrics.
+///
+/// Each block is its own anonymous mapping, so a block the pool lets go of is returned to the
+/// system at once. From malloc, freed blocks stayed in the heap: glibc raises its mmap
+/// threshold after the first large free, and a bench that ran W1 twice held the first run's
+/// KV (0.33 GB) on top of the second's.
 public final class KVBlockPool: @unchecked Sendable {
     public let layerCount: Int
     public let kvDim: Int
@@ -55,7 +62,7 @@ public final class KVBlockPool: @unchecked Sendable {
         capacity = capacityBytes / blockBytes
     }
 
-    deinit { state.withLock { $0.free.forEach { UnsafeMutablePointer<Float>(bitPattern: $0)!.deallocate() } } }
+    deinit { state.withLock { $0.free.forEach { unmap(UnsafeMutablePointer<Float>(bitPattern: $0)!) } } }
 
     public func allocate() -> KVBlock {
         let reused: UInt? = state.withLock { s in
@@ -63,9 +70,22 @@ public final class KVBlockPool: @unchecked Sendable {
             s.peak = max(s.peak, s.live)
             return s.free.popLast()
         }
-        let base = reused.flatMap { UnsafeMutablePointer<Float>(bitPattern: $0) } ?? .allocate(capacity: layerStride * layerCount)
+        let base = reused.flatMap { UnsafeMutablePointer<Float>(bitPattern: $0) } ?? map()
         return KVBlock(base: base, pool: self)
     }
+
+    private var mappedBytes: Int { layerStride * layerCount * MemoryLayout<Float>.stride }
+
+    /// A fresh zero-filled block. Callers stay inside the KV budget, which was sized from free
+    /// memory, so running out here means the system lost memory under us, as `allocate` would.
+    private func map() -> UnsafeMutablePointer<Float> {
+        guard let p = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            fatalError("KV block of \(mappedBytes) bytes: mmap failed (errno \(errno)); the system is out of memory")
+        }
+        return p.bindMemory(to: Float.self, capacity: layerStride * layerCount)
+    }
+
+    private func unmap(_ p: UnsafeMutablePointer<Float>) { munmap(p, mappedBytes) }
 
     func recycle(_ p: UnsafeMutablePointer<Float>) {
         let address = UInt(bitPattern: p)
@@ -74,7 +94,7 @@ public final class KVBlockPool: @unchecked Sendable {
             if s.free.count < keepFree && s.live + s.free.count < capacity { s.free.append(address); return true }
             return false
         }
-        if !kept { p.deallocate() }
+        if !kept { unmap(p) }
     }
 
     /// Blocks currently referenced by a sequence or a cache.

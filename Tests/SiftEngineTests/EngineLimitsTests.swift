@@ -170,6 +170,22 @@ final class EngineLimitsTests: XCTestCase {
         XCTAssertTrue(r.results[1].truncated)
     }
 
+    /// A stopped engine gives its KV memory back: its scheduler, pool and prefix cache go
+    /// once the scheduler's loop has ended (the thread once held them for good).
+    func testAStoppedEngineGivesBackItsKVMemory() async throws {
+        weak var pool: KVBlockPool?
+        do {
+            let engine = makeEngine()
+            _ = try await engine.rerank(RerankRequest(query: "q", documents: [Self.words(100), Self.words(120, 1)]))
+            XCTAssertGreaterThan(engine.stats.prefixCacheBytes, 0, "the prefix cache holds blocks")
+            pool = engine.scheduler.kvPool
+            engine.shutdown()
+        }
+        // The loop ends on its own thread: wait for it, up to 10 s.
+        for _ in 0..<1000 where pool != nil { try await Task.sleep(for: .milliseconds(10)) }
+        XCTAssertNil(pool, "the stopped engine's KV pool is still alive")
+    }
+
     /// The default budget comes from available memory less the model's mapped weights.
     func testDefaultBudgetFollowsAvailableMemory() {
         XCTAssertEqual(SystemMemory.defaultKVBudget(mappedModelBytes: 2 << 30, available: 10 << 30), 6 << 30)

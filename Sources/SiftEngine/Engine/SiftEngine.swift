@@ -12,7 +12,7 @@ import Synchronization
 public final class SiftEngine: Sendable {
     public let reranker: Reranker
     public let options: EngineOptions
-    private let scheduler: Scheduler
+    let scheduler: Scheduler
     private let nextID = Atomic<UInt64>(1)
     /// Scores computed before, answered without compute (nil: off).
     public let scoreCache: ScoreCache?

@@ -31,7 +31,6 @@ final class Scheduler: @unchecked Sendable {
     private var passes: [(pass: ForwardPass, plan: [Planner.Item])] = []
     /// Measured compute rate (tokens per second of step time), for deadline-driven classes.
     private var tokensPerSecond = 0.0
-    private var thread: Thread?
 
     /// `kvBudgetBytes`: the resolved KV budget (the engine picks a default from free memory).
     init(model: Qwen3Model, options: EngineOptions, kvBudgetBytes: Int) {
@@ -50,11 +49,12 @@ final class Scheduler: @unchecked Sendable {
         }
     }
 
+    /// The thread holds the scheduler until `stop` ends its loop, and nothing holds the thread:
+    /// kept in a property it made a cycle, and a stopped engine never gave back its KV.
     func start() {
         let t = Thread { [self] in self.loop() }
         t.name = "sift-scheduler"
         t.stackSize = 8 << 20
-        thread = t
         t.start()
     }
 

@@ -21,6 +21,7 @@ struct sift_client {
     char *api_key;
     char *authorization;
     char *model;
+    int32_t priority;
 };
 
 static int fail(sift_status *status, int code, const char *fmt, ...) {
@@ -86,6 +87,8 @@ void sift_set_model(sift_client *client, const char *model) {
     free(client->model);
     client->model = model ? strdup(model) : NULL;
 }
+
+void sift_set_priority(sift_client *client, int32_t priority) { client->priority = priority; }
 
 void sift_close(sift_client *client) {
     if (!client) return;
@@ -188,6 +191,7 @@ int sift_rerank(sift_client *client, const char *query, const char *const *docum
     request.timeout_ms = options->timeout_ms;
     request.chunk_long_documents = options->chunk_long_documents != 0;
     request.chunk_overlap_tokens = options->chunk_overlap_tokens;
+    request.priority = client->priority;
     if (client->model) request.model = client->model;
     Sift__V1__Frame frame = SIFT__V1__FRAME__INIT;
     frame.body_case = SIFT__V1__FRAME__BODY_RERANK_REQUEST;

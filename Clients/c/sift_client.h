@@ -51,6 +51,12 @@ void sift_set_api_key(sift_client *client, const char *key);
 /* Asks for this model (a name or alias the server serves; copied) in every later call; NULL: the
  * server's default. An unknown name makes calls fail with SIFT_NOT_FOUND naming the models. */
 void sift_set_model(sift_client *client, const char *model);
+/* Sends this priority with every later call (0, the default, until set). Higher is served first,
+ * and it is the call's class: > 0 interactive (served before batch work, even between the
+ * sublayers of a batch step), < 0 batch, 0 lets the call's size decide (the server's
+ * --interactive-tokens). A setter, not an option field, so programs built against the 0.6
+ * library keep its sift_rerank_options layout. */
+void sift_set_priority(sift_client *client, int32_t priority);
 void sift_close(sift_client *client);
 
 /* Scores n documents against query. On SIFT_OK, results[0..*n_results) are filled (results must

@@ -12,8 +12,16 @@ make -s
 . "$root/scripts/lib/sift-server.sh"
 log=$(mktemp)
 trap 'kill -TERM $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true; rm -f "$log"' EXIT
-start_sift_server "$log" --model "$tiny" --model-alias "c-model=$(basename "$tiny")" --threads 2
+# --interactive-tokens 0: only a priority > 0 makes a call interactive, which the metrics count.
+start_sift_server "$log" --model "$tiny" --model-alias "c-model=$(basename "$tiny")" --threads 2 \
+  --interactive-tokens 0 --metrics-port 0
 port=$server_port
+metrics=$(grep -o 'metrics=http://[^ ]*' "$log" | head -1 | cut -d= -f2)
+interactive_steps() {
+  python3 -c 'import sys, urllib.request
+for line in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines():
+    if line.startswith("sift_engine_interactive_steps"): print(int(float(line.split()[-1])))' "$metrics"
+}
 got=$(build/test_client 127.0.0.1 "$port")
 want=$(printf '%s\n' '{"text":"The capital of China is Beijing."}' '{"text":"Gravity pulls things down."}' '{"text":""}' |
   "$sift" score --model "$tiny" --precision int8 --query "What is the capital of China?" - |
@@ -21,6 +29,12 @@ want=$(printf '%s\n' '{"text":"The capital of China is Beijing."}' '{"text":"Gra
 if [ "$got" != "$want" ]; then
   echo "C client logits differ from sift score:"; echo "$got"; echo "--"; echo "$want"; exit 1
 fi
+# sift_set_priority reaches the server: priority -1 leaves the call batch work, 5 makes it interactive.
+before=$(interactive_steps)
+build/test_client 127.0.0.1 "$port" -1
+[ "$(interactive_steps)" = "$before" ] || { echo "a call sent with priority -1 was run as interactive"; exit 1; }
+build/test_client 127.0.0.1 "$port" 5
+[ "$(interactive_steps)" -gt "$before" ] || { echo "a call sent with priority 5 was not run as interactive (sift_set_priority lost?)"; exit 1; }
 docs='Paris is in France.\nBananas are yellow.\n'
 static_out=$(printf "$docs" | build/sift-rerank "127.0.0.1:$port" "capital of France?")
 # Installed as another project would use it: make install PREFIX=…, then pkg-config, against the
@@ -41,4 +55,4 @@ for example in shared-example static-example; do
   out=$(printf "$docs" | "$prefix/$example" "127.0.0.1:$port" "capital of France?")
   [ "$out" = "$static_out" ] || { echo "$example printed something else:"; echo "$out"; echo "--"; echo "$static_out"; exit 1; }
 done
-echo "C client: scores match sift score; installed with make install, the shared and static libraries work through pkg-config"
+echo "C client: scores match sift score; priority reaches the server; installed with make install, the shared and static libraries work through pkg-config"

@@ -1,4 +1,6 @@
-/* test_client HOST PORT: checks the C client against a running server (tiny model). */
+/* test_client HOST PORT: checks the C client against a running server (tiny model).
+ * test_client HOST PORT PRIORITY: one call sent with that priority (test.sh reads the server's
+ * metrics around it). */
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,10 +11,23 @@
 #define CHECK(cond) do { if (!(cond)) { fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); exit(1); } } while (0)
 
 int main(int argc, char **argv) {
-    CHECK(argc == 3);
+    CHECK(argc == 3 || argc == 4);
     sift_status status;
     sift_client *client = sift_connect(argv[1], atoi(argv[2]), &status);
     CHECK(client != NULL);
+    if (argc == 4) {
+        /* A document of its own per priority: the server's score cache would answer a repeat
+         * without a step. */
+        char text[64];
+        snprintf(text, sizeof text, "Beijing is the capital of China (%s).", argv[3]);
+        const char *doc[] = {text};
+        sift_result r[1];
+        size_t got = 0;
+        sift_set_priority(client, atoi(argv[3]));
+        CHECK(sift_rerank(client, "What is the capital of China?", doc, 1, NULL, r, &got, &status) == SIFT_OK && got == 1);
+        sift_close(client);
+        return 0;
+    }
     int serving = 0;
     CHECK(sift_health(client, &serving, &status) == SIFT_OK && serving);
 

@@ -29,9 +29,9 @@ public final class KVBlock: @unchecked Sendable {
 /// otherwise be faulted in afresh each time). Thread-safe; tracks live bytes for metrics.
 ///
 /// Each block is its own anonymous mapping, so a block the pool lets go of is returned to the
-/// system at once. From malloc, freed blocks stayed in the heap: glibc raises its mmap
-/// threshold after the first large free, and a bench that ran W1 twice held the first run's
-/// KV (0.33 GB) on top of the second's.
+/// system at once, whatever malloc's thresholds: once glibc has raised its mmap threshold
+/// (after a large free), blocks from malloc would be freed into its heap and stay resident
+/// (`sift serve` lowers the threshold; benchmarks, tests and embedders do not).
 public final class KVBlockPool: @unchecked Sendable {
     public let layerCount: Int
     public let kvDim: Int

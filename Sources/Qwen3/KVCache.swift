@@ -74,18 +74,16 @@ public final class KVBlockPool: @unchecked Sendable {
         return KVBlock(base: base, pool: self)
     }
 
-    private var mappedBytes: Int { layerStride * layerCount * MemoryLayout<Float>.stride }
-
     /// A fresh zero-filled block. Callers stay inside the KV budget, which was sized from free
     /// memory, so running out here means the system lost memory under us, as `allocate` would.
     private func map() -> UnsafeMutablePointer<Float> {
-        guard let p = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
-            fatalError("KV block of \(mappedBytes) bytes: mmap failed (errno \(errno)); the system is out of memory")
+        guard let p = mmap(nil, blockBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            fatalError("KV block of \(blockBytes) bytes: mmap failed (errno \(errno)); the system is out of memory")
         }
         return p.bindMemory(to: Float.self, capacity: layerStride * layerCount)
     }
 
-    private func unmap(_ p: UnsafeMutablePointer<Float>) { munmap(p, mappedBytes) }
+    private func unmap(_ p: UnsafeMutablePointer<Float>) { munmap(p, blockBytes) }
 
     func recycle(_ p: UnsafeMutablePointer<Float>) {
         let address = UInt(bitPattern: p)

@@ -253,11 +253,12 @@ public final class Int8Linear: LinearLayer, @unchecked Sendable {
                 }
             }
         }
-        pool.run { i in
-            let cols = pool.range(i, of: n, granule: 16)
-            guard !cols.isEmpty else { return }
+        // Column slices of whole 16-wide tiles, handed out as threads come free.
+        let slices = pool.units(of: n, granule: 16)
+        pool.run(units: slices.count) { slice, _ in
+            let c0 = slice * slices.size, c1 = min(n, c0 + slices.size)
             sift_q8_gemm(path.cValue, xq, rows, k, xs, xo, no, packed, rowSums, scales, outlierWeights, n,
-                         cols.lowerBound, cols.upperBound, out, n)
+                         c0, c1, out, n)
         }
     }
 }

@@ -214,8 +214,10 @@ public final class Qwen3Model: @unchecked Sendable {
     /// What every sublayer of a step needs to know about its rows, built once per step (and
     /// again when rows are dropped), so the layers themselves allocate nothing: the spans, the
     /// KV block table of each (their caches are reserved before the step, so blocks do not
-    /// change during it), and the attention work of the layers (every row) and of the last
-    /// layer (each finishing span's last row, packed to the top).
+    /// change during it), and the attention work of the layers (every row, in tiles of at most
+    /// `attentionTile` rows, those that see the most keys first: handed out in this order, the
+    /// longest go first and the shortest even out the end) and of the last layer (each
+    /// finishing span's last row, packed to the top, in span order).
     struct StepLayout {
         let spans: [Span]
         let rows: Int
@@ -235,9 +237,15 @@ public final class Qwen3Model: @unchecked Sendable {
                 table.append(contentsOf: span.cache.blocks.lazy.map { UnsafePointer($0.base) })
                 rows += span.count
                 guard span.count > 0 else { continue }
-                all.append(AttentionTask(span: n, firstRow: 0, rows: span.count, outRow: span.firstRow))
+                for first in stride(from: 0, to: span.count, by: Qwen3Model.attentionTile) {
+                    all.append(AttentionTask(span: n, firstRow: first, rows: min(Qwen3Model.attentionTile, span.count - first),
+                                             outRow: span.firstRow + first))
+                }
                 if span.finish { last.append(AttentionTask(span: n, firstRow: span.count - 1, rows: 1, outRow: last.count)) }
             }
+            // Keys a tile's last row sees: its cost, near enough (a tile's rows see about as many).
+            func keys(_ task: AttentionTask) -> Int { spans[task.span].start + task.firstRow + task.rows }
+            all.sort { keys($0) > keys($1) }
             (self.rows, blockTable, tableStart, attention, lastAttention) = (rows, table, starts, all, last)
         }
     }
@@ -348,8 +356,8 @@ public final class Qwen3Model: @unchecked Sendable {
     }
 
     /// Causal grouped-query attention (sift_attention: a fixed order per row, so the result
-    /// never depends on tiling, chunking or batching). Work items are (task, head) pairs split
-    /// over the workers; rows go in tiles of `attentionTile`.
+    /// never depends on tiling, chunking or batching). Work items are (task, head) pairs, a
+    /// task being at most `attentionTile` rows, handed to the workers as they come free.
     private func attention(layer: Int, layout: StepLayout, tasks: [AttentionTask]) {
         let c = config, ws = workspace, spans = layout.spans
         let d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
@@ -358,23 +366,15 @@ public final class Qwen3Model: @unchecked Sendable {
         let simd = kernelPath.simd
         let units = tasks.count * c.headCount
         layout.blockTable.withUnsafeBufferPointer { table in
-            pool.run { worker in
-                let scratch = ws.attentionScratch(worker)
-                for unit in pool.range(worker, of: units) {
-                    let task = tasks[unit / c.headCount], head = unit % c.headCount
-                    let span = spans[task.span]
-                    let blocks = table.baseAddress! + layout.tableStart[task.span]
-                    let kOff = span.cache.pool.keyOffset(layer), vOff = span.cache.pool.valueOffset(layer)
-                    var done = 0
-                    while done < task.rows {
-                        let tile = min(Qwen3Model.attentionTile, task.rows - done)
-                        let r0 = task.firstRow + done
-                        sift_attention(simd, ws.qkv + (span.firstRow + r0) * qkvCols + head * d, qkvCols, tile,
-                                       span.start + r0, blocks, kOff, vOff, head / group, d, scale,
-                                       ws.attn + (task.outRow + done) * c.qDim + head * d, c.qDim, scratch)
-                        done += tile
-                    }
-                }
+            pool.run(units: units) { unit, worker in
+                let task = tasks[unit / c.headCount], head = unit % c.headCount
+                let span = spans[task.span]
+                let blocks = table.baseAddress! + layout.tableStart[task.span]
+                let kOff = span.cache.pool.keyOffset(layer), vOff = span.cache.pool.valueOffset(layer)
+                let r0 = task.firstRow
+                sift_attention(simd, ws.qkv + (span.firstRow + r0) * qkvCols + head * d, qkvCols, task.rows,
+                               span.start + r0, blocks, kOff, vOff, head / group, d, scale,
+                               ws.attn + task.outRow * c.qDim + head * d, c.qDim, ws.attentionScratch(worker))
             }
         }
     }

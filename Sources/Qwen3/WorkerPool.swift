@@ -80,10 +80,58 @@ public final class WorkerPool: @unchecked Sendable {
     /// Runs `body(i)` for i in 0..<threadCount in parallel, when this caller's turn comes (see
     /// the type's comment). Not reentrant: `body` must not call `run`.
     public func run(_ body: (Int) -> Void) {
+        inTurn { onEveryWorker(body) }
+    }
+
+    /// Runs `body(unit, worker)` once for every unit in 0..<units, the units handed out one at a
+    /// time to whichever worker is free (the caller is worker 0). A unit's result must not
+    /// depend on the thread that computes it; then only the timing changes with the order. On a
+    /// shared machine a thread can lose its core for milliseconds (hypervisor steal, another
+    /// process): with fixed shares the other threads wait at the end of the op, with handed-out
+    /// units they take over the remaining work.
+    public func run(units: Int, _ body: (_ unit: Int, _ worker: Int) -> Void) {
+        guard units > 0 else { return }
+        inTurn {
+            if threadCount == 1 || units == 1 {
+                for unit in 0..<units { body(unit, 0) }
+                return
+            }
+            // Reset within the turn (other callers' turns use the same counter); publishing the
+            // task orders it before the workers' first take.
+            nextUnit.store(0, ordering: .relaxed)
+            onEveryWorker { worker in
+                while true {
+                    let unit = nextUnit.add(1, ordering: .relaxed).oldValue
+                    if unit >= units { return }
+                    body(unit, worker)
+                }
+            }
+        }
+    }
+
+    /// Runs `work` as this caller's turn (see the type's comment).
+    private func inTurn(_ work: () -> Void) {
         let started = takeTurn()
         defer { endTurn(started: started) }
+        work()
+    }
+
+    /// `body(i)` on every worker i (the caller is 0); returns when all are done.
+    private func onEveryWorker(_ body: (Int) -> Void) {
         if threadCount == 1 { body(0); return }
         withoutActuallyEscaping(body) { body in crew.run(body) }
+    }
+
+    /// The next unit of the running `run(units:)`.
+    private let nextUnit = Atomic<Int>(0)
+
+    /// Units for `count` items in granules of `granule`, about `perThread` units per thread
+    /// (fewer, coarser units when there are few granules), and the items of each.
+    public func units(of count: Int, granule: Int = 1, perThread: Int = 8) -> (count: Int, size: Int) {
+        let granules = (count + granule - 1) / granule
+        let per = max(1, granules / max(1, threadCount * perThread))
+        let size = per * granule
+        return ((count + size - 1) / size, size)
     }
 
     /// Who runs next (guarded by `turnMutex`).

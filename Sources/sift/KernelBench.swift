@@ -103,14 +103,13 @@ struct KernelBench: ParsableCommand {
             for _ in 0..<3 {
                 let start = now()
                 table.withUnsafeBufferPointer { t in
-                    pool.run { worker in
-                        for head in pool.range(worker, of: heads) {
-                            for r0 in Swift.stride(from: 0, to: n, by: tile) {
-                                sift_attention(path.simd, q + r0 * qDim + head * d, qDim, min(tile, n - r0), r0, t.baseAddress,
-                                               0, block * kvDim, head / (heads / kvHeads), d, scale,
-                                               out + r0 * qDim + head * d, qDim, scratch + worker * 2 * tile)
-                            }
-                        }
+                    // As the model hands it out: (row tile, head) units, the tiles that see most keys first.
+                    let tiles = (n + tile - 1) / tile
+                    pool.run(units: tiles * heads) { unit, worker in
+                        let r0 = (tiles - 1 - unit / heads) * tile, head = unit % heads
+                        sift_attention(path.simd, q + r0 * qDim + head * d, qDim, min(tile, n - r0), r0, t.baseAddress,
+                                       0, block * kvDim, head / (heads / kvHeads), d, scale,
+                                       out + r0 * qDim + head * d, qDim, scratch + worker * 2 * tile)
                     }
                 }
                 best = min(best, now() - start)

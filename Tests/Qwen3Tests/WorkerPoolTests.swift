@@ -48,6 +48,71 @@ final class WorkerPoolTests: XCTestCase {
         }
     }
 
+    /// `run(units:)` runs every unit exactly once, on a valid worker index, with the workers
+    /// awake or asleep, however many units there are, and with two callers sharing the pool.
+    func testHandedOutUnitsRunExactlyOnce() {
+        for threads in [1, 2, 4] {
+            let pool = WorkerPool(threads: threads)
+            for (round, units) in [0, 1, 3, 100, 7, 1000].enumerated() {
+                if round == 3 { usleep(2_000) }  // past the spin: the workers sleep
+                let runs = UnsafeMutablePointer<Int>.allocate(capacity: max(1, units))
+                runs.initialize(repeating: 0, count: max(1, units))
+                defer { runs.deallocate() }
+                let badWorker = Locked(false)
+                pool.run(units: units) { unit, worker in
+                    runs[unit] += 1
+                    if !(0..<threads).contains(worker) { badWorker.withLock { $0 = true } }
+                }
+                XCTAssertEqual((0..<units).filter { runs[$0] != 1 }, [], "\(threads) threads, \(units) units")
+                XCTAssertFalse(badWorker.withLock { $0 })
+            }
+        }
+        // Two callers at once: each one's units are its own (the counter is reset within a turn).
+        let pool = WorkerPool(threads: 2)
+        let totals = Locked([0, 0])
+        let callers = (0..<2).map { caller in
+            Thread {
+                for _ in 0..<200 {
+                    let count = Locked(0)
+                    pool.run(units: 37) { _, _ in count.withLock { $0 += 1 } }
+                    totals.withLock { $0[caller] += count.withLock { $0 } }
+                }
+            }
+        }
+        callers.forEach { $0.start() }
+        while callers.contains(where: { !$0.isFinished }) { usleep(1_000) }
+        XCTAssertEqual(totals.withLock { $0 }, [200 * 37, 200 * 37])
+    }
+
+    /// A worker held up (here: asleep in its first unit) leaves the remaining units to the others.
+    func testAHeldUpWorkersUnitsGoToTheOthers() {
+        let pool = WorkerPool(threads: 2)
+        let byWorker = Locked([0, 0]), heldUp = Locked(false)
+        pool.run(units: 100) { _, worker in
+            if worker == 1, !heldUp.withLock({ $0 }) {
+                heldUp.withLock { $0 = true }
+                usleep(50_000)
+            }
+            byWorker.withLock { $0[worker] += 1 }
+        }
+        let counts = byWorker.withLock { $0 }
+        XCTAssertEqual(counts[0] + counts[1], 100)
+        XCTAssertGreaterThanOrEqual(counts[0], 90, "units by worker: \(counts)")
+    }
+
+    /// `units(of:granule:)`: slices of whole granules covering every item once.
+    func testUnitSlicesCoverEveryItemInWholeGranules() {
+        for threads in [1, 2, 3] {
+            let pool = WorkerPool(threads: threads)
+            for count in [16, 1024, 4096, 6144, 80] {
+                let slices = pool.units(of: count, granule: 16)
+                XCTAssertEqual(slices.size % 16, 0)
+                XCTAssertGreaterThanOrEqual(slices.count * slices.size, count)
+                XCTAssertLessThan((slices.count - 1) * slices.size, count, "no empty slice")
+            }
+        }
+    }
+
     /// Releasing a pool joins its threads (none is left behind, none is still running).
     func testReleasingAPoolJoinsItsThreads() throws {
         // This test's pools' workers, by thread name (other threads of the test process — Swift

@@ -105,7 +105,7 @@ static void attention_portable(const float *q, size_t q_stride, size_t rows, siz
     }
 }
 
-/* ---- AVX2 (8 lanes; also the AVX-512 level's kernel: the same bits by construction) ------- */
+/* ---- AVX2 (8 lanes; also the AVX-512 level's when head_dim is not a multiple of 32) -------- */
 
 #define ATT_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 
@@ -242,18 +242,159 @@ static void attention_avx2(const float *q, size_t q_stride, size_t rows, size_t 
     }
 }
 
+/* ---- AVX-512 (16 lanes: one block of keys, or 16 dims, per register) ----------------------- */
+/* The same operations in the same order as the 8-lane kernel, on registers twice as wide: the
+ * scores of two blocks at once (QKᵀ: 2·NR independent chains), PV 32 dims at a time, and the
+ * diagonal blocks' rows under a mask (a masked-off fma leaves the accumulator as it was, which is
+ * what skipping the key does), so every row group keeps its register tile on the diagonal too. */
+
+#define ATT_512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx2"), always_inline)) static inline
+
+/* o[r] = o[r] · c[r] + Σ_{j < vis[r]} e[r][j] · v_j for NR rows, 32 dims at a time; `masked` 0
+ * when every row sees all 16 keys. `rescale` as in pv_avx2. */
+ATT_512 void pv_avx512(int nr, int rescale, int masked, const float (*e)[16], const float *c, const size_t *vis,
+                       kv_view kv, size_t first_key, size_t g, size_t d, float *out, size_t out_stride) {
+    const float *v = value_row(kv, first_key, g, d);
+    size_t keys = SIFT_KEY_BLOCK;
+    if (masked) {
+        keys = 0;
+        for (int r = 0; r < nr; r++) keys = vis[r] > keys ? vis[r] : keys;
+    }
+    for (size_t d0 = 0; d0 < d; d0 += 32) {
+        __m512 acc[ATT_ROWS][2];
+        for (int r = 0; r < nr; r++) {
+            acc[r][0] = _mm512_loadu_ps(out + r * out_stride + d0);
+            acc[r][1] = _mm512_loadu_ps(out + r * out_stride + d0 + 16);
+            if (rescale) {
+                __m512 cr = _mm512_set1_ps(c[r]);
+                acc[r][0] = _mm512_mul_ps(acc[r][0], cr);
+                acc[r][1] = _mm512_mul_ps(acc[r][1], cr);
+            }
+        }
+        for (size_t j = 0; j < keys; j++) {
+            __m512 v0 = _mm512_loadu_ps(v + j * d + d0), v1 = _mm512_loadu_ps(v + j * d + d0 + 16);
+            for (int r = 0; r < nr; r++) {
+                __m512 ej = _mm512_set1_ps(e[r][j]);
+                if (masked) {
+                    __mmask16 sees = j < vis[r] ? 0xFFFF : 0;
+                    acc[r][0] = _mm512_mask3_fmadd_ps(ej, v0, acc[r][0], sees);
+                    acc[r][1] = _mm512_mask3_fmadd_ps(ej, v1, acc[r][1], sees);
+                } else {
+                    acc[r][0] = _mm512_fmadd_ps(ej, v0, acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(ej, v1, acc[r][1]);
+                }
+            }
+        }
+        for (int r = 0; r < nr; r++) {
+            _mm512_storeu_ps(out + r * out_stride + d0, acc[r][0]);
+            _mm512_storeu_ps(out + r * out_stride + d0 + 16, acc[r][1]);
+        }
+    }
+}
+
+/* One block's softmax step and PV for NR rows from their raw scores s[r]. */
+ATT_512 void block_avx512(int nr, __m512 *s, size_t pos0, size_t b, kv_view kv, size_t g, size_t d, float scale,
+                          float *out, size_t out_stride, float *m, float *l) {
+    float e[ATT_ROWS][16] __attribute__((aligned(64)));
+    float c[ATT_ROWS];
+    size_t vis[ATT_ROWS];
+    int all_full = 1, rescale = 0;
+    for (int r = 0; r < nr; r++) {
+        vis[r] = visible_keys(pos0 + (size_t)r, b);
+        if (vis[r] < SIFT_KEY_BLOCK) all_full = 0;
+        if (vis[r] == 0) { c[r] = 1.0f; memset(e[r], 0, sizeof e[r]); continue; }
+        __mmask16 sees = (__mmask16)(vis[r] >= 16 ? 0xFFFF : (1u << vis[r]) - 1);
+        __m512 x = _mm512_mul_ps(s[r], _mm512_set1_ps(scale));
+        float bm = _mm512_reduce_max_ps(_mm512_mask_blend_ps(sees, _mm512_set1_ps(-INFINITY), x));
+        float m_new = fmaxf(m[r], bm);
+        c[r] = exp_portable(m[r] - m_new);
+        if (c[r] != 1.0f) rescale = 1;
+        __m512 ex = _mm512_maskz_mov_ps(sees, exp_avx512(_mm512_sub_ps(x, _mm512_set1_ps(m_new))));
+        _mm512_store_ps(e[r], ex);
+        l[r] = l[r] * c[r] + sum16_tree_avx2(_mm512_castps512_ps256(ex), _mm512_extractf32x8_ps(ex, 1));
+        m[r] = m_new;
+    }
+    /* A row that sees none of the block has c = 1 and no key under the mask: it is left as it was. */
+    if (all_full) {
+        if (rescale) pv_avx512(nr, 1, 0, (const float (*)[16])e, c, vis, kv, b * SIFT_KEY_BLOCK, g, d, out, out_stride);
+        else pv_avx512(nr, 0, 0, (const float (*)[16])e, c, vis, kv, b * SIFT_KEY_BLOCK, g, d, out, out_stride);
+    } else {
+        pv_avx512(nr, 1, 1, (const float (*)[16])e, c, vis, kv, b * SIFT_KEY_BLOCK, g, d, out, out_stride);
+    }
+}
+
+/* NR rows (compile-time; positions pos0 ...) over blocks [b0, b1), two blocks' scores at a time. */
+ATT_512 void rows_avx512(int nr, const float *q, size_t q_stride, size_t pos0, size_t b0, size_t b1, kv_view kv,
+                         size_t g, size_t d, float scale, float *out, size_t out_stride, float *m, float *l) {
+    size_t last = pos0 + (size_t)nr - 1;
+    if (b0 * SIFT_KEY_BLOCK > last) return;
+    float qc[ATT_ROWS * ATT_MAX_D] __attribute__((aligned(64)));   /* as in rows_avx2 */
+    for (int r = 0; r < nr; r++) memcpy(qc + r * d, q + r * q_stride, d * sizeof(float));
+    size_t end = (last / SIFT_KEY_BLOCK + 1) < b1 ? last / SIFT_KEY_BLOCK + 1 : b1;
+    size_t b = b0;
+    for (; b + 2 <= end; b += 2) {
+        const float *p0 = key_panel(kv, b, g, d), *p1 = key_panel(kv, b + 1, g, d);
+        __m512 s0[ATT_ROWS], s1[ATT_ROWS];
+        for (int r = 0; r < nr; r++) s0[r] = s1[r] = _mm512_setzero_ps();
+        for (size_t dd = 0; dd < d; dd++) {
+            __m512 k0 = _mm512_loadu_ps(p0 + dd * SIFT_KEY_BLOCK), k1 = _mm512_loadu_ps(p1 + dd * SIFT_KEY_BLOCK);
+            for (int r = 0; r < nr; r++) {
+                __m512 qr = _mm512_set1_ps(qc[r * d + dd]);
+                s0[r] = _mm512_fmadd_ps(qr, k0, s0[r]);
+                s1[r] = _mm512_fmadd_ps(qr, k1, s1[r]);
+            }
+        }
+        block_avx512(nr, s0, pos0, b, kv, g, d, scale, out, out_stride, m, l);
+        block_avx512(nr, s1, pos0, b + 1, kv, g, d, scale, out, out_stride, m, l);
+    }
+    if (b < end) {
+        const float *p0 = key_panel(kv, b, g, d);
+        __m512 s0[ATT_ROWS];
+        for (int r = 0; r < nr; r++) s0[r] = _mm512_setzero_ps();
+        for (size_t dd = 0; dd < d; dd++) {
+            __m512 k0 = _mm512_loadu_ps(p0 + dd * SIFT_KEY_BLOCK);
+            for (int r = 0; r < nr; r++) s0[r] = _mm512_fmadd_ps(_mm512_set1_ps(qc[r * d + dd]), k0, s0[r]);
+        }
+        block_avx512(nr, s0, pos0, b, kv, g, d, scale, out, out_stride, m, l);
+    }
+}
+
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx2")))
+static void attention_avx512(const float *q, size_t q_stride, size_t rows, size_t first_pos, kv_view kv,
+                             size_t g, size_t d, float scale, float *out, size_t out_stride, float *m, float *l) {
+    size_t blocks = (first_pos + rows + SIFT_KEY_BLOCK - 1) / SIFT_KEY_BLOCK;
+    for (size_t b0 = 0; b0 < blocks; b0 += ATT_CHUNK) {
+        size_t b1 = b0 + ATT_CHUNK < blocks ? b0 + ATT_CHUNK : blocks;
+        size_t r = 0;
+#define ROWS(NR) rows_avx512(NR, q + r * q_stride, q_stride, first_pos + r, b0, b1, kv, g, d, scale, \
+                             out + r * out_stride, out_stride, m + r, l + r)
+        for (; r + 6 <= rows; r += 6) ROWS(6);
+        if (r + 4 <= rows) { ROWS(4); r += 4; }
+        if (r + 2 <= rows) { ROWS(2); r += 2; }
+        if (r < rows) { ROWS(1); r += 1; }
+#undef ROWS
+    }
+    for (size_t r = 0; r < rows; r++) {
+        __m512 inv = _mm512_set1_ps(1.0f / l[r]);
+        float *o = out + r * out_stride;
+        for (size_t dd = 0; dd < d; dd += 16) _mm512_storeu_ps(o + dd, _mm512_mul_ps(_mm512_loadu_ps(o + dd), inv));
+    }
+}
+
 void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
                     const float *const *blocks, size_t k_off, size_t v_off, size_t g, size_t d,
                     float scale, float *out, size_t out_stride, float *scratch) {
     kv_view kv = {blocks, k_off, v_off};
-    if (sift_simd_usable(level) >= SIFT_SIMD_AVX2 && d % 16 == 0 && d <= ATT_MAX_D) {
+    level = sift_simd_usable(level);
+    if (level >= SIFT_SIMD_AVX2 && d % 16 == 0 && d <= ATT_MAX_D) {
         float *m = scratch, *l = scratch + rows;
         for (size_t r = 0; r < rows; r++) {
             m[r] = -INFINITY;
             l[r] = 0.0f;
             memset(out + r * out_stride, 0, d * sizeof(float));
         }
-        attention_avx2(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride, m, l);
+        if (level == SIFT_SIMD_AVX512 && d % 32 == 0) attention_avx512(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride, m, l);
+        else attention_avx2(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride, m, l);
     } else {
         attention_portable(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride);
     }

@@ -51,7 +51,7 @@ static inline const float *value_row(kv_view kv, size_t pos, size_t g, size_t d)
     return kv.blocks[pos / SIFT_KEY_BLOCK] + kv.v_off + (g * SIFT_KEY_BLOCK + pos % SIFT_KEY_BLOCK) * d;
 }
 
-enum { ATT_CHUNK = 8, ATT_ROWS = 6, ATT_MAX_D = 256 };
+enum { ATT_CHUNK = 8, ATT_ROWS = 8, ATT_MAX_D = 256 };
 
 /* Keys of block b a row at position `pos` sees (0 ... 16). */
 static inline size_t visible_keys(size_t pos, size_t b) {
@@ -59,6 +59,13 @@ static inline size_t visible_keys(size_t pos, size_t b) {
     if (pos < first) return 0;
     size_t n = pos - first + 1;
     return n < SIFT_KEY_BLOCK ? n : SIFT_KEY_BLOCK;
+}
+
+/* exp(m − m'), the running output's correction; exp_portable(0) is 1 exactly, and most blocks
+ * leave the max where it was, so the SIMD kernels skip the scalar exp then (same bits). */
+static inline float correction(float m, float m_new) {
+    float dm = m - m_new;
+    return dm == 0.0f ? 1.0f : exp_portable(dm);
 }
 
 /* The running max, its correction and the new running sum for one row and block, from the
@@ -198,7 +205,7 @@ ATT_AVX2 void rows_avx2(int nr, const float *q, size_t q_stride, size_t pos0, si
             __m256 x0 = _mm256_mul_ps(s[r][0], vscale), x1 = _mm256_mul_ps(s[r][1], vscale);
             float bm = max16_avx2(_mm256_blendv_ps(minus_inf, x0, see0), _mm256_blendv_ps(minus_inf, x1, see1));
             float m_new = fmaxf(m[r], bm);
-            c[r] = exp_portable(m[r] - m_new);
+            c[r] = correction(m[r], m_new);
             if (c[r] != 1.0f) rescale = 1;
             __m256 vm = _mm256_set1_ps(m_new);
             __m256 e0 = _mm256_and_ps(exp_avx2(_mm256_sub_ps(x0, vm)), see0);
@@ -307,7 +314,7 @@ ATT_512 void block_avx512(int nr, __m512 *s, size_t pos0, size_t b, kv_view kv, 
         __m512 x = _mm512_mul_ps(s[r], _mm512_set1_ps(scale));
         float bm = _mm512_reduce_max_ps(_mm512_mask_blend_ps(sees, _mm512_set1_ps(-INFINITY), x));
         float m_new = fmaxf(m[r], bm);
-        c[r] = exp_portable(m[r] - m_new);
+        c[r] = correction(m[r], m_new);
         if (c[r] != 1.0f) rescale = 1;
         __m512 ex = _mm512_maskz_mov_ps(sees, exp_avx512(_mm512_sub_ps(x, _mm512_set1_ps(m_new))));
         _mm512_store_ps(e[r], ex);
@@ -368,7 +375,7 @@ static void attention_avx512(const float *q, size_t q_stride, size_t rows, size_
         size_t r = 0;
 #define ROWS(NR) rows_avx512(NR, q + r * q_stride, q_stride, first_pos + r, b0, b1, kv, g, d, scale, \
                              out + r * out_stride, out_stride, m + r, l + r)
-        for (; r + 6 <= rows; r += 6) ROWS(6);
+        for (; r + 8 <= rows; r += 8) ROWS(8);
         if (r + 4 <= rows) { ROWS(4); r += 4; }
         if (r + 2 <= rows) { ROWS(2); r += 2; }
         if (r < rows) { ROWS(1); r += 1; }

@@ -223,21 +223,28 @@ Q8_TARGET_512 void kernel512(int mr, int nt, const uint8_t *xq, size_t xq_stride
             for (int t = 0; t < nt; t++) _mm512_storeu_si512((void *)(acc_out + (r * 4 + t) * 16), acc[r][t]);
         return;
     }
+    __m512 v[6][4];
     for (int t = 0; t < nt; t++) {
         __m512i corr = _mm512_mullo_epi32(_mm512_loadu_si512((const void *)(rowsum + t * 16)), _mm512_set1_epi32(128));
         __m512 wsv = _mm512_loadu_ps(ws + t * 16);
-        __m512 v[6];
         for (int r = 0; r < mr; r++) {
-            v[r] = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][t], corr));
-            v[r] = _mm512_mul_ps(v[r], _mm512_set1_ps(xs[r]));
-            v[r] = _mm512_mul_ps(v[r], wsv);
+            v[r][t] = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][t], corr));
+            v[r][t] = _mm512_mul_ps(v[r][t], _mm512_set1_ps(xs[r]));
+            v[r][t] = _mm512_mul_ps(v[r][t], wsv);
         }
-        for (size_t j = 0; j < no; j++) {
-            __m512 wj = _mm512_loadu_ps(wo + j * n_total + t * 16);
-            for (int r = 0; r < mr; r++) v[r] = _mm512_fmadd_ps(_mm512_set1_ps(xo[r * no + j]), wj, v[r]);
-        }
-        for (int r = 0; r < mr; r++) _mm512_storeu_ps(y + r * ys + t * 16, v[r]);
     }
+    /* Outlier channels outermost: the mr·nt outputs are independent chains, so the fmas overlap
+     * (one tile at a time, each chain waited on its previous fma). Same fmas per output, same order. */
+    for (size_t j = 0; j < no; j++) {
+        __m512 wj[4];
+        for (int t = 0; t < nt; t++) wj[t] = _mm512_loadu_ps(wo + j * n_total + t * 16);
+        for (int r = 0; r < mr; r++) {
+            __m512 x = _mm512_set1_ps(xo[r * no + j]);
+            for (int t = 0; t < nt; t++) v[r][t] = _mm512_fmadd_ps(x, wj[t], v[r][t]);
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + r * ys + t * 16, v[r][t]);
 }
 
 /* Blocking: rows in blocks of Q8_MB (a multiple of 6), columns in panels of 64, K in blocks of

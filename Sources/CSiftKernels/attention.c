@@ -35,8 +35,9 @@
  * are never applied to it; stale data past the last position is never read into a result.)
  *
  * The loops: keys in chunks of ATT_CHUNK blocks outside (their K and V, 128 KB for head_dim
- * 128, stay in L2), groups of 4 rows inside, so K/V are read from beyond L2 once per call,
- * not once per row group; o lives in `out` between chunks, m and l in `scratch`. */
+ * 128, stay in L2), groups of rows inside (6 on 8 lanes, 8 on 16), so K/V are read from beyond
+ * L2 once per call, not once per row group; o lives in `out` between chunks, m and l in
+ * `scratch`. */
 
 typedef struct {
     const float *const *blocks;

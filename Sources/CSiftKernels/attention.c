@@ -300,6 +300,29 @@ ATT_512 void pv_avx512(int nr, int rescale, int masked, const float (*e)[16], co
     }
 }
 
+/* Eight rows' 16-lane maxima (MAX) or fixed-tree sums (ADD) at once: the same pairs as
+ * sum16_tree (lane j with j + 8, then j + 4, j + 2, j + 1), combined across rows by shuffles, so
+ * each row's result is the bits the one-row reduction gives. out[r] is row r's. */
+#define TREE8_AVX512(NAME, OP)                                                                        \
+    ATT_512 void NAME(const __m512 v[8], float out[8]) {                                              \
+        __m512 y[4], z[2];                                                                            \
+        for (int i = 0; i < 4; i++) /* chunks 0-1: row 2i's lanes j ⊕ j+8; 2-3: row 2i+1's */          \
+            y[i] = OP(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),          \
+                      _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));         \
+        for (int i = 0; i < 2; i++) /* chunk k: row 4i+k's lanes j ⊕ j+4 */                            \
+            z[i] = OP(_mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),          \
+                      _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));         \
+        /* j ⊕ j+2 (rows k and k+4 interleaved), then j ⊕ j+1 */                                     \
+        __m512 u = OP(_mm512_unpacklo_ps(z[0], z[1]), _mm512_unpackhi_ps(z[0], z[1]));               \
+        __m512 w = OP(u, _mm512_permute_ps(u, _MM_SHUFFLE(1, 0, 3, 2)));                              \
+        float lanes[16] __attribute__((aligned(64)));                                                 \
+        _mm512_store_ps(lanes, w);                                                                    \
+        for (int k = 0; k < 4; k++) { out[k] = lanes[4 * k]; out[k + 4] = lanes[4 * k + 1]; }          \
+    }
+TREE8_AVX512(max8_avx512, _mm512_max_ps)
+TREE8_AVX512(sum8_avx512, _mm512_add_ps)
+#undef TREE8_AVX512
+
 /* One block's softmax step and PV for NR rows from their raw scores s[r]. */
 ATT_512 void block_avx512(int nr, __m512 *s, size_t pos0, size_t b, kv_view kv, size_t g, size_t d, float scale,
                           float *out, size_t out_stride, float *m, float *l) {
@@ -307,7 +330,34 @@ ATT_512 void block_avx512(int nr, __m512 *s, size_t pos0, size_t b, kv_view kv, 
     float c[ATT_ROWS];
     size_t vis[ATT_ROWS];
     int all_full = 1, rescale = 0;
-    for (int r = 0; r < nr; r++) {
+    if (nr == 8) {
+        /* The same steps for all eight rows, their reductions done together. */
+        __m512 x[8], ex[8];
+        __mmask16 sees[8];
+        float bm[8], sum[8];
+        for (int r = 0; r < 8; r++) {
+            vis[r] = visible_keys(pos0 + (size_t)r, b);
+            if (vis[r] < SIFT_KEY_BLOCK) all_full = 0;
+            sees[r] = (__mmask16)(vis[r] >= 16 ? 0xFFFF : (1u << vis[r]) - 1);
+            x[r] = _mm512_mul_ps(s[r], _mm512_set1_ps(scale));
+            ex[r] = _mm512_mask_blend_ps(sees[r], _mm512_set1_ps(-INFINITY), x[r]);
+        }
+        max8_avx512(ex, bm);
+        float m_new[8];
+        for (int r = 0; r < 8; r++) {
+            m_new[r] = vis[r] ? fmaxf(m[r], bm[r]) : m[r];
+            c[r] = vis[r] ? correction(m[r], m_new[r]) : 1.0f;
+            if (c[r] != 1.0f) rescale = 1;
+            ex[r] = _mm512_maskz_mov_ps(sees[r], exp_avx512(_mm512_sub_ps(x[r], _mm512_set1_ps(m_new[r]))));
+            _mm512_store_ps(e[r], ex[r]);
+        }
+        sum8_avx512(ex, sum);
+        for (int r = 0; r < 8; r++) {
+            if (vis[r] == 0) continue;
+            l[r] = l[r] * c[r] + sum[r];
+            m[r] = m_new[r];
+        }
+    } else for (int r = 0; r < nr; r++) {
         vis[r] = visible_keys(pos0 + (size_t)r, b);
         if (vis[r] < SIFT_KEY_BLOCK) all_full = 0;
         if (vis[r] == 0) { c[r] = 1.0f; memset(e[r], 0, sizeof e[r]); continue; }

@@ -319,6 +319,7 @@ ATT_512 void pv_avx512(int nr, int rescale, int masked, const float (*e)[16], co
         _mm512_store_ps(lanes, w);                                                                    \
         for (int k = 0; k < 4; k++) { out[k] = lanes[4 * k]; out[k + 4] = lanes[4 * k + 1]; }          \
     }
+_Static_assert(ATT_ROWS == 8, "the AVX-512 kernel reduces eight rows together");
 TREE8_AVX512(max8_avx512, _mm512_max_ps)
 TREE8_AVX512(sum8_avx512, _mm512_add_ps)
 #undef TREE8_AVX512
@@ -326,51 +327,34 @@ TREE8_AVX512(sum8_avx512, _mm512_add_ps)
 /* One block's softmax step and PV for NR rows from their raw scores s[r]. */
 ATT_512 void block_avx512(int nr, __m512 *s, size_t pos0, size_t b, kv_view kv, size_t g, size_t d, float scale,
                           float *out, size_t out_stride, float *m, float *l) {
-    float e[ATT_ROWS][16] __attribute__((aligned(64)));
-    float c[ATT_ROWS];
-    size_t vis[ATT_ROWS];
+    float e[8][16] __attribute__((aligned(64)));
+    float c[8];
+    size_t vis[8];
     int all_full = 1, rescale = 0;
-    if (nr == 8) {
-        /* The same steps for all eight rows, their reductions done together. */
-        __m512 x[8], ex[8];
-        __mmask16 sees[8];
-        float bm[8], sum[8];
-        for (int r = 0; r < 8; r++) {
-            vis[r] = visible_keys(pos0 + (size_t)r, b);
-            if (vis[r] < SIFT_KEY_BLOCK) all_full = 0;
-            sees[r] = (__mmask16)(vis[r] >= 16 ? 0xFFFF : (1u << vis[r]) - 1);
-            x[r] = _mm512_mul_ps(s[r], _mm512_set1_ps(scale));
-            ex[r] = _mm512_mask_blend_ps(sees[r], _mm512_set1_ps(-INFINITY), x[r]);
-        }
-        max8_avx512(ex, bm);
-        float m_new[8];
-        for (int r = 0; r < 8; r++) {
-            m_new[r] = vis[r] ? fmaxf(m[r], bm[r]) : m[r];
-            c[r] = vis[r] ? correction(m[r], m_new[r]) : 1.0f;
-            if (c[r] != 1.0f) rescale = 1;
-            ex[r] = _mm512_maskz_mov_ps(sees[r], exp_avx512(_mm512_sub_ps(x[r], _mm512_set1_ps(m_new[r]))));
-            _mm512_store_ps(e[r], ex[r]);
-        }
-        sum8_avx512(ex, sum);
-        for (int r = 0; r < 8; r++) {
-            if (vis[r] == 0) continue;
-            l[r] = l[r] * c[r] + sum[r];
-            m[r] = m_new[r];
-        }
-    } else for (int r = 0; r < nr; r++) {
-        vis[r] = visible_keys(pos0 + (size_t)r, b);
-        if (vis[r] < SIFT_KEY_BLOCK) all_full = 0;
-        if (vis[r] == 0) { c[r] = 1.0f; memset(e[r], 0, sizeof e[r]); continue; }
-        __mmask16 sees = (__mmask16)(vis[r] >= 16 ? 0xFFFF : (1u << vis[r]) - 1);
-        __m512 x = _mm512_mul_ps(s[r], _mm512_set1_ps(scale));
-        float bm = _mm512_reduce_max_ps(_mm512_mask_blend_ps(sees, _mm512_set1_ps(-INFINITY), x));
-        float m_new = fmaxf(m[r], bm);
-        c[r] = correction(m[r], m_new);
+    /* Every row's steps, the reductions of all eight done together (rows past nr see no key). */
+    __m512 x[8], ex[8];
+    __mmask16 sees[8];
+    float bm[8], sum[8], m_new[8];
+    for (int r = 0; r < 8; r++) {
+        vis[r] = r < nr ? visible_keys(pos0 + (size_t)r, b) : 0;
+        if (r < nr && vis[r] < SIFT_KEY_BLOCK) all_full = 0;
+        sees[r] = (__mmask16)(vis[r] >= 16 ? 0xFFFF : (1u << vis[r]) - 1);
+        x[r] = r < nr ? _mm512_mul_ps(s[r], _mm512_set1_ps(scale)) : _mm512_setzero_ps();
+        ex[r] = _mm512_mask_blend_ps(sees[r], _mm512_set1_ps(-INFINITY), x[r]);
+    }
+    max8_avx512(ex, bm);
+    for (int r = 0; r < 8; r++) {
+        m_new[r] = vis[r] ? fmaxf(m[r], bm[r]) : 0.0f;
+        c[r] = vis[r] ? correction(m[r], m_new[r]) : 1.0f;
         if (c[r] != 1.0f) rescale = 1;
-        __m512 ex = _mm512_maskz_mov_ps(sees, exp_avx512(_mm512_sub_ps(x, _mm512_set1_ps(m_new))));
-        _mm512_store_ps(e[r], ex);
-        l[r] = l[r] * c[r] + sum16_tree_avx2(_mm512_castps512_ps256(ex), _mm512_extractf32x8_ps(ex, 1));
-        m[r] = m_new;
+        ex[r] = _mm512_maskz_mov_ps(sees[r], exp_avx512(_mm512_sub_ps(x[r], _mm512_set1_ps(m_new[r]))));
+        _mm512_store_ps(e[r], ex[r]);
+    }
+    sum8_avx512(ex, sum);
+    for (int r = 0; r < nr; r++) {
+        if (vis[r] == 0) continue;
+        l[r] = l[r] * c[r] + sum[r];
+        m[r] = m_new[r];
     }
     /* A row that sees none of the block has c = 1 and no key under the mask: it is left as it was. */
     if (all_full) {

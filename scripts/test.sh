@@ -34,7 +34,7 @@ echo "== scale-out: 3 replicas behind haproxy, one stopped mid-run; affinity vs 
 bash scripts/test-scaleout.sh
 echo "== fuzzing: every parser of outside bytes briefly (libFuzzer + AddressSanitizer, own build folder) =="
 bash scripts/fuzz.sh "${SIFT_FUZZ_SECONDS:-20}"
-echo "== soak: load at 80% of capacity with hostile clients; RSS, fds and gauges checked =="
+echo "== soak: hostile clients, and load at 65% of the capacity left beside them; RSS, fds and gauges checked =="
 SIFT_BIN=.build/debug/sift bash scripts/soak.sh "${SIFT_SOAK_SECONDS:-120}"
 echo "== overload: twice the capacity; the excess refused quickly, admitted calls bounded =="
 # A debug build refuses in tens of milliseconds, not the release build's few: a looser bound here.

@@ -209,8 +209,10 @@ final class EngineTests: XCTestCase {
 
     func testDeadlineExpires() async throws {
         let engine = try makeEngine { $0.maxBatchTokens = 32; $0.prefillChunk = 16 }
+        // ~48k tokens in 16-token chunks: far more than 50 ms of work on any machine (one
+        // document of 3,000 tokens once finished in time on a fast one).
         do {
-            _ = try await engine.rerank(RerankRequest(query: "q", documents: [String(repeating: "word ", count: 3000)],
+            _ = try await engine.rerank(RerankRequest(query: "q", documents: Array(repeating: String(repeating: "word ", count: 3000), count: 16),
                                                       deadline: .now + .milliseconds(50)))
             XCTFail("expected deadlineExceeded")
         } catch let e as EngineError {

@@ -52,7 +52,8 @@ static inline const float *value_row(kv_view kv, size_t pos, size_t g, size_t d)
     return kv.blocks[pos / SIFT_KEY_BLOCK] + kv.v_off + (g * SIFT_KEY_BLOCK + pos % SIFT_KEY_BLOCK) * d;
 }
 
-enum { ATT_CHUNK = 8, ATT_ROWS = 8, ATT_MAX_D = 256 };
+/* ATT_Q_FLOATS: the queries copied side by side (32 KB: 64 rows of head_dim 128). */
+enum { ATT_CHUNK = 8, ATT_ROWS = 8, ATT_MAX_D = 256, ATT_Q_FLOATS = 8192 };
 
 /* Keys of block b a row at position `pos` sees (0 ... 16). */
 static inline size_t visible_keys(size_t pos, size_t b) {
@@ -174,12 +175,6 @@ ATT_AVX2 void rows_avx2(int nr, const float *q, size_t q_stride, size_t pos0, si
     const __m256 vscale = _mm256_set1_ps(scale), minus_inf = _mm256_set1_ps(-INFINITY);
     size_t last = pos0 + (size_t)nr - 1;
     if (b0 * SIFT_KEY_BLOCK > last) return;
-    /* The group's queries side by side: rows q_stride apart (16 KB in the model) would all fall
-     * into one L1 set. (A copy: the same values.) */
-    float qc[ATT_ROWS * ATT_MAX_D] __attribute__((aligned(32)));
-    for (int r = 0; r < nr; r++) memcpy(qc + r * d, q + r * q_stride, d * sizeof(float));
-    q = qc;
-    q_stride = d;
     for (size_t b = b0; b < b1 && b * SIFT_KEY_BLOCK <= last; b++) {
         const float *panel = key_panel(kv, b, g, d);
         __m256 s[ATT_ROWS][2];
@@ -370,8 +365,6 @@ ATT_512 void rows_avx512(int nr, const float *q, size_t q_stride, size_t pos0, s
                          size_t g, size_t d, float scale, float *out, size_t out_stride, float *m, float *l) {
     size_t last = pos0 + (size_t)nr - 1;
     if (b0 * SIFT_KEY_BLOCK > last) return;
-    float qc[ATT_ROWS * ATT_MAX_D] __attribute__((aligned(64)));   /* as in rows_avx2 */
-    for (int r = 0; r < nr; r++) memcpy(qc + r * d, q + r * q_stride, d * sizeof(float));
     size_t end = (last / SIFT_KEY_BLOCK + 1) < b1 ? last / SIFT_KEY_BLOCK + 1 : b1;
     size_t b = b0;
     for (; b + 2 <= end; b += 2) {
@@ -381,7 +374,7 @@ ATT_512 void rows_avx512(int nr, const float *q, size_t q_stride, size_t pos0, s
         for (size_t dd = 0; dd < d; dd++) {
             __m512 k0 = _mm512_loadu_ps(p0 + dd * SIFT_KEY_BLOCK), k1 = _mm512_loadu_ps(p1 + dd * SIFT_KEY_BLOCK);
             for (int r = 0; r < nr; r++) {
-                __m512 qr = _mm512_set1_ps(qc[r * d + dd]);
+                __m512 qr = _mm512_set1_ps(q[r * q_stride + dd]);
                 s0[r] = _mm512_fmadd_ps(qr, k0, s0[r]);
                 s1[r] = _mm512_fmadd_ps(qr, k1, s1[r]);
             }
@@ -395,7 +388,7 @@ ATT_512 void rows_avx512(int nr, const float *q, size_t q_stride, size_t pos0, s
         for (int r = 0; r < nr; r++) s0[r] = _mm512_setzero_ps();
         for (size_t dd = 0; dd < d; dd++) {
             __m512 k0 = _mm512_loadu_ps(p0 + dd * SIFT_KEY_BLOCK);
-            for (int r = 0; r < nr; r++) s0[r] = _mm512_fmadd_ps(_mm512_set1_ps(qc[r * d + dd]), k0, s0[r]);
+            for (int r = 0; r < nr; r++) s0[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r * q_stride + dd]), k0, s0[r]);
         }
         block_avx512(nr, s0, pos0, b, kv, g, d, scale, out, out_stride, m, l);
     }
@@ -429,14 +422,25 @@ void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t row
     kv_view kv = {blocks, k_off, v_off};
     level = sift_simd_usable(level);
     if (level >= SIFT_SIMD_AVX2 && d % 16 == 0 && d <= ATT_MAX_D) {
+        /* The queries side by side, copied once per tile of rows: rows q_stride apart (16 KB in
+         * the model) would all fall into one L1 set. (A copy: the same values; and a row's result
+         * does not depend on the tiling.) */
+        float qc[ATT_Q_FLOATS] __attribute__((aligned(64)));
+        size_t tile = ATT_Q_FLOATS / d;
         float *m = scratch, *l = scratch + rows;
-        for (size_t r = 0; r < rows; r++) {
-            m[r] = -INFINITY;
-            l[r] = 0.0f;
-            memset(out + r * out_stride, 0, d * sizeof(float));
+        for (size_t r0 = 0; r0 < rows; r0 += tile) {
+            size_t n = rows - r0 < tile ? rows - r0 : tile;
+            for (size_t r = 0; r < n; r++) {
+                memcpy(qc + r * d, q + (r0 + r) * q_stride, d * sizeof(float));
+                m[r0 + r] = -INFINITY;
+                l[r0 + r] = 0.0f;
+                memset(out + (r0 + r) * out_stride, 0, d * sizeof(float));
+            }
+            if (level == SIFT_SIMD_AVX512 && d % 32 == 0)
+                attention_avx512(qc, d, n, first_pos + r0, kv, g, d, scale, out + r0 * out_stride, out_stride, m + r0, l + r0);
+            else
+                attention_avx2(qc, d, n, first_pos + r0, kv, g, d, scale, out + r0 * out_stride, out_stride, m + r0, l + r0);
         }
-        if (level == SIFT_SIMD_AVX512 && d % 32 == 0) attention_avx512(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride, m, l);
-        else attention_avx2(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride, m, l);
     } else {
         attention_portable(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride);
     }

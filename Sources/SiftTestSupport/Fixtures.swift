@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Locates `../shared` (the read-only ground truth next to the project) from this file's path.
 /// `SIFT_SHARED` overrides it.
@@ -56,10 +57,20 @@ extension Fixtures {
         return FileManager.default.fileExists(atPath: url.appendingPathComponent("model.safetensors").path) ? url : nil
     }
 
-    /// A fresh temporary folder, removed by the caller.
+    /// A fresh temporary folder, removed when the process exits (test runs left hundreds behind).
     public static func temporaryDirectory() throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("sift-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        temporaryDirectories.withLock { made in
+            if made.isEmpty { atexit { Fixtures.removeTemporaryDirectories() } }
+            made.append(url)
+        }
         return url
+    }
+
+    private static let temporaryDirectories = Mutex<[URL]>([])
+
+    private static func removeTemporaryDirectories() {
+        for url in temporaryDirectories.withLock({ $0 }) { try? FileManager.default.removeItem(at: url) }
     }
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Soak and fault run: hostile clients (garbage, oversized frames, slow senders, mid-call
 # disconnects, unauthenticated frames, HTTP garbage) and open-loop load at 65% of the capacity
-# measured with them running, sampling RSS, open fds, /metrics gauges and CPU use. Fails on a failed well-behaved call, growth
-# after warm-up, a gauge not back to 0, or the server dying. Details: scripts/stress.py.
+# measured with them running, sampling RSS, open fds, /metrics gauges and CPU use. Fails on a
+# failed well-behaved call, growth after warm-up, a gauge not back to 0, or the server dying.
+# Details: scripts/stress.py.
 # Usage: scripts/soak.sh [SECONDS] [MODEL]   (default 120 s on the tiny fixture model)
 # SIFT_BIN picks the binary (default: release build if present, else debug).
 set -euo pipefail

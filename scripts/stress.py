@@ -4,8 +4,9 @@
 soak:     hostile clients the whole time (garbage bytes, oversized frames, slow senders,
           mid-call disconnects, unauthenticated frames, HTTP garbage and slow HTTP), and
           open-loop load (`sift load`) at 65% of the capacity measured with them running,
-          while RSS, open fds, /metrics gauges and CPU use are sampled. Fails on: a failed well-behaved call, memory or fd
-          growth after warm-up, a gauge not back to 0 at the end, the server dying.
+          while RSS, open fds, /metrics gauges and CPU use are sampled. Fails on: a failed
+          well-behaved call, memory or fd growth after warm-up, a gauge not back to 0 at the
+          end, the server dying.
 overload: open-loop load at a multiple of capacity: admitted calls' p99 stays bounded, the
           excess is refused with RESOURCE_EXHAUSTED within milliseconds, memory stays flat.
 
@@ -478,9 +479,9 @@ def main():
     p.add_argument("--duration", type=float, default=120)
     p.add_argument("--calibrate", type=float, default=15, help="seconds of closed-loop load to measure capacity")
     # Not 0.8: the closed-loop calibration batches four calls at a time, while calls arriving
-    # evenly apart share fewer steps and cost the server ~10% more CPU each (31 vs 34 ms in one run, tiny
-    # model, debug build), so 0.8 of the calibrated rate kept the server ~90% busy, and a
-    # shared machine slowing for a minute then filled the queue (a CI run failed so).
+    # evenly apart share fewer steps and cost the server ~10% more CPU each (31 vs 34 ms in
+    # one run, tiny model, debug build), so 0.8 of the calibrated rate kept the server ~90%
+    # busy, and a shared machine slowing for a minute then filled the queue (a CI run failed so).
     p.add_argument("--fraction", type=float, default=0.65,
                    help="soak: share of the capacity measured with hostile clients running that is offered")
     p.add_argument("--multiple", type=float, default=2.0, help="overload: multiple of capacity offered")

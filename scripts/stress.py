@@ -479,7 +479,7 @@ def main():
     p.add_argument("--duration", type=float, default=120)
     p.add_argument("--calibrate", type=float, default=15, help="seconds of closed-loop load to measure capacity")
     # Not 0.8: the closed-loop calibration batches four calls at a time, while calls arriving
-    # evenly apart share fewer steps and cost the server ~10% more CPU each (31 vs 34 ms in
+    # evenly apart share fewer steps and cost the server up to ~10% more CPU each (31 vs 34 ms in
     # one run, tiny model, debug build), so 0.8 of the calibrated rate kept the server ~90%
     # busy, and a shared machine slowing for a minute then filled the queue (a CI run failed so).
     p.add_argument("--fraction", type=float, default=0.65,

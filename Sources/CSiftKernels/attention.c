@@ -52,8 +52,7 @@ static inline const float *value_row(kv_view kv, size_t pos, size_t g, size_t d)
     return kv.blocks[pos / SIFT_KEY_BLOCK] + kv.v_off + (g * SIFT_KEY_BLOCK + pos % SIFT_KEY_BLOCK) * d;
 }
 
-/* ATT_Q_FLOATS: the queries copied side by side (32 KB: 64 rows of head_dim 128). */
-enum { ATT_CHUNK = 8, ATT_ROWS = 8, ATT_MAX_D = 256, ATT_Q_FLOATS = 8192 };
+enum { ATT_CHUNK = 8, ATT_ROWS = 8, ATT_MAX_D = 256 };
 
 /* Keys of block b a row at position `pos` sees (0 ... 16). */
 static inline size_t visible_keys(size_t pos, size_t b) {
@@ -422,12 +421,11 @@ void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t row
     kv_view kv = {blocks, k_off, v_off};
     level = sift_simd_usable(level);
     if (level >= SIFT_SIMD_AVX2 && d % 16 == 0 && d <= ATT_MAX_D) {
-        /* The queries side by side, copied once per tile of rows: rows q_stride apart (16 KB in
-         * the model) would all fall into one L1 set. (A copy: the same values; and a row's result
-         * does not depend on the tiling.) */
-        float qc[ATT_Q_FLOATS] __attribute__((aligned(64)));
-        size_t tile = ATT_Q_FLOATS / d;
-        float *m = scratch, *l = scratch + rows;
+        /* The queries side by side in the scratch, copied once per tile of rows: rows q_stride
+         * apart (16 KB in the model) would all fall into one L1 set. (A copy: the same values;
+         * and a row's result does not depend on the tiling.) */
+        float *m = scratch, *l = scratch + rows, *qc = scratch + 2 * rows;
+        size_t tile = SIFT_ATTENTION_Q_FLOATS / d;
         for (size_t r0 = 0; r0 < rows; r0 += tile) {
             size_t n = rows - r0 < tile ? rows - r0 : tile;
             for (size_t r = 0; r < n; r++) {

@@ -158,9 +158,10 @@ public final class Qwen3Model: @unchecked Sendable {
     /// Bytes of the linear-layer weights as held in memory.
     public var linearWeightBytes: Int { layers.reduce(0) { $0 + $1.linears.reduce(0) { $0 + $1.weightBytes } } }
 
-    /// Query rows per attention kernel call: their queries and outputs (32 KB each at head_dim
-    /// 128) stay in L2 beside the keys and values the kernel streams.
-    public static let attentionTile = 64
+    /// Query rows per attention kernel call: their queries and outputs (128 KB each at head_dim
+    /// 128) stay in L2 beside the keys and values the kernel streams, which come from beyond L2
+    /// once per 256 rows (at 64, 4k-token contexts kept the kernel waiting on memory).
+    public static let attentionTile = 256
 
     /// One sequence's share of a step: `tokens` at positions `cache.count...`.
     public struct BatchItem {
@@ -409,7 +410,7 @@ final class Workspace: @unchecked Sendable {
         self.threads = threads
         (delta, qkv, attn, gateUp, act) = (.allocate(capacity: 1), .allocate(capacity: 1),
             .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1))
-        attentionScratch = .allocate(capacity: threads * 2 * Qwen3Model.attentionTile)
+        attentionScratch = .allocate(capacity: threads * Self.attentionScratchFloats)
     }
 
     deinit { for p in [delta, qkv, attn, gateUp, act, attentionScratch] { p.deallocate() } }
@@ -428,9 +429,10 @@ final class Workspace: @unchecked Sendable {
         tokenCapacity = t
     }
 
-    /// The attention scratch of one worker (`sift_attention`: 2 × rows floats).
+    /// The attention scratch of one worker (`sift_attention`: 2 × rows floats and the query copy).
+    static let attentionScratchFloats = 2 * Qwen3Model.attentionTile + Int(SIFT_ATTENTION_Q_FLOATS)
     func attentionScratch(_ worker: Int) -> UnsafeMutablePointer<Float> {
-        attentionScratch + worker * 2 * Qwen3Model.attentionTile
+        attentionScratch + worker * Self.attentionScratchFloats
     }
 }
 

@@ -93,7 +93,8 @@ struct KernelBench: ParsableCommand {
             let kv = UnsafeMutablePointer<Float>.allocate(capacity: blocks * blockFloats)
             let q = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
             let out = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * 2 * tile)
+            let scratchFloats = 2 * tile + Int(SIFT_ATTENTION_Q_FLOATS)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * scratchFloats)
             defer { kv.deallocate(); q.deallocate(); out.deallocate(); scratch.deallocate() }
             for i in 0..<(blocks * blockFloats) { kv[i] = Float(i % 89) / 89 - 0.5 }
             for i in 0..<(n * qDim) { q[i] = Float(i % 83) / 83 - 0.5 }
@@ -109,7 +110,7 @@ struct KernelBench: ParsableCommand {
                         let r0 = (tiles - 1 - unit / heads) * tile, head = unit % heads
                         sift_attention(path.simd, q + r0 * qDim + head * d, qDim, min(tile, n - r0), r0, t.baseAddress,
                                        0, block * kvDim, head / (heads / kvHeads), d, scale,
-                                       out + r0 * qDim + head * d, qDim, scratch + worker * 2 * tile)
+                                       out + r0 * qDim + head * d, qDim, scratch + worker * scratchFloats)
                     }
                 }
                 best = min(best, now() - start)

@@ -123,9 +123,10 @@ final class KernelTests: XCTestCase {
     /// Attention: SIMD and portable agree bit for bit; rows computed in one call or in chunks
     /// (as chunked prefill does, and with every kind of row-group remainder) agree bit for bit;
     /// stale slots past the last position are never read into a result; and both match a
-    /// float64 reference. 150 positions: past the kernels' 128-key chunks, with an odd block count.
+    /// float64 reference. 300 positions: past the kernels' 128-key chunks and 256-row query tiles
+    /// (SIFT_ATTENTION_Q_FLOATS at head_dim 128), with an odd block count.
     func testAttentionIsChunkInvariantAndMatchesReference() {
-        let d = 128, kvHeads = 2, heads = 4, positions = 150
+        let d = 128, kvHeads = 2, heads = 4, positions = 300
         let kvDim = kvHeads * d, qDim = heads * d
         let q = randomFloats(positions * qDim, seed: 11)
         let k = randomFloats(positions * kvDim, seed: 12)
@@ -149,7 +150,7 @@ final class KernelTests: XCTestCase {
         let scale = 1 / Float(d).squareRoot()
         func run(simd: sift_simd, splits: [Int]) -> [Float] {
             var out = [Float](repeating: 0, count: positions * qDim)
-            var scratch = [Float](repeating: 0, count: positions * (positions + block))
+            var scratch = [Float](repeating: 0, count: 2 * positions + Int(SIFT_ATTENTION_Q_FLOATS))
             for head in 0..<heads {
                 var start = 0
                 for end in splits + [positions] {
@@ -171,10 +172,11 @@ final class KernelTests: XCTestCase {
             XCTAssertEqual(run(simd: level, splits: [3, 20]).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue), chunked")
             XCTAssertEqual(run(simd: level, splits: [1, 17, 30]).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue), chunked")
             XCTAssertEqual(run(simd: level, splits: [127, 129]).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue), chunked")
+            XCTAssertEqual(run(simd: level, splits: [40, 297]).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue), chunked")
             XCTAssertEqual(run(simd: level, splits: Array(stride(from: 5, to: positions, by: 5))).map(\.bitPattern), whole.map(\.bitPattern), "level \(level.rawValue), chunks of 5")
         }
         // float64 reference.
-        for p in [0, 15, 16, 44, 76, 128, 149] {
+        for p in [0, 15, 16, 44, 76, 128, 149, 256, 299] {
             for head in 0..<heads {
                 let g = head / (heads / kvHeads)
                 var s = (0...p).map { j in (0..<d).reduce(0.0) { $0 + Double(q[p * qDim + head * d + $1]) * Double(k[j * kvDim + g * d + $1]) } * Double(scale) }

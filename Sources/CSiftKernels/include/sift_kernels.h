@@ -65,8 +65,8 @@ enum { SIFT_ATTENTION_Q_FLOATS = 32768 };
  * row of scores is stored; see attention.c for the exact operations). KV memory is paged in
  * blocks of 16 positions: blocks[b] is the block of positions 16b..16b+15; its keys
  * (transposed, [kv_head][d][16]) start at + k_off, its values ([kv_head][16][d]) at + v_off.
- * `scratch` holds 2 × rows + SIFT_ATTENTION_Q_FLOATS floats. Every level gives the same bits, and a row's result does
- * not depend on the other rows of the call. */
+ * `scratch` holds 2 × rows + SIFT_ATTENTION_Q_FLOATS floats. Every level gives the same bits,
+ * and a row's result does not depend on the other rows of the call. */
 void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
                     const float *const *blocks, size_t k_off, size_t v_off, size_t g, size_t d,
                     float scale, float *out, size_t out_stride, float *scratch);

@@ -8,7 +8,8 @@ median channel peak, at most `out`), optionally q/k/v rounded to bf16 after RoPE
 
 Usage: python3 bench/quantization/simulate.py HF_FOLDER REFERENCE_JSON VARIANTS [CASES]
 VARIANTS: comma-separated; each "fp32", "base", or "+"-joined settings wg=G (weight group),
-ag=G (activation group), out=N (outlier channels, default 16), bf16=qkv (letters rounded).
+ag=G (activation group), out=N (outlier channels, default 16), bf16=qkv (letters rounded),
+seed=S (another rounding realisation: every scale jittered by up to 1%).
 Example: python3 bench/quantization/simulate.py .build-models/qwen3-0.6b-seed0 \
     ../shared/fixtures/reference-scores-0.6b.json base,wg=128+ag=128
 numpy only; ~90 s per variant for the 42 cases of the 0.6B shape on 2 cores."""
@@ -74,12 +75,16 @@ def bf16(x):
     return b.view(np.float32)
 
 
-def qsym(x, axis_groups, bits=127):
-    """Symmetric round-to-nearest with one scale per group: x is [rows, K], groups of g along K."""
+def qsym(x, axis_groups, rng=None, bits=127):
+    """Symmetric round-to-nearest with one scale per group: x is [rows, K], groups of g along K.
+    With `rng`, each scale grows by up to 1% at random: another rounding realisation of about the
+    same error (which values round up or down changes)."""
     rows, k = x.shape
     g = axis_groups or k
     xg = x.reshape(rows, k // g, g)
     s = np.abs(xg).max(-1, keepdims=True) / bits
+    if rng is not None:
+        s = s * (1 + 0.01 * rng.random(s.shape, dtype=np.float32))
     s[s == 0] = 1
     return (np.round(xg / s) * s).reshape(rows, k)
 
@@ -93,6 +98,8 @@ class Scheme:
         self.ag = int(parts.get("ag", 0))      # activation group along K (0: whole token)
         self.nout = int(parts.get("out", 16))  # outlier channels
         self.bf16 = parts.get("bf16", "")      # q,k,v letters rounded after RoPE
+        seed = parts.get("seed")                # a rounding realisation (scales jittered by <= 1%)
+        self.rng = np.random.default_rng(int(seed)) if seed is not None else None
         self.outliers = {}
         self.wq = {}
 
@@ -104,10 +111,10 @@ class Scheme:
         if key not in self.wq:
             w2 = w.copy()
             w2[:, out] = 0
-            self.wq[key] = qsym(w2, self.wg)
+            self.wq[key] = qsym(w2, self.wg, self.rng)
         x2 = x.copy()
         x2[:, out] = 0
-        y = qsym(x2, self.ag) @ self.wq[key].T
+        y = qsym(x2, self.ag, self.rng) @ self.wq[key].T
         if len(out):
             y += x[:, out] @ w[:, out].T
         return y

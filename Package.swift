@@ -79,6 +79,7 @@ let package = Package(
                     .product(name: "Logging", package: "swift-log"),
                     .product(name: "Prometheus", package: "swift-prometheus"),
                     .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                    .product(name: "Crypto", package: "swift-crypto"),
                 ],
                 swiftSettings: swiftSettings),
 
@@ -101,6 +102,7 @@ let package = Package(
                               "Qwen3", "SiftEngine", "SiftServer", "SiftProtocol", "SiftClient", "SiftHub", "SiftBase",
                               .product(name: "Logging", package: "swift-log"),
                               .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                              .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                               .product(name: "Histogram", package: "hdrhistogram-swift"),
                               .product(name: "NIOSSL", package: "swift-nio-ssl"),
                               .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (Sources/SiftFuzz) with AddressSanitizer and runs each for a set
 # time, starting from the seed corpora (written by `sift-fuzz seeds`) plus every regression
 # input. Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-# Targets: frames http safetensors sift hub tokenizer (default: all). A crash stops the run,
+# Targets: frames http safetensors sift hub tokenizer tokenizer-file (default: all). A crash stops the run,
 # keeps the input under .build-fuzz/crashes/ and exits 1: add it to Tests/FuzzRegressions/TARGET/
 # (the test command replays that folder) and fix the bug.
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frames http safetensors sift hub tokenizer)
+[ ${#targets[@]} -gt 0 ] || targets=(frames http safetensors sift hub tokenizer tokenizer-file)
 
 echo "== building sift-fuzz with libFuzzer and AddressSanitizer (.build-fuzz) =="
 swift build --product sift-fuzz --scratch-path .build-fuzz \

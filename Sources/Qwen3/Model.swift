@@ -155,6 +155,23 @@ public final class Qwen3Model: @unchecked Sendable {
         return embedding.count * embedding.dtype.byteSize + linears
     }
 
+    /// The files the model reads weights from while it runs (memory-mapped).
+    public var mappedFiles: [MappedFile] {
+        var files: [ObjectIdentifier: MappedFile] = [ObjectIdentifier(embedding.file): embedding.file]
+        for layer in layers {
+            for case let owner as MappedFile in layer.linears.compactMap({ ($0 as? Int8Linear)?.owner }) {
+                files[ObjectIdentifier(owner)] = owner
+            }
+        }
+        return Array(files.values)
+    }
+
+    /// How a file the model runs on changed under it, if one did (see `MappedFile.change`).
+    public func mappedFileChange() -> String? {
+        for file in mappedFiles { if let change = file.change() { return change } }
+        return nil
+    }
+
     /// Bytes of the linear-layer weights as held in memory.
     public var linearWeightBytes: Int { layers.reduce(0) { $0 + $1.linears.reduce(0) { $0 + $1.weightBytes } } }
 

@@ -2,15 +2,24 @@ import CSiftKernels
 import Foundation
 
 /// A read-only memory mapping of a whole file. Pages are loaded lazily by the kernel.
+///
+/// A mapped file must not change while it is mapped: a page past a truncated end raises
+/// SIGBUS, and one rewritten in place changes the weights silently. Replacing a model file by
+/// renaming a new one over it is safe (the mapping keeps the old file); copying onto it is not.
+/// `change()` tells when that happened, from the file still open, so callers can refuse work
+/// instead of touching it.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let base: UnsafeRawPointer
     public let size: Int
+    private let fd: Int32
+    private let modified: timespec
 
     public init(path: String) throws {
-        let fd = open(path, O_RDONLY)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw LoadError(file: path, "cannot open (\(String(cString: strerror(errno))))") }
-        defer { close(fd) }
+        var keepOpen = false
+        defer { if !keepOpen { close(fd) } }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw LoadError(file: path, "cannot stat (\(String(cString: strerror(errno))))") }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw LoadError(file: path, "not a regular file") }
@@ -19,12 +28,30 @@ public final class MappedFile: @unchecked Sendable {
         guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
             throw LoadError(file: path, "cannot map the file (\(String(cString: strerror(errno))))")
         }
+        keepOpen = true
+        self.fd = fd
         self.path = path
         self.base = UnsafeRawPointer(p)
         self.size = size
+        self.modified = st.st_mtim
     }
 
-    deinit { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+    deinit {
+        munmap(UnsafeMutableRawPointer(mutating: base), size)
+        close(fd)
+    }
+
+    /// How the mapped file changed since it was mapped (nil: it did not): truncated, or
+    /// written to. One `fstat`, cheap enough to call before every step.
+    public func change() -> String? {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return nil }
+        if Int(st.st_size) < size { return "\(path) was truncated (\(st.st_size) of its \(size) bytes left)" }
+        if st.st_mtim.tv_sec != modified.tv_sec || st.st_mtim.tv_nsec != modified.tv_nsec {
+            return "\(path) was written to"
+        }
+        return nil
+    }
 }
 
 /// Element types Sift reads from checkpoints.

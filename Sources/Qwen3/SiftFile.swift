@@ -120,39 +120,34 @@ public enum SiftFile {
         guard headerSize + meta.count <= dataStart else { throw LoadError(file: url.path, "internal: metadata does not fit") }
         let total = sections.reduce(dataStart) { align($0 + $1.bytes.count) }
 
-        // Write: header with a zero checksum, metadata, sections; then checksum and patch it.
-        FileManager.default.createFile(atPath: url.path, contents: nil)
-        guard let handle = FileHandle(forWritingAtPath: url.path) else {
-            throw LoadError(file: url.path, "cannot create the file")
-        }
-        defer { try? handle.close() }
+        // Written beside `url` under a temporary name, made durable, then renamed over it: a
+        // crash or a full disk never leaves `url` missing or half written (an old file stays
+        // whole until the new one replaces it), and a server mapping the old file keeps it.
         var header = Data(magic)
         header.appendLE(formatVersion); header.appendLE(UInt32(0))
         header.appendLE(UInt64(headerSize)); header.appendLE(UInt64(meta.count))
         header.appendLE(UInt64(dataStart)); header.appendLE(UInt64(total - dataStart))
         header.appendLE(UInt64(0)); header.appendLE(UInt64(0))
-        try handle.write(contentsOf: header)
-        try handle.write(contentsOf: meta)
-        var written = headerSize + meta.count
-        for s in sections {
-            let start = offsets[s.name]![0]
-            if start > written { try handle.write(contentsOf: Data(count: start - written)) }
-            var done = 0
-            while done < s.bytes.count {  // in pieces, for progress on multi-GB sections
-                let n = min(64 << 20, s.bytes.count - done)
-                try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: s.bytes.baseAddress! + done),
-                                                  count: n, deallocator: .none))
-                done += n
-                progress?(start + done, total)
+        try AtomicFile.write(to: url, size: total) { out in
+            try out.append(header)
+            try out.append(meta)
+            for s in sections {
+                let start = offsets[s.name]![0]
+                try out.pad(to: start)
+                var done = 0
+                while done < s.bytes.count {  // in pieces, for progress on multi-GB sections
+                    let n = min(64 << 20, s.bytes.count - done)
+                    try out.append(UnsafeRawBufferPointer(rebasing: s.bytes[done..<(done + n)]))
+                    done += n
+                    progress?(start + done, total)
+                }
             }
-            written = start + s.bytes.count
+            try out.pad(to: total)
+            try out.sync()
+            let mapped = try MappedFile(path: out.path)
+            var sum = sift_checksum64(mapped.base + headerSize, mapped.size - headerSize, 0).littleEndian
+            try withUnsafeBytes(of: &sum) { try out.write($0, at: 48) }
         }
-        if total > written { try handle.write(contentsOf: Data(count: total - written)) }
-        try handle.synchronize()
-        let mapped = try MappedFile(path: url.path)
-        var sum = sift_checksum64(mapped.base + headerSize, mapped.size - headerSize, 0).littleEndian
-        try handle.seek(toOffset: 48)
-        try handle.write(contentsOf: Data(bytes: &sum, count: 8))
         progress?(total, total)
     }
 

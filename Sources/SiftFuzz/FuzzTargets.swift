@@ -18,6 +18,8 @@ import SiftTestSupport
 /// the seed corpora.
 enum FuzzTarget: String, CaseIterable {
     case frames, http, safetensors, sift, hub, tokenizer
+    /// A tokenizer.json's bytes (files arrive from the hub).
+    case tokenizerFile = "tokenizer-file"
 
     func run(_ data: [UInt8]) {
         switch self {
@@ -27,6 +29,7 @@ enum FuzzTarget: String, CaseIterable {
         case .sift: Self.sift(data)
         case .hub: Self.hub(data)
         case .tokenizer: Self.tokenizer(data)
+        case .tokenizerFile: Self.tokenizerFile(data)
         }
     }
 
@@ -59,9 +62,8 @@ enum FuzzTarget: String, CaseIterable {
         var options = ServerOptions()
         options.maxFrameBytes = 1 << 16
         let state = ServerState(options: options)
-        try? channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-        try? channel.pipeline.syncOperations.addHandler(HTTPAPIHandler(state: state, metrics: metrics, options: options,
-                                                                      logger: .init(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() })))
+        try? SiftServer.addHTTPAPIHandlers(to: channel, state: state, metrics: metrics, options: options,
+                                           logger: .init(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }))
         _ = try? channel.writeInbound(ByteBuffer(bytes: data))
         // The embedded loop runs what handlers scheduled (closes) only when asked to.
         channel.embeddedEventLoop.run()
@@ -127,5 +129,16 @@ enum FuzzTarget: String, CaseIterable {
         let ids = tokenizer.encode(text)
         precondition(ids.allSatisfy { $0 >= 0 && Int($0) < tokenizer.vocabularySize }, "an id outside the vocabulary")
         precondition(tokenizer.decode(ids) == text, "decode(encode(text)) != text")
+    }
+
+    /// A tokenizer file either fails to load with an error or loads a tokenizer that encodes
+    /// text into ids inside its vocabulary, in bounded time and memory.
+    static func tokenizerFile(_ data: [UInt8]) {
+        guard let tokenizer = try? Tokenizer.load(tokenizerJSONData: Data(data), file: "fuzz") else { return }
+        for text in ["", "<", "<|im_start|>x", "hello world", "a\u{0301} 你好 <<>>"] {
+            let ids = tokenizer.encode(text)
+            precondition(ids.count <= 4 * text.utf8.count + 4, "more ids than text")
+            precondition(ids.allSatisfy { $0 >= 0 && Int($0) < tokenizer.vocabularySize }, "an id outside the vocabulary")
+        }
     }
 }

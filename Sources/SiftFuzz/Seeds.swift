@@ -85,6 +85,39 @@ enum Seeds {
                   let text = object["text"] as? String, !text.isEmpty else { continue }
             try save(.tokenizer, "case-\(i)", Array(text.utf8))
         }
+        // Tokenizer files: a small byte-level BPE one, and the hostile shapes the loader refuses.
+        for (name, json) in tokenizerFiles() { try save(.tokenizerFile, name, Array(json.utf8)) }
         print("seed corpora written to \(root.path)")
+    }
+
+    /// A minimal valid byte-level tokenizer.json (256 byte tokens, two merges, two added
+    /// tokens), and variants with each defect a hostile file could carry.
+    static func tokenizerFiles() -> [(String, String)] {
+        // GPT-2's byte-level alphabet: printable bytes stand for themselves, the rest for U+0100 on.
+        var alphabet: [String: Int] = [:]
+        var shifted = 0
+        for b in 0..<256 {
+            let printable = (33...126).contains(b) || (161...172).contains(b) || (174...255).contains(b)
+            let scalar = Unicode.Scalar(printable ? b : 256 + shifted)!
+            if !printable { shifted += 1 }
+            alphabet[String(Character(scalar))] = b
+        }
+        alphabet["Ġt"] = 256
+        alphabet["Ġth"] = 257
+        let vocab = String(decoding: try! JSONSerialization.data(withJSONObject: alphabet, options: [.sortedKeys]), as: UTF8.self)
+        func file(added: String, vocabExtra: String = "") -> String {
+            let entries = vocab.dropLast() + vocabExtra + "}"
+            return #"{"model":{"type":"BPE","vocab":\#(entries),"merges":["Ġ t","Ġt h"]},"added_tokens":[\#(added)]}"#
+        }
+        let good = #"{"id":258,"content":"<|im_start|>"},{"id":259,"content":"<|im_end|>"}"#
+        return [
+            ("valid", file(added: good)),
+            ("empty-added-token", file(added: #"{"id":258,"content":""}"#)),
+            ("negative-id", file(added: #"{"id":-1,"content":"<x>"}"#)),
+            ("id-2^31-1", file(added: #"{"id":2147483647,"content":"<x>"}"#)),
+            ("id-2^32+5", file(added: #"{"id":4294967301,"content":"<x>"}"#)),
+            ("fractional-id", file(added: #"{"id":258.5,"content":"<x>"}"#)),
+            ("duplicate-id", file(added: good, vocabExtra: #","zz":3"#)),
+        ]
     }
 }

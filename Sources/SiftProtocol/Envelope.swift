@@ -54,16 +54,25 @@ public struct Envelope: Equatable, Sendable {
                 guard let entry = try reader.lengthDelimited() else { return try partial() }
                 envelope.metadata.append(try metadataEntry(entry, requestID: envelope.requestID))
             case (10...20, 2):
-                if envelope.bodyField == nil { envelope.bodyField = field }
-                guard complete else { return envelope }
-                guard let body = try reader.lengthDelimited() else { return try partial() }
+                // Protobuf keeps the last of several bodies (and merges repeats of one), so a
+                // frame screened on its first could carry another past the screen: refused.
+                guard envelope.bodyField == nil else {
+                    var error = ProtocolError("the frame carries more than one body (fields \(envelope.bodyField!) and \(field)): send exactly one")
+                    error.requestID = envelope.requestID
+                    throw error
+                }
+                envelope.bodyField = field
+                // A partial frame is judged on its first body; what follows it is read as it
+                // arrives, so a second body is refused before the frame is buffered whole.
+                guard let body = try reader.lengthDelimited() else { return complete ? try partial() : envelope }
+                guard complete else { continue }
                 if field == Field.rerankRequest { envelope.items = try count(field: 3, in: body) }
                 if field == Field.tokenizeRequest { envelope.items = try count(field: 1, in: body) }
             default:
                 guard try reader.skip(wireType) else { return try partial() }
             }
         }
-        return complete ? envelope : nil
+        return complete || envelope.bodyField != nil ? envelope : nil
     }
 
     /// Occurrences of length-delimited `field` in a message.

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// The API keys a server accepts. A call presents one as metadata
@@ -19,8 +20,9 @@ public struct APIKeys: Sendable {
             .map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty && !$0.hasPrefix("#") }
         guard !keys.isEmpty else { throw APIKeysError("API key file \(path) holds no key (one per line)") }
-        if let short = keys.first(where: { $0.utf8.count < 16 }) {
-            throw APIKeysError("API key file \(path): key starting \"\(short.prefix(3))…\" is shorter than 16 characters")
+        if let short = keys.firstIndex(where: { $0.utf8.count < 16 }) {
+            // Never echoed, not even in part: the log may be read by others than the key's owner.
+            throw APIKeysError("API key file \(path): key \(short + 1) (of \(keys.count), not counting blank and # lines) is shorter than 16 characters")
         }
         self.init(keys)
     }
@@ -40,6 +42,15 @@ public struct APIKeys: Sendable {
             matched = Self.constantTimeEqual(presented, key) || matched
         }
         return matched
+    }
+
+    /// The cache partition of a call presenting `authorization` (see
+    /// `RerankRequest.cachePartition`): one per key when keys are configured, so one tenant's
+    /// cache hits tell nothing of another's calls; 0 (shared) without keys.
+    public func cachePartition(authorization: String?) -> UInt64 {
+        guard !keys.isEmpty, let authorization else { return 0 }
+        let digest = SHA256.hash(data: Array(authorization.dropFirst(7).utf8))
+        return digest.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } | 1
     }
 
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {

@@ -15,8 +15,9 @@ struct CallLifecycle: Sendable {
 
     /// The checks before a call reaches the engine; the calls it may then make.
     func admit(authorization: String?, keyHint: String) throws(Wire.Status) -> Calls {
-        let models = try state.admit(authorization: authorization, keys: options.apiKeys, keyHint: keyHint)
-        return Calls(models: models, options: options, metrics: metrics)
+        let models = try state.admit(authorization: authorization, keyHint: keyHint)
+        let partition = state.keys.withLock { $0 }.cachePartition(authorization: authorization)
+        return Calls(models: models, options: options, metrics: metrics, tokenizeLane: state.tokenizeLane, cachePartition: partition)
     }
 
     /// A call was admitted and its work starts.
@@ -35,7 +36,9 @@ struct CallLifecycle: Sendable {
 
     /// Counts an answer and logs it: `info` for success, `notice` with the message sent to the
     /// client for a failure, `error` for an internal one. `model`: the served model that
-    /// answered (nil: none, e.g. Health, or a name the server does not serve).
+    /// answered (nil: none, e.g. Health, or a name the server does not serve). Call lines pass
+    /// at a bounded rate (`ServerState.callLogLimiter`), their text escaped: no client can
+    /// flood the log or forge a line in it.
     func answered(method: String, _ code: Wire.Code, error message: String? = nil, model: String? = nil,
                   received: ContinuousClock.Instant, details: Logger.Metadata = [:], logger: Logger, log: Bool = true) {
         let duration = ContinuousClock.now - received
@@ -48,9 +51,9 @@ struct CallLifecycle: Sendable {
         metadata["duration_ms"] = "\(String(format: "%.1f", duration.milliseconds))"
         if let message, code != .ok {
             metadata["error"] = "\(message)"
-            logger.log(level: code == .internal ? .error : .notice, "call failed", metadata: metadata)
+            state.callLogLimiter.log(logger, code == .internal ? .error : .notice, "call failed", metadata: metadata)
         } else {
-            logger.info("call", metadata: metadata)
+            state.callLogLimiter.log(logger, .info, "call", metadata: metadata)
         }
     }
 

@@ -10,7 +10,36 @@ struct Calls: Sendable {
     let models: ServedModels
     let options: ServerOptions
     let metrics: ServerMetrics
+    let tokenizeLane: TokenizeLane
+    /// The caller's cache partition (per API key; see `APIKeys.cachePartition`).
+    var cachePartition: UInt64 = 0
     static let serverVersion = SiftVersion.current
+
+    /// Bytes a result adds to an answer besides its document text (index, scores, counts, tags).
+    static let resultBytes = 48
+    /// Bytes of an answer besides its results (usage, timings, model id, framing).
+    static let answerBytes = 512
+
+    /// About how many bytes the answer to `body` will take, known before it runs (an upper
+    /// bound for reranks and tokenizes): what the connection's outbound gate holds for the call.
+    static func expectedAnswerBytes(_ body: Wire.Body) -> Int {
+        switch body {
+        case .rerankRequest(let r):
+            answerBytes + r.documents.count * resultBytes + (r.returnDocuments ? returnedDocumentBytes(r) : 0)
+        case .tokenizeRequest(let t):
+            // At most one id per byte of (normalized) text, at most 3 bytes each (ids < 2^21).
+            answerBytes + t.texts.count * 16 + (t.returnIDs ? t.texts.reduce(0) { $0 + 9 * $1.utf8.count } : 0)
+        default:
+            answerBytes + 2048
+        }
+    }
+
+    /// Document text a rerank's answer can carry: every document, or the `top_n` largest.
+    static func returnedDocumentBytes(_ r: Wire.RerankRequest) -> Int {
+        let sizes = r.documents.map(\.utf8.count)
+        guard r.topN > 0, Int(r.topN) < sizes.count else { return sizes.reduce(0, +) }
+        return sizes.sorted(by: >).prefix(Int(r.topN)).reduce(0, +)
+    }
 
     /// What a finished rerank reports to logs and metrics.
     struct RerankOutcome: Sendable {
@@ -39,7 +68,15 @@ struct Calls: Sendable {
         request.deadline = r.timeoutMs == 0 ? nil : receivedAt + .milliseconds(Int(r.timeoutMs))
         request.priority = Int(r.priority)
         request.chunkLongDocuments = r.chunkLongDocuments
+        request.cachePartition = cachePartition
         request.chunkOverlapTokens = r.chunkOverlapTokens == 0 ? nil : Int(r.chunkOverlapTokens)
+        if r.returnDocuments {
+            // The answer must fit a frame the client accepts (the same limit both ways).
+            let bytes = Self.answerBytes + r.documents.count * Self.resultBytes + Self.returnedDocumentBytes(r)
+            guard bytes <= options.maxFrameBytes else {
+                throw Wire.Status(.invalidArgument, "with return_documents the answer would take about \(bytes) bytes, over the frame limit of \(options.maxFrameBytes): set top_n, or return_documents false and keep the texts on your side")
+            }
+        }
         if let partial {
             request.onProgress = { scores in partial(scores.map { Self.result($0, document: nil) }) }
         }
@@ -77,13 +114,26 @@ struct Calls: Sendable {
         return RerankOutcome(response: response, queued: result.timings.queued, computing: result.timings.computing)
     }
 
-    func tokenize(_ r: Wire.TokenizeRequest) throws -> [Wire.TokenizedText] {
+    /// Tokenizes on the server's tokenize lane (bounded, off the cooperative pool).
+    func tokenize(_ r: Wire.TokenizeRequest) async throws -> [Wire.TokenizedText] {
         let engine = try models.resolve(r.model).service
         guard r.texts.count <= engine.options.maxDocuments else {
             throw Wire.Status(.invalidArgument, "\(r.texts.count) texts; at most \(engine.options.maxDocuments) per request: split the request")
         }
-        return engine.tokenize(r.texts).map { ids in
-            Wire.TokenizedText(count: UInt32(ids.count), ids: r.returnIDs ? ids.map { UInt32($0) } : [])
+        let bytes = r.texts.reduce(0) { $0 + $1.utf8.count }
+        let limit = options.maxFrameBytes
+        return try await tokenizeLane.run(bytes: bytes) {
+            let ids = engine.tokenize(r.texts)
+            if r.returnIDs {
+                // Packed varints: the answer must fit a frame the client accepts.
+                let answer = ids.reduce(Self.answerBytes) { total, text in
+                    text.reduce(total + 16) { $0 + ($1 < 128 ? 1 : $1 < 16_384 ? 2 : $1 < 2_097_152 ? 3 : 5) }
+                }
+                guard answer <= limit else {
+                    throw Wire.Status(.invalidArgument, "the ids would take \(answer) bytes, over the frame limit of \(limit): send fewer or shorter texts, or return_ids false for counts only")
+                }
+            }
+            return ids.map { Wire.TokenizedText(count: UInt32($0.count), ids: r.returnIDs ? $0.map { UInt32($0) } : []) }
         }
     }
 

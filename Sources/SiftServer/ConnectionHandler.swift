@@ -14,24 +14,45 @@ final class ServerState: Sendable {
     let inFlight = Atomic<Int>(0)
     /// Nil while the models load.
     let models = Locked<ServedModels?>(nil)
+    /// The API keys accepted now (SIGHUP reloads them from `--api-key-file`).
+    let keys: Locked<APIKeys>
     /// Every open connection, on all ports, under one limit.
     let registry: ConnectionRegistry
     /// Bytes held for requests still arriving, over all connections.
     let buffers: BufferBudget
+    /// Answer bytes held for peers, over all connections.
+    let unsent: UnsentBytes
+    /// Where Tokenize calls run, under a bound on their text.
+    let tokenizeLane: TokenizeLane
     /// Lines about hostile input pass at a bounded rate.
     let logLimiter = LogLimiter()
+    /// So do the lines logged per call (a flood of cheap calls cannot flood the log).
+    let callLogLimiter = LogLimiter(perSecond: 100)
 
     init(options: ServerOptions) {
+        keys = Locked(options.apiKeys)
         registry = ConnectionRegistry(limit: options.effectiveMaxConnections)
         buffers = BufferBudget(limit: options.maxBufferedBytes)
+        unsent = UnsentBytes(limit: options.maxUnsentBytes)
+        tokenizeLane = TokenizeLane(limitBytes: 2 * options.maxFrameBytes)
+    }
+
+    /// A connection's outbound gate (see `OutboundGate`).
+    func makeOutboundGate(options: ServerOptions, logger: Logger) -> OutboundGate {
+        OutboundGate(limit: options.maxUnsentBytesPerConnection, server: unsent, timeout: options.sendTimeout,
+                     logger: logger, limiter: logLimiter)
     }
 
     var currentModels: ServedModels? { models.withLock { $0 } }
-    var isServing: Bool { !draining.load(ordering: .relaxed) && currentModels != nil }
+    /// Serving: loaded, not draining, and no model's file changed under it.
+    var isServing: Bool {
+        guard !draining.load(ordering: .relaxed), let models = currentModels else { return false }
+        return models.models.allSatisfy { $0.service.fault == nil }
+    }
 
     /// The API key check (`keyHint` says how to send one).
-    func authorize(authorization: String?, keys: APIKeys, keyHint: String) throws(Wire.Status) {
-        guard keys.accepts(authorization: authorization) else {
+    func authorize(authorization: String?, keyHint: String) throws(Wire.Status) {
+        guard keys.withLock({ $0 }).accepts(authorization: authorization) else {
             throw Wire.Status(.unauthenticated, authorization == nil
                 ? "this server needs an API key: send \(keyHint)"
                 : "API key not accepted (send \(keyHint))")
@@ -40,8 +61,8 @@ final class ServerState: Sendable {
 
     /// The checks every call passes, on either front door, before it reaches the engine: the
     /// API key, shutdown, model still loading.
-    func admit(authorization: String?, keys: APIKeys, keyHint: String) throws(Wire.Status) -> ServedModels {
-        try authorize(authorization: authorization, keys: keys, keyHint: keyHint)
+    func admit(authorization: String?, keyHint: String) throws(Wire.Status) -> ServedModels {
+        try authorize(authorization: authorization, keyHint: keyHint)
         guard !draining.load(ordering: .relaxed) else {
             throw Wire.Status(.unavailable, "server is shutting down: retry on another replica")
         }
@@ -53,25 +74,45 @@ final class ServerState: Sendable {
 }
 
 /// One client connection: decodes frames, checks them, runs calls concurrently (answered out
-/// of order under their request ids), cancels them on Cancel frames or disconnect.
+/// of order under their request ids), cancels them on Cancel frames or when the client closes.
+/// A client that half-closes (shuts its sending side) still gets the answers of the calls it
+/// sent; the connection closes once they are written. TCP shows a half-close and a close alike,
+/// so while such calls run the server sends a Health frame under request id 0 every half
+/// second (informational; clients ignore it): a client that had closed answers it with a
+/// reset, and its calls are cancelled as on any disconnect.
 /// Event-loop confined; calls run in Tasks and hop back to the loop to answer.
 final class ConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ReceivedFrame
     typealias OutboundOut = Wire.Frame
 
+    /// Frames larger than this are decoded off the event loop, in their call's Task.
+    static let inlineDecodeBytes = 64 << 10
+
     private let state: ServerState
     private let metrics: ServerMetrics
     private let options: ServerOptions
     private let lifecycle: CallLifecycle
+    private let gate: OutboundGate
     private var logger: Logger
     private var context: ChannelHandlerContext?
+    /// Calls in flight (being decoded or running), by request id.
     private var inFlight: [UInt64: Task<Void, Never>] = [:]
+    /// The client shut its sending side: close once the calls in flight are answered.
+    private var inputClosed = false
+    /// The last frame written (a half-closed connection closes once it is sent).
+    private var lastWrite: EventLoopFuture<Void>?
+    /// Calls still being decoded, and those of them cancelled meanwhile (a Cancel frame).
+    private var decoding: Set<UInt64> = []
+    private var cancelledWhileDecoding: Set<UInt64> = []
+    /// The connection is gone: nothing more starts.
+    private var closed = false
 
-    init(state: ServerState, metrics: ServerMetrics, options: ServerOptions, logger: Logger) {
+    init(state: ServerState, metrics: ServerMetrics, options: ServerOptions, logger: Logger, gate: OutboundGate) {
         self.state = state
         self.metrics = metrics
         self.options = options
         self.logger = logger
+        self.gate = gate
         lifecycle = CallLifecycle(state: state, metrics: metrics, options: options)
     }
 
@@ -81,8 +122,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard let field = envelope.bodyField else { return nil }  // the decoder will say what is wrong
         if field != Envelope.Field.healthRequest && field != Envelope.Field.cancelRequest {
             do {
-                try state.authorize(authorization: envelope.metadata("authorization"), keys: options.apiKeys,
-                                    keyHint: "metadata authorization: Bearer <key>")
+                try state.authorize(authorization: envelope.metadata("authorization"), keyHint: "metadata authorization: Bearer <key>")
             } catch {
                 return error
             }
@@ -103,30 +143,30 @@ final class ConnectionHandler: ChannelInboundHandler {
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelInactive(context: ChannelHandlerContext) {
-        // The client is gone (a half-close counts: as with gRPC, closing the connection ends
-        // its calls): their work would be wasted, stop it.
+        // The client is gone: the work of its calls would be wasted, stop it.
+        closed = true
         if !inFlight.isEmpty {
             logger.info("client disconnected; cancelling its calls in flight", metadata: ["calls": "\(inFlight.count)"])
         }
         for task in inFlight.values { task.cancel() }
+        cancelledWhileDecoding.formUnion(decoding)
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let incoming = unwrapInboundIn(data)
-        let received = incoming.received
+        let envelope = incoming.envelope
+        if incoming.body.readableBytes > Self.inlineDecodeBytes, let field = envelope.bodyField,
+           [Envelope.Field.rerankRequest, Envelope.Field.tokenizeRequest].contains(field) {
+            return decodeOffLoop(incoming, method: field == Envelope.Field.rerankRequest ? "rerank" : "tokenize")
+        }
         let frame: Wire.Frame
         do {
             frame = try Framing.decode(incoming.body)
         } catch {
-            // The framing is intact, so the connection stays usable.
-            metrics.protocolErrors.increment()
-            let id = (error as? ProtocolError)?.requestID ?? 0
-            state.logLimiter.log(logger, .notice, "malformed frame", metadata: ["request_id": "\(id)", "error": "\(error)"])
-            send(Wire.Frame(requestID: id, body: .status(Wire.Status(.invalidArgument, "malformed frame: \(error)"))))
-            return
+            return malformed(error)
         }
-        handle(frame, received: received)
+        handle(frame, received: incoming.received)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -137,6 +177,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, inFlight.isEmpty {
             logger.debug("closing idle connection")
             context.close(promise: nil)
+        } else if case ChannelEvent.inputClosed = event {
+            // `FrameReader` passes this on once every whole frame it held was delivered.
+            inputClosed = true
+            probePeer()
+            closeIfDone()
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -148,20 +193,111 @@ final class ConnectionHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
+    /// After a half-close, while calls run: is the peer still there? (See the type's comment.)
+    private func probePeer() {
+        guard inputClosed, !closed, !inFlight.isEmpty, let context else { return }
+        send(Wire.Frame(requestID: 0, body: .healthResponse(Wire.Health(status: state.isServing ? .serving : .notServing))))
+        let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: .milliseconds(500)) { loop.value.probePeer() }
+    }
+
+    /// After a half-close: once the last answer is written, the connection ends.
+    private func closeIfDone() {
+        guard inputClosed, inFlight.isEmpty, let context else { return }
+        context.flush()
+        guard let lastWrite else { return context.close(promise: nil) }
+        lastWrite.whenComplete { _ in context.close(promise: nil) }
+    }
+
+    private func malformed(_ error: any Error) {
+        // The framing is intact, so the connection stays usable.
+        metrics.protocolErrors.increment()
+        let id = (error as? ProtocolError)?.requestID ?? 0
+        state.logLimiter.log(logger, .notice, "malformed frame", metadata: ["request_id": "\(id)", "error": LogText.quoted("\(error)")])
+        send(Wire.Frame(requestID: id, body: .status(Wire.Status(.invalidArgument, "malformed frame: \(error)"))))
+    }
+
     // MARK: - Calls
+
+    /// Whether a call may start under `id`: non-zero, not in flight, under the in-flight limit.
+    /// A refusal is sent here; a reused id is refused under request id 0, so the call already
+    /// in flight under it still gets exactly one final frame.
+    private func admitID(_ id: UInt64, method: String, received: ContinuousClock.Instant) -> Bool {
+        guard id != 0 else {
+            fail(0, method: method, received: received, Wire.Status(.invalidArgument, "request_id 0 is reserved: number calls from 1"))
+            return false
+        }
+        guard inFlight[id] == nil else {
+            fail(0, method: method, received: received,
+                 Wire.Status(.invalidArgument, "request_id \(id) is already in flight on this connection: use a new id per call (the call in flight goes on)"))
+            return false
+        }
+        guard inFlight.count < options.maxInFlightPerConnection else {
+            fail(id, method: method, received: received, Wire.Status(.resourceExhausted,
+                "\(inFlight.count) calls in flight on this connection (limit \(options.maxInFlightPerConnection)): wait for answers or open another connection"))
+            return false
+        }
+        return true
+    }
+
+    /// A large call frame: its id is taken now, its bytes are decoded in a Task, and the call
+    /// goes on on the event loop (as a small frame would) once decoded.
+    private func decodeOffLoop(_ incoming: ReceivedFrame, method: String) {
+        guard let context else { return }
+        let id = incoming.envelope.requestID
+        guard admitID(id, method: method, received: incoming.received) else { return }
+        let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        let body = incoming.body
+        decoding.insert(id)
+        inFlight[id] = Task {
+            let decoded = Result { try Framing.decode(body) }
+            let cancelled = Task.isCancelled
+            eventLoop.execute { loop.value.decoded(id, decoded, cancelled: cancelled, received: incoming.received, method: method) }
+        }
+    }
+
+    private func decoded(_ id: UInt64, _ decoded: Result<Wire.Frame, any Error>, cancelled: Bool,
+                         received: ContinuousClock.Instant, method: String) {
+        inFlight.removeValue(forKey: id)
+        decoding.remove(id)
+        defer {
+            context?.flush()
+            closeIfDone()
+        }
+        if cancelled || cancelledWhileDecoding.remove(id) != nil || closed {
+            // Counted under the model it named, as a call cancelled while running is.
+            let name = if case .success(let f) = decoded, case .rerankRequest(let r) = f.body { r.model } else { "" }
+            let model = try? state.currentModels?.resolve(name).name
+            return reply(id, method: method, received: received, .status(Wire.Status(.cancelled, "the call was cancelled")), model: model)
+        }
+        switch decoded {
+        case .success(let frame): handle(frame, received: received)
+        case .failure(let error): malformed(error)
+        }
+    }
 
     private func handle(_ frame: Wire.Frame, received: ContinuousClock.Instant) {
         let id = frame.requestID
         switch frame.body {
         case .healthRequest:
             // No key needed: load balancers probe it.
-            let health = state.currentModels.map { Calls(models: $0, options: options, metrics: metrics).health(serving: state.isServing) }
-                ?? Wire.Health(status: .notServing)
+            let health = state.currentModels.map { models in
+                Wire.Health(status: state.isServing ? .serving : .notServing, activeRequests: UInt32(clamping: models.activeRequests),
+                            queuedTokens: UInt64(models.queuedTokens))
+            } ?? Wire.Health(status: .notServing)
             reply(id, method: "health", received: received, .healthResponse(health), log: false)
             return
         case .cancelRequest(let target):
-            if let task = inFlight[target] {
+            if target == id, let task = inFlight[target] {
+                // A Cancel under its target's own id: the target's CANCELLED is the one final frame.
                 task.cancel()
+                if decoding.contains(target) { cancelledWhileDecoding.insert(target) }
+            } else if inFlight[id] != nil {
+                _ = admitID(id, method: "cancel", received: received)
+            } else if let task = inFlight[target] {
+                task.cancel()
+                if decoding.contains(target) { cancelledWhileDecoding.insert(target) }
                 reply(id, method: "cancel", received: received, .status(Wire.Status(.ok, "call \(target) cancelled")))
             } else {
                 reply(id, method: "cancel", received: received,
@@ -176,22 +312,12 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         let method = frame.body.method
-        guard id != 0 else {
-            return fail(0, method: method, received: received, Wire.Status(.invalidArgument, "request_id 0 is reserved: number calls from 1"))
-        }
-        guard inFlight[id] == nil else {
-            return fail(id, method: method, received: received,
-                        Wire.Status(.invalidArgument, "request_id \(id) is already in flight on this connection: use a new id per call"))
-        }
+        guard admitID(id, method: method, received: received) else { return }
         let calls: Calls
         do {
             calls = try lifecycle.admit(authorization: frame.metadata("authorization"), keyHint: "metadata authorization: Bearer <key>")
         } catch {
             return fail(id, method: method, received: received, error)
-        }
-        guard inFlight.count < options.maxInFlightPerConnection else {
-            return fail(id, method: method, received: received, Wire.Status(.resourceExhausted,
-                "\(inFlight.count) calls in flight on this connection (limit \(options.maxInFlightPerConnection)): wait for answers or open another connection"))
         }
         start(id, frame.body, calls: calls, received: received)
     }
@@ -220,9 +346,12 @@ final class ConnectionHandler: ChannelInboundHandler {
                 return reply(id, method: method, received: received, .status(error), details: details, model: model.name)
             }
         }
+        // The answer's room, held at the gate until the answer is written.
+        let answerBytes = Calls.expectedAnswerBytes(body)
+        gate.commit(answerBytes)
         lifecycle.started(on: channel)
         let finish: @Sendable (Answer) -> Void = { answer in
-            eventLoop.execute { loop.value.finish(id, method: method, received: received, answer, channel: channel) }
+            eventLoop.execute { loop.value.finish(id, method: method, received: received, answer, answerBytes: answerBytes, channel: channel) }
         }
         let task = Task {
             finish(await ConnectionHandler.perform(body, admitted: admitted, calls: calls))
@@ -251,7 +380,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 answer.details = CallLifecycle.details(outcome)
             case .tokenizeRequest(let r):
                 answer.details["texts"] = "\(r.texts.count)"
-                answer.body = .tokenizeResponse(try calls.tokenize(r))
+                answer.body = .tokenizeResponse(try await calls.tokenize(r))
             case .modelInfoRequest(let model):
                 answer.body = .modelInfoResponse(try calls.modelInfo(model: model))
             default:
@@ -265,11 +394,15 @@ final class ConnectionHandler: ChannelInboundHandler {
         return answer
     }
 
-    private func finish(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ answer: Answer, channel: any Channel) {
+    private func finish(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ answer: Answer, answerBytes: Int,
+                        channel: any Channel) {
         inFlight.removeValue(forKey: id)
         lifecycle.ended(on: channel)
         reply(id, method: method, received: received, answer.body, details: answer.details, model: answer.model)
         context?.flush()
+        // Written (now counted as unsent) or dropped with the connection: its room goes back.
+        gate.release(answerBytes)
+        closeIfDone()
     }
 
     private func fail(_ id: UInt64, method: String, received: ContinuousClock.Instant, _ status: Wire.Status) {
@@ -291,10 +424,6 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func send(_ frame: Wire.Frame, flush: Bool = true) {
         guard let context else { return }
-        if flush {
-            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
-        } else {
-            context.write(wrapOutboundOut(frame), promise: nil)
-        }
+        lastWrite = flush ? context.writeAndFlush(wrapOutboundOut(frame)) : context.write(wrapOutboundOut(frame))
     }
 }

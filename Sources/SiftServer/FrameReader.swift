@@ -19,6 +19,8 @@ struct ReceivedFrame {
 /// - `screen` judges the envelope (key, document count) as soon as it is readable: a frame it
 ///   refuses is answered at once and the rest of its bytes are dropped as they arrive, never
 ///   buffered;
+/// - while the connection's `OutboundGate` is shut (its peer is not taking its answers), whole
+///   frames wait here and no call starts; reading from the socket has stopped meanwhile;
 /// - memory is given back between frames.
 /// Refusals are written here as encoded frames; whole frames go on to `ConnectionHandler`.
 final class FrameReader: ChannelInboundHandler {
@@ -37,6 +39,7 @@ final class FrameReader: ChannelInboundHandler {
     private let screen: (Envelope) -> Wire.Status?
     private var logger: Logger
     private let limiter: LogLimiter
+    private let gate: OutboundGate
 
     private var buffer = ByteBuffer()
     private var held = 0               // bytes counted against the budget
@@ -45,10 +48,14 @@ final class FrameReader: ChannelInboundHandler {
     private var frameStart: ContinuousClock.Instant?
     private var deadline: Scheduled<Void>?
     private var closing = false
+    /// The peer shut its sending side; passed on once every whole frame held is delivered.
+    private var inputClosed = false
 
     init(maxFrameBytes: Int, frameTimeout: Duration, budget: BufferBudget, registry: ConnectionRegistry,
-         metrics: ServerMetrics, logger: Logger, limiter: LogLimiter, screen: @escaping (Envelope) -> Wire.Status?) {
+         metrics: ServerMetrics, logger: Logger, limiter: LogLimiter, gate: OutboundGate,
+         screen: @escaping (Envelope) -> Wire.Status?) {
         self.limiter = limiter
+        self.gate = gate
         self.maxFrameBytes = maxFrameBytes
         self.frameTimeout = TimeAmount(frameTimeout)
         self.budget = budget
@@ -83,12 +90,45 @@ final class FrameReader: ChannelInboundHandler {
                 "the server is holding \(budget.bytes >> 20) MiB of requests still arriving (its limit, --max-buffered-mb): retry shortly or send smaller requests"))
         }
         buffer.writeBuffer(&bytes)
-        while !closing, discarding == 0, let next = nextFrame(context) {
+        deliverFrames(context)
+    }
+
+    /// Passes on every whole frame buffered, while the outbound gate is open.
+    private func deliverFrames(_ context: ChannelHandlerContext) {
+        while !closing, discarding == 0, gate.isOpen, let next = nextFrame(context) {
             context.fireChannelRead(wrapInboundOut(next))
         }
-        // Even three bytes of a length prefix start the clock.
-        if !closing, frameStart == nil, buffer.readableBytes > 0 { frameBegan(context) }
+        guard !closing, gate.isOpen else { return giveMemoryBack() }
+        if inputClosed {
+            // Nothing more will come: a partial frame is lost (as on a close), the calls sent go on.
+            if buffer.readableBytes > 0 || discarding > 0 {
+                limiter.log(logger, .info, "half-closed inside a frame", metadata: ["bytes": "\(buffer.readableBytes + discarding)"])
+                buffer = ByteBuffer()
+                discarding = 0
+                frameEnded(context)
+            }
+            giveMemoryBack()
+            closing = true
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            return
+        }
+        // Even three bytes of a length prefix start the clock (not while frames wait for the gate).
+        if frameStart == nil, buffer.readableBytes > 0 { frameBegan(context) }
         giveMemoryBack()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is OutboundGate.Opened {
+            deliverFrames(context)
+            context.fireChannelReadComplete()
+            context.fireUserInboundEventTriggered(event)
+        } else if case ChannelEvent.inputClosed = event {
+            inputClosed = true
+            deliverFrames(context)
+            context.fireChannelReadComplete()
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
     }
 
     /// The next whole frame that passed screening; nil when more bytes are needed (or the
@@ -110,12 +150,9 @@ final class FrameReader: ChannelInboundHandler {
                                       complete: complete)
                 }
             } catch {
-                guard complete else {
-                    refuse(context, id: (error as? ProtocolError)?.requestID ?? 0, discardingFrameOf: length, Wire.Status(.invalidArgument, "malformed frame: \(error)"))
-                    continue
-                }
-                // The decoder names what is wrong, under the request id if it can read it.
-                envelope = Envelope()
+                // Not screenable, so never decoded: refused whole or partial, under its id if known.
+                refuse(context, id: (error as? ProtocolError)?.requestID ?? 0, discardingFrameOf: length, Wire.Status(.invalidArgument, "malformed frame: \(error)"))
+                continue
             }
             if let envelope, complete || !screened {
                 if let status = screen(envelope) {

@@ -18,6 +18,7 @@ public final class ServerMetrics: Sendable {
     let protocolErrors: Prometheus.Counter
     private let serving: Prometheus.Gauge
     private let bufferedRequestBytes: Prometheus.Gauge
+    private let unsentBytes: Prometheus.Gauge
     private let residentBytes: Prometheus.Gauge
     private let availableBytes: Prometheus.Gauge
     private let scoreCacheBytes: Prometheus.Gauge
@@ -45,6 +46,7 @@ public final class ServerMetrics: Sendable {
         protocolErrors = r.makeCounter(descriptor: Self.name("sift_protocol_errors_total", "Connections or frames refused as malformed, oversized, too slow or unauthenticated."))
         serving = gauge("sift_serving", "Whether the server accepts calls: 1 when serving; 0 while the models load or the server drains.")
         bufferedRequestBytes = gauge("sift_buffered_request_bytes", "Bytes of unfinished request frames held across connections (bounded by --max-buffered-mb).")
+        unsentBytes = gauge("sift_unsent_bytes", "Answer bytes held for peers across connections: written and not yet taken by the peer, plus the expected answers of calls in flight (bounded by --max-unsent-mb).")
         residentBytes = gauge("sift_resident_memory_bytes", "This process's resident memory (VmRSS).")
         availableBytes = gauge("sift_memory_available_bytes", "Memory still available to this process: the machine's MemAvailable, or the cgroup limit's headroom when lower.")
         scoreCacheBytes = gauge("sift_score_cache_bytes", "Bytes held by the exact score cache, all models (bounded by --score-cache-mb).")
@@ -86,8 +88,10 @@ public final class ServerMetrics: Sendable {
     }
 
     /// The Prometheus text exposition, with every model's engine gauges read now.
-    public func render(models: ServedModels?, serving isServing: Bool, bufferedRequestBytes buffered: Int = 0) -> [UInt8] {
+    public func render(models: ServedModels?, serving isServing: Bool, bufferedRequestBytes buffered: Int = 0,
+                       unsentBytes unsent: Int = 0) -> [UInt8] {
         bufferedRequestBytes.set(Double(buffered))
+        unsentBytes.set(Double(unsent))
         residentBytes.set(Double(SystemMemory.residentBytes() ?? 0))
         availableBytes.set(Double(SystemMemory.available() ?? 0))
         serving.set(isServing ? 1.0 : 0.0)

@@ -27,6 +27,16 @@ public struct ServerOptions: Sendable {
     /// Bytes held for requests still arriving, over all connections (each may hold 64 KiB
     /// without counting); beyond it such a request is refused with RESOURCE_EXHAUSTED.
     public var maxBufferedBytes = 256 << 20
+    /// Answer bytes held for one connection: written and not yet taken by its peer, plus the
+    /// expected answers of its calls in flight. Beyond it the connection is no longer read and
+    /// starts no call until its peer takes its answers.
+    public var maxUnsentBytesPerConnection = 8 << 20
+    /// The same over all connections: beyond it, every connection holding answers stops being
+    /// read until the total falls back.
+    public var maxUnsentBytes = 256 << 20
+    /// A connection held back by either bound whose peer takes none of its answers for this
+    /// long is closed (its calls are cancelled).
+    public var sendTimeout: Duration = .seconds(30)
     /// On SIGTERM/SIGINT: calls in flight get this long to finish before connections close.
     public var drainTimeout: Duration = .seconds(30)
     /// Accepted API keys; empty: no authentication.

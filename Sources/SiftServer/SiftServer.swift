@@ -65,6 +65,8 @@ public final class SiftServer: Service, Sendable {
     public var openConnections: Int { state.registry.count }
     /// Bytes held for requests still arriving.
     public var bufferedRequestBytes: Int { state.buffers.bytes }
+    /// Answer bytes held for peers: written and not yet taken, or expected from calls in flight.
+    public var unsentBytes: Int { state.unsent.bytes }
 
     /// Binds the ports. Idempotent.
     public func start() async throws {
@@ -101,10 +103,18 @@ public final class SiftServer: Service, Sendable {
         }
     }
 
+    /// Replaces the accepted API keys (SIGHUP with `--api-key-file`); calls in flight go on.
+    public func reloadAPIKeys(_ keys: APIKeys) {
+        state.keys.withLock { $0 = keys }
+        logger.notice("API keys reloaded", metadata: ["keys": "\(keys.count)"])
+    }
+
     /// Loads the models with the server's loader (if it has one and none yet); SERVING after.
+    /// Cancelled (a shutdown while downloading or loading), it throws `CancellationError` at
+    /// once: a download stops (its partial file kept for the next run), a load is abandoned.
     public func loadModelsIfNeeded() async throws {
         guard state.currentModels == nil, let loadModels else { return }
-        let models = try await Task.detached { try await loadModels() }.value
+        let models = try await Task.detached { try await loadModels() }.valueUnlessCancelled
         state.models.withLock { $0 = models }
         logger.notice(models.models.count == 1 ? "model loaded; serving" : "models loaded; serving",
                       metadata: ["models": "\(models.listing)"])
@@ -113,7 +123,12 @@ public final class SiftServer: Service, Sendable {
     public func run() async throws {
         try await start()
         do {
-            try await loadModelsIfNeeded()
+            // SIGTERM/SIGINT while downloading or loading stops that at once.
+            try await cancelWhenGracefulShutdown { try await self.loadModelsIfNeeded() }
+        } catch where Task.isShuttingDownGracefully || error is CancellationError {
+            logger.notice("shutdown requested while the models were loading; stopping")
+            await shutdown()
+            return
         } catch {
             await shutdown()
             throw error
@@ -187,6 +202,9 @@ public final class SiftServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // An RPC client that shuts its sending side still gets its answers (see ConnectionHandler).
+            // On HTTP an end of input means the client is gone, as HTTP servers take it.
+            .childChannelOption(.allowRemoteHalfClosure, value: kind == .rpc)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
@@ -236,13 +254,15 @@ public final class SiftServer: Service, Sendable {
     static func addRPCHandlers(to channel: any Channel, state: ServerState, metrics: ServerMetrics, options: ServerOptions,
                                logger: Logger) throws {
         let sync = channel.pipeline.syncOperations
+        let gate = state.makeOutboundGate(options: options, logger: logger)
+        try sync.addHandler(gate)
         try sync.addHandler(FrameReader(maxFrameBytes: options.maxFrameBytes, frameTimeout: options.frameTimeout,
                                         budget: state.buffers, registry: state.registry, metrics: metrics, logger: logger,
-                                        limiter: state.logLimiter) {
+                                        limiter: state.logLimiter, gate: gate) {
             ConnectionHandler.screen($0, state: state, options: options)
         })
         try sync.addHandler(MessageToByteHandler(FrameEncoder()))
-        try sync.addHandler(ConnectionHandler(state: state, metrics: metrics, options: options, logger: logger))
+        try sync.addHandler(ConnectionHandler(state: state, metrics: metrics, options: options, logger: logger, gate: gate))
     }
 
     private func bindHTTPAPI(port: Int, tls: NIOSSLContext?) async throws -> any Channel {
@@ -256,9 +276,11 @@ public final class SiftServer: Service, Sendable {
     static func addHTTPAPIHandlers(to channel: any Channel, state: ServerState, metrics: ServerMetrics, options: ServerOptions,
                                    logger: Logger) throws {
         let sync = channel.pipeline.syncOperations
+        let gate = state.makeOutboundGate(options: options, logger: logger)
+        try sync.addHandler(gate)
         try sync.addHandler(HTTPRequestGuard(timeout: options.frameTimeout, registry: state.registry, logger: logger, limiter: state.logLimiter))
         try sync.configureHTTPServerPipeline(withErrorHandling: true)
-        try sync.addHandler(HTTPAPIHandler(state: state, metrics: metrics, options: options, logger: logger))
+        try sync.addHandler(HTTPAPIHandler(state: state, metrics: metrics, options: options, logger: logger, gate: gate))
     }
 
     private func bindMetrics(port: Int) async throws -> any Channel {
@@ -266,10 +288,11 @@ public final class SiftServer: Service, Sendable {
         let render: @Sendable () -> (serving: Bool, body: [UInt8]) = {
             let serving = state.isServing
             return (serving, metrics.render(models: state.currentModels, serving: serving,
-                                            bufferedRequestBytes: state.buffers.bytes))
+                                            bufferedRequestBytes: state.buffers.bytes, unsentBytes: state.unsent.bytes))
         }
         return try await bind(.metrics, port: port, tls: nil, flag: "--metrics-port", refuse: HTTPRequestGuard.refuse) { channel in
             let sync = channel.pipeline.syncOperations
+            try sync.addHandler(state.makeOutboundGate(options: options, logger: logger))
             try sync.addHandler(HTTPRequestGuard(timeout: options.frameTimeout, registry: state.registry, logger: logger, limiter: state.logLimiter))
             try sync.configureHTTPServerPipeline(withErrorHandling: true)
             try sync.addHandler(MetricsHTTPHandler(render: render))

@@ -28,14 +28,13 @@ struct ConvertCommand: ParsableCommand {
             }
             bar.finish()
             let outURL = URL(fileURLWithPath: out)
-            let tmp = outURL.appendingPathExtension("partial")
+            AtomicFile.removeOnSignals()
+            // Written beside --out and renamed over it when whole (see `AtomicFile`).
             try SiftFile.write(model: reranker.model, tokenizerJSON: tokenizerJSON, yesID: reranker.yesID,
-                               noID: reranker.noID, to: tmp) { done, total in
+                               noID: reranker.noID, to: outURL) { done, total in
                 bar.update("writing \(outURL.lastPathComponent)", done >> 20, total >> 20, unit: "MiB")
             }
             bar.finish()
-            _ = try? FileManager.default.removeItem(at: outURL)
-            try FileManager.default.moveItem(at: tmp, to: outURL)
             let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
             print(String(format: "wrote %@ (%.2f GB) in %.1f s", out, Double(size) / 1e9, now() - start))
         }

@@ -79,6 +79,7 @@ struct InspectCommand: ParsableCommand {
             let (yes, no) = try Reranker.answerTokens(tokenizer, directory: dir)
             let ckpt = try Qwen3Checkpoint(directory: dir)
             let c = ckpt.config
+            try Reranker.checkVocabulary(c, tokenizer, file: dir.appendingPathComponent("config.json").path)
             let params = ckpt.checkpoint.tensors.values.reduce(0) { $0 + $1.count }
             print("""
                 model:      \(dir.path)

@@ -8,6 +8,7 @@ import SiftHub
 import SiftProtocol
 import SiftServer
 import SiftBase
+import UnixSignals
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
@@ -150,7 +151,8 @@ struct ServeCommand: AsyncParsableCommand {
                                         threads: threads, engineOptions: engineOptions, scoreCacheBytes: scoreCacheMb << 20,
                                         logger: logger)
         let server = SiftServer(options: options, logger: logger) { try await loader.load() }
-        let group = ServiceGroup(configuration: .init(services: [.init(service: server)],
+        let reloader = KeyReloader(server: server, file: apiKeyFile, logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [.init(service: reloader), .init(service: server)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint],
                                                       logger: logger))
         do {
@@ -158,6 +160,28 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             FileHandle.standardError.write(Data("sift: error: \(error)\n".utf8))
             throw ExitCode(1)
+        }
+    }
+}
+
+/// SIGHUP reloads `--api-key-file` (a file that no longer reads keeps the old keys, and says
+/// why); without one, SIGHUP is logged and ignored. Either way the server never dies of it.
+struct KeyReloader: Service {
+    let server: SiftServer
+    let file: String?
+    let logger: Logger
+
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            guard let file else {
+                logger.notice("SIGHUP: no --api-key-file to reload; ignored")
+                continue
+            }
+            do {
+                server.reloadAPIKeys(try APIKeys(file: file))
+            } catch {
+                logger.error("SIGHUP: API keys not reloaded, the old ones stay in force", metadata: ["error": "\(error)"])
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ final class FuzzRegressionTests: XCTestCase {
         let seeds = try Fixtures.temporaryDirectory()
         XCTAssertEqual(try CLITests.run(["seeds", seeds.path], executable: Self.fuzz).status, 0)
         let regressions = Fixtures.packageRoot.appendingPathComponent("Tests/FuzzRegressions")
-        for target in ["frames", "http", "safetensors", "sift", "hub", "tokenizer"] {
+        for target in ["frames", "http", "safetensors", "sift", "hub", "tokenizer", "tokenizer-file"] {
             var inputs = [seeds.appendingPathComponent(target).path]
             let dir = regressions.appendingPathComponent(target)
             if FileManager.default.fileExists(atPath: dir.path) { inputs.append(dir.path) }

@@ -13,19 +13,59 @@ public final class Tokenizer: Sendable {
 
     public var vocabularySize: Int { tokenBytes.count }
 
+    /// Most entries of each kind a tokenizer file may hold (Qwen3's has 151,643 / 151,387 / 26):
+    /// sizes are checked before anything is allocated for them.
+    public static let maxVocabularyEntries = 1 << 22
+    public static let maxMerges = 1 << 22
+    public static let maxAddedTokens = 1 << 16
+    /// Longest token, in bytes (Qwen3's longest is 128).
+    public static let maxTokenLength = 1024
+
+    /// Longest byte string of any token: no token covers more text than this.
+    public let maxTokenBytes: Int
+    /// First bytes of the added tokens: only there can one start.
+    private let addedTokenStarts: [Bool]
+
+    /// Ids may skip a few numbers (reserved ids), no more: `tokenBytes` is sized by the highest.
+    public static let maxIDGaps = 1 << 10
+
+    /// Checks what a hostile file could hold before building anything from it: every id in
+    /// 0..<(entries + `maxIDGaps`), so `tokenBytes` is about as large as the file's lists;
+    /// tokens non-empty and bounded; no id given to two different tokens. (The model's check
+    /// that every id has an embedding row is `Reranker`'s.)
     init(vocab: [([UInt8], Int32)], merges: [([UInt8], [UInt8])], added: [([UInt8], Int32)],
          file: String) throws {
-        var maxID: Int32 = -1
-        for (_, id) in vocab { maxID = max(maxID, id) }
-        for (_, id) in added { maxID = max(maxID, id) }
-        guard maxID >= 0 else { throw LoadError(file: file, "the vocabulary is empty") }
-        var tokenBytes = [[UInt8]](repeating: [], count: Int(maxID) + 1)
+        guard !vocab.isEmpty else { throw LoadError(file: file, "the vocabulary is empty") }
+        guard vocab.count <= Self.maxVocabularyEntries, merges.count <= Self.maxMerges, added.count <= Self.maxAddedTokens else {
+            throw LoadError(file: file, "\(vocab.count) vocabulary entries, \(merges.count) merges, \(added.count) added tokens: more than a tokenizer holds (at most \(Self.maxVocabularyEntries), \(Self.maxMerges), \(Self.maxAddedTokens))")
+        }
+        let idLimit = vocab.count + added.count + Self.maxIDGaps
+        var tokenBytes = [[UInt8]?](repeating: nil, count: idLimit)
         var byID = [[UInt8]: Int32](minimumCapacity: vocab.count)
         for (bytes, id) in vocab {
-            guard id >= 0 else { throw LoadError(file: file, "negative token id \(id)") }
+            guard id >= 0, Int(id) < idLimit else {
+                throw LoadError(file: file, "token id \(id) is outside 0..<\(idLimit) (ids are numbered from 0, with at most \(Self.maxIDGaps) unused)")
+            }
+            guard !bytes.isEmpty, bytes.count <= Self.maxTokenLength else {
+                throw LoadError(file: file, "vocabulary entry \(id) is \(bytes.isEmpty ? "empty" : "\(bytes.count) bytes long (at most \(Self.maxTokenLength))")")
+            }
+            guard tokenBytes[Int(id)] == nil else { throw LoadError(file: file, "token id \(id) is given twice in the vocabulary") }
             tokenBytes[Int(id)] = bytes
             byID[bytes] = id
         }
+        for (content, id) in added {
+            guard id >= 0, Int(id) < idLimit else {
+                throw LoadError(file: file, "added token id \(id) is outside 0..<\(idLimit) (ids are numbered from 0, with at most \(Self.maxIDGaps) unused)")
+            }
+            guard !content.isEmpty, content.count <= Self.maxTokenLength else {
+                throw LoadError(file: file, "added token \(id) is \(content.isEmpty ? "empty" : "\(content.count) bytes long (at most \(Self.maxTokenLength))")")
+            }
+            if let existing = tokenBytes[Int(id)], existing != content {
+                throw LoadError(file: file, "added token \(id) reuses the id of another token")
+            }
+            tokenBytes[Int(id)] = content
+        }
+        let count = (tokenBytes.lastIndex { $0 != nil } ?? -1) + 1
         var byteTokens = [Int32](repeating: -1, count: 256)
         for b in 0..<256 {
             guard let id = byID[[UInt8(b)]] else {
@@ -41,11 +81,23 @@ public final class Tokenizer: Sendable {
             }
             entries.append((l, r, m))
         }
-        for (content, id) in added { tokenBytes[Int(id)] = content }
-        self.tokenBytes = tokenBytes
+        // Unused ids decode to nothing.
+        self.tokenBytes = tokenBytes[..<count].map { $0 ?? [] }
+        maxTokenBytes = self.tokenBytes.reduce(0) { max($0, $1.count) }
         // Longest first, so that a token that is a prefix of another never shadows it.
         self.addedTokens = added.map { (content: $0.0, id: $0.1) }.sorted { $0.content.count > $1.content.count }
+        var starts = [Bool](repeating: false, count: 256)
+        for token in added { starts[Int(token.0[0])] = true }
+        addedTokenStarts = starts
         self.bpe = BPE(byteTokens: byteTokens, merges: MergeTable(entries))
+    }
+
+    /// Fewest tokens `bytes` bytes of text can become: no token is longer than `maxTokenBytes`,
+    /// and normalization (NFC) shrinks text at most threefold. Lets a caller refuse text that
+    /// cannot fit a limit without tokenizing it.
+    public func fewestTokens(bytes: Int) -> Int {
+        let most = 3 * max(1, maxTokenBytes)
+        return (bytes + most - 1) / most
     }
 
     /// Id of the token whose text is exactly `text` (e.g. "yes"), if there is one.
@@ -73,8 +125,8 @@ public final class Tokenizer: Sendable {
             var i = 0
             let n = utf8.count
             while i < n {
-                // Every added token of Qwen starts with '<'; check only there.
-                if utf8[i] == 0x3C, let (len, id) = matchAdded(utf8, at: i) {
+                // Check only where an added token can start (Qwen's all start with '<').
+                if addedTokenStarts[Int(utf8[i])], let (len, id) = matchAdded(utf8, at: i) {
                     encodeOrdinary(UnsafeBufferPointer(rebasing: utf8[segmentStart..<i]), into: &out, scratch: &scratch)
                     out.append(id)
                     i += len

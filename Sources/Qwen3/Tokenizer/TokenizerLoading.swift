@@ -17,19 +17,40 @@ extension Tokenizer {
                         tokenizerConfig: directory.appendingPathComponent("tokenizer_config.json"))
     }
 
+    /// Largest tokenizer file read (Qwen3's tokenizer.json is 11 MB).
+    public static let maxFileBytes = 256 << 20
+
     /// Loads a Hugging Face `tokenizer.json` (byte-level BPE model).
     public static func load(tokenizerJSON url: URL) throws -> Tokenizer {
-        let data: Data
+        try load(tokenizerJSONData: try read(url), file: url.path)
+    }
+
+    /// A tokenizer file's bytes, refused before reading when it is larger than a tokenizer is.
+    private static func read(_ url: URL) throws -> Data {
+        let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
+        guard size <= maxFileBytes else {
+            throw LoadError(file: url.path, "\(size) bytes: larger than a tokenizer file is (at most \(maxFileBytes >> 20) MiB)")
+        }
         do {
-            data = try Data(contentsOf: url, options: .alwaysMapped)
+            return try Data(contentsOf: url, options: .alwaysMapped)
         } catch {
             throw LoadError(file: url.path, "cannot read the file (\(error.localizedDescription))")
         }
-        return try load(tokenizerJSONData: data, file: url.path)
+    }
+
+    /// A token id as the file gives it: an integer in 0...Int32.max, never truncated or rounded.
+    static func tokenID(_ value: Any?) -> Int32? {
+        guard let number = value as? NSNumber else { return nil }
+        let d = number.doubleValue
+        guard d.rounded() == d, d >= 0, d <= Double(Int32.max), number.int64Value == Int64(d) else { return nil }
+        return Int32(d)
     }
 
     /// Parses the bytes of a `tokenizer.json`; `file` names it in errors.
     public static func load(tokenizerJSONData data: Data, file: String) throws -> Tokenizer {
+        guard data.count <= maxFileBytes else {
+            throw LoadError(file: file, "\(data.count) bytes: larger than a tokenizer file is (at most \(maxFileBytes >> 20) MiB)")
+        }
         guard let object = try? JSONSerialization.jsonObject(with: data), let root = object as? [String: Any] else {
             throw LoadError(file: file, "not a JSON object")
         }
@@ -40,6 +61,9 @@ extension Tokenizer {
         guard let vocabObject = model["vocab"] as? [String: Any] else { throw LoadError(file: file, "missing \"model.vocab\"") }
         guard let mergesArray = model["merges"] as? [Any] else { throw LoadError(file: file, "missing \"model.merges\"") }
         let vocab = try parseVocab(vocabObject, file: file)
+        guard mergesArray.count <= Tokenizer.maxMerges else {
+            throw LoadError(file: file, "\(mergesArray.count) merges: more than a tokenizer holds (at most \(Tokenizer.maxMerges))")
+        }
         var merges: [([UInt8], [UInt8])] = []
         merges.reserveCapacity(mergesArray.count)
         for (rank, item) in mergesArray.enumerated() {
@@ -55,8 +79,8 @@ extension Tokenizer {
         }
         var added: [([UInt8], Int32)] = []
         for item in root["added_tokens"] as? [[String: Any]] ?? [] {
-            guard let content = item["content"] as? String, let id = (item["id"] as? NSNumber)?.int32Value else {
-                throw LoadError(file: file, "an added token lacks \"content\" or \"id\"")
+            guard let content = item["content"] as? String, let id = tokenID(item["id"]) else {
+                throw LoadError(file: file, "an added token lacks \"content\" or a valid \"id\" (an integer in 0...\(Int32.max)): \(String(describing: item["id"] ?? "none").prefix(40))")
             }
             added.append((Array(content.utf8), id))
         }
@@ -66,7 +90,7 @@ extension Tokenizer {
     /// Loads `vocab.json` + `merges.txt` (+ `added_tokens_decoder` of `tokenizer_config.json`).
     public static func load(vocabJSON: URL, mergesTXT: URL, tokenizerConfig: URL?) throws -> Tokenizer {
         let vocab = try parseVocab(try readJSONObject(vocabJSON), file: vocabJSON.path)
-        guard let text = try? String(contentsOf: mergesTXT, encoding: .utf8) else {
+        guard let text = String(data: try read(mergesTXT), encoding: .utf8) else {
             throw LoadError(file: mergesTXT.path, "cannot read the file as UTF-8 text")
         }
         var merges: [([UInt8], [UInt8])] = []
@@ -79,7 +103,7 @@ extension Tokenizer {
         if let config = tokenizerConfig, FileManager.default.fileExists(atPath: config.path) {
             let root = try readJSONObject(config)
             for (key, value) in root["added_tokens_decoder"] as? [String: Any] ?? [:] {
-                guard let id = Int32(key), let content = (value as? [String: Any])?["content"] as? String else {
+                guard let id = Int32(key), id >= 0, let content = (value as? [String: Any])?["content"] as? String else {
                     throw LoadError(file: config.path, "added_tokens_decoder entry \(key) is malformed")
                 }
                 added.append((Array(content.utf8), id))
@@ -89,12 +113,7 @@ extension Tokenizer {
     }
 
     private static func readJSONObject(_ url: URL) throws -> [String: Any] {
-        let data: Data
-        do {
-            data = try Data(contentsOf: url, options: .alwaysMapped)
-        } catch {
-            throw LoadError(file: url.path, "cannot read the file (\(error.localizedDescription))")
-        }
+        let data = try read(url)
         guard let object = try? JSONSerialization.jsonObject(with: data), let dict = object as? [String: Any] else {
             throw LoadError(file: url.path, "not a JSON object")
         }
@@ -102,11 +121,14 @@ extension Tokenizer {
     }
 
     private static func parseVocab(_ object: [String: Any], file: String) throws -> [([UInt8], Int32)] {
+        guard object.count <= Tokenizer.maxVocabularyEntries else {
+            throw LoadError(file: file, "\(object.count) vocabulary entries: more than a tokenizer holds (at most \(Tokenizer.maxVocabularyEntries))")
+        }
         var vocab: [([UInt8], Int32)] = []
         vocab.reserveCapacity(object.count)
         for (token, value) in object {
-            guard let id = (value as? NSNumber)?.int32Value else {
-                throw LoadError(file: file, "vocabulary entry \(token) has no integer id")
+            guard let id = tokenID(value) else {
+                throw LoadError(file: file, "vocabulary entry \(token.prefix(40)) has no valid id (an integer in 0...\(Int32.max))")
             }
             guard let bytes = ByteLevel.bytes(of: token) else {
                 throw LoadError(file: file, "vocabulary entry \(token) is not in the byte-level alphabet")

@@ -8,7 +8,9 @@ import Qwen3
 /// every block. The prefix's last, partly filled block is cached too, keyed by the same chain
 /// plus a tail marker, so a repeated query computes nothing. Entries in use by a request are
 /// pinned (`users` > 0); the others are evicted least recently used first when the cache holds
-/// more than `budgetBytes`. Only the scheduler thread uses it.
+/// more than `budgetBytes`. Every chain starts from its *partition*'s seed: requests of different
+/// partitions (API keys, when a server has several) never share blocks, so no tenant can learn
+/// from cache hits what another sent. Only the scheduler thread uses it.
 public final class PrefixCache {
     public final class Entry {
         public let key: UInt64
@@ -44,6 +46,11 @@ public final class PrefixCache {
 
     static let seed: UInt64 = 0x5153_4946_545F_5631  // any fixed value
 
+    /// The first parent of a partition's chains (partition 0: the one shared by all).
+    static func seed(_ partition: UInt64) -> UInt64 {
+        partition == 0 ? seed : key(parent: seed ^ partition, tokens: [], tail: true)
+    }
+
     /// Key of the block after `parent` holding `tokens` (`tail`: a partly filled last block).
     static func key(parent: UInt64, tokens: ArraySlice<Int32>, tail: Bool) -> UInt64 {
         var h = parent ^ (tail ? 0x9E37_79B9_7F4A_7C15 : 0)
@@ -58,10 +65,10 @@ public final class PrefixCache {
     /// The cached blocks covering the longest cached start of `tokens`, pinned for the caller
     /// (release them with `release`). Covers whole blocks, plus the tail when every full
     /// block and the tail are cached.
-    public func acquire(_ tokens: [Int32]) -> (entries: [Entry], coveredTokens: Int) {
+    public func acquire(_ tokens: [Int32], partition: UInt64 = 0) -> (entries: [Entry], coveredTokens: Int) {
         clock += 1
         lookups += tokens.count
-        let (found, covered) = peek(tokens)
+        let (found, covered) = peek(tokens, partition: partition)
         touch(found)
         for e in found { pin(e) }
         hits += covered
@@ -69,11 +76,11 @@ public final class PrefixCache {
     }
 
     /// What `acquire` would return, without pinning, touching or counting anything.
-    public func peek(_ tokens: [Int32]) -> (entries: [Entry], coveredTokens: Int) {
+    public func peek(_ tokens: [Int32], partition: UInt64 = 0) -> (entries: [Entry], coveredTokens: Int) {
         let p = KVBlock.positions
         guard budgetBytes > 0 else { return ([], 0) }
         var found: [Entry] = []
-        var parent = Self.seed
+        var parent = Self.seed(partition)
         var covered = 0
         while covered + p <= tokens.count {
             let slice = tokens[covered..<(covered + p)]
@@ -106,12 +113,12 @@ public final class PrefixCache {
 
     /// Offers the blocks of a computed prefix (`cache` holds exactly `tokens`); blocks already
     /// cached are skipped. The new entries are pinned for the caller like `acquire`'s.
-    public func insert(_ tokens: [Int32], cache: KVCache) -> [Entry] {
+    public func insert(_ tokens: [Int32], cache: KVCache, partition: UInt64 = 0) -> [Entry] {
         guard budgetBytes > 0 else { return [] }
         let p = KVBlock.positions
         clock += 1
         var added: [Entry] = []
-        var parent = Self.seed
+        var parent = Self.seed(partition)
         var start = 0
         while start < tokens.count {
             let end = min(start + p, tokens.count)

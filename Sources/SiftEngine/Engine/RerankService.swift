@@ -20,6 +20,13 @@ public protocol RerankService: Sendable {
     var stats: EngineStats { get }
     /// Stops taking work; calls still running fail with `unavailable`.
     func shutdown()
+    /// Why the service cannot serve at all any more (e.g. its model file changed), or nil:
+    /// Health reports NOT_SERVING while a model has one.
+    var fault: String? { get }
+}
+
+extension RerankService {
+    public var fault: String? { nil }
 }
 
 /// The model behind a `RerankService`, as `ModelInfo` reports it.

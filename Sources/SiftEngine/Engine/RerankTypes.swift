@@ -24,6 +24,10 @@ public struct RerankRequest: Sendable {
     public var chunkLongDocuments = false
     /// Tokens shared by consecutive windows (nil: a quarter of the window, at most 256).
     public var chunkOverlapTokens: Int?
+    /// Whose caches the call may use: calls of different partitions never share prefix KV or
+    /// scores, so cache hits (and their timing and usage counts) tell nothing across them. A
+    /// server sets it per API key; 0 is the partition shared by every call that sets none.
+    public var cachePartition: UInt64 = 0
     /// The call's room in the engine's queue, held since `admit` (nil: `rerank` takes it).
     public internal(set) var admission: QueueReservation?
 

@@ -32,6 +32,7 @@ public final class Reranker: @unchecked Sendable {
             let contents = try SiftFile.open(path)
             let tokenizer = try Tokenizer.load(tokenizerJSONData: contents.tokenizerJSON, file: path + " (tokenizer.json)")
             let model = try Qwen3Model(sift: contents, threads: threads, kernelPath: kernelPath)
+            try checkVocabulary(model.config, tokenizer, file: path)
             return Reranker(tokenizer: tokenizer, model: model, yesID: contents.yesID, noID: contents.noID)
         }
         return try load(directory: URL(fileURLWithPath: path), precision: precision, threads: threads,
@@ -70,10 +71,7 @@ public final class Reranker: @unchecked Sendable {
         let tokenizer = try Tokenizer.load(directory: directory)
         let (yes, no) = try answerTokens(tokenizer, directory: directory)
         let checkpoint = try Qwen3Checkpoint(directory: directory)
-        guard checkpoint.config.vocabSize >= tokenizer.vocabularySize else {
-            throw LoadError(file: directory.appendingPathComponent("config.json").path,
-                            "vocab_size \(checkpoint.config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabularySize) tokens")
-        }
+        try checkVocabulary(checkpoint.config, tokenizer, file: directory.appendingPathComponent("config.json").path)
         // Refuse up front what cannot fit, rather than be killed by the OOM killer mid-load.
         let needed = precision == .fp32 ? checkpoint.linearFloat32Bytes : checkpoint.linearFloat32Bytes / 4
         if let available = SystemMemory.available(), needed > available {
@@ -85,6 +83,13 @@ public final class Reranker: @unchecked Sendable {
                                    kernelPath: kernelPath, calibrationTokens: calibrationTokens(tokenizer),
                                    progress: progress)
         return Reranker(tokenizer: tokenizer, model: model, yesID: yes, noID: no)
+    }
+
+    /// Every token id the tokenizer can produce must have an embedding row.
+    public static func checkVocabulary(_ config: Qwen3Config, _ tokenizer: Tokenizer, file: String) throws {
+        guard config.vocabSize >= tokenizer.vocabularySize else {
+            throw LoadError(file: file, "vocab_size \(config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabularySize) token ids")
+        }
     }
 
     /// The text int8 calibration runs through the fp32 model: a real reranker input, so every

@@ -42,11 +42,11 @@ public final class ScoreCache: Sendable {
 
     /// The context of a call; every field that changes a score is in it.
     public static func context(engine: UUID, instruction: String, query: String, maxLength: Int,
-                               maxTokensPerDocument: Int?, chunk: Bool, chunkOverlap: Int?) -> Context {
+                               maxTokensPerDocument: Int?, chunk: Bool, chunkOverlap: Int?, partition: UInt64 = 0) -> Context {
         var hasher = SHA256()
         withUnsafeBytes(of: engine.uuid) { hasher.update(bufferPointer: $0) }
         let numbers: [Int64] = [Int64(maxLength), Int64(maxTokensPerDocument ?? -1), chunk ? 1 : 0,
-                                chunk ? Int64(chunkOverlap ?? -1) : 0]
+                                chunk ? Int64(chunkOverlap ?? -1) : 0, Int64(bitPattern: partition)]
         numbers.withUnsafeBytes { hasher.update(bufferPointer: $0) }
         // Length-prefixed, so no two (instruction, query) pairs give the same bytes.
         for text in [instruction, query] {

@@ -49,6 +49,9 @@ public final class SiftEngine: Sendable {
     /// Stops the scheduler; requests still running fail with `unavailable`.
     public func shutdown() { scheduler.stop() }
 
+    /// Why this engine cannot serve any more (its model file changed under it), or nil.
+    public var fault: String? { scheduler.modelFileChange.map { Scheduler.modelFileChanged($0).message } }
+
     public var stats: EngineStats {
         var stats = scheduler.stats.withLock { $0 }
         stats.scoreCacheLookups = scoreCacheLookups.load(ordering: .relaxed)
@@ -127,7 +130,10 @@ public final class SiftEngine: Sendable {
     /// toward the bound instead of piling up in front of it. Throws `EngineError`
     /// (invalidArgument, resourceExhausted: retry later, unavailable).
     public func admit(_ request: RerankRequest) throws -> RerankRequest {
+        if let change = scheduler.modelFileChange { throw Scheduler.modelFileChanged(change) }
         let maxLength = try validate(request)
+        let fewest = fewestTokens(request, maxLength: maxLength)
+        if fewest > options.requestTokenLimit { throw Self.tooManyTokens(atLeast: fewest, limit: options.requestTokenLimit) }
         var admitted = request
         do {
             admitted.admission = try scheduler.reserve(estimatedTokens(request.documents, of: request, maxLength: maxLength))
@@ -144,7 +150,8 @@ public final class SiftEngine: Sendable {
     private func scoreCacheContext(_ request: RerankRequest, maxLength: Int) -> ScoreCache.Context {
         ScoreCache.context(engine: identity, instruction: request.instruction ?? RerankPrompt.defaultInstruction,
                            query: request.query, maxLength: maxLength, maxTokensPerDocument: request.maxTokensPerDocument,
-                           chunk: request.chunkLongDocuments, chunkOverlap: request.chunkOverlapTokens)
+                           chunk: request.chunkLongDocuments, chunkOverlap: request.chunkOverlapTokens,
+                           partition: request.cachePartition)
     }
 
     /// Best first (by logit, ties by index), cut to `topN`.
@@ -239,7 +246,19 @@ public final class SiftEngine: Sendable {
         guard maxLength > 0, maxLength <= maxLengthLimit else {
             throw EngineError(.invalidArgument, "max_length \(maxLength) must be in 1...\(maxLengthLimit)")
         }
+        // A query that cannot fit is refused from its size, before anything is held for it.
+        let fewest = fixedPromptTokens.prefix + fixedPromptTokens.suffix
+            + reranker.tokenizer.fewestTokens(bytes: queryPartBytes(r))
+        guard fewest <= maxLength else {
+            throw EngineError(.invalidArgument, "the instruction and query are \(queryPartBytes(r)) bytes: at least \(fewest) tokens with the prompt, more than max_length \(maxLength); shorten the query or raise max_length")
+        }
         return maxLength
+    }
+
+    /// Bytes of "<Instruct>: …\n<Query>: …\n<Document>:", counted without building it.
+    private func queryPartBytes(_ r: RerankRequest) -> Int {
+        let framing = RerankPrompt.queryPart(query: "", instruction: "").utf8.count
+        return framing + (r.instruction ?? RerankPrompt.defaultInstruction).utf8.count + r.query.utf8.count
     }
 
     func prepare(_ r: RerankRequest) throws -> Prepared {
@@ -250,19 +269,25 @@ public final class SiftEngine: Sendable {
         let shared = options.prefixSharing ? prompt.prefix.count : 0
         let perSequence = (options.prefixSharing ? 0 : prompt.prefix.count) + prompt.suffix.count
 
-        // Tokenize, then count every sequence and token the call asks for before building any.
-        let encoded = r.documents.map { tokenizer.encode(" " + $0) }
+        // Tokenize, counting every sequence and token the call asks for before building any; a
+        // call over the limit stops being tokenized (and gives its queue room back) at once.
+        var encoded: [[Int32]] = []
+        encoded.reserveCapacity(r.documents.count)
         var cuts: [Windows] = []
-        cuts.reserveCapacity(encoded.count)
+        cuts.reserveCapacity(r.documents.count)
         var sequences = 0, tokens = shared, largest = 0
-        for ids in encoded {
+        for document in r.documents {
+            let ids = tokenizer.encode(" " + document)
             let cut = r.chunkLongDocuments && ids.count > budget && budget > 0
                 ? Windows(length: ids.count, window: budget, overlap: r.chunkOverlapTokens)
                 : Windows(length: min(ids.count, budget), window: max(budget, 1), overlap: 0)
+            encoded.append(ids)
             cuts.append(cut)
             sequences += cut.count
             tokens += cut.tokens + cut.count * perSequence
             largest = max(largest, min(ids.count, budget) + perSequence)
+            if tokens > options.requestTokenLimit { throw Self.tooManyTokens(atLeast: tokens, limit: options.requestTokenLimit) }
+            if Task.isCancelled { throw EngineError(.cancelled, "the request was cancelled") }
         }
         try checkSize(sequences: sequences, tokens: tokens, prefix: shared, largestSequence: largest)
 
@@ -283,14 +308,34 @@ public final class SiftEngine: Sendable {
         return prepared
     }
 
+    /// Fewest tokens the call can queue, from its bytes (see `Tokenizer.fewestTokens`): a call
+    /// over the limit even so is refused before it holds anything.
+    func fewestTokens(_ r: RerankRequest, maxLength: Int) -> Int {
+        let tokenizer = reranker.tokenizer
+        let prefix = fixedPromptTokens.prefix + tokenizer.fewestTokens(bytes: queryPartBytes(r))
+        let perSequence = (options.prefixSharing ? 0 : prefix) + fixedPromptTokens.suffix
+        let window = max(1, min(r.maxTokensPerDocument ?? maxLength, maxLength - prefix - fixedPromptTokens.suffix))
+        var tokens = options.prefixSharing ? prefix : 0
+        for document in r.documents {
+            let least = tokenizer.fewestTokens(bytes: document.utf8.count + 1)
+            // Chunked, every token counts; otherwise a document is cut to its window.
+            tokens += (r.chunkLongDocuments ? least : min(least, window)) + perSequence
+        }
+        return tokens
+    }
+
+    static func tooManyTokens(atLeast tokens: Int, limit: Int) -> EngineError {
+        EngineError(.invalidArgument, "the call needs at least \(tokens) tokens; one call may queue at most \(limit) (--max-request-tokens): split it into calls of fewer or shorter documents, or lower max_length")
+    }
+
     /// Tokens the call will queue for `documents`, estimated before tokenizing: a token covers
     /// at least one UTF-8 byte of its text, so this is an upper bound, unless normalization
     /// lengthens the text (rare; `submit` checks the exact count) or chunk windows are smaller
     /// than the longest possible. Capped at what one call may queue (an admissible call never
     /// needs more).
     func estimatedTokens(_ documents: [String], of r: RerankRequest, maxLength: Int) -> Int {
-        let instruction = r.instruction ?? RerankPrompt.defaultInstruction
-        let prefix = fixedPromptTokens.prefix + RerankPrompt.queryPart(query: r.query, instruction: instruction).utf8.count
+        // A prefix longer than max_length is refused once tokenized: it never queues more.
+        let prefix = min(maxLength, fixedPromptTokens.prefix + queryPartBytes(r))
         let window = min(r.maxTokensPerDocument ?? maxLength, maxLength)
         let perSequence = (options.prefixSharing ? 0 : prefix) + fixedPromptTokens.suffix
         let cap = min(options.requestTokenLimit, options.maxQueuedTokens)

@@ -31,11 +31,14 @@ final class Scheduler: @unchecked Sendable {
     private var passes: [(pass: ForwardPass, plan: [Planner.Item])] = []
     /// Measured compute rate (tokens per second of step time), for deadline-driven classes.
     private var tokensPerSecond = 0.0
+    /// The files the model's weights are mapped from (checked before every step).
+    let modelFiles: [MappedFile]
 
     /// `kvBudgetBytes`: the resolved KV budget (the engine picks a default from free memory).
     init(model: Qwen3Model, options: EngineOptions, kvBudgetBytes: Int) {
         self.model = model
         self.options = options
+        modelFiles = model.mappedFiles
         let c = model.config
         kvPool = KVBlockPool(layerCount: c.layerCount, kvDim: c.kvDim, headDim: c.headDim,
                              keepFreeBytes: min(256 << 20, kvBudgetBytes / 4), capacityBytes: kvBudgetBytes)
@@ -103,6 +106,13 @@ final class Scheduler: @unchecked Sendable {
         EngineError(.resourceExhausted, "the queue holds \(queued) tokens; this request adds \(estimated ? "about " : "")\(tokens) and the limit is \(options.maxQueuedTokens): retry later or send fewer documents")
     }
 
+    static func modelFileChanged(_ change: String) -> EngineError {
+        EngineError(.unavailable, "the model file changed while being served (\(change)): restart the server. Replace a served model file by renaming a new file over it (mv), never by copying onto it")
+    }
+
+    /// The first change to a file the model runs on, if any (see `MappedFile.change`).
+    var modelFileChange: String? { modelFiles.lazy.compactMap { $0.change() }.first }
+
     /// Wakes the loop so a cancellation is noticed before the next step.
     func poke() {
         condition.lock()
@@ -153,7 +163,7 @@ final class Scheduler: @unchecked Sendable {
     private func start(_ r: ActiveRequest) {
         r.started = true
         guard options.prefixSharing else { r.prefixReady = true; return }
-        let (entries, covered) = prefixCache.acquire(r.prefix)
+        let (entries, covered) = prefixCache.acquire(r.prefix, partition: r.cachePartition)
         r.pinned = entries
         r.prefixTokensCached = covered
         r.prefixKV = KVCache(pool: kvPool, blocks: entries.map(\.block), count: covered)
@@ -182,7 +192,7 @@ final class Scheduler: @unchecked Sendable {
             startBlocks = r.slotBlocks
             if options.prefixSharing {
                 // Cached blocks someone else pins cost nothing; unpinned ones become pinned.
-                let (entries, covered) = prefixCache.peek(r.prefix)
+                let (entries, covered) = prefixCache.peek(r.prefix, partition: r.cachePartition)
                 prefixRemaining = r.prefix.count - covered
                 startBlocks += KVBlockPool.blocks(forPositions: r.prefix.count) - entries.filter { $0.users > 0 }.count
             }
@@ -261,6 +271,13 @@ final class Scheduler: @unchecked Sendable {
     }
 
     private func step() {
+        // Weights read from a file changed under the model would crash it (SIGBUS) or give
+        // wrong scores: every call fails instead, saying what to do.
+        if let change = modelFiles.lazy.compactMap({ $0.change() }).first {
+            for r in active { finish(r, error: Self.modelFileChanged(change)) }
+            active.removeAll()
+            return
+        }
         let now = ContinuousClock.now
         let step = Planner.nextStep(active.map { summary($0, now: now) }, policy: policy,
                                     freeBlocks: kvBudgetBlocks - committedBlocks())
@@ -350,7 +367,7 @@ final class Scheduler: @unchecked Sendable {
             case .prefix:
                 if item.final {
                     r.prefixReady = true
-                    r.pinned += prefixCache.insert(r.prefix, cache: r.prefixKV!)
+                    r.pinned += prefixCache.insert(r.prefix, cache: r.prefixKV!, partition: r.cachePartition)
                 }
             case let .document(i):
                 let doc = r.documents[i]
@@ -491,6 +508,8 @@ final class ActiveRequest: @unchecked Sendable {
     let deadline: ContinuousClock.Instant?
     let priority: Int
     let prefix: [Int32]
+    /// Its prefix-cache partition (`RerankRequest.cachePartition`).
+    let cachePartition: UInt64
     /// Prefix positions its documents share (0 without prefix sharing: each has its own copy).
     let sharedPrefixTokens: Int
     let documents: [DocumentWork]
@@ -524,6 +543,7 @@ final class ActiveRequest: @unchecked Sendable {
         deadline = request.deadline
         priority = request.priority
         self.prefix = prefix
+        cachePartition = request.cachePartition
         self.documents = documents
         onProgress = request.onProgress
         self.continuation = continuation

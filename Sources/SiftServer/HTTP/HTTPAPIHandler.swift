@@ -13,6 +13,8 @@ import SiftBase
 /// (pipelined ones wait in NIO's pipelining handler); a client that disconnects cancels its call.
 /// A request refused before its body is read (too large, no key, no room to buffer it) is
 /// answered at once and the connection closed, since the rest of its body cannot be skipped.
+/// A request that arrives while the connection's `OutboundGate` is shut (its client is not
+/// reading its answers) waits until it opens. Bodies over 64 KiB are decoded off the event loop.
 final class HTTPAPIHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -36,8 +38,17 @@ final class HTTPAPIHandler: ChannelInboundHandler {
     /// Refused before its end: the rest of this request is ignored (the connection closes).
     private var refused = false
     private var call: Task<Void, Never>?
+    private let gate: OutboundGate
+    /// A whole request waiting for the gate to open.
+    private var waiting: (RequestInfo, ByteBuffer)?
+    /// The connection is gone: a body still being decoded starts no call.
+    private var closed = false
 
-    init(state: ServerState, metrics: ServerMetrics, options: ServerOptions, logger: Logger) {
+    /// Bodies larger than this are decoded off the event loop.
+    static let inlineDecodeBytes = 64 << 10
+
+    init(state: ServerState, metrics: ServerMetrics, options: ServerOptions, logger: Logger, gate: OutboundGate) {
+        self.gate = gate
         self.state = state
         self.metrics = metrics
         self.options = options
@@ -52,18 +63,38 @@ final class HTTPAPIHandler: ChannelInboundHandler {
     func handlerRemoved(context: ChannelHandlerContext) { release() }
 
     func channelInactive(context: ChannelHandlerContext) {
+        closed = true
         call?.cancel()
         release()
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, call == nil, request == nil {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, call == nil, request == nil, waiting == nil {
             context.close(promise: nil)
+        } else if event is OutboundGate.Opened {
+            if let (info, payload) = waiting {
+                waiting = nil
+                route(context, info, payload)
+            }
+            context.fireUserInboundEventTriggered(event)
         } else {
             context.fireUserInboundEventTriggered(event)
         }
     }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError {
+            // NIO's error handler has answered 400 with Connection: close; keep the promise.
+            state.logLimiter.log(logger, .notice, "unparsable HTTP request; closing", metadata: ["error": "\(error)"])
+            metrics.protocolErrors.increment()
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.eventLoop.execute { bound.value.close(promise: nil) }
+        } else {
+            context.fireErrorCaught(error)
+        }
+    }
+
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -78,7 +109,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
                         "request body of \(length) bytes is over the limit of \(options.maxFrameBytes) bytes: send fewer or shorter documents"))
                 }
                 do {
-                    try state.authorize(authorization: head.headers.first(name: "authorization"), keys: options.apiKeys,
+                    try state.authorize(authorization: head.headers.first(name: "authorization"),
                                         keyHint: "the header Authorization: Bearer <key>")
                 } catch {
                     return refuseEarly(context, info, status: 401, error)
@@ -107,7 +138,11 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             let payload = body
             body = ByteBuffer()
             release()
-            route(context, info, payload)
+            if gate.isOpen {
+                route(context, info, payload)
+            } else {
+                waiting = (info, payload)
+            }
         }
     }
 
@@ -138,7 +173,12 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             lifecycle.answered(method: "http_health", serving ? .ok : .unavailable, received: info.received, logger: logger, log: false)
             respond(context, info, status: serving ? 200 : 503, json: Data(#"{"status":"\#(serving ? "SERVING" : "NOT_SERVING")"}"#.utf8))
         case (.POST, "/v1/rerank"), (.POST, "/v2/rerank"), (.POST, "/rerank"):
-            let body = Data(payload.readableBytesView)
+            let body: Data
+            do {
+                body = try JSONScan.utf8Body(Data(payload.readableBytesView))
+            } catch {
+                return fail(context, info, method: "http_rerank", status: 400, error)
+            }
             let dialect: Dialect = path == "/rerank" && TEIRerankAPI.matches(body) ? .tei : .cohere(apiVersion: path.hasPrefix("/v2") ? "2" : "1")
             rerank(context, info, body, dialect: dialect)
         case (_, "/v1/rerank"), (_, "/v2/rerank"), (_, "/rerank"), (_, "/health"):
@@ -165,18 +205,42 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         } catch {
             return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error, tei: tei)
         }
-        let decoded: (Wire.RerankRequest, TEIRerankAPI.Options)
-        do {
-            switch dialect {
-            case .cohere:
-                decoded = (try HTTPRerankAPI.decode(body, maxDocuments: calls.models.maxDocuments), TEIRerankAPI.Options())
-            case .tei:
-                decoded = try TEIRerankAPI.decode(body, maxDocuments: calls.models.maxDocuments)
+        let maxDocuments = calls.models.maxDocuments
+        let decode: @Sendable () -> Result<(Wire.RerankRequest, TEIRerankAPI.Options), Wire.Status> = {
+            Result {
+                switch dialect {
+                case .cohere: (try HTTPRerankAPI.decode(body, maxDocuments: maxDocuments), TEIRerankAPI.Options())
+                case .tei: try TEIRerankAPI.decode(body, maxDocuments: maxDocuments)
+                }
+            }.mapError { $0 as? Wire.Status ?? Wire.Status(.invalidArgument, "\($0)") }
+        }
+        guard body.count > Self.inlineDecodeBytes else {
+            return start(context, info, decode(), calls: calls, dialect: dialect)
+        }
+        // A large body is decoded off the event loop; the call goes on here after.
+        let loop = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        call = Task {
+            let decoded = decode()
+            eventLoop.execute {
+                let (handler, context) = loop.value
+                handler.call = nil
+                handler.start(context, info, decoded, calls: calls, dialect: dialect)
             }
-        } catch let status as Wire.Status {
-            return fail(context, info, method: method, status: 400, status, tei: tei)
-        } catch {
-            return fail(context, info, method: method, status: 400, Wire.Status(.invalidArgument, "\(error)"), tei: tei)
+        }
+    }
+
+    /// A decoded rerank request: its model resolved, admitted, and run in a Task.
+    private func start(_ context: ChannelHandlerContext, _ info: RequestInfo,
+                       _ decodedBody: Result<(Wire.RerankRequest, TEIRerankAPI.Options), Wire.Status>,
+                       calls: Calls, dialect: Dialect) {
+        let method = "http_rerank"
+        let tei = if case .tei = dialect { true } else { false }
+        guard !closed else { return }
+        let decoded: (Wire.RerankRequest, TEIRerankAPI.Options)
+        switch decodedBody {
+        case .success(let d): decoded = d
+        case .failure(let status): return fail(context, info, method: method, status: 400, status, tei: tei)
         }
         let (request, teiOptions) = decoded
         let model: ServedModels.Model
@@ -199,21 +263,21 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         let eventLoop = context.eventLoop
         let channel = context.channel
         lifecycle.started(on: channel)
-        let finish: @Sendable (Result<Calls.RerankOutcome, Wire.Status>) -> Void = { outcome in
+        // The answer is encoded in the call's Task (a large one would hold the event loop).
+        let encode: @Sendable (Calls.RerankOutcome) -> Result<Data, Wire.Status> = { o in
+            switch dialect {
+            case .cohere(let apiVersion): .success(HTTPRerankAPI.encode(o.response, model: echoedName, apiVersion: apiVersion))
+            case .tei: Result { try TEIRerankAPI.encode(o.response, teiOptions) }.mapError { $0 as? Wire.Status ?? Wire.Status(.internal, "\($0)") }
+            }
+        }
+        let finish: @Sendable (Result<(Data, Logger.Metadata), Wire.Status>) -> Void = { answer in
             eventLoop.execute {
                 let handler = loop.value
                 let context = contextBound.value
                 handler.call = nil
                 handler.lifecycle.ended(on: channel)
-                let encoded: Result<Data, Wire.Status> = outcome.flatMap { o in
-                    switch dialect {
-                    case .cohere(let apiVersion): .success(HTTPRerankAPI.encode(o.response, model: echoedName, apiVersion: apiVersion))
-                    case .tei: Result { try TEIRerankAPI.encode(o.response, teiOptions) }.mapError { $0 as? Wire.Status ?? Wire.Status(.internal, "\($0)") }
-                    }
-                }
-                switch encoded {
-                case .success(let json):
-                    let details = (try? outcome.get()).map(CallLifecycle.details) ?? [:]
+                switch answer {
+                case .success(let (json, details)):
                     handler.log(info, method: method, code: .ok, model: model.name, details: details)
                     handler.respond(context, info, status: 200, json: json)
                 case .failure(let status):
@@ -223,13 +287,15 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             }
         }
         call = Task {
+            let outcome: Result<Calls.RerankOutcome, Wire.Status>
             do {
-                finish(.success(try await calls.rerank(admitted)))
+                outcome = .success(try await calls.rerank(admitted))
             } catch let status as Wire.Status {
-                finish(.failure(status))
+                outcome = .failure(status)
             } catch {
-                finish(.failure(Wire.Status(.internal, "\(error)")))
+                outcome = .failure(Wire.Status(.internal, "\(error)"))
             }
+            finish(outcome.flatMap { o in encode(o).map { ($0, CallLifecycle.details(o)) } })
         }
     }
 
@@ -257,7 +323,12 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: "\(json.count)")
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        if !keepAlive {
+            headers.add(name: "Connection", value: "close")
+        } else if info.head.version.major == 1, info.head.version.minor == 0 {
+            // HTTP/1.0 closes after each response unless the response says otherwise.
+            headers.add(name: "Connection", value: "keep-alive")
+        }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: info.head.version, status: HTTPResponseStatus(statusCode: status), headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: json)))), promise: nil)
         context.triggerUserOutboundEvent(HTTPRequestGuard.ResponseSent(), promise: nil)

@@ -179,6 +179,18 @@ enum HTTPRerankAPI {
 
 /// Reads just enough JSON to count the elements of a top-level array, without building them.
 enum JSONScan {
+    /// A request body as the scanner and the decoder both read it: UTF-8 JSON (RFC 8259), a
+    /// leading byte-order mark dropped. UTF-16 and UTF-32 bodies (which Foundation's decoder
+    /// would read past the document count check) are refused.
+    static func utf8Body(_ body: Data) throws(Wire.Status) -> Data {
+        let head = Array(body.prefix(4))
+        if head.starts(with: [0xEF, 0xBB, 0xBF]) { return body.dropFirst(3) }
+        if head.starts(with: [0xFE, 0xFF]) || head.starts(with: [0xFF, 0xFE]) || head.contains(0) {
+            throw Wire.Status(.invalidArgument, "the request body must be JSON in UTF-8 (RFC 8259), not UTF-16 or UTF-32")
+        }
+        return body
+    }
+
     /// Elements of the array under `key` in the top-level object (the largest, if the key
     /// repeats); nil when the body is not an object of that shape (the decoder says why).
     static func arrayCount(in data: Data, key: String) -> Int? {

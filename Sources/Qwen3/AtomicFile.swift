@@ -74,10 +74,10 @@ public struct AtomicFile {
         self.size = size
     }
 
-    private func failure(_ what: String) -> LoadError {
+    private func failure(_ what: String, after bytes: Int? = nil) -> LoadError {
         let reason = errno == ENOSPC ? "no space left on the device: free space or write it elsewhere"
             : String(cString: strerror(errno))
-        return LoadError(file: destination, "\(what) after \(written) of \(size) bytes (\(reason)); the file was not replaced")
+        return LoadError(file: destination, "\(what) after \(bytes ?? written) of \(size) bytes (\(reason)); the file was not replaced")
     }
 
     public mutating func append(_ bytes: UnsafeRawBufferPointer) throws {
@@ -103,7 +103,7 @@ public struct AtomicFile {
         while done < bytes.count {
             let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw failure("cannot write") }
+            guard n > 0 else { throw failure("cannot write", after: offset + done) }
             done += n
         }
     }

@@ -291,6 +291,7 @@ public struct HubModelResolver: Sendable {
         do {
             if response.status.code != 416 {
                 for try await chunk in response.body {
+                    try Task.checkCancellation()
                     // Never more than the listing promised: a hub that keeps sending is cut off.
                     guard written + chunk.readableBytes <= size else {
                         throw HubError("\(name): the hub sent more than the \(size) bytes it lists; refusing the file")

@@ -5,7 +5,7 @@ import SiftBase
 /// and the like pass at most `perSecond` a second (server-wide); beyond that they are counted,
 /// and the next line that passes says how many were left out.
 final class LogLimiter: Sendable {
-    private let perSecond: Int
+    let perSecond: Int
     private let state = Locked(State())
 
     private struct State {

@@ -73,6 +73,7 @@ final class OutboundGate: ChannelDuplexHandler {
 
     /// A call started that is expected to answer about `bytes`.
     func commit(_ bytes: Int) {
+        guard context != nil else { return }  // the connection is gone: nothing is held for it
         committed += bytes
         server.add(bytes)
         evaluate()
@@ -80,6 +81,7 @@ final class OutboundGate: ChannelDuplexHandler {
 
     /// A call's expected answer was written (its bytes now count as pending) or dropped.
     func release(_ bytes: Int) {
+        guard context != nil else { return }
         committed -= bytes
         server.remove(bytes)
         evaluate()

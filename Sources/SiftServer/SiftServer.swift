@@ -91,7 +91,9 @@ public final class SiftServer: Service, Sendable {
                                              "client_certificates": "\(files.clientCAPath == nil ? "not required" : "required")"])
         }
         logger.info("limits", metadata: ["connections": "\(state.registry.limit)", "frame_timeout_s": "\(options.frameTimeout.components.seconds)",
-                                         "buffered_mb": "\(options.maxBufferedBytes >> 20)", "idle_timeout_s": "\(options.idleTimeout.components.seconds)"])
+                                         "buffered_mb": "\(options.maxBufferedBytes >> 20)",
+                                         "unsent_mb": "\(options.maxUnsentBytes >> 20)", "unsent_mb_per_connection": "\(options.maxUnsentBytesPerConnection >> 20)",
+                                         "send_timeout_s": "\(options.sendTimeout.components.seconds)", "idle_timeout_s": "\(options.idleTimeout.components.seconds)"])
         if state.registry.limit < options.maxConnections {
             logger.warning("connection limit lowered to fit the file-descriptor limit (raise `ulimit -n` to allow more)",
                            metadata: ["asked": "\(options.maxConnections)", "allowed": "\(state.registry.limit)"])

@@ -72,6 +72,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Seconds before an idle connection is closed.") var idleTimeout: Double = 300
     @Option(help: "Seconds a frame (or HTTP request) may take to arrive from its first byte.") var frameTimeout: Double = 30
     @Option(help: "MiB held for requests still arriving, over all connections.") var maxBufferedMb: Int = ServerOptions().maxBufferedBytes >> 20
+    @Option(help: "MiB of answers held for one connection (unsent, or expected from its calls in flight); beyond it the connection is not read until its client takes its answers.")
+    var maxUnsentMbPerConnection: Int = ServerOptions().maxUnsentBytesPerConnection >> 20
+    @Option(help: "MiB of answers held for all connections together; beyond it no connection holding answers is read.")
+    var maxUnsentMb: Int = ServerOptions().maxUnsentBytes >> 20
+    @Option(help: "Seconds a connection held back by those bounds may take none of its answers before it is closed.")
+    var sendTimeout: Double = 30
     @Option(help: "Seconds calls in flight get to finish on shutdown.") var drainTimeout: Double = 30
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
 
@@ -91,6 +97,8 @@ struct ServeCommand: AsyncParsableCommand {
         if idleTimeout <= 0 || drainTimeout < 0 { throw ValidationError("--idle-timeout must be positive and --drain-timeout not negative") }
         if !(frameTimeout > 0) { throw ValidationError("--frame-timeout must be positive") }
         if maxBufferedMb < 1 { throw ValidationError("--max-buffered-mb must be at least 1") }
+        if maxUnsentMb < 1 || maxUnsentMbPerConnection < 1 { throw ValidationError("--max-unsent-mb and --max-unsent-mb-per-connection must be at least 1") }
+        if !(sendTimeout > 0) { throw ValidationError("--send-timeout must be positive") }
         if let kvBudgetMb, kvBudgetMb < 1 { throw ValidationError("--kv-budget-mb must be at least 1") }
         if let maxRequestTokens, maxRequestTokens < 1 { throw ValidationError("--max-request-tokens must be at least 1") }
         if maxQueuedTokens < 1 { throw ValidationError("--max-queued-tokens must be at least 1") }
@@ -122,6 +130,9 @@ struct ServeCommand: AsyncParsableCommand {
         options.frameTimeout = .milliseconds(Int(frameTimeout * 1000))
         options.maxBufferedBytes = maxBufferedMb << 20
         options.drainTimeout = .milliseconds(Int(drainTimeout * 1000))
+        options.maxUnsentBytes = maxUnsentMb << 20
+        options.maxUnsentBytesPerConnection = maxUnsentMbPerConnection << 20
+        options.sendTimeout = .milliseconds(Int(sendTimeout * 1000))
         options.ioThreads = ioThreads
         if let tlsCert, let tlsKey {
             options.tls = TLSFiles(certificatePath: tlsCert, keyPath: tlsKey, clientCAPath: tlsClientCa)

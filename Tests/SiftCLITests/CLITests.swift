@@ -198,6 +198,50 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("status:     OK"), r.stdout)
     }
 
+    /// `inspect` said OK for a tokenizer.json that crashed the loader (an empty added token):
+    /// it now checks what loading checks.
+    func testInspectChecksTheTokenizerAsLoadingDoes() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        for name in try FileManager.default.contentsOfDirectory(atPath: tiny) {
+            try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent(name), withDestinationURL: Fixtures.tinyModel.appendingPathComponent(name))
+        }
+        var root = try JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.tinyModel.appendingPathComponent("tokenizer.json"))) as! [String: Any]
+        var added = root["added_tokens"] as! [[String: Any]]
+        added[0]["content"] = ""
+        root["added_tokens"] = added
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("tokenizer.json"))
+        try JSONSerialization.data(withJSONObject: root).write(to: dir.appendingPathComponent("tokenizer.json"))
+        for command in [["inspect", "--model", dir.path], ["score", "--model", dir.path, "--query", "q"]] {
+            let r = try run(command, stdin: Data(#"{"text":"d"}"#.utf8))
+            XCTAssertEqual(r.status, 1, "\(command): \(r.stdout)")
+            XCTAssertTrue(r.stderr.contains("added token") && r.stderr.contains("is empty"), r.stderr)
+        }
+    }
+
+    /// `convert` replaced `--out` by remove-then-move: killed at the wrong moment it left no
+    /// model. Killed anywhere now, the old file stays whole; the next run cleans up after it.
+    func testAKilledConvertLeavesTheOldFileWhole() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let out = dir.appendingPathComponent("model.sift")
+        XCTAssertEqual(try run(["convert", "--model", tiny, "--out", out.path]).status, 0)
+        let old = try Data(contentsOf: out)
+        for delay in [0.2, 0.6, 1.0, 1.5] {
+            let p = Process()
+            p.executableURL = Self.sift
+            p.arguments = ["convert", "--model", tiny, "--out", out.path]
+            p.standardError = FileHandle.nullDevice
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            Thread.sleep(forTimeInterval: delay)
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            let now = try Data(contentsOf: out)
+            XCTAssertTrue(now == old || (try? SiftFile.open(out.path)) != nil, "after a kill at \(delay) s the model is damaged")
+        }
+        XCTAssertEqual(try run(["convert", "--model", tiny, "--out", out.path]).status, 0)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["model.sift"], "a killed run's partial file stayed")
+    }
+
     private func parseResults(_ stdout: String) throws -> [[String: Any]] {
         let root = try JSONSerialization.jsonObject(with: Data(stdout.utf8)) as! [String: Any]
         return root["results"] as! [[String: Any]]

@@ -285,4 +285,42 @@ final class ServeTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("--aging-seconds must be positive"), r.stderr)
     }
+
+    /// SIGHUP killed the server at once (exit 129). It now reloads the key file: the new key
+    /// works, the old one no longer does; a key file that no longer reads keeps the old keys.
+    func testSIGHUPReloadsTheKeysAndNeverKills() async throws {
+        let keys = try Fixtures.temporaryDirectory().appendingPathComponent("keys")
+        try "old-key-0123456789abcdef\n".write(to: keys, atomically: true, encoding: .utf8)
+        let server = try ServerProcess(["--model", Fixtures.tinyModel.path, "--threads", "2", "--api-key-file", keys.path])
+        defer { if server.process.isRunning { server.process.terminate() } }
+        let port = try server.port
+        _ = try server.wait(for: "model loaded; serving")
+        func status(_ key: String) async throws -> Wire.Code {
+            let c = try await SiftConnection.connect(host: "127.0.0.1", port: port)
+            defer { Task { await c.close() } }
+            do {
+                _ = try await c.call(.modelInfoRequest(), metadata: [Wire.MetadataEntry("authorization", "Bearer \(key)")])
+                return .ok
+            } catch let s as Wire.Status { return s.code }
+        }
+        let oldBefore = try await status("old-key-0123456789abcdef")
+        XCTAssertEqual(oldBefore, .ok)
+        try "new-key-0123456789abcdef\n".write(to: keys, atomically: true, encoding: .utf8)
+        kill(server.process.processIdentifier, SIGHUP)
+        _ = try server.wait(for: "API keys reloaded")
+        let newKey = try await status("new-key-0123456789abcdef"), oldKey = try await status("old-key-0123456789abcdef")
+        XCTAssertEqual(newKey, .ok)
+        XCTAssertEqual(oldKey, .unauthenticated)
+        // A broken file: the keys in force stay, the log says why, and the key is not echoed.
+        try "zq7x\n".write(to: keys, atomically: true, encoding: .utf8)
+        kill(server.process.processIdentifier, SIGHUP)
+        let log = try server.wait(for: "API keys not reloaded")
+        XCTAssertFalse(log.contains("zq7"), log)
+        let stillNew = try await status("new-key-0123456789abcdef")
+        XCTAssertEqual(stillNew, .ok)
+        XCTAssertTrue(server.process.isRunning)
+        kill(server.process.processIdentifier, SIGTERM)
+        server.process.waitUntilExit()
+        XCTAssertEqual(server.process.terminationStatus, 0, server.text)
+    }
 }

@@ -24,6 +24,8 @@ final class FakeHub: @unchecked Sendable {
         var listing: String?
         /// Serve this file with this many extra bytes after what the listing says.
         var oversend: (name: String, bytes: Int)?
+        /// Send half of this file, then nothing more (the connection stays open).
+        var stall: String?
     }
 
     let repo = "Qwen/Tiny-Reranker"
@@ -98,7 +100,7 @@ final class FakeHubHandler: ChannelInboundHandler {
     }
 
     func send(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: [UInt8], headers extra: [(String, String)] = [],
-              cutAt: Int? = nil) {
+              cutAt: Int? = nil, stalls: Bool = false) {
         var headers = HTTPHeaders(extra)
         headers.add(name: "Content-Length", value: "\(body.count)")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
@@ -106,6 +108,10 @@ final class FakeHubHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body.prefix(cutAt)))))).whenComplete { _ in
                 context.close(promise: nil)
             }
+            return
+        }
+        if stalls {
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body.prefix(body.count / 2))))), promise: nil)
             return
         }
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
@@ -136,6 +142,7 @@ final class FakeHubHandler: ChannelInboundHandler {
                         headers: [("Content-Range", "bytes \(start)-\(bytes.count - 1)/\(bytes.count)")])
         }
         hub.downloads.add(1, ordering: .relaxed)
+        if behaviour.stall == name { return send(context, .ok, bytes, stalls: true) }
         if behaviour.interruptFirst == name {
             hub.behaviour.withLock { $0.interruptFirst = nil }
             return send(context, .ok, bytes, cutAt: bytes.count / 2)
@@ -190,6 +197,45 @@ final class HubTests: XCTestCase {
         XCTAssertEqual(hub.rangeRequests.load(ordering: .relaxed), 1, "the second attempt asked only for the rest")
         let bytes = try Data(contentsOf: dir.appendingPathComponent("model.safetensors"))
         XCTAssertEqual(Array(bytes), hub.files["model.safetensors"])
+        await hub.stop()
+    }
+
+    /// SIGTERM while `serve` downloads a model was ignored (still downloading 60 s later). It
+    /// now stops the download at once, keeps the partial file for the next run, and exits 0.
+    func testSIGTERMStopsADownloadPromptlyAndKeepsThePartialFile() async throws {
+        let hub = try FakeHub(.init(stall: "model.safetensors"))
+        try await hub.start()
+        let home = try Fixtures.temporaryDirectory()
+        let sift = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let executable = [sift, sift.deletingLastPathComponent()].map { $0.appendingPathComponent("sift") }
+            .first { FileManager.default.isExecutableFile(atPath: $0.path) }!
+        let log = home.appendingPathComponent("serve.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = ["serve", "--model", hub.repo, "--port", "0"]
+        p.environment = ProcessInfo.processInfo.environment.merging(
+            ["HF_ENDPOINT": hub.endpoint, "HF_HOME": home.path, "HF_HUB_OFFLINE": "0"]) { $1 }
+        p.standardError = try FileHandle(forWritingTo: log)
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { p.terminate() } }
+        func partials() -> [URL] {
+            let blobs = home.appendingPathComponent("hub/models--Qwen--Tiny-Reranker/blobs")
+            return ((try? FileManager.default.contentsOfDirectory(at: blobs, includingPropertiesForKeys: nil)) ?? [])
+                .filter { $0.pathExtension == "incomplete" && (try? Data(contentsOf: $0).count) ?? 0 > 0 }
+        }
+        for _ in 0..<600 where partials().isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+        XCTAssertFalse(partials().isEmpty, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+        let signalled = ContinuousClock.now
+        kill(p.processIdentifier, SIGTERM)
+        while p.isRunning && ContinuousClock.now - signalled < .seconds(20) { try await Task.sleep(for: .milliseconds(50)) }
+        let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        XCTAssertFalse(p.isRunning, "still downloading after SIGTERM:\n\(text)")
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, text)
+        XCTAssertTrue(text.contains("shutdown requested while the models were loading"), text)
+        XCTAssertFalse(partials().isEmpty, "the partial download was not kept for the next run")
         await hub.stop()
     }
 

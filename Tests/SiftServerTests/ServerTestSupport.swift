@@ -23,7 +23,7 @@ enum TestServer {
     /// `aliases`: other names of the model (as `sift serve --model-alias`).
     static func start(_ configure: (inout ServerOptions) -> Void = { _ in },
                       engine configureEngine: (inout EngineOptions) -> Void = { _ in },
-                      aliases: [String] = []) async throws -> SiftServer {
+                      aliases: [String] = [], logger custom: Logger? = nil) async throws -> SiftServer {
         var options = ServerOptions()
         options.port = 0
         options.metricsPort = 0
@@ -35,7 +35,7 @@ enum TestServer {
         logger.logLevel = ProcessInfo.processInfo.environment["SIFT_TEST_LOG"] != nil ? .debug : .critical
         let models = try ServedModels([.init(name: options.modelID, aliases: aliases,
                                              service: SiftEngine(reranker: reranker, options: engineOptions))])
-        let server = SiftServer(models: models, options: options, logger: logger)
+        let server = SiftServer(models: models, options: options, logger: custom ?? logger)
         try await server.start()
         return server
     }
@@ -71,8 +71,13 @@ enum TestServer {
 final class RawSocket: @unchecked Sendable {
     let fd: Int32
 
-    init(port: Int) throws {
+    /// `receiveBuffer`: the socket's receive buffer in bytes (set before connecting, so the
+    /// window it advertises stays small: a peer that never reads fills it quickly).
+    init(port: Int, receiveBuffer: Int? = nil) throws {
         fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer.map(Int32.init) {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)

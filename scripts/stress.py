@@ -2,7 +2,9 @@
 """Soak and overload runs against a real `sift serve` (Python standard library only).
 
 soak:     hostile clients the whole time (garbage bytes, oversized frames, slow senders,
-          mid-call disconnects, unauthenticated frames, HTTP garbage and slow HTTP), and
+          mid-call disconnects, unauthenticated frames, HTTP garbage and slow HTTP, clients that
+          never read their answers on both ports, a Tokenize flood, calls that can never run,
+          frames with two bodies, BOM-prefixed JSON), and
           open-loop load (`sift load`) at 65% of the capacity measured with them running,
           while RSS, open fds, /metrics gauges and CPU use are sampled. Fails on: a failed
           well-behaved call, memory or fd growth after warm-up, a gauge not back to 0 at the
@@ -160,6 +162,8 @@ class Chaos:
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(threads)]
         self.threads += [threading.Thread(target=self.slow_sender, daemon=True) for _ in range(slow_clients)]
+        self.threads += [threading.Thread(target=self.loop, args=(f,), daemon=True)
+                         for f in (self.rpc_non_reader, self.http_non_reader, self.tokenize_flood)]
 
     def count(self, name):
         with self.lock:
@@ -189,7 +193,7 @@ class Chaos:
         rnd = random.Random(seed)
         actions = [self.garbage, self.oversized, self.disconnect_mid_call, self.unauthenticated_big_frame,
                    self.malformed_protobuf, self.too_many_documents, self.http_garbage, self.http_pipelined,
-                   self.http_unfinished_body, self.cancel_unknown]
+                   self.http_unfinished_body, self.cancel_unknown, self.huge_query, self.two_bodies, self.bom_many_documents]
         while not self.stopping.is_set():
             action = rnd.choice(actions)
             try:
@@ -255,6 +259,89 @@ class Chaos:
             s.sendall(b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
                       b"\r\nContent-Length: 100000\r\n\r\n{\"query\":")
             time.sleep(rnd.uniform(0, 0.3))
+
+    def huge_query(self, rnd):
+        """A call that can never run (a 4 MiB query: over 8,192 tokens whatever it says): refused
+        from its size, holding nothing."""
+        with self.connect(self.server.rpc) as s:
+            s.sendall(rerank_frame(21, ["a"], query="why " * (1 << 20)))
+            self.drain(s)
+
+    def two_bodies(self, rnd):
+        """health_request{} then rerank_request{...} without a key: refused at the second body."""
+        with self.connect(self.server.rpc) as s:
+            req = field(1, b"q") + b"\x1a\x00" * 400_000
+            data = frame(b"\x08\x16" + field(17, b"") + field(10, req))
+            s.sendall(data[:65536])
+            self.drain(s)
+
+    def bom_many_documents(self, rnd):
+        """A UTF-8 BOM before a body of too many documents: still refused from the count."""
+        with self.connect(self.server.http) as s:
+            body = b"\xef\xbb\xbf" + json.dumps({"query": "q", "documents": [""] * 200_000}).encode()
+            s.sendall(b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+                      b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            self.drain(s)
+
+    def loop(self, action):
+        while not self.stopping.is_set():
+            try:
+                action()
+                self.count(action.__name__)
+            except OSError:
+                self.count(action.__name__ + "_closed")
+            time.sleep(0.2)
+
+    def rpc_non_reader(self):
+        """The probe's ModelInfo flood (1.1 GiB held in 40 s from 25 MB sent), never reading: the
+        server stops reading it once its answers fill the bound, then closes it (--send-timeout)."""
+        s = socket.create_connection(("127.0.0.1", self.server.rpc), timeout=5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        meta = field(2, field(1, b"authorization") + field(2, ("Bearer " + KEY).encode()))
+        try:
+            for request_id in range(1, 10_000_000, 100):
+                if self.stopping.is_set():
+                    break
+                s.sendall(b"".join(frame(b"\x08" + varint(i) + meta + field(15, b"")) for i in range(request_id, request_id + 100)))
+        finally:
+            s.close()
+
+    def http_non_reader(self):
+        """HTTP pipelining without ever reading."""
+        s = socket.create_connection(("127.0.0.1", self.server.http), timeout=5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        body = json.dumps({"query": "q", "documents": [("w%d " % i) * 200 for i in range(20)], "return_documents": True}).encode()
+        req = (b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+               b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        try:
+            while not self.stopping.is_set():
+                s.sendall(req)
+        finally:
+            s.close()
+
+    def tokenize_flood(self):
+        """Tokenize calls of 1 MiB, 16 in flight on one connection, answers read; a round every
+        few seconds."""
+        with self.connect(self.server.rpc) as s:
+            s.settimeout(60)
+            text = ("tokenize this text please " * 40_000).encode()
+            meta = field(2, field(1, b"authorization") + field(2, ("Bearer " + KEY).encode()))
+            for request_id in range(1, 17):
+                s.sendall(frame(b"\x08" + varint(request_id) + meta + field(13, field(1, text) + b"\x10\x01")))
+            for _ in range(16):
+                length = struct.unpack(">I", self.read_exactly(s, 4))[0]
+                self.read_exactly(s, length)
+        self.stopping.wait(5)  # a flood, not a second workload: the soak's load must keep its share
+
+    @staticmethod
+    def read_exactly(s, n):
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
 
     def slow_sender(self):
         """Holds a frame open, a byte at a time, until the server cuts it off (then again)."""
@@ -403,7 +490,7 @@ def soak(a, server):
     if fds and fds[-1] > baseline_fds + 4:
         failures.append(f"open fds {fds[-1]} at the end vs {baseline_fds} at the start")
     for gauge in ["sift_inflight_requests", "sift_engine_active_requests", "sift_engine_queued_tokens",
-                  "sift_buffered_request_bytes", "sift_kv_reserved_bytes"]:
+                  "sift_buffered_request_bytes", "sift_kv_reserved_bytes", "sift_unsent_bytes"]:
         if final.get(gauge, 0) != 0:
             failures.append(f"{gauge} is {final.get(gauge)} at the end, not 0")
     if final.get("sift_connections", 0) > 1:  # the scrape's own connection
@@ -421,9 +508,10 @@ def soak(a, server):
         "well_behaved": {k: result[k] for k in ["ok", "failed", "errors", "latency_ms"]},
         "hostile_actions": dict(sorted(chaos.counts.items())), "hostile_total": sum(chaos.counts.values()),
         "rss_mb": {"start": rss[0], "after_warmup": warm_rss, "end": late_rss, "max": max(rss)},
+        "unsent_mb_max": max((g.get("sift_unsent_bytes", 0) for _, _, _, g in samples if isinstance(g, dict)), default=0) / 2**20,
         "fds": {"start": fds[0] if fds else None, "max": max(fds) if fds else None, "end": fds[-1] if fds else None},
         "final_gauges": {k: v for k, v in final.items() if k in ("sift_inflight_requests", "sift_engine_active_requests",
-                         "sift_engine_queued_tokens", "sift_buffered_request_bytes", "sift_kv_reserved_bytes", "sift_connections")},
+                         "sift_engine_queued_tokens", "sift_buffered_request_bytes", "sift_kv_reserved_bytes", "sift_unsent_bytes", "sift_connections")},
         "samples": os.path.join(a.workdir, "samples.csv"),
     }
     return summary, failures

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: Debian packages, test models, build, swift test, promtool checks of
-# deploy/, the Python and C clients against a real server, the example package built as a
+# deploy/, the Python and C clients and third-party rerank clients from PyPI against a real server, the example package built as a
 # versioned dependency, the haproxy scale-out test, brief fuzzing, soak and overload
 # runs; then the engine's and the server's concurrency tests again under ThreadSanitizer (own
 # build folder).
@@ -26,6 +26,8 @@ rm -rf .build-venv/wheels
 "$py" -m pip wheel --quiet --disable-pip-version-check --no-deps -w .build-venv/wheels ./Clients/python
 "$py" -m pip install --quiet --disable-pip-version-check --force-reinstall .build-venv/wheels/sift_client-*.whl
 "$py" -m pytest -q -p no:cacheprovider Clients/python/tests
+echo "== third-party clients (cohere, langchain-cohere, langchain-community's JinaRerank, rerankers, huggingface_hub) unchanged against sift serve =="
+bash scripts/test-third-party.sh
 echo "== C client against a real server =="
 bash Clients/c/test.sh
 echo "== Examples/: Sift as a versioned dependency of another package (SiftClient, SiftEngine) =="

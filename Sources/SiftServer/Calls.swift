@@ -21,17 +21,28 @@ struct Calls: Sendable {
     static let answerBytes = 512
 
     /// About how many bytes the answer to `body` will take, known before it runs (an upper
-    /// bound for reranks and tokenizes): what the connection's outbound gate holds for the call.
-    static func expectedAnswerBytes(_ body: Wire.Body) -> Int {
-        switch body {
+    /// bound, never more than a frame): what the connection's outbound gate holds for the call.
+    static func expectedAnswerBytes(_ body: Wire.Body, maxFrameBytes: Int) -> Int {
+        let bytes = switch body {
         case .rerankRequest(let r):
-            answerBytes + r.documents.count * resultBytes + (r.returnDocuments ? returnedDocumentBytes(r) : 0)
+            r.documents.count * resultBytes + (r.returnDocuments ? returnedDocumentBytes(r) : 0)
         case .tokenizeRequest(let t):
-            // At most one id per byte of (normalized) text, at most 3 bytes each (ids < 2^21).
-            answerBytes + t.texts.count * 16 + (t.returnIDs ? t.texts.reduce(0) { $0 + 9 * $1.utf8.count } : 0)
+            // At most one id per byte of normalized text (NFC: 3 per byte at most), 3 bytes each.
+            t.texts.count * 16 + (t.returnIDs ? t.texts.reduce(0) { $0 + 9 * $1.utf8.count } : 0)
         default:
-            answerBytes + 2048
+            2048
         }
+        return answerBytes + min(bytes, maxFrameBytes)
+    }
+
+    /// The same bound from a frame not yet decoded: its size and item count.
+    static func expectedAnswerBytes(frameBytes: Int, items: Int, field: Int?, maxFrameBytes: Int) -> Int {
+        let bytes = switch field {
+        case Envelope.Field.rerankRequest: items * resultBytes + frameBytes
+        case Envelope.Field.tokenizeRequest: items * 16 + 9 * frameBytes
+        default: 2048
+        }
+        return answerBytes + min(bytes, maxFrameBytes)
     }
 
     /// Document text a rerank's answer can carry: every document, or the `top_n` largest.

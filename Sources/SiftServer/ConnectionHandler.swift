@@ -250,18 +250,24 @@ final class ConnectionHandler: ChannelInboundHandler {
         let eventLoop = context.eventLoop
         let body = incoming.body
         decoding.insert(id)
+        // Its answer's room is held from now: frames decoded later must not slip past the gate.
+        let held = Calls.expectedAnswerBytes(frameBytes: body.readableBytes, items: incoming.envelope.items,
+                                             field: incoming.envelope.bodyField, maxFrameBytes: options.maxFrameBytes)
+        gate.commit(held)
         inFlight[id] = Task {
             let decoded = Result { try Framing.decode(body) }
             let cancelled = Task.isCancelled
-            eventLoop.execute { loop.value.decoded(id, decoded, cancelled: cancelled, received: incoming.received, method: method) }
+            eventLoop.execute { loop.value.decoded(id, decoded, cancelled: cancelled, received: incoming.received, method: method, held: held) }
         }
     }
 
     private func decoded(_ id: UInt64, _ decoded: Result<Wire.Frame, any Error>, cancelled: Bool,
-                         received: ContinuousClock.Instant, method: String) {
+                         received: ContinuousClock.Instant, method: String, held: Int) {
         inFlight.removeValue(forKey: id)
         decoding.remove(id)
         defer {
+            // The call (if it started) now holds its exact answer's room instead.
+            gate.release(held)
             context?.flush()
             closeIfDone()
         }
@@ -347,7 +353,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
         }
         // The answer's room, held at the gate until the answer is written.
-        let answerBytes = Calls.expectedAnswerBytes(body)
+        let answerBytes = Calls.expectedAnswerBytes(body, maxFrameBytes: options.maxFrameBytes)
         gate.commit(answerBytes)
         lifecycle.started(on: channel)
         let finish: @Sendable (Answer) -> Void = { answer in

@@ -3,8 +3,11 @@ import SiftProtocol
 
 /// The models a server serves and the names that reach them. Each model has its own engine
 /// (scheduler, KV memory, prefix cache); the first is the default, used by calls that name none.
-/// Names and aliases match without regard to case; the alias `*` sends every name the server
-/// does not know to its model (for clients that insist on a name of their own).
+/// A server with one model answers every name with it: the rerank clients people already use
+/// (Cohere's, Jina's, LangChain's, LlamaIndex's, Haystack's) each send their vendor's model name
+/// and cannot leave it out, and with one model no name can reach the wrong one. With several,
+/// names and aliases match without regard to case, an unknown name is NOT_FOUND, and the alias
+/// `*` sends every name the server does not know to its model.
 public struct ServedModels: Sendable {
     public struct Model: Sendable {
         public let name: String
@@ -59,12 +62,13 @@ public struct ServedModels: Sendable {
 
     public var defaultModel: Model { models[0] }
 
-    /// The model a call names ("" = the default); NOT_FOUND naming the models served otherwise.
+    /// The model a call names ("" = the default; any name when there is one model); NOT_FOUND
+    /// naming the models served, and how to map a name of the client's own, otherwise.
     public func resolve(_ name: String) throws(Wire.Status) -> Model {
-        if name.isEmpty { return models[0] }
+        if name.isEmpty || models.count == 1 { return models[0] }
         if let index = byName[name.lowercased()] ?? byName[Self.catchAll] { return models[index] }
         let shown = name.count > 100 ? name.prefix(100) + "…" : Substring(name)
-        throw Wire.Status(.notFound, "no model \"\(shown)\" on this server; it serves \(listing) (omit the model for the default)")
+        throw Wire.Status(.notFound, "no model \"\(shown)\" on this server; it serves \(listing). Omit the model for the default; for a client that must send a name of its own, start the server with --model-alias '\(shown)=\(models[0].name)', or --model-alias '*=\(models[0].name)' to send every unknown name to one model")
     }
 
     /// "a (default), b (also: x, y)".

@@ -29,4 +29,11 @@ enum ModelArgument {
         }
         throw CLIError("\(path) is a file but not a .sift file; `sift \(command) --model` takes \(wanted)")
     }
+
+    /// The tokenizer of a model folder or of a .sift file (checked with `check` first).
+    static func tokenizer(_ path: String) throws -> Tokenizer {
+        guard SiftFile.looksLikeSift(path) else { return try Tokenizer.load(directory: URL(fileURLWithPath: path)) }
+        let contents = try SiftFile.open(path, verifyChecksum: false)
+        return try Tokenizer.load(tokenizerJSONData: contents.tokenizerJSON, file: path + " (tokenizer.json)")
+    }
 }

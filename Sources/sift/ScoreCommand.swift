@@ -47,14 +47,14 @@ struct TokenizeCommand: ParsableCommand {
         commandName: "tokenize",
         abstract: "Tokenize JSON lines {\"text\": ...}; prints JSON lines {\"ids\": [...]}.")
 
-    @Option(help: "Folder with tokenizer.json (or vocab.json + merges.txt).") var model: String
+    @Option(help: "A model folder (tokenizer.json, or vocab.json + merges.txt) or a .sift file.") var model: String
     @Argument(help: "JSON-lines file, or - for standard input.") var input: String = "-"
 
     func run() throws {
         try reportingErrors {
-            try ModelArgument.check(model, is: .folder, for: "tokenize")
+            try ModelArgument.check(model, is: .folderOrSift, for: "tokenize")
             let texts = try JSONLinesInput.readTexts(input)
-            let tokenizer = try Tokenizer.load(directory: URL(fileURLWithPath: model))
+            let tokenizer = try ModelArgument.tokenizer(model)
             var out = ""
             for text in texts {
                 out += "{\"ids\":[\(tokenizer.encode(text).map(String.init).joined(separator: ","))]}\n"
@@ -67,13 +67,14 @@ struct TokenizeCommand: ParsableCommand {
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Validate a model folder (config, every tensor's name, shape, dtype and bounds) without loading weights.")
+        abstract: "Validate a model without loading its weights: a folder's config, tokenizer and every tensor's name, shape, dtype and bounds; a .sift file's header, sections, checksum and tokenizer.")
 
-    @Option(help: "Hugging Face Qwen3-Reranker folder.") var model: String
+    @Option(help: "A Hugging Face Qwen3-Reranker folder or a .sift file.") var model: String
 
     func run() throws {
         try reportingErrors {
-            try ModelArgument.check(model, is: .folder, for: "inspect")
+            try ModelArgument.check(model, is: .folderOrSift, for: "inspect")
+            if SiftFile.looksLikeSift(model) { return try inspectSift() }
             let dir = URL(fileURLWithPath: model)
             let tokenizer = try Tokenizer.load(directory: dir)
             let (yes, no) = try Reranker.answerTokens(tokenizer, directory: dir)
@@ -84,12 +85,33 @@ struct InspectCommand: ParsableCommand {
             print("""
                 model:      \(dir.path)
                 files:      \(ckpt.checkpoint.files.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", "))
-                shape:      hidden \(c.hiddenSize), layers \(c.layerCount), heads \(c.headCount)/\(c.kvHeadCount) (head_dim \(c.headDim)), intermediate \(c.intermediateSize), vocab \(c.vocabSize), tied \(c.tieWordEmbeddings)
+                shape:      \(Self.shape(c))
                 parameters: \(params) (\(ckpt.checkpoint.tensors.count) tensors, all checked)
                 fp32 linear weights: \(String(format: "%.2f", Double(ckpt.linearFloat32Bytes) / 1e9)) GB
+                tokenizer:  \(tokenizer.vocabularySize) token ids, \(tokenizer.addedTokens.count) added tokens
                 answer tokens: yes=\(yes) no=\(no)
                 status:     OK
                 """)
         }
+    }
+
+    /// A .sift file: everything `serve` checks when it maps it, without building the model.
+    private func inspectSift() throws {
+        let contents = try SiftFile.open(model)
+        let tokenizer = try Tokenizer.load(tokenizerJSONData: contents.tokenizerJSON, file: model + " (tokenizer.json)")
+        let c = contents.config
+        try Reranker.checkVocabulary(c, tokenizer, file: model)
+        print("""
+            model:      \(model)
+            format:     .sift version \(SiftFile.formatVersion), int8, \(String(format: "%.2f", Double(contents.file.size) / 1e9)) GB, checksum OK
+            shape:      \(Self.shape(c))
+            tokenizer:  \(tokenizer.vocabularySize) token ids, \(tokenizer.addedTokens.count) added tokens
+            answer tokens: yes=\(contents.yesID) no=\(contents.noID)
+            status:     OK
+            """)
+    }
+
+    static func shape(_ c: Qwen3Config) -> String {
+        "hidden \(c.hiddenSize), layers \(c.layerCount), heads \(c.headCount)/\(c.kvHeadCount) (head_dim \(c.headDim)), intermediate \(c.intermediateSize), vocab \(c.vocabSize), tied \(c.tieWordEmbeddings)"
     }
 }

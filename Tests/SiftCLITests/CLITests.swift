@@ -120,8 +120,10 @@ final class CLITests: XCTestCase {
         let cases: [([String], [String])] = [
             (["score", "--model", "/nonexistent/model", "--query", "q"], ["/nonexistent/model", "no such file or folder"]),
             (["score", "--model", "Qwen/Qwen3-Reranker-0.6B", "--query", "q"], ["not a Hugging Face name", "sift download Qwen/Qwen3-Reranker-0.6B"]),
-            (["inspect", "--model", sift.path], ["is a .sift file", "Hugging Face folder"]),
-            (["tokenize", "--model", sift.path], ["is a .sift file"]),
+            (["convert", "--model", sift.path, "--out", dir.path + "/y.sift"], ["is a .sift file", "Hugging Face folder"]),
+            // A damaged .sift is named by inspect and tokenize, which take .sift files.
+            (["inspect", "--model", sift.path], [sift.path]),
+            (["tokenize", "--model", sift.path], [sift.path]),
             (["score", "--model", text.path, "--query", "q"], ["not a .sift file"]),
             // The output folder is checked before minutes of quantizing.
             (["convert", "--model", tiny, "--out", dir.path + "/missing/x.sift"], ["missing", "does not exist"]),
@@ -196,6 +198,20 @@ final class CLITests: XCTestCase {
         let r = try run(["inspect", "--model", tiny])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.contains("status:     OK"), r.stdout)
+    }
+
+    /// A `.sift` file is a whole model for `inspect` and `tokenize`, as for `serve` and `score`.
+    func testInspectAndTokenizeTakeASiftFile() throws {
+        let sift = try Fixtures.temporaryDirectory().appendingPathComponent("tiny.sift")
+        XCTAssertEqual(try run(["convert", "--model", tiny, "--out", sift.path]).status, 0)
+        let inspected = try run(["inspect", "--model", sift.path])
+        XCTAssertEqual(inspected.status, 0, inspected.stderr)
+        XCTAssertTrue(inspected.stdout.contains("checksum OK") && inspected.stdout.contains("status:     OK"), inspected.stdout)
+        let texts = Data("{\"text\": \"Héllo wörld, 你好 <|im_start|>\"}\n{\"text\": \"x\"}\n".utf8)
+        let fromFolder = try run(["tokenize", "--model", tiny], stdin: texts)
+        let fromSift = try run(["tokenize", "--model", sift.path], stdin: texts)
+        XCTAssertEqual(fromSift.status, 0, fromSift.stderr)
+        XCTAssertEqual(fromSift.stdout, fromFolder.stdout)
     }
 
     /// `inspect` said OK for a tokenizer.json that crashed the loader (an empty added token):

@@ -172,6 +172,12 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             // Counted like the RPC port's Health, not logged (balancers probe it often).
             lifecycle.answered(method: "http_health", serving ? .ok : .unavailable, received: info.received, logger: logger, log: false)
             respond(context, info, status: serving ? 200 : 503, json: Data(#"{"status":"\#(serving ? "SERVING" : "NOT_SERVING")"}"#.utf8))
+        case (.GET, "/info"):
+            guard let models = state.currentModels else {
+                return fail(context, info, method: "http_info", status: 503, Wire.Status(.unavailable, "the model is still loading: retry in a few seconds"))
+            }
+            lifecycle.answered(method: "http_info", .ok, received: info.received, logger: logger, log: false)
+            respond(context, info, status: 200, json: TEIRerankAPI.info(models, options: options))
         case (.POST, "/v1/rerank"), (.POST, "/v2/rerank"), (.POST, "/rerank"):
             let body: Data
             do {
@@ -181,11 +187,11 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             }
             let dialect: Dialect = path == "/rerank" && TEIRerankAPI.matches(body) ? .tei : .cohere(apiVersion: path.hasPrefix("/v2") ? "2" : "1")
             rerank(context, info, body, dialect: dialect)
-        case (_, "/v1/rerank"), (_, "/v2/rerank"), (_, "/rerank"), (_, "/health"):
-            fail(context, info, method: "http", status: 405, Wire.Status(.unimplemented, "\(info.head.method) is not allowed here: POST /v1/rerank, /v2/rerank or /rerank, GET /health"))
+        case (_, "/v1/rerank"), (_, "/v2/rerank"), (_, "/rerank"), (_, "/health"), (_, "/info"):
+            fail(context, info, method: "http", status: 405, Wire.Status(.unimplemented, "\(info.head.method) is not allowed here: POST /v1/rerank, /v2/rerank or /rerank, GET /health or /info"))
         default:
             let shown = path.count > 100 ? path.prefix(100) + "…" : Substring(path)
-            fail(context, info, method: "http", status: 404, Wire.Status(.notFound, "no such endpoint \(shown): POST /v1/rerank, /v2/rerank or /rerank, GET /health"))
+            fail(context, info, method: "http", status: 404, Wire.Status(.notFound, "no such endpoint \(shown): POST /v1/rerank, /v2/rerank or /rerank, GET /health or /info"))
         }
     }
 
@@ -256,8 +262,6 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error,
                         model: model.name, details: ["documents": "\(request.documents.count)"], tei: tei)
         }
-        // Cohere's clients get back the name they sent (an alias stays an alias).
-        let echoedName = request.model.isEmpty ? model.name : request.model
         let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
         let contextBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
@@ -266,7 +270,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         // The answer is encoded in the call's Task (a large one would hold the event loop).
         let encode: @Sendable (Calls.RerankOutcome) -> Result<Data, Wire.Status> = { o in
             switch dialect {
-            case .cohere(let apiVersion): .success(HTTPRerankAPI.encode(o.response, model: echoedName, apiVersion: apiVersion))
+            case .cohere(let apiVersion): .success(HTTPRerankAPI.encode(o.response, model: model.name, apiVersion: apiVersion))
             case .tei: Result { try TEIRerankAPI.encode(o.response, teiOptions) }.mapError { $0 as? Wire.Status ?? Wire.Status(.internal, "\($0)") }
             }
         }
@@ -305,7 +309,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
                       model: String? = nil, details: Logger.Metadata = [:], tei: Bool = false) {
         log(info, method: method, code: s.code, model: model, details: details, error: s.message)
         let (status, body) = tei ? TEIRerankAPI.error(s)
-            : (status, (try? JSONEncoder().encode(HTTPRerankAPI.ErrorBody(message: s.message, code: s.code.name))) ?? Data())
+            : (status, (try? JSONEncoder().encode(HTTPRerankAPI.ErrorBody(s))) ?? Data())
         respond(context, info, status: status, json: body)
     }
 

@@ -91,7 +91,8 @@ final class HTTPRequestGuard: ChannelDuplexHandler {
         let seconds = timeout.nanoseconds / 1_000_000_000
         limiter.log(logger, .notice, "HTTP request not complete in time; closing",
                       metadata: ["seconds": "\(String(format: "%.1f", (ContinuousClock.now - since).seconds))"])
-        let body = #"{"message":"the request did not arrive within \#(seconds) s of its first byte (--frame-timeout)","code":"DEADLINE_EXCEEDED"}"#
+        let message = "the request did not arrive within \(seconds) s of its first byte (--frame-timeout)"
+        let body = #"{"message":"\#(message)","detail":"\#(message)","code":"DEADLINE_EXCEEDED"}"#
         let text = "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
         state = .responding(sawBytes: false)
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text))).whenComplete { _ in

@@ -55,6 +55,7 @@ enum HTTPRerankAPI {
             var total_tokens: Int
             var prompt_tokens: Int
             var prefix_tokens_cached: Int
+            var cached_documents: Int
         }
         struct Meta: Encodable {
             struct APIVersion: Encodable { var version: String }
@@ -71,9 +72,18 @@ enum HTTPRerankAPI {
         var meta: Meta
     }
 
+    /// An error in every shape clients read: Cohere's `message`, Jina's and FastAPI's `detail`,
+    /// and the gRPC code name.
     struct ErrorBody: Encodable {
         var message: String
+        var detail: String
         var code: String
+
+        init(_ status: Wire.Status) {
+            message = status.message
+            detail = status.message
+            code = status.code.name
+        }
     }
 
     /// Decodes a JSON request body whose texts are listed under `listKey`, after counting them
@@ -136,7 +146,7 @@ enum HTTPRerankAPI {
                                 window: $0.windows > 1 ? Int($0.window) : nil, windows: $0.windows > 1 ? Int($0.windows) : nil)
             },
             usage: Response.Usage(total_tokens: total, prompt_tokens: Int(r.usage.prefixTokens),
-                                  prefix_tokens_cached: Int(r.usage.prefixTokensCached)),
+                                  prefix_tokens_cached: Int(r.usage.prefixTokensCached), cached_documents: Int(r.usage.cachedDocuments)),
             meta: Response.Meta(api_version: .init(version: apiVersion), billed_units: .init(search_units: 1),
                                 tokens: .init(input_tokens: total)))
         let encoder = JSONEncoder()

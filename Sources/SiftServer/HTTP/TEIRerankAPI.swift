@@ -73,4 +73,41 @@ enum TEIRerankAPI {
         }
         return (status, (try? JSONEncoder().encode(ErrorBody(error: s.message, error_type: type))) ?? Data())
     }
+
+    /// `GET /info` in TEI's shape (`huggingface_hub`'s `get_endpoint_info()` reads it): the
+    /// default model, as a reranker, with the server's limits.
+    struct Info: Encodable {
+        struct ModelType: Encodable {
+            struct Labels: Encodable {
+                var id2label = ["0": "yes"]
+                var label2id = ["yes": 0]
+            }
+            var reranker = Labels()
+        }
+        var model_id: String
+        var model_sha: String?
+        var model_dtype: String
+        var model_type = ModelType()
+        var max_concurrent_requests: Int
+        var max_input_length: Int
+        var max_batch_tokens: Int
+        var max_batch_requests: Int?
+        var max_client_batch_size: Int
+        var auto_truncate = false
+        var tokenization_workers = 1
+        var version: String
+        var sha: String?
+        var docker_label: String?
+    }
+
+    static func info(_ models: ServedModels, options: ServerOptions) -> Data {
+        let model = models.defaultModel
+        let info = Info(model_id: model.name, model_dtype: model.service.model.precision == "fp32" ? "float32" : "int8",
+                        max_concurrent_requests: options.maxConnections * options.maxInFlightPerConnection,
+                        max_input_length: model.service.model.maxLength, max_batch_tokens: model.service.options.maxBatchTokens,
+                        max_client_batch_size: model.service.options.maxDocuments, version: Calls.serverVersion)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(info)) ?? Data("{}".utf8)
+    }
 }

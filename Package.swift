@@ -93,7 +93,7 @@ let package = Package(
 
         // Models by name: the Hugging Face cache, and downloads from the hub into it.
         .target(name: "SiftHub",
-                dependencies: [.product(name: "AsyncHTTPClient", package: "async-http-client"),
+                dependencies: ["SiftBase", .product(name: "AsyncHTTPClient", package: "async-http-client"),
                                .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: swiftSettings),
 

@@ -55,4 +55,13 @@ for example in shared-example static-example; do
   out=$(printf "$docs" | "$prefix/$example" "127.0.0.1:$port" "capital of France?")
   [ "$out" = "$static_out" ] || { echo "$example printed something else:"; echo "$out"; echo "--"; echo "$static_out"; exit 1; }
 done
+# This README's program and link lines, as written (the port is the test server's).
+readme_program="$prefix/app.c"
+awk '/^```c$/ {on=1; next} /^```$/ {on=0} on' README.md | sed "s/7700/$port/" > "$readme_program"
+while read -r line; do
+  case "$line" in cc\ app.c*) ;; *) continue ;; esac
+  (cd "$prefix" && eval "${line/-o app/-Wl,-rpath,$prefix/lib -o app}") || { echo "README link line failed: $line"; exit 1; }
+  out=$(SIFT_API_KEY= "$prefix/app")
+  [ "$(wc -l <<<"$out")" = 1 ] || { echo "the README's program printed: $out"; exit 1; }
+done < <(awk '/^```sh$/ {on=1; next} /^```$/ {on=0} on' README.md)
 echo "C client: scores match sift score; priority reaches the server; installed with make install, the shared and static libraries work through pkg-config"

@@ -3,7 +3,7 @@
 //   rerank-client  — SiftClient: rerank documents on a running `sift serve`.
 //   score-locally  — SiftEngine: load a model folder (or .sift file) in-process and score.
 // In your own package, depend on Sift by URL and version instead of by path:
-//   .package(url: "https://<your-git-host>/sift.git", from: "0.7.0")
+//   .package(url: "https://<your-git-host>/sift.git", from: "0.8.0")
 // (scripts/test-examples.sh builds this package exactly that way, against a tagged clone.)
 import PackageDescription
 

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Crypto
 import Foundation
+import SiftBase
 import NIOCore
 import NIOHTTP1
 
@@ -87,7 +88,8 @@ public struct HubModelResolver: Sendable {
     func notCached(_ repo: String, _ repoDir: URL, reason: String) -> String {
         """
         model \(repo) is not in the Hugging Face cache (\(cacheDirectory.path)) and cannot be downloaded: \(reason). \
-        On a machine that reaches the hub run `huggingface-cli download \(repo)` (or `sift download \(repo)`) and copy \
+        On a machine that reaches the hub run `hf download \(repo)` (huggingface_hub's CLI; `huggingface-cli download` \
+        in releases before 0.34) or `sift download \(repo)`, and copy \
         \(repoDir.path) here; or set HF_ENDPOINT to a mirror; or pass --model /path/to/a/model/folder
         """
     }
@@ -179,9 +181,11 @@ public struct HubModelResolver: Sendable {
             throw HubError("revision \"\(revision)\" is not a branch, tag or commit name")
         }
         // A stalled transfer (no bytes for a minute) fails instead of hanging; the next run resumes.
-        let client = HTTPClient(eventLoopGroupProvider: .singleton,
-                                configuration: .init(redirectConfiguration: .follow(max: 10, allowCycles: false),
-                                                     timeout: .init(connect: .seconds(30), read: .seconds(60))))
+        // A refused connection fails at once (the next run resumes), not after 30 s of retries.
+        var configuration = HTTPClient.Configuration(redirectConfiguration: .follow(max: 10, allowCycles: false),
+                                                     timeout: .init(connect: .seconds(30), read: .seconds(60)))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         do {
             let url = try await downloadWith(client, repo, repoDir)
             try await client.shutdown()
@@ -194,13 +198,19 @@ public struct HubModelResolver: Sendable {
 
     private func request(_ url: String) -> HTTPClientRequest {
         var request = HTTPClientRequest(url: url)
-        request.headers.add(name: "User-Agent", value: "sift/0.5 (+hf-hub)")
+        request.headers.add(name: "User-Agent", value: "sift/\(SiftVersion.current) (+hf-hub)")
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         return request
     }
 
     private func downloadWith(_ client: HTTPClient, _ repo: String, _ repoDir: URL) async throws -> URL {
         let infoURL = "\(endpoint)/api/models/\(repo)/revision/\(revision)?blobs=true"
+        progress("\(repo) is not in the cache; asking \(endpoint) for it")
+        // Without network the name of the hub does not resolve: say so at once, not after a
+        // connection timeout.
+        if let failure = await Self.unresolvable(endpoint) {
+            throw HubError(notCached(repo, repoDir, reason: failure))
+        }
         let response: HTTPClientResponse
         do {
             response = try await client.execute(request(infoURL), timeout: .seconds(30))
@@ -324,6 +334,27 @@ public struct HubModelResolver: Sendable {
         try? fm.removeItem(at: blob)
         try fm.moveItem(at: partial, to: blob)
         progress(Self.bar(name, written, size))
+    }
+
+    /// Why `endpoint`'s host cannot be looked up (nil: it can, or it is an address). The lookup
+    /// runs off the caller's thread and is given 10 s.
+    static func unresolvable(_ endpoint: String) async -> String? {
+        guard let host = URLComponents(string: endpoint)?.host, !host.isEmpty else { return "HF_ENDPOINT \(endpoint) is not a URL" }
+        let result = Locked<String??>(nil)
+        let lookup = Thread {
+            var hints = addrinfo()
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            var info: UnsafeMutablePointer<addrinfo>?
+            let rc = getaddrinfo(host, nil, &hints, &info)
+            if info != nil { freeaddrinfo(info) }
+            result.withLock { $0 = rc == 0 ? .some(nil) : .some("the hub's host \(host) cannot be resolved (\(String(cString: gai_strerror(rc))); no network or DNS here)") }
+        }
+        lookup.start()
+        for _ in 0..<200 {
+            if let answer = result.withLock({ $0 }) { return answer }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return "the hub's host \(host) did not resolve within 10 s (no network or DNS here)"
     }
 
     static func sha256(of file: URL) throws -> String {

@@ -23,20 +23,50 @@ func loadCorpus(_ path: String) throws -> [String] {
     try JSONLinesInput.readTexts(path)
 }
 
-let defaultCorpus = "../shared/bench/corpus.jsonl"
+/// The benchmark texts (`../shared/bench/corpus.jsonl`, `queries.jsonl`): the path given, else
+/// `$SIFT_BENCH_DIR/NAME`, else `shared/bench/NAME` beside the folders holding the current
+/// directory or the `sift` binary (so a checkout's build finds them from anywhere); else an error
+/// naming the flag to set.
+enum BenchData {
+    static let corpusHelp = ArgumentHelp("JSON-lines corpus of documents (default: shared/bench/corpus.jsonl beside the checkout, or $SIFT_BENCH_DIR/corpus.jsonl).")
+    static let queriesHelp = ArgumentHelp("JSON-lines queries (default: shared/bench/queries.jsonl beside the checkout, or $SIFT_BENCH_DIR/queries.jsonl).")
+
+    static func path(_ given: String?, _ name: String, flag: String) throws -> String {
+        if let given { return given }
+        let fm = FileManager.default
+        var candidates: [String] = []
+        if let dir = ProcessInfo.processInfo.environment["SIFT_BENCH_DIR"] { candidates.append(dir + "/" + name) }
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        for start in [URL(fileURLWithPath: fm.currentDirectoryPath), executable.deletingLastPathComponent()] {
+            var dir = start
+            for _ in 0..<8 {
+                candidates.append(dir.appendingPathComponent("shared/bench/\(name)").path)
+                candidates.append(dir.deletingLastPathComponent().appendingPathComponent("shared/bench/\(name)").path)
+                dir = dir.deletingLastPathComponent()
+            }
+        }
+        if let found = candidates.first(where: { fm.fileExists(atPath: $0) }) { return found }
+        throw CLIError("no \(name) found (looked for shared/bench/\(name) beside this checkout and in $SIFT_BENCH_DIR): pass \(flag) FILE (JSON lines, {\"text\": ...} each)")
+    }
+
+    /// The texts of `given`, or of the default file `name`.
+    static func texts(_ given: String?, _ name: String, flag: String) throws -> [String] {
+        try loadCorpus(try path(given, name, flag: flag))
+    }
+}
 
 struct TokenizerBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenizer", abstract: "Tokenizer throughput (MB/s of UTF-8 input, tokens/s), single thread.")
 
     @Option(help: "Folder with the tokenizer files.") var model: String = "../shared/fixtures/qwen3-tokenizer"
-    @Option(help: "JSON-lines corpus.") var corpus: String = defaultCorpus
+    @Option(help: BenchData.corpusHelp) var corpus: String?
     @Option(help: "Passes over the corpus.") var passes: Int = 3
 
     func run() throws {
         try reportingErrors {
             try ModelArgument.check(model, is: .folder, for: "bench tokenizer")
-            let texts = try loadCorpus(corpus)
+            let texts = try BenchData.texts(corpus, "corpus.jsonl", flag: "--corpus")
             let t0 = now()
             let tokenizer = try Tokenizer.load(directory: URL(fileURLWithPath: model))
             let loadTime = now() - t0
@@ -72,7 +102,7 @@ struct PrefillBench: ParsableCommand {
     @Option(help: "Sequences to run (after one warm-up).") var sequences: Int = 3
     @Option(help: "Worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Precision of the linear layers.") var precision: Precision = .int8
-    @Option(help: "JSON-lines corpus.") var corpus: String = defaultCorpus
+    @Option(help: BenchData.corpusHelp) var corpus: String?
     @Option(help: "Run each sequence in steps of this many tokens, as the engine's chunked prefill does (0: one step).") var chunk: Int = 0
     @Flag(inversion: .prefixedNo, help: "Run one sequence first, untimed.") var warmUp = true
 
@@ -85,7 +115,7 @@ struct PrefillBench: ParsableCommand {
     func run() throws {
         try reportingErrors {
             try ModelArgument.check(model, is: .folderOrSift, for: "bench prefill")
-            let texts = try loadCorpus(corpus)
+            let texts = try BenchData.texts(corpus, "corpus.jsonl", flag: "--corpus")
             let t0 = now()
             let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
             let loadTime = now() - t0

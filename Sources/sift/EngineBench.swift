@@ -10,17 +10,18 @@ struct EngineBench: AsyncParsableCommand {
         commandName: "engine",
         abstract: "Engine workloads W1 (one request, 64 docs), W2 (8 concurrent submitters), W3 (4 long docs, alone and under W2), W4 (interactive calls under a batch stream).",
         discussion: """
-            W4: interactive calls (1 query × 4 passages cut to 96 tokens) alone, then a stream of W1-sized
-            batch calls alone for --w4-seconds, then both for --w4-seconds, the interactive calls at
-            --interactive-rate (default: a rate that keeps them to 15% of the machine). It prints the
-            interactive p50/p99 idle and under the stream, and the stream's docs/s without and with them.
-            --w4-without-classes repeats W4 on an engine with --interactive-tokens 0 (one class of work:
-            no interactive steps, nothing run between sublayers), the scheduling before latency classes.
+            W4: interactive calls (1 query × 4 passages cut to 96 tokens) alone, then a stream of \
+            W1-sized batch calls alone for --w4-seconds, then both for --w4-seconds, the interactive \
+            calls at --interactive-rate (default: a rate that keeps them to 15% of the machine). It \
+            prints the interactive p50/p99 idle and under the stream, and the stream's docs/s without \
+            and with them. --w4-without-classes repeats W4 on an engine with --interactive-tokens 0 \
+            (one class of work: no interactive steps, nothing run between sublayers), the scheduling \
+            before latency classes.
             """)
 
     @Option(help: "Model: .sift file or Hugging Face folder (quantized at load).") var model: String
-    @Option(help: "JSON-lines corpus of documents.") var corpus: String = defaultCorpus
-    @Option(help: "JSON-lines queries.") var queries: String = "../shared/bench/queries.jsonl"
+    @Option(help: BenchData.corpusHelp) var corpus: String?
+    @Option(help: BenchData.queriesHelp) var queries: String?
     @Option(help: "Workloads to run, comma-separated.") var workloads: String = "w1,w2,w3"
     @Option(help: "W2: concurrent submitters.") var submitters: Int = 8
     @Option(help: "W2: requests per submitter.") var requestsPerSubmitter: Int = 10
@@ -54,8 +55,8 @@ struct EngineBench: AsyncParsableCommand {
     }
 
     func runBench() async throws {
-        let texts = try loadCorpus(corpus)
-        let qs = try loadCorpus(queries)
+        let texts = try BenchData.texts(corpus, "corpus.jsonl", flag: "--corpus")
+        let qs = try BenchData.texts(queries, "queries.jsonl", flag: "--queries")
         guard texts.count >= 64, !qs.isEmpty else { throw CLIError("need at least 64 documents and one query") }
         let reranker = try Reranker.load(path: model, precision: .int8, threads: threads)
         let which = Set(workloads.lowercased().split(separator: ","))

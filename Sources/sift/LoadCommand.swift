@@ -14,24 +14,30 @@ struct LoadCommand: AsyncParsableCommand {
         abstract: "Load-test a server: closed or open loop, latency percentiles, throughput, errors by status.",
         discussion: """
             Workload presets (the engine benchmarks' W1–W4, through the server):
-              w1: one call of 64 corpus passages (cut to 256 tokens)
-              w2: 8 callers × 10 calls of 16 passages (256 tokens), a different query each
-              w3: one call of 4 documents of ~4000 tokens
-              w4: interactive calls (1 query × 4 passages cut to 96 tokens) alone, then a stream of w1
-                  calls alone for --duration seconds, then both for --duration seconds, the interactive
-                  calls at --rate (default: a rate that keeps them to 15% of the machine); prints their
-                  p50/p99 idle and under the stream, and the stream's docs/s without and with them
-            Without --workload: --documents passages per call, --concurrency callers (or --rate calls/s),
-            until --requests calls or --duration seconds.
-            --zipf S draws each call's query from a Zipf(S) law over the queries (the first most often)
-            and gives each query a fixed set of documents, as head queries recur in search traffic: the
-            score cache's workload (e.g. --workload w2 --zipf 1.1).
+            w1: one call of 64 corpus passages (cut to 256 tokens).
+            w2: 8 callers × 10 calls of 16 passages (256 tokens), a different query each.
+            w3: one call of 4 documents of ~4000 tokens.
+            w4: interactive calls (1 query × 4 passages cut to 96 tokens) alone, then a stream of w1 \
+            calls alone for --duration seconds, then both for --duration seconds, the interactive calls \
+            at --rate (default: a rate that keeps them to 15% of the machine); prints their p50/p99 idle \
+            and under the stream, and the stream's docs/s without and with them.
+
+            Without --workload: --documents passages per call, --concurrency callers (or --rate \
+            calls/s), until --requests calls or --duration seconds. --zipf S draws each call's query \
+            from a Zipf(S) law over the queries (the first most often) and gives each query a fixed \
+            set of documents, as head queries recur in search traffic: the score cache's workload \
+            (e.g. --workload w2 --zipf 1.1).
+
+            Each run tags its queries (" (load run XXXX)"), and a query meets each passage at most \
+            once (a query that has met every passage gets a new tag): no call is answered from \
+            scores the server computed before, in this run or an earlier one (--reuse-scores lets \
+            them be).
             """)
 
     @OptionGroup var connection: ServerConnectionOptions
     @Option(help: "Preset: w1, w2, w3 or w4 (overrides the shape flags).") var workload: String?
-    @Option(help: "JSON-lines corpus of documents.") var corpus: String = defaultCorpus
-    @Option(help: "JSON-lines queries.") var queries: String = "../shared/bench/queries.jsonl"
+    @Option(help: BenchData.corpusHelp) var corpus: String?
+    @Option(help: BenchData.queriesHelp) var queries: String?
     @Option(help: "Documents per call.") var documents: Int = 16
     @Option(help: "Cut each document to this many tokens (0: no cut).") var maxTokensPerDocument: Int = 256
     @Option(help: "Closed loop: callers, each sending its next call when the last is answered.") var concurrency: Int = 8
@@ -43,6 +49,8 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Query mix: Zipf law of this exponent over the queries, each with fixed documents (e.g. 1.1; default: queries in turn).")
     var zipf: Double?
     @Option(help: "Seed of the --zipf draws (the same seed sends the same calls).") var seed: UInt64 = 1
+    @Flag(help: "Send the queries untagged, so calls may be answered from scores the server computed in earlier runs.")
+    var reuseScores = false
     @Option(help: "Model to ask for, by name or alias (default: the server's default model).") var model: String?
     @Flag(help: "Print one JSON object instead of the table.") var json = false
     @Option(help: "Also write a self-contained HTML page: latency percentile curve, throughput and errors over time, the run's parameters.")
@@ -74,8 +82,8 @@ struct LoadCommand: AsyncParsableCommand {
         guard shape.documentsPerCall >= 0, shape.concurrency >= 1 else { throw CLIError("--documents ≥ 0 and --concurrency ≥ 1") }
         if let rate, !(rate > 0) { throw CLIError("--rate must be positive") }
         if let zipf, !(zipf > 0 && zipf < 100) { throw CLIError("--zipf must be a positive exponent (e.g. 1.1)") }
-        let texts = try loadCorpus(corpus)
-        var qs = try loadCorpus(queries)
+        let texts = try BenchData.texts(corpus, "corpus.jsonl", flag: "--corpus")
+        var qs = try BenchData.texts(queries, "queries.jsonl", flag: "--queries")
         if distinctQueries > 0 { qs = Array(qs.prefix(distinctQueries)) }
         guard !texts.isEmpty, !qs.isEmpty else { throw CLIError("the corpus and the queries must not be empty") }
         if let report { try OutputFile.check(report, flag: "--report") }
@@ -86,7 +94,8 @@ struct LoadCommand: AsyncParsableCommand {
         }
         let plan = Plan(texts: pool, queries: qs, shape: shape, long: shape.longDocuments,
                         timeout: timeout > 0 ? .milliseconds(Int(timeout * 1000)) : nil,
-                        mix: zipf.map { QueryMix.zipf(exponent: $0, queries: qs.count, seed: seed) } ?? .inTurn, model: model)
+                        mix: zipf.map { QueryMix.zipf(exponent: $0, queries: qs.count, seed: seed) } ?? .inTurn, model: model,
+                        runTag: reuseScores ? nil : String(format: "%04x", UInt16.random(in: 0...UInt16.max)))
         let limit = shape.requests ?? Int.max
         let stopAt = ContinuousClock.now + .milliseconds(Int(duration * 1000))
         let started = ContinuousClock.now
@@ -125,8 +134,9 @@ struct LoadCommand: AsyncParsableCommand {
         progress?.cancel()
         await progress?.value
         await client.close()
-        var mode = rate.map { String(format: "open loop %.1f calls/s", $0) } ?? "closed loop, \(shape.concurrency) callers"
+        var mode = rate.map { String(format: "open loop %.1f calls/s", $0) } ?? "closed loop, \(shape.concurrency) caller\(shape.concurrency == 1 ? "" : "s")"
         if let zipf { mode += String(format: ", Zipf(%g) queries", zipf) }
+        if let tag = plan.runTag { mode += ", queries tagged (load run \(tag))" }
         let summary = await recorder.report(wall: wall, mode: mode, documentsPerCall: shape.documentsPerCall)
         print(json ? summary.json : summary.table)
         if let report {
@@ -138,6 +148,7 @@ struct LoadCommand: AsyncParsableCommand {
                 "per-call deadline": timeout > 0 ? "\(timeout) s" : "none",
                 "distinct queries": distinctQueries > 0 ? "\(distinctQueries)" : "all \(qs.count)",
                 "query mix": zipf.map { "Zipf(\($0)), fixed documents per query, seed \(seed)" } ?? "in turn",
+                "scores from earlier runs": reuseScores ? "may answer calls (--reuse-scores)" : "never (queries tagged \"load run \(plan.runTag ?? "")\")",
                 "model": model ?? "the server's default",
                 "routing": "\(connection.routing)", "sift version": SiftVersion.current,
                 "started": ISO8601DateFormatter().string(from: Date(timeIntervalSinceNow: -wall.seconds)),
@@ -158,8 +169,8 @@ struct LoadCommand: AsyncParsableCommand {
         if json || report != nil { throw CLIError("--workload w4 prints its own summary; --json and --report are not available with it") }
         if let rate, !(rate > 0) { throw CLIError("--rate must be positive") }
         guard duration > 0 else { throw CLIError("--duration must be positive") }
-        let texts = try loadCorpus(corpus)
-        let qs = try loadCorpus(queries)
+        let texts = try BenchData.texts(corpus, "corpus.jsonl", flag: "--corpus")
+        let qs = try BenchData.texts(queries, "queries.jsonl", flag: "--queries")
         guard !texts.isEmpty, !qs.isEmpty else { throw CLIError("the corpus and the queries must not be empty") }
         let client = try connection.makeClient()
         let model = model
@@ -243,13 +254,28 @@ struct Plan: Sendable {
     var mix: QueryMix = .inTurn
     var model: String?
 
-    /// Call n's query and documents.
+    /// Tag of this run's queries (nil: untagged, `--reuse-scores`).
+    var runTag: String?
+
+    /// Call n's query and documents. In turn, call n asks query n mod Q about the next passages
+    /// of pass n / Q over the corpus, so a query meets each passage once; once a query has met
+    /// them all, its text gets a new tag. So no (query, document) pair repeats in a run.
     func call(_ n: Int) -> (query: String, documents: [String]) {
         let q = mix.query(n, of: queries.count)
-        if long { return (queries[q], Array(texts.prefix(shape.documentsPerCall))) }
-        // In turn: documents move through the corpus; Zipf: each query keeps its own.
-        let first = if case .zipf = mix { q * shape.documentsPerCall } else { n * shape.documentsPerCall }
-        return (queries[q], (0..<shape.documentsPerCall).map { texts[(first + $0) % texts.count] })
+        if long { return (tagged(queries[q], cycle: 0), Array(texts.prefix(shape.documentsPerCall))) }
+        if case .zipf = mix {
+            // Each query keeps its own documents: repeats are this workload's point.
+            let first = q * shape.documentsPerCall
+            return (tagged(queries[q], cycle: 0), (0..<shape.documentsPerCall).map { texts[(first + $0) % texts.count] })
+        }
+        let first = n / queries.count * shape.documentsPerCall
+        return (tagged(queries[q], cycle: first / max(1, texts.count)),
+                (0..<shape.documentsPerCall).map { texts[(first + $0) % texts.count] })
+    }
+
+    private func tagged(_ query: String, cycle: Int) -> String {
+        guard let runTag else { return query }
+        return cycle == 0 ? "\(query) (load run \(runTag))" : "\(query) (load run \(runTag).\(cycle))"
     }
 
     func send(_ n: Int, client: SiftClient, scheduled: ContinuousClock.Instant, into recorder: Recorder) async {
@@ -277,8 +303,13 @@ actor Counter {
 
 actor Recorder {
     let started: ContinuousClock.Instant
-    /// Per second of the run: calls answered, failed, documents scored.
-    private(set) var timeline: [(ok: Int, failed: Int, documents: Int)] = []
+    /// Per second of the run: calls answered, failed, documents scored, of those from the score cache.
+    private(set) var timeline: [Second] = []
+    struct Second { var ok = 0, failed = 0, documents = 0, cachedDocuments = 0 }
+    /// The first calls, one by one (the report lists them: a short run has few points to plot).
+    private(set) var calls: [Call] = []
+    struct Call { var start: Double, ms: Double, documents: Int, cachedDocuments: Int, status: String }
+    static let callsListed = 50
     /// The run's length, once it is over.
     private(set) var runSeconds = 0.0
     private var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)  // µs, up to 1 h
@@ -294,12 +325,20 @@ actor Recorder {
 
     init(started: ContinuousClock.Instant) { self.started = started }
 
-    private func tick(ok: Int = 0, failed: Int = 0, documents: Int = 0) {
+    private func tick(ok: Int = 0, failed: Int = 0, documents: Int = 0, cachedDocuments: Int = 0) {
         let second = max(0, Int((ContinuousClock.now - started).seconds))
-        while timeline.count <= second { timeline.append((0, 0, 0)) }
+        while timeline.count <= second { timeline.append(Second()) }
         timeline[second].ok += ok
         timeline[second].failed += failed
         timeline[second].documents += documents
+        timeline[second].cachedDocuments += cachedDocuments
+    }
+
+    private func list(_ latency: Duration, documents: Int, cachedDocuments: Int, status: String) {
+        guard calls.count < Self.callsListed else { return }
+        let end = (ContinuousClock.now - started).seconds
+        calls.append(Call(start: max(0, end - latency.seconds), ms: latency.seconds * 1000, documents: documents,
+                          cachedDocuments: cachedDocuments, status: status))
     }
 
     /// What the live progress line shows.
@@ -327,7 +366,8 @@ actor Recorder {
         _ = histogram.record(Self.microseconds(latency))
         okCount += 1
         self.documents += documents
-        tick(ok: 1, documents: documents)
+        tick(ok: 1, documents: documents, cachedDocuments: cachedDocuments)
+        list(latency, documents: documents, cachedDocuments: cachedDocuments, status: "OK")
         prefixTokens += prefix
         cachedTokens += cached
     }
@@ -335,6 +375,7 @@ actor Recorder {
     func failed(_ code: Wire.Code, after latency: Duration) {
         errors[code, default: 0] += 1
         tick(failed: 1)
+        list(latency, documents: 0, cachedDocuments: 0, status: code.name)
         _ = failureHistogram.record(Self.microseconds(latency))
     }
 
@@ -342,6 +383,8 @@ actor Recorder {
         var ok: Int
         var table: String
         var json: String
+        var cachedDocuments = 0
+        var documents = 0
     }
 
     func report(wall: Duration, mode: String, documentsPerCall: Int) -> Report {
@@ -352,26 +395,52 @@ actor Recorder {
         let failed = errors.values.reduce(0, +)
         let hitRatio = prefixTokens > 0 ? Double(cachedTokens) / Double(prefixTokens) : 0
         let scoreHitRatio = documents > 0 ? Double(cachedDocuments) / Double(documents) : 0
-        let errorText = errors.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.name) \($0.value)" }.joined(separator: ", ")
-        let table = """
-            \(mode), \(documentsPerCall) documents per call, \(String(format: "%.1f", seconds)) s
-            calls        \(okCount) ok, \(failed) failed\(errorText.isEmpty ? "" : " (\(errorText))")
-            throughput   \(String(format: "%.2f", Double(okCount) / seconds)) calls/s, \(String(format: "%.2f", Double(documents) / seconds)) docs/s
-            latency ms   p50 \(String(format: "%.1f", ms(50)))  p90 \(String(format: "%.1f", ms(90)))  p99 \(String(format: "%.1f", ms(99)))  p99.9 \(String(format: "%.1f", ms(99.9)))  max \(String(format: "%.1f", Double(histogram.max) / 1000))
+        let errorText = errors.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.name) \(Self.grouped($0.value))" }.joined(separator: ", ")
+        let f1 = { (v: Double) in Self.grouped(v, decimals: 1) }
+        var table = """
+            \(mode), \(documentsPerCall) documents per call, \(f1(seconds)) s
+            calls        \(Self.grouped(okCount)) ok, \(Self.grouped(failed)) failed\(errorText.isEmpty ? "" : " (\(errorText))")
+            throughput   \(Self.grouped(Double(okCount) / seconds, decimals: 2)) calls/s, \(Self.grouped(Double(documents) / seconds, decimals: 2)) docs/s
+            latency ms   p50 \(f1(ms(50)))  p90 \(f1(ms(90)))  p99 \(f1(ms(99)))  p99.9 \(f1(ms(99.9)))  max \(f1(Double(histogram.max) / 1000))
             prefix cache \(String(format: "%.1f", hitRatio * 100))% of prefix tokens served from cache
             score cache  \(String(format: "%.1f", scoreHitRatio * 100))% of documents answered from cache
-            """ + (failed == 0 ? "" : """
-
-            failed in ms p50 \(String(format: "%.1f", fms(50)))  p99 \(String(format: "%.1f", fms(99)))  max \(String(format: "%.1f", Double(failureHistogram.max) / 1000))
-            """)
+            """
+        if cachedDocuments > 0 {
+            table += "\nnote         \(Self.grouped(cachedDocuments)) of \(Self.grouped(documents)) documents came from the server's score cache,"
+                + "\n             not computed: the docs/s above count them"
+        }
+        if failed > 0 {
+            table += "\nfailed in ms p50 \(f1(fms(50)))  p99 \(f1(fms(99)))  max \(f1(Double(failureHistogram.max) / 1000))"
+        }
         let errorJSON = errors.map { "\"\($0.key.name)\":\($0.value)" }.joined(separator: ",")
         let json = """
-            {"mode":"\(mode)","seconds":\(seconds),"ok":\(okCount),"failed":\(failed),"errors":{\(errorJSON)},\
+            {"mode":\(Self.jsonString(mode)),"seconds":\(seconds),"ok":\(okCount),"failed":\(failed),"errors":{\(errorJSON)},\
             "calls_per_second":\(Double(okCount) / seconds),"docs_per_second":\(Double(documents) / seconds),\
             "latency_ms":{"p50":\(ms(50)),"p90":\(ms(90)),"p99":\(ms(99)),"p99.9":\(ms(99.9)),"max":\(Double(histogram.max) / 1000)},\
-            "prefix_cache_hit_ratio":\(hitRatio),"score_cache_hit_ratio":\(scoreHitRatio),\
+            "prefix_cache_hit_ratio":\(hitRatio),"score_cache_hit_ratio":\(scoreHitRatio),"cached_documents":\(cachedDocuments),\
             "failed_latency_ms":{"p50":\(fms(50)),"p99":\(fms(99)),"max":\(Double(failureHistogram.max) / 1000)}}
             """
-        return Report(ok: okCount, table: table, json: json)
+        return Report(ok: okCount, table: table, json: json, cachedDocuments: cachedDocuments, documents: documents)
+    }
+
+    static func jsonString(_ s: String) -> String {
+        String(decoding: (try? JSONEncoder().encode(s)) ?? Data("\"\"".utf8), as: UTF8.self)
+    }
+
+    /// 12,345 / 1,234.5: numbers a reader takes in at a glance.
+    static func grouped(_ v: Int) -> String { grouped(Double(v), decimals: 0) }
+
+    static func grouped(_ v: Double, decimals: Int) -> String {
+        guard v.isFinite else { return "\(v)" }
+        let text = String(format: "%.\(max(0, decimals))f", abs(v))
+        let parts = text.split(separator: ".", maxSplits: 1)
+        var digits = Array(parts[0])
+        var grouped = ""
+        while digits.count > 3 {
+            grouped = "," + String(digits.suffix(3)) + grouped
+            digits.removeLast(3)
+        }
+        grouped = String(digits) + grouped
+        return (v < 0 ? "-" : "") + grouped + (parts.count > 1 ? "." + parts[1] : "")
     }
 }

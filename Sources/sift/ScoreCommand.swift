@@ -10,9 +10,9 @@ struct ScoreCommand: ParsableCommand {
         commandName: "score",
         abstract: "Score documents (JSON lines {\"text\": ...}) against a query, in-process.",
         discussion: """
-            Prints {"results":[{"index":0,"logit":-1.23,"score":0.22,"tokens":12,"input_tokens":57,"truncated":false}, ...]}
-            in input order. "logit" is logit(yes) - logit(no); "score" is sigmoid(logit), already a
-            probability: do not apply sigmoid again. "tokens" counts the document as scored,
+            Prints {"results": [...]}, one result per document in input order, e.g. \
+            {"index":0, "logit":-1.23, "score":0.22, "tokens":12, "input_tokens":57, "truncated":false}. "logit" is logit(yes) - logit(no); "score" is sigmoid(logit), already a \
+            probability: do not apply sigmoid again. "tokens" counts the document as scored, \
             "input_tokens" the whole prompt, as the RPC and HTTP APIs do.
             """)
 

@@ -17,14 +17,17 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve a Qwen3-Reranker: binary RPC (docs/PROTOCOL.md), optional HTTP/JSON API and Prometheus metrics.",
         discussion: """
-            Listens at once; Health reports NOT_SERVING until the models are loaded. SIGTERM or SIGINT
-            drains: no new connections or calls, Health NOT_SERVING, calls in flight finish (up to
-            --drain-timeout), then exit 0.
+            Listens at once; Health reports NOT_SERVING until the models are loaded. SIGTERM or SIGINT \
+            drains: no new connections or calls, Health NOT_SERVING, calls in flight finish (up to \
+            --drain-timeout), then exit 0; during a download or load they stop it at once. SIGHUP \
+            reloads --api-key-file.
 
-            Several models: repeat --model NAME=SOURCE (the first is the default, for calls that name
-            none); calls choose one with the request's `model` field, by name or --model-alias. Each
-            model has its own scheduler, KV memory (--kv-budget-mb is split evenly) and prefix cache;
-            all share the --threads worker threads, taking turns, and one score cache.
+            One model answers every call, whatever model name it sends (the clients of other rerank \
+            services send theirs). Several models: repeat --model NAME=SOURCE (the first is the \
+            default, for calls that name none); calls choose one with the request's `model` field, by \
+            name or --model-alias, and an unknown name is NOT_FOUND. Each model has its own scheduler, \
+            KV memory (--kv-budget-mb is split evenly) and prefix cache; all share the --threads worker \
+            threads, taking turns, and one score cache.
             """)
 
     @Option(help: ArgumentHelp("Model to serve: [NAME=]SOURCE, SOURCE a Hugging Face name (Qwen/Qwen3-Reranker-0.6B: from the HF cache, else downloaded), a model folder, or a .sift file; NAME defaults to the hub name or file name. Repeat to serve several; the first is the default.",

@@ -144,6 +144,55 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("--query is empty"), r.stderr)
     }
 
+    /// README's command synopsis lists exactly the flags `--help` does, command by command.
+    func testReadmeSynopsisMatchesHelp() throws {
+        let readme = try String(contentsOf: Fixtures.packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let start = try XCTUnwrap(readme.range(of: "```\nsift serve"))
+        let block = readme[start.lowerBound...].dropFirst(4).prefix { $0 != "`" }
+        var listed: [String: Set<String>] = [:]
+        var command = ""
+        for line in block.split(separator: "\n") {
+            if line.hasPrefix("sift ") { command = String(line.split(separator: " ")[1]) }
+            for flag in line.matches(of: /--[a-z0-9-]+/) { listed[command, default: []].insert(String(flag.output)) }
+        }
+        for command in ["serve", "rerank", "download", "load", "score", "tokenize", "convert", "inspect"] {
+            let help = try run([command, "--help"], env: ["COLUMNS": "200"]).stdout
+            var flags = Set(help.matches(of: /(?m)^  (?:-[a-z], )?(--[a-z0-9-]+)/).map { String($0.output.1) })
+            flags.subtract(["--help", "--version"])
+            XCTAssertEqual(listed[command] ?? [], flags, "README's synopsis of sift \(command) differs from --help")
+        }
+    }
+
+    /// Help text wraps at the terminal's width: no paragraph is broken into a short line and a
+    /// continuation (hand-wrapped text wrapped again).
+    func testHelpWrapsCleanly() throws {
+        for command in ["serve", "rerank", "download", "load", "score", "tokenize", "convert", "inspect",
+                        "bench engine", "bench prefill", "bench kernels", "bench parity"] {
+            let help = try run(command.split(separator: " ").map(String.init) + ["--help"], env: ["COLUMNS": "80"]).stdout
+            let lines = help.split(separator: "\n", omittingEmptySubsequences: false)
+            for (a, b) in zip(lines, lines.dropFirst()) where !a.hasPrefix(" ") && !b.hasPrefix(" ") && !a.isEmpty {
+                let continues = b.first.map { $0.isLowercase || $0 == "-" || $0 == "(" } ?? false
+                XCTAssertFalse(a.count < 55 && continues && !a.hasSuffix(":") && !a.hasSuffix("."),
+                               "sift \(command) --help breaks a paragraph after \"\(a)\"")
+            }
+            XCTAssertTrue(lines.allSatisfy { $0.count <= 80 || $0.hasPrefix("USAGE:") }, "sift \(command) --help: a line over 80 columns")
+        }
+    }
+
+    /// One version everywhere: `sift --version`, the Python and C clients' packages, the
+    /// example's dependency line, the hub user agent (which reads `SiftVersion`).
+    func testOneVersionStringEverywhere() throws {
+        let root = Fixtures.packageRoot
+        let version = SiftVersion.current
+        for (file, pattern) in [("Clients/python/pyproject.toml", "version = \"\(version)\""),
+                                ("Clients/python/sift_client/__init__.py", "__version__ = \"\(version)\""),
+                                ("Clients/c/Makefile", "VERSION := \(version)"),
+                                ("Examples/RerankExample/Package.swift", "from: \"\(version)\"")] {
+            let text = try String(contentsOf: root.appendingPathComponent(file), encoding: .utf8)
+            XCTAssertTrue(text.contains(pattern), "\(file) does not say \(pattern)")
+        }
+    }
+
     func testVersionIsPrinted() throws {
         let r = try run(["--version"])
         XCTAssertEqual(r.status, 0)

@@ -185,8 +185,9 @@ final class ServeTests: XCTestCase {
         XCTAssertTrue(tty.stdout.contains("calls ok, 0 failed"), tty.stdout)
         XCTAssertTrue(tty.stdout.contains("docs/s  p50"), tty.stdout)
         let html = try String(contentsOf: page, encoding: .utf8)
-        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 3, "percentile curve, throughput, failures")
-        for text in ["Latency by percentile", "Throughput per second", "documents per call", "127.0.0.1:\(port)", "<th>p99</th>"] {
+        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 3, "percentile curve, calls/s, docs/s (no failure: no chart of them)")
+        for text in ["Latency by percentile", "Calls answered per second", "Documents scored per second", "No call failed",
+                     "documents per call", "127.0.0.1:\(port)", "<th>p99</th>", "load run "] {
             XCTAssertTrue(html.contains(text), text)
         }
         XCTAssertFalse(html.contains("<script"), "no scripts")
@@ -200,6 +201,49 @@ final class ServeTests: XCTestCase {
                                     "--report", "/nonexistent/folder/x.html"])
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.stderr.contains("/nonexistent/folder does not exist"), bad.stderr)
+    }
+
+    /// `sift load`'s numbers are honest: a second run is not answered from the first run's scores
+    /// (unless asked), and when documents do come from the score cache the summary and the report
+    /// say so; a one-call run's report shows its call; the benchmark texts are found from any
+    /// folder.
+    func testLoadTellsTheTruthAboutTheScoreCache() throws {
+        let server = try ServerProcess(["--model", Fixtures.tinyModel.path, "--threads", "2"])
+        defer { server.process.terminate() }
+        let port = try server.port
+        _ = try server.wait(for: "model loaded; serving")
+        let dir = try Fixtures.temporaryDirectory()
+        func load(_ extra: [String]) throws -> [String: Any] {
+            // From another folder, without --corpus or --queries: found beside the checkout.
+            let p = Process()
+            p.executableURL = CLITests.sift
+            p.arguments = ["load", "--server", "127.0.0.1:\(port)", "--documents", "4", "--max-tokens-per-document", "16",
+                           "--requests", "10", "--concurrency", "2", "--json"] + extra
+            p.currentDirectoryURL = URL(fileURLWithPath: "/")
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            XCTAssertEqual(p.terminationStatus, 0)
+            return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        }
+        let first = try load([]), second = try load([])
+        XCTAssertEqual(first["cached_documents"] as? Int, 0)
+        XCTAssertEqual(second["cached_documents"] as? Int, 0, "a second run was answered from the first one's scores")
+        _ = try load(["--reuse-scores"])
+        let report = dir.appendingPathComponent("cached.html")
+        let reused = try load(["--reuse-scores", "--report", report.path])
+        XCTAssertEqual(reused["cached_documents"] as? Int, 40)
+        let html = try String(contentsOf: report, encoding: .utf8)
+        XCTAssertTrue(html.contains("class=\"warn\"") && html.contains("40 of 40 documents"), html)
+        // One call: listed, with its latency, not an empty chart.
+        let one = dir.appendingPathComponent("one.html")
+        _ = try load(["--requests", "1", "--report", one.path])
+        let page = try String(contentsOf: one, encoding: .utf8)
+        XCTAssertTrue(page.contains("<h2>Calls</h2>") && page.contains("<td>OK</td>"), page)
+        XCTAssertTrue(page.contains("1 successful call"), page)
     }
 
     /// Two models behind one port: each call goes to the model it names (or the default), an

@@ -239,6 +239,23 @@ final class HubTests: XCTestCase {
         await hub.stop()
     }
 
+    /// Without network a download was silent for 30 s before its (good) message; a hub whose
+    /// name does not resolve is now refused at once, saying what was tried.
+    func testAnUnresolvableHubFailsAtOnceSayingWhatItTried() async throws {
+        let home = try Fixtures.temporaryDirectory()
+        let lines = Locked<[String]>([])
+        let resolver = HubModelResolver(environment: ["HF_HOME": home.path, "HF_ENDPOINT": "https://hub.sift-test.invalid"],
+                                        progress: { line in lines.withLock { $0.append(line) } })
+        do {
+            _ = try await resolver.resolve("Qwen/Qwen3-Reranker-0.6B")
+            XCTFail("resolved")
+        } catch {
+            XCTAssertTrue("\(error)".contains("hub.sift-test.invalid cannot be resolved"), "\(error)")
+            XCTAssertTrue("\(error)".contains("hf download Qwen/Qwen3-Reranker-0.6B"), "\(error)")
+        }
+        XCTAssertTrue(lines.withLock { $0 }.contains { $0.contains("asking https://hub.sift-test.invalid") }, "\(lines.withLock { $0 })")
+    }
+
     func testCorruptDownloadIsRefused() async throws {
         let hub = try FakeHub(.init(corrupt: "model.safetensors"))
         try await hub.start()
@@ -281,7 +298,7 @@ final class HubTests: XCTestCase {
                 XCTFail("resolved without cache or hub")
             } catch {
                 let message = "\(error)"
-                XCTAssertTrue(message.contains("huggingface-cli download Qwen/Qwen3-Reranker-0.6B"), message)
+                XCTAssertTrue(message.contains("hf download Qwen/Qwen3-Reranker-0.6B"), message)
                 XCTAssertTrue(message.contains("--model /path/to/a/model/folder"), message)
             }
         }

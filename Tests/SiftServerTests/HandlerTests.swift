@@ -286,17 +286,33 @@ final class HandlerTests: XCTestCase {
         let cohere = try await post("/v2/rerank", #"{"model":"rerank-v3.5","query":"q","documents":["aa","a"]}"#)
         XCTAssertEqual(cohere.status, 200, cohere.body)
         let json = try JSONSerialization.jsonObject(with: Data(cohere.body.utf8)) as! [String: Any]
-        XCTAssertEqual(json["model"] as? String, "rerank-v3.5")  // the name the client sent
+        XCTAssertEqual(json["model"] as? String, "large")  // the model that answered (the client sent an alias)
         XCTAssertEqual((json["results"] as! [[String: Any]]).first?["relevance_score"] as? Double, 1)
         XCTAssertEqual(f.large.requests.withLock { $0.count }, 1)
         let unknown = try await post("/v1/rerank", #"{"model":"rerank-english-v3.0","query":"q","documents":["a"]}"#)
         XCTAssertEqual(unknown.status, 404, unknown.body)
         XCTAssertTrue(unknown.body.contains("fake (default), large (also: rerank-v3.5)"), unknown.body)
+        XCTAssertTrue(unknown.body.contains("--model-alias '*=fake'"), unknown.body)
+        let errorBody = try JSONSerialization.jsonObject(with: Data(unknown.body.utf8)) as! [String: Any]
+        XCTAssertEqual(errorBody["detail"] as? String, errorBody["message"] as? String)
         let tei = try await post("/rerank", #"{"query":"q","texts":["a"],"model":"nope"}"#)
         XCTAssertEqual(tei.status, 404, tei.body)
         let teiDefault = try await post("/rerank", #"{"query":"q","texts":["a"],"raw_scores":true}"#)
         XCTAssertEqual(teiDefault.status, 200, teiDefault.body)
         XCTAssertEqual(f.service.requests.withLock { $0.count }, 1)
+    }
+
+    /// The clients people already use each send their vendor's model name and cannot leave it
+    /// out: a server of one model answers them all (and says which model answered).
+    func testOneModelAnswersEveryName() async throws {
+        let f = try await Fixture(http: false)
+        for (id, name) in [(1, "rerank-v3.5"), (2, "jina-reranker-v1-base-en"), (3, "")] as [(UInt64, String)] {
+            var request = Wire.RerankRequest(query: "q", documents: ["aa", "a"])
+            request.model = name
+            try await f.send(Wire.Frame(requestID: id, body: .rerankRequest(request)))
+            guard case .rerankResponse(let r) = try await f.receive().body else { return XCTFail("\(name) not answered") }
+            XCTAssertEqual(r.modelID, "fake")
+        }
     }
 
     func testACatchAllAliasTakesEveryUnservedName() throws {

@@ -265,14 +265,15 @@ final class ReliabilityTests: XCTestCase {
     /// logged a line each (745 MB in 40 s).
     func testClientTextCannotForgeOrFloodTheLog() async throws {
         let lines = CapturedLog()
-        let server = try await TestServer.start(logger: lines.logger)
+        let server = try await TestServer.start({ $0.httpPort = 0 }, logger: lines.logger)
         let c = try await TestServer.connect(server)
-        var request = Wire.RerankRequest(query: "q", documents: ["a"])
-        request.model = "nope\n2026-01-01T00:00:00+0000 critical sift: FORGED"
-        _ = try? await c.call(.rerankRequest(request))
+        // TEI's truncation_direction is echoed in the refusal, which is logged.
+        let forgedBody = #"{"query":"q","texts":["a"],"truncation_direction":"Left\n2026-01-01T00:00:00+0000 critical sift: FORGED"}"#
+        let refused = try await HTTPAPITests.post(server.httpPort!, "/rerank", forgedBody)
+        XCTAssertEqual(refused.status, 422, refused.body)
         let forged = lines.text
         XCTAssertFalse(forged.contains("\n2026-01-01"), forged)
-        XCTAssertTrue(forged.contains("nope\\n2026-01-01"), forged)
+        XCTAssertTrue(forged.contains("Left\\n2026-01-01"), forged)
 
         lines.clear()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -287,7 +288,7 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertLessThanOrEqual(logged, 2 * LogLimiter(perSecond: 100).perSecond, "800 calls in about a second")
         try await Task.sleep(for: .milliseconds(1100))
         _ = try await c.call(.modelInfoRequest())
-        XCTAssertTrue(lines.text.contains("suppressed_similar_lines"), lines.text.suffix(500).description)
+        XCTAssertTrue(lines.text.contains("suppressed_similar_lines"), lines.text.suffix(800).description)
         await server.shutdown()
     }
 

@@ -5,4 +5,4 @@ from .client import Client
 
 __all__ = ["AsyncClient", "Client", "Code", "Health", "ModelInfo", "RerankResponse", "RerankResult", "ServedModel",
            "SiftError", "TokenizedText", "Usage"]
-__version__ = "0.7.0"
+__version__ = "0.8.0"

@@ -1,8 +1,5 @@
-#include "sift_kernels.h"
-#include "exp_twins.h"
-#include <math.h>
+#include "attention_common.h"
 #include <string.h>
-#include <immintrin.h>
 
 /* No implicit FMA contraction (as -ffp-contract=off, but part of the file, so it holds however
  * the package is built): scalar and SIMD twins of a kernel perform the same IEEE operations and
@@ -52,23 +49,6 @@ static inline const float *value_row(kv_view kv, size_t pos, size_t g, size_t d)
     return kv.blocks[pos / SIFT_KEY_BLOCK] + kv.v_off + (g * SIFT_KEY_BLOCK + pos % SIFT_KEY_BLOCK) * d;
 }
 
-enum { ATT_CHUNK = 8, ATT_ROWS = 8, ATT_MAX_D = 256 };
-
-/* Keys of block b a row at position `pos` sees (0 ... 16). */
-static inline size_t visible_keys(size_t pos, size_t b) {
-    size_t first = b * SIFT_KEY_BLOCK;
-    if (pos < first) return 0;
-    size_t n = pos - first + 1;
-    return n < SIFT_KEY_BLOCK ? n : SIFT_KEY_BLOCK;
-}
-
-/* exp(m − m'), the running output's correction; exp_portable(0) is 1 exactly, and most blocks
- * leave the max where it was, so the SIMD kernels skip the scalar exp then (same bits). */
-static inline float correction(float m, float m_new) {
-    float dm = m - m_new;
-    return dm == 0.0f ? 1.0f : exp_portable(dm);
-}
-
 /* The running max, its correction and the new running sum for one row and block, from the
  * row's scaled scores e[0..16) (overwritten with the exponentials; keys past `visible` get 0). */
 static inline float softmax_step_portable(float *e, size_t visible, float *m, float *l) {
@@ -115,7 +95,6 @@ static void attention_portable(const float *q, size_t q_stride, size_t rows, siz
 
 /* ---- AVX2 (8 lanes; also the AVX-512 level's when head_dim is not a multiple of 32) -------- */
 
-#define ATT_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 
 /* o[r] = o[r] · c[r] + Σ_{j < keys} e[r][j] · v_j for NR rows (compile-time), 16 dims at a time.
  * `rescale` 0 when every c[r] is 1 (the running max did not move): x · 1 = x, so skipping the
@@ -147,24 +126,6 @@ ATT_AVX2 void pv_avx2(int nr, int rescale, const float (*e)[16], const float *c,
             _mm256_storeu_ps(out + r * out_stride + d0 + 8, acc[r][1]);
         }
     }
-}
-
-/* sum16_tree of the lanes e0 (0-7) and e1 (8-15), in registers: the same additions in the
- * same order (j + 8, then j + 4, j + 2, j + 1). */
-ATT_AVX2 float sum16_tree_avx2(__m256 e0, __m256 e1) {
-    __m256 s8 = _mm256_add_ps(e0, e1);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-    return _mm_cvtss_f32(s1);
-}
-
-/* The largest of 16 lanes (exact in any order). */
-ATT_AVX2 float max16_avx2(__m256 a, __m256 b) {
-    __m256 m8 = _mm256_max_ps(a, b);
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
-    __m128 m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    return _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
 }
 
 /* NR rows (compile-time; positions pos0 ...) over blocks [b0, b1). */
@@ -250,7 +211,6 @@ static void attention_avx2(const float *q, size_t q_stride, size_t rows, size_t 
  * diagonal blocks' rows under a mask (a masked-off fma leaves the accumulator as it was, which is
  * what skipping the key does), so every row group keeps its register tile on the diagonal too. */
 
-#define ATT_512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx2"), always_inline)) static inline
 
 /* o[r] = o[r] · c[r] + Σ_{j < vis[r]} e[r][j] · v_j for NR rows, 32 dims at a time; `masked` 0
  * when every row sees all 16 keys. `rescale` as in pv_avx2. */
@@ -293,30 +253,6 @@ ATT_512 void pv_avx512(int nr, int rescale, int masked, const float (*e)[16], co
         }
     }
 }
-
-/* Eight rows' 16-lane maxima (MAX) or fixed-tree sums (ADD) at once: the same pairs as
- * sum16_tree (lane j with j + 8, then j + 4, j + 2, j + 1), combined across rows by shuffles, so
- * each row's result is the bits the one-row reduction gives. out[r] is row r's. */
-#define TREE8_AVX512(NAME, OP)                                                                        \
-    ATT_512 void NAME(const __m512 v[8], float out[8]) {                                              \
-        __m512 y[4], z[2];                                                                            \
-        for (int i = 0; i < 4; i++) /* chunks 0-1: row 2i's lanes j ⊕ j+8; 2-3: row 2i+1's */          \
-            y[i] = OP(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),          \
-                      _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));         \
-        for (int i = 0; i < 2; i++) /* chunk k: row 4i+k's lanes j ⊕ j+4 */                            \
-            z[i] = OP(_mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),          \
-                      _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));         \
-        /* j ⊕ j+2 (rows k and k+4 interleaved), then j ⊕ j+1 */                                     \
-        __m512 u = OP(_mm512_unpacklo_ps(z[0], z[1]), _mm512_unpackhi_ps(z[0], z[1]));               \
-        __m512 w = OP(u, _mm512_permute_ps(u, _MM_SHUFFLE(1, 0, 3, 2)));                              \
-        float lanes[16] __attribute__((aligned(64)));                                                 \
-        _mm512_store_ps(lanes, w);                                                                    \
-        for (int k = 0; k < 4; k++) { out[k] = lanes[4 * k]; out[k + 4] = lanes[4 * k + 1]; }          \
-    }
-_Static_assert(ATT_ROWS == 8, "the AVX-512 kernel reduces eight rows together");
-TREE8_AVX512(max8_avx512, _mm512_max_ps)
-TREE8_AVX512(sum8_avx512, _mm512_add_ps)
-#undef TREE8_AVX512
 
 /* One block's softmax step and PV for NR rows from their raw scores s[r]. */
 ATT_512 void block_avx512(int nr, __m512 *s, size_t pos0, size_t b, kv_view kv, size_t g, size_t d, float scale,

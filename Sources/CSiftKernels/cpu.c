@@ -10,6 +10,7 @@ static unsigned detect(void) {
         __builtin_cpu_supports("avx512cd")) f |= SIFT_CPU_AVX512;
     if ((f & SIFT_CPU_AVX512) && __builtin_cpu_supports("avx512vnni")) f |= SIFT_CPU_AVX512VNNI;
     if ((f & SIFT_CPU_AVX2) && __builtin_cpu_supports("avxvnni")) f |= SIFT_CPU_AVXVNNI;
+    if ((f & SIFT_CPU_AVX512) && __builtin_cpu_supports("avx512bf16")) f |= SIFT_CPU_AVX512BF16;
     return f;
 }
 

@@ -2,22 +2,40 @@ import SiftBase
 import CSiftKernels
 import Foundation
 
+/// How attention keeps and computes K and V: `fp32` (the reference), or `bf16` (half the memory;
+/// K, V, Q and the probabilities rounded to bf16, dot products on `vdpbf16ps` where the CPU has
+/// it and on its FMA twin elsewhere — the same bits on every CPU; see attention_bf16.c).
+public enum AttentionPrecision: String, Sendable, CaseIterable {
+    case fp32, bf16
+
+    /// Bytes of one stored K or V element.
+    public var elementBytes: Int { self == .fp32 ? 4 : 2 }
+
+    /// The attention a model runs unless told otherwise: fp32 with fp32 linear layers (the
+    /// reference path), bf16 with int8 ones (it passes the fidelity gate, docs/QUANTIZATION.md).
+    /// The same on every CPU: each runs the bf16 kernel at its fastest, with the same bits.
+    public static func standard(for precision: Precision) -> AttentionPrecision {
+        precision == .fp32 ? .fp32 : .bf16
+    }
+}
+
 /// KV memory is paged in blocks of 16 positions. One block holds those positions for every
-/// layer: per layer, the keys transposed (`[kvHead][headDim][16]`, so the attention kernel
-/// scores 16 keys per vector FMA) followed by the values (`[kvHead][16][headDim]`: one head's
-/// rows contiguous, as the kernel reads them).
+/// layer: per layer, the keys (fp32: transposed, `[kvHead][headDim][16]`, so the attention
+/// kernel scores 16 keys per vector FMA; bf16: `[kvHead][headDim/2][16]` pairs of dimensions)
+/// followed by the values (fp32: `[kvHead][16][headDim]`, one head's rows contiguous; bf16:
+/// `[kvHead][8][headDim]` pairs of positions), as the attention kernels read them.
 ///
 /// Blocks are shared, never copied: every document of a request attends to the same prefix
 /// blocks, and the prefix cache keeps popular blocks alive across requests. A block is only
 /// written while its positions are being computed; once full it is immutable.
 public final class KVBlock: @unchecked Sendable {
     public static let positions = Int(SIFT_KEY_BLOCK)
-    let base: UnsafeMutablePointer<Float>
+    let base: UnsafeMutableRawPointer
     /// Strong: a block may outlive its engine's last other reference to the pool (the prefix
     /// cache's blocks are released while the scheduler is torn down), and gives its memory back.
     let pool: KVBlockPool
 
-    init(base: UnsafeMutablePointer<Float>, pool: KVBlockPool) {
+    init(base: UnsafeMutableRawPointer, pool: KVBlockPool) {
         self.base = base
         self.pool = pool
     }
@@ -36,9 +54,11 @@ public final class KVBlockPool: @unchecked Sendable {
     public let layerCount: Int
     public let kvDim: Int
     public let headDim: Int
-    /// Floats of one layer in a block: keys then values.
+    /// How its blocks hold K and V (and so which attention kernel reads them).
+    public let precision: AttentionPrecision
+    /// Elements of one layer in a block: keys then values.
     let layerStride: Int
-    public var blockBytes: Int { layerStride * layerCount * 4 }
+    public var blockBytes: Int { layerStride * layerCount * precision.elementBytes }
     private let state = Locked(State())
     private let keepFree: Int
     private let capacity: Int
@@ -52,17 +72,19 @@ public final class KVBlockPool: @unchecked Sendable {
     /// `keepFreeBytes`: freed block memory kept for reuse instead of returned to the system;
     /// `capacityBytes`: live plus kept blocks never exceed it (the owner's KV budget), so kept
     /// memory is part of the budget, not on top of it.
-    public init(layerCount: Int, kvDim: Int, headDim: Int, keepFreeBytes: Int = 256 << 20, capacityBytes: Int = .max) {
+    public init(layerCount: Int, kvDim: Int, headDim: Int, precision: AttentionPrecision = .fp32,
+                keepFreeBytes: Int = 256 << 20, capacityBytes: Int = .max) {
         self.layerCount = layerCount
         self.kvDim = kvDim
         self.headDim = headDim
+        self.precision = precision
         layerStride = 2 * KVBlock.positions * kvDim
-        let blockBytes = max(1, layerStride * layerCount * 4)
+        let blockBytes = max(1, layerStride * layerCount * precision.elementBytes)
         keepFree = max(0, keepFreeBytes / blockBytes)
         capacity = capacityBytes / blockBytes
     }
 
-    deinit { state.withLock { $0.free.forEach { unmap(UnsafeMutablePointer<Float>(bitPattern: $0)!) } } }
+    deinit { state.withLock { $0.free.forEach { unmap(UnsafeMutableRawPointer(bitPattern: $0)!) } } }
 
     public func allocate() -> KVBlock {
         let reused: UInt? = state.withLock { s in
@@ -70,22 +92,22 @@ public final class KVBlockPool: @unchecked Sendable {
             s.peak = max(s.peak, s.live)
             return s.free.popLast()
         }
-        let base = reused.flatMap { UnsafeMutablePointer<Float>(bitPattern: $0) } ?? map()
+        let base = reused.flatMap { UnsafeMutableRawPointer(bitPattern: $0) } ?? map()
         return KVBlock(base: base, pool: self)
     }
 
     /// A fresh zero-filled block. Callers stay inside the KV budget, which was sized from free
     /// memory, so running out here means the system lost memory under us, as `allocate` would.
-    private func map() -> UnsafeMutablePointer<Float> {
+    private func map() -> UnsafeMutableRawPointer {
         guard let p = mmap(nil, blockBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
             fatalError("KV block of \(blockBytes) bytes: mmap failed (errno \(errno)); the system is out of memory")
         }
-        return p.bindMemory(to: Float.self, capacity: layerStride * layerCount)
+        return p
     }
 
-    private func unmap(_ p: UnsafeMutablePointer<Float>) { munmap(p, blockBytes) }
+    private func unmap(_ p: UnsafeMutableRawPointer) { munmap(p, blockBytes) }
 
-    func recycle(_ p: UnsafeMutablePointer<Float>) {
+    func recycle(_ p: UnsafeMutableRawPointer) {
         let address = UInt(bitPattern: p)
         let kept = state.withLock { s -> Bool in
             s.live -= 1
@@ -107,7 +129,7 @@ public final class KVBlockPool: @unchecked Sendable {
         (positions + KVBlock.positions - 1) / KVBlock.positions
     }
 
-    /// Offsets (in floats) of layer `l`'s keys and values inside a block.
+    /// Offsets (in elements) of layer `l`'s keys and values inside a block.
     func keyOffset(_ l: Int) -> Int { l * layerStride }
     func valueOffset(_ l: Int) -> Int { l * layerStride + KVBlock.positions * kvDim }
 }
@@ -135,7 +157,7 @@ public final class KVCache: @unchecked Sendable {
         var table = Array(blocks.prefix(full))
         if count % KVBlock.positions != 0 {
             let tail = pool.allocate()
-            tail.base.update(from: blocks[full].base, count: pool.layerStride * pool.layerCount)
+            tail.base.copyMemory(from: blocks[full].base, byteCount: pool.blockBytes)
             table.append(tail)
         }
         let c = KVCache(pool: pool, blocks: table, count: count)
@@ -156,12 +178,20 @@ public final class KVCache: @unchecked Sendable {
 
     /// Writes the key and value rows (kvDim floats each, all KV heads) of `position`, layer `l`.
     func store(layer l: Int, position: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
-        let block = blocks[position / KVBlock.positions].base, slot = position % KVBlock.positions
-        let k = block + pool.keyOffset(l) + slot
-        for i in 0..<pool.kvDim { k[i * KVBlock.positions] = key[i] }
-        let d = pool.headDim, values = block + pool.valueOffset(l)
-        for head in 0..<(pool.kvDim / d) {
-            (values + (head * KVBlock.positions + slot) * d).update(from: value + head * d, count: d)
+        let raw = blocks[position / KVBlock.positions].base, slot = position % KVBlock.positions
+        let d = pool.headDim
+        switch pool.precision {
+        case .fp32:
+            let block = raw.assumingMemoryBound(to: Float.self)
+            let k = block + pool.keyOffset(l) + slot
+            for i in 0..<pool.kvDim { k[i * KVBlock.positions] = key[i] }
+            let values = block + pool.valueOffset(l)
+            for head in 0..<(pool.kvDim / d) {
+                (values + (head * KVBlock.positions + slot) * d).update(from: value + head * d, count: d)
+            }
+        case .bf16:
+            let block = raw.assumingMemoryBound(to: UInt16.self)
+            sift_kv_store_bf16(key, value, pool.kvDim, d, block + pool.keyOffset(l), block + pool.valueOffset(l), slot)
         }
     }
 }

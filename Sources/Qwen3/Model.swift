@@ -75,6 +75,7 @@ public final class Qwen3Model: @unchecked Sendable {
         pool = WorkerPool.shared(threads: threads)
         workspace = Workspace(config: config, threads: pool.threadCount)
         blockPool = KVBlockPool(layerCount: config.layerCount, kvDim: config.kvDim, headDim: config.headDim)
+        bf16Pool = KVBlockPool(layerCount: config.layerCount, kvDim: config.kvDim, headDim: config.headDim, precision: .bf16)
         self.embedding = embedding
         self.finalNorm = finalNorm
         self.yesRow = yesRow
@@ -141,10 +142,14 @@ public final class Qwen3Model: @unchecked Sendable {
                             down: try q(fp.down, .down))
     }
 
-    /// KV blocks of this model's sequences come from here.
+    /// KV blocks of this model's own sequences (`makeCache`) come from here.
     public var kvPool: KVBlockPool { blockPool }
+    private let bf16Pool: KVBlockPool
 
-    public func makeCache() -> KVCache { KVCache(pool: blockPool) }
+    /// A sequence's KV cache, in `attention`'s precision (fp32: the reference).
+    public func makeCache(attention: AttentionPrecision = .fp32) -> KVCache {
+        KVCache(pool: attention == .fp32 ? blockPool : bf16Pool)
+    }
 
     /// Bytes of weights read from memory-mapped files (a `.sift` file, the embedding table):
     /// not resident at load, but they will be once the model runs.
@@ -240,19 +245,19 @@ public final class Qwen3Model: @unchecked Sendable {
         let spans: [Span]
         let rows: Int
         /// Block base pointers, span after span; span n's start at `tableStart[n]`.
-        let blockTable: [UnsafePointer<Float>?]
+        let blockTable: [UnsafeRawPointer?]
         let tableStart: [Int]
         let attention: [AttentionTask]
         let lastAttention: [AttentionTask]
 
         init(spans: [Span]) {
             self.spans = spans
-            var table: [UnsafePointer<Float>?] = [], starts: [Int] = []
+            var table: [UnsafeRawPointer?] = [], starts: [Int] = []
             var all: [AttentionTask] = [], last: [AttentionTask] = []
             var rows = 0
             for (n, span) in spans.enumerated() {
                 starts.append(table.count)
-                table.append(contentsOf: span.cache.blocks.lazy.map { UnsafePointer($0.base) })
+                table.append(contentsOf: span.cache.blocks.lazy.map { UnsafeRawPointer($0.base) })
                 rows += span.count
                 guard span.count > 0 else { continue }
                 for first in stride(from: 0, to: span.count, by: Qwen3Model.attentionTile) {
@@ -387,12 +392,21 @@ public final class Qwen3Model: @unchecked Sendable {
             pool.run(units: units) { unit, worker in
                 let task = tasks[unit / c.headCount], head = unit % c.headCount
                 let span = spans[task.span]
-                let blocks = table.baseAddress! + layout.tableStart[task.span]
-                let kOff = span.cache.pool.keyOffset(layer), vOff = span.cache.pool.valueOffset(layer)
+                let blocks = UnsafeRawPointer(table.baseAddress! + layout.tableStart[task.span])
+                let pool = span.cache.pool
+                let kOff = pool.keyOffset(layer), vOff = pool.valueOffset(layer)
                 let r0 = task.firstRow
-                sift_attention(simd, ws.qkv + (span.firstRow + r0) * qkvCols + head * d, qkvCols, task.rows,
-                               span.start + r0, blocks, kOff, vOff, head / group, d, scale,
-                               ws.attn + task.outRow * c.qDim + head * d, c.qDim, ws.attentionScratch(worker))
+                let q = ws.qkv + (span.firstRow + r0) * qkvCols + head * d, out = ws.attn + task.outRow * c.qDim + head * d
+                switch pool.precision {
+                case .fp32:
+                    sift_attention(simd, q, qkvCols, task.rows, span.start + r0,
+                                   blocks.assumingMemoryBound(to: UnsafePointer<Float>?.self), kOff, vOff, head / group, d, scale,
+                                   out, c.qDim, ws.attentionScratch(worker))
+                case .bf16:
+                    sift_attention_bf16(simd, 1, q, qkvCols, task.rows, span.start + r0,
+                                        blocks.assumingMemoryBound(to: UnsafePointer<UInt16>?.self), kOff, vOff, head / group, d, scale,
+                                        out, c.qDim, ws.attentionScratch(worker))
+                }
             }
         }
     }

@@ -102,6 +102,8 @@ struct PrefillBench: ParsableCommand {
     @Option(help: "Sequences to run (after one warm-up).") var sequences: Int = 3
     @Option(help: "Worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Precision of the linear layers.") var precision: Precision = .int8
+    @Option(help: "Attention: bf16 (K/V half the memory, bf16 dot products; the default with int8) or fp32 (the reference; the default with fp32).")
+    var attention: AttentionPrecision?
     @Option(help: BenchData.corpusHelp) var corpus: String?
     @Option(help: "Run each sequence in steps of this many tokens, as the engine's chunked prefill does (0: one step).") var chunk: Int = 0
     @Flag(inversion: .prefixedNo, help: "Run one sequence first, untimed.") var warmUp = true
@@ -129,7 +131,7 @@ struct PrefillBench: ParsableCommand {
             let step = chunk > 0 ? chunk : tokens
             for s in (warmUp ? 0 : 1)...sequences {
                 let seq = ids[(s * tokens)..<((s + 1) * tokens)]
-                let cache = m.makeCache()
+                let cache = m.makeCache(attention: attention ?? .standard(for: precision))
                 let start = now()
                 for from in stride(from: seq.startIndex, to: seq.endIndex, by: step) {
                     let to = min(from + step, seq.endIndex)
@@ -138,10 +140,11 @@ struct PrefillBench: ParsableCommand {
                 if s > 0 { timings.append(now() - start) }
             }
             let mean = timings.reduce(0, +) / Double(timings.count)
-            print("model: \(model)  precision: \(precision.rawValue)  kernel: \(m.kernelPath.rawValue)  threads: \(threads)  OpenBLAS core: \(BLAS.coreName)")
+            let kv = attention ?? .standard(for: precision)
+            print("model: \(model)  precision: \(precision.rawValue)  attention: \(kv.rawValue)  kernel: \(m.kernelPath.rawValue)  threads: \(threads)  OpenBLAS core: \(BLAS.coreName)")
             print(String(format: "load %.1f s; prefill %d-token sequences%@: %.1f tokens/s (mean of %d, %.2f s each); peak RSS %.2f GB (KV %.2f GB)",
                          loadTime, tokens, chunk > 0 ? " in steps of \(chunk)" : "", Double(tokens) / mean, timings.count, mean,
-                         Double(SystemMemory.peakResidentBytes() ?? 0) / 1e9, Double(m.kvPool.peakBlocks * m.kvPool.blockBytes) / 1e9))
+                         Double(SystemMemory.peakResidentBytes() ?? 0) / 1e9, Double(m.makeCache(attention: kv).pool.peakBlocks * m.makeCache(attention: kv).pool.blockBytes) / 1e9))
         }
     }
 }
@@ -153,6 +156,7 @@ struct ParityBench: ParsableCommand {
     @Option(help: "Model folder.") var model: String
     @Option(help: "Reference scores JSON (../shared/fixtures/reference-scores*.json).") var reference: String
     @Option(help: "Precision of the linear layers.") var precision: Precision = .int8
+    @Option(help: "Attention: bf16 or fp32 (default: the standard for the precision).") var attention: AttentionPrecision?
     @Option(help: "Only the first N cases (0 = all).") var cases: Int = 0
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
 
@@ -171,11 +175,12 @@ struct ParityBench: ParsableCommand {
                     throw CLIError("case \(n) of \(reference) lacks a string query/document or a numeric max_length/logit_diff")
                 }
                 let r = try reranker.score(query: query, instruction: c["instruction_given"] as? String,
-                                           documents: [document], maxLength: maxLength.intValue)[0]
+                                           documents: [document], maxLength: maxLength.intValue, attention: attention)[0]
                 deltas.append(abs(Double(r.logit) - expected.doubleValue))
             }
             let mean = deltas.reduce(0, +) / Double(deltas.count)
-            print(String(format: "%@ %@ on %d cases: mean |Δlogit| %.4f, max %.4f", precision.rawValue,
+            print(String(format: "%@, %@ attention, %@ on %d cases: mean |Δlogit| %.4f, max %.4f", precision.rawValue,
+                         (attention ?? .standard(for: precision)).rawValue,
                          URL(fileURLWithPath: reference).lastPathComponent, deltas.count, mean, deltas.max() ?? 0))
         }
     }

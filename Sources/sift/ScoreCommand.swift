@@ -4,6 +4,7 @@ import Qwen3
 import SiftEngine
 
 extension Precision: ExpressibleByArgument {}
+extension AttentionPrecision: ExpressibleByArgument {}
 
 struct ScoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,6 +24,8 @@ struct ScoreCommand: ParsableCommand {
     var maxLength: Int = RerankPrompt.defaultMaxLength
     @Option(help: "Precision of the linear layers: fp32 (reference) or int8 (fast). Default: fp32 for a folder, int8 for a .sift file.")
     var precision: Precision?
+    @Option(help: "Attention: bf16 (K/V half the memory, bf16 dot products; the default with int8) or fp32 (the reference; the default with fp32).")
+    var attention: AttentionPrecision?
     @Option(help: "Worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Argument(help: "JSON-lines file of documents, or - for standard input.") var input: String = "-"
 
@@ -34,7 +37,8 @@ struct ScoreCommand: ParsableCommand {
             let texts = try JSONLinesInput.readTexts(input)
             let reranker = try Reranker.load(path: model, precision: precision ?? (SiftFile.looksLikeSift(model) ? .int8 : .fp32),
                                              threads: threads)
-            let results = try reranker.score(query: query, instruction: instruction, documents: texts, maxLength: maxLength)
+            let results = try reranker.score(query: query, instruction: instruction, documents: texts, maxLength: maxLength,
+                                             attention: attention)
             print(JSONOut.results(results.map {
                 ($0.index, $0.logit, $0.probability, $0.tokens, $0.inputTokens, $0.truncated, nil)
             }))

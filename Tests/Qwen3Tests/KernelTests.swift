@@ -191,6 +191,85 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// bf16 attention: every level, with `vdpbf16ps` and with its FMA twin, gives the portable
+    /// kernel's bits, whatever the chunking (a row never depends on the others); stale data past
+    /// the last position (NaN) is never read; and it stays within bf16's error of a float64
+    /// reference computed from the same rounded inputs.
+    func testBF16AttentionTwinsAgreeAndStayCloseToTheReference() {
+        let d = 128, kvHeads = 2, heads = 4, positions = 300
+        let kvDim = kvHeads * d, qDim = heads * d
+        let q = randomFloats(positions * qDim, seed: 21, scale: 2)
+        let k = randomFloats(positions * kvDim, seed: 22, scale: 2)
+        let v = randomFloats(positions * kvDim, seed: 23)
+        let block = Int(SIFT_KEY_BLOCK)
+        let blockCount = (positions + block - 1) / block
+        let blockHalves = 2 * block * kvDim
+        let memory = UnsafeMutablePointer<UInt16>.allocate(capacity: blockCount * blockHalves)
+        defer { memory.deallocate() }
+        memory.initialize(repeating: 0x7FC0, count: blockCount * blockHalves)  // bf16 NaN: stale
+        for p in 0..<positions {
+            let base = memory + (p / block) * blockHalves
+            k.withUnsafeBufferPointer { kb in
+                v.withUnsafeBufferPointer { vb in
+                    sift_kv_store_bf16(kb.baseAddress! + p * kvDim, vb.baseAddress! + p * kvDim, kvDim, d, base, base + block * kvDim, p % block)
+                }
+            }
+        }
+        let table: [UnsafePointer<UInt16>?] = (0..<blockCount).map { UnsafePointer(memory + $0 * blockHalves) }
+        let scale = 1 / Float(d).squareRoot()
+        func run(simd: sift_simd, dot: Int32, splits: [Int]) -> [Float] {
+            var out = [Float](repeating: 0, count: positions * qDim)
+            var scratch = [Float](repeating: 0, count: 2 * positions + Int(SIFT_ATTENTION_Q_FLOATS))
+            for head in 0..<heads {
+                var start = 0
+                for end in splits + [positions] {
+                    q.withUnsafeBufferPointer { qb in
+                        out.withUnsafeMutableBufferPointer { ob in
+                            sift_attention_bf16(simd, dot, qb.baseAddress! + start * qDim + head * d, qDim, end - start, start, table,
+                                                0, block * kvDim, head / (heads / kvHeads), d, scale,
+                                                ob.baseAddress! + start * qDim + head * d, qDim, &scratch)
+                        }
+                    }
+                    start = end
+                }
+            }
+            return out
+        }
+        let whole = run(simd: SIFT_SIMD_PORTABLE, dot: 0, splits: [])
+        XCTAssertFalse(whole.contains { $0.isNaN }, "stale data was read")
+        for level in Self.levels {
+            for dot: Int32 in [0, 1] {
+                let name = "level \(level.rawValue), dot \(dot)"
+                XCTAssertEqual(run(simd: level, dot: dot, splits: []).map(\.bitPattern), whole.map(\.bitPattern), name)
+                for splits in [[3, 20], [1, 17, 30], [127, 129], [40, 297], Array(stride(from: 5, to: positions, by: 5))] {
+                    XCTAssertEqual(run(simd: level, dot: dot, splits: splits).map(\.bitPattern), whole.map(\.bitPattern), "\(name), chunks \(splits.prefix(3))")
+                }
+            }
+        }
+        // float64 reference on the bf16-rounded q, k and v.
+        func rounded(_ x: Float) -> Double {
+            var u = x.bitPattern
+            u = u &+ 0x7FFF &+ ((u >> 16) & 1)
+            return Double(Float(bitPattern: u & 0xFFFF_0000))
+        }
+        var worst = 0.0
+        for p in [0, 15, 16, 44, 76, 128, 149, 256, 299] {
+            for head in 0..<heads {
+                let g = head / (heads / kvHeads)
+                var s = (0...p).map { j in (0..<d).reduce(0.0) { $0 + rounded(q[p * qDim + head * d + $1]) * rounded(k[j * kvDim + g * d + $1]) } * Double(scale) }
+                let mx = s.max()!
+                s = s.map { exp($0 - mx) }
+                let sum = s.reduce(0, +)
+                for dd in stride(from: 0, to: d, by: 17) {
+                    let expected = (0...p).reduce(0.0) { $0 + s[$1] / sum * rounded(v[$1 * kvDim + g * d + dd]) }
+                    worst = max(worst, abs(Double(whole[p * qDim + head * d + dd]) - expected))
+                }
+            }
+        }
+        // The probabilities are rounded to bf16 (relative error 2^-9) before PV.
+        XCTAssertLessThan(worst, 4e-3)
+    }
+
     /// The vector levels of the kernels around the GEMM, as the supported kernel paths use them.
     static var levels: [sift_simd] {
         var seen: [sift_simd] = []

@@ -16,6 +16,7 @@ enum {
     SIFT_CPU_AVX512 = 1u << 1,      /* AVX-512 F, BW, DQ, VL, CD */
     SIFT_CPU_AVX512VNNI = 1u << 2,  /* zmm vpdpbusd */
     SIFT_CPU_AVXVNNI = 1u << 3,     /* ymm vpdpbusd (VEX) */
+    SIFT_CPU_AVX512BF16 = 1u << 4,  /* zmm vdpbf16ps */
 };
 unsigned sift_cpu_features(void);
 
@@ -70,6 +71,24 @@ enum { SIFT_ATTENTION_Q_FLOATS = 32768 };
 void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
                     const float *const *blocks, size_t k_off, size_t v_off, size_t g, size_t d,
                     float scale, float *out, size_t out_stride, float *scratch);
+
+/* The same attention with K, V, Q and the probabilities in bf16 (attention_bf16.c gives the
+ * exact operations): KV blocks hold bf16 pairs — KV head g's keys as (head_dim/2 × 16) words
+ * of (k[2p], k[2p+1]) at blocks[b] + k_off + g · head_dim · 16, its values as (8 × head_dim)
+ * words of (v_{2m}[dd], v_{2m+1}[dd]) at blocks[b] + v_off + g · 16 · head_dim (offsets in bf16
+ * elements). `dot` 1: use `vdpbf16ps` where the CPU has it (0: its FMA twin, for tests). Every
+ * level, with or without the instruction, gives the same bits. */
+void sift_attention_bf16(sift_simd level, int dot, const float *q, size_t q_stride, size_t rows, size_t first_pos,
+                         const uint16_t *const *blocks, size_t k_off, size_t v_off, size_t g, size_t d,
+                         float scale, float *out, size_t out_stride, float *scratch);
+/* Writes position `slot` of a block: key and value rows (kv_dim floats each, all KV heads of
+ * head_dim d) rounded to bf16 (nearest even; denormals to zero) into the layer's key and value
+ * areas, in the layout above. */
+void sift_kv_store_bf16(const float *key, const float *value, size_t kv_dim, size_t d,
+                        uint16_t *keys, uint16_t *values, size_t slot);
+/* The bf16 dot peak (`vdpbf16ps`; 0 on CPUs without it), as the FMA peak below. */
+float sift_bf16_peak_loop(size_t iters);
+size_t sift_bf16_peak_flops(size_t iters);
 
 /* The fp32 FMA peak at a level: a register-only loop of independent FMAs. Returns a value so
  * the work is not optimised away; `sift_fma_peak_flops` is the floating-point operations (2 per

@@ -1,4 +1,5 @@
 import Foundation
+import Qwen3
 
 /// One rerank call: a query and its documents.
 public struct RerankRequest: Sendable {
@@ -181,6 +182,8 @@ public struct EngineOptions: Sendable {
     /// Byte budget of the exact score cache (0: off). A server shares one cache among its
     /// models instead (`SiftEngine(reranker:options:scoreCache:)`).
     public var scoreCacheBytes = 0
+    /// How attention keeps and computes K/V (nil: the model's standard, `AttentionPrecision.standard`).
+    public var attention: AttentionPrecision?
     /// Documents per request.
     public var maxDocuments = 1000
     /// Default tokens per (query, document) pair.

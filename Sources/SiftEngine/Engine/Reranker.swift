@@ -118,13 +118,14 @@ public final class Reranker: @unchecked Sendable {
     public var maxLengthLimit: Int { model.config.maxPositionEmbeddings }
 
     /// Scores `documents` against `query`, in input order.
+    /// `attention`: nil for the model's standard (`AttentionPrecision.standard`).
     public func score(query: String, instruction: String?, documents: [String],
-                      maxLength: Int = RerankPrompt.defaultMaxLength) throws -> [DocumentScore] {
+                      maxLength: Int = RerankPrompt.defaultMaxLength, attention: AttentionPrecision? = nil) throws -> [DocumentScore] {
         guard maxLength > 0, maxLength <= maxLengthLimit else {
             throw EngineError(.invalidArgument, "max_length \(maxLength) must be in 1...\(maxLengthLimit)")
         }
         let prompt = try RerankPrompt(tokenizer: tokenizer, query: query, instruction: instruction, maxLength: maxLength)
-        let prefixCache = model.makeCache()
+        let prefixCache = model.makeCache(attention: attention ?? .standard(for: model.precision))
         try model.forward(prompt.prefix, cache: prefixCache, wantHidden: false)
         return try documents.enumerated().map { index, text in
             let (docTokens, truncated) = prompt.document(text, tokenizer: tokenizer)

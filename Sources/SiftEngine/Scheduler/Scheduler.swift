@@ -41,6 +41,7 @@ final class Scheduler: @unchecked Sendable {
         modelFiles = model.mappedFiles
         let c = model.config
         kvPool = KVBlockPool(layerCount: c.layerCount, kvDim: c.kvDim, headDim: c.headDim,
+                             precision: options.attention ?? .standard(for: model.precision),
                              keepFreeBytes: min(256 << 20, kvBudgetBytes / 4), capacityBytes: kvBudgetBytes)
         kvBudgetBlocks = kvBudgetBytes / kvPool.blockBytes
         // The prefix cache lives inside the KV budget.

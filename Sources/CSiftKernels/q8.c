@@ -20,22 +20,26 @@ void sift_q8_pack(const int8_t *w, size_t n, size_t k, int8_t *packed) {
                        w + (t * SIFT_Q8_TILE + r) * k + kk * 4, 4);
 }
 
-void sift_q8_quantize_weights(const float *w, size_t n, size_t k, int8_t *q, float *scale, int32_t *rowsum) {
+void sift_q8_quantize_weights(const float *w, size_t n, size_t k, size_t group, int8_t *q, float *scale, int32_t *rowsum) {
+    size_t groups = sift_q8_groups(k, group), G = groups == 1 ? k : group;
     for (size_t r = 0; r < n; r++) {
-        const float *wr = w + r * k;
-        float amax = 0.0f;
-        for (size_t i = 0; i < k; i++) amax = fmaxf(amax, fabsf(wr[i]));
-        float s = amax / 127.0f;
-        float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        int32_t sum = 0;
-        for (size_t i = 0; i < k; i++) {
-            int v = (int)lrintf(wr[i] * inv);
-            v = v > 127 ? 127 : (v < -127 ? -127 : v);
-            q[r * k + i] = (int8_t)v;
-            sum += v;
+        for (size_t g = 0; g < groups; g++) {
+            size_t k0 = g * G, k1 = k0 + G < k ? k0 + G : k;
+            const float *wr = w + r * k;
+            float amax = 0.0f;
+            for (size_t i = k0; i < k1; i++) amax = fmaxf(amax, fabsf(wr[i]));
+            float s = amax / 127.0f;
+            float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+            int32_t sum = 0;
+            for (size_t i = k0; i < k1; i++) {
+                int v = (int)lrintf(wr[i] * inv);
+                v = v > 127 ? 127 : (v < -127 ? -127 : v);
+                q[r * k + i] = (int8_t)v;
+                sum += v;
+            }
+            scale[g * n + r] = s;
+            rowsum[g * n + r] = sum;
         }
-        scale[r] = s;
-        rowsum[r] = sum;
     }
 }
 
@@ -120,24 +124,27 @@ static void quantize_row_avx2(const float *x, size_t k, uint8_t *q, float inv) {
     quantize_row_portable(x + i, k - i, q + i, inv);
 }
 
-/* Largest |x| over [0, k) except the outlier channels (sorted): the max of the segments
+/* Largest |x| over [k0, k1) except the outlier channels (sorted): the max of the segments
  * between them. A max is exact in any order, so every level finds the same value. */
-static float amax_except(sift_simd level, const float *x, size_t k, const int32_t *sorted, size_t no) {
+static float amax_except(sift_simd level, const float *x, size_t k0, size_t k1, const int32_t *sorted, size_t no) {
     float m = 0.0f;
-    size_t from = 0;
+    size_t from = k0;
     for (size_t j = 0; j <= no; j++) {
-        size_t to = j < no ? (size_t)sorted[j] : k;
+        size_t to = j < no ? (size_t)sorted[j] : k1;
+        if (to < k0) continue;
+        if (to > k1) to = k1;
         if (to > from) {
             float s = level == SIFT_SIMD_AVX512 ? amax_avx512(x + from, to - from)
                     : level == SIFT_SIMD_AVX2 ? amax_avx2(x + from, to - from) : amax_portable(x + from, to - from);
             m = fmaxf(m, s);
         }
         from = to + 1;
+        if (from >= k1) break;
     }
     return m;
 }
 
-void sift_q8_quantize_rows(sift_simd level, const float *x, size_t m, size_t k, size_t x_stride,
+void sift_q8_quantize_rows(sift_simd level, const float *x, size_t m, size_t k, size_t group, size_t x_stride,
                            const int32_t *outliers, size_t n_outliers, uint8_t *xq, float *scale, float *xo) {
     level = sift_simd_usable(level);
     size_t no = n_outliers < SIFT_Q8_MAX_OUTLIERS ? n_outliers : SIFT_Q8_MAX_OUTLIERS;
@@ -148,16 +155,20 @@ void sift_q8_quantize_rows(sift_simd level, const float *x, size_t m, size_t k, 
         for (; p > 0 && sorted[p - 1] > v; p--) sorted[p] = sorted[p - 1];
         sorted[p] = v;
     }
+    size_t groups = sift_q8_groups(k, group), G = groups == 1 ? k : group;
     for (size_t r = 0; r < m; r++) {
         const float *xr = x + r * x_stride;
         uint8_t *qr = xq + r * k;
-        float amax = amax_except(level, xr, k, sorted, no);
-        float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        scale[r] = amax / 127.0f;
-        switch (level) {
-        case SIFT_SIMD_AVX512: quantize_row_avx512(xr, k, qr, inv); break;
-        case SIFT_SIMD_AVX2: quantize_row_avx2(xr, k, qr, inv); break;
-        default: quantize_row_portable(xr, k, qr, inv); break;
+        for (size_t g = 0; g < groups; g++) {
+            size_t k0 = g * G, k1 = k0 + G < k ? k0 + G : k;
+            float amax = amax_except(level, xr, k0, k1, sorted, no);
+            float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+            scale[r * groups + g] = amax / 127.0f;
+            switch (level) {
+            case SIFT_SIMD_AVX512: quantize_row_avx512(xr + k0, k1 - k0, qr + k0, inv); break;
+            case SIFT_SIMD_AVX2: quantize_row_avx2(xr + k0, k1 - k0, qr + k0, inv); break;
+            default: quantize_row_portable(xr + k0, k1 - k0, qr + k0, inv); break;
+            }
         }
         /* Outlier channels are computed in fp32 beside the GEMM: zero (128) in the int8 part. */
         for (size_t j = 0; j < no; j++) {
@@ -168,24 +179,31 @@ void sift_q8_quantize_rows(sift_simd level, const float *x, size_t m, size_t k, 
 }
 
 /* ---- GEMM: portable ---------------------------------------------------------------------- */
+/* Per output: for each group, its exact integer sum (started at −128·rowsum, which removes the
+ * u8 offset), converted once, scaled by xscale · wscale and added with one fma — in group order.
+ * Every path performs these operations in this order. */
 
-static void gemm_portable(const uint8_t *xq, size_t m, size_t k, const float *xs, const float *xo, size_t no,
+static void gemm_portable(const uint8_t *xq, size_t m, size_t k, size_t G, const float *xs, const float *xo, size_t no,
                           const int8_t *packed, const int32_t *rowsum, const float *ws, const float *wo,
                           size_t n_total, size_t n0, size_t n1, float *y, size_t ys) {
-    size_t k4 = k / 4;
+    size_t k4 = k / 4, groups = sift_q8_groups(k, G);
+    if (groups == 1) G = k;
     for (size_t n = n0; n < n1; n++) {
         const int8_t *tile = packed + (n / SIFT_Q8_TILE) * k4 * SIFT_Q8_TILE * 4 + (n % SIFT_Q8_TILE) * 4;
         for (size_t i = 0; i < m; i++) {
             const uint8_t *xr = xq + i * k;
-            int32_t acc = 0;
-            for (size_t kk = 0; kk < k4; kk++) {
-                const int8_t *w = tile + kk * SIFT_Q8_TILE * 4;
-                const uint8_t *a = xr + kk * 4;
-                acc += (int32_t)a[0] * w[0] + (int32_t)a[1] * w[1] + (int32_t)a[2] * w[2] + (int32_t)a[3] * w[3];
+            float v = 0.0f;
+            for (size_t g = 0; g < groups; g++) {
+                size_t q0 = g * G / 4, q1 = (g + 1) * G / 4 < k4 ? (g + 1) * G / 4 : k4;
+                int32_t acc = -128 * rowsum[g * n_total + n];
+                for (size_t kk = q0; kk < q1; kk++) {
+                    const int8_t *w = tile + kk * SIFT_Q8_TILE * 4;
+                    const uint8_t *a = xr + kk * 4;
+                    acc += (int32_t)a[0] * w[0] + (int32_t)a[1] * w[1] + (int32_t)a[2] * w[2] + (int32_t)a[3] * w[3];
+                }
+                float s = xs[i * groups + g] * ws[g * n_total + n];
+                v = fmaf((float)acc, s, v);
             }
-            float v = (float)(acc - 128 * rowsum[n]);
-            v = v * xs[i];
-            v = v * ws[n];
             for (size_t j = 0; j < no; j++) v = fmaf(xo[i * no + j], wo[j * n_total + n], v);
             y[i * ys + n] = v;
         }
@@ -193,50 +211,50 @@ static void gemm_portable(const uint8_t *xq, size_t m, size_t k, const float *xs
 }
 
 /* ---- GEMM: AVX-512 VNNI (zmm vpdpbusd) ---------------------------------------------------- */
-/* Micro-kernel: MR rows × NT tiles of 16 outputs; one zmm of weights holds 16 outputs × 4 k. */
+/* Micro-kernel: MR (≤ 6) rows × NT (≤ 2) tiles of 16 outputs over the whole K, a group at a
+ * time: per group the exact integer sums (12 zmm), then each output's running fp32 value (12
+ * zmm) takes the group's scaled sum with one fma — so both stay in registers, with the two
+ * weight vectors and the broadcast. One zmm of weights holds 16 outputs × 4 k. */
 
 #define Q8_TARGET_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) static inline
 
-/* acc_in/acc_out: int32 partial sums (MR × NT·16) carried between K blocks; NULL for the
- * first / last block. The float epilogue runs only on the last block. */
-Q8_TARGET_512 void kernel512(int mr, int nt, const uint8_t *xq, size_t xq_stride, size_t kb, const float *xs,
+Q8_TARGET_512 void kernel512(int mr, int nt, const uint8_t *xq, size_t xq_stride, size_t k, size_t G, const float *xs, size_t groups,
                              const float *xo, size_t no, const int8_t *tiles, size_t tile_stride,
-                             const int32_t *rowsum, const float *ws, const float *wo, size_t n_total,
-                             int32_t *acc_in, int32_t *acc_out, float *y, size_t ys) {
-    __m512i acc[6][4];
+                             const int32_t *rowsum, const float *ws, const float *wo, size_t n_total, float *y, size_t ys) {
+    __m512 v[6][2];
     for (int r = 0; r < mr; r++)
-        for (int t = 0; t < nt; t++)
-            acc[r][t] = acc_in ? _mm512_loadu_si512((const void *)(acc_in + (r * 4 + t) * 16)) : _mm512_setzero_si512();
-    size_t k4 = kb / 4;
-    for (size_t kk = 0; kk < k4; kk++) {
-        __m512i w[4];
-        for (int t = 0; t < nt; t++) w[t] = _mm512_loadu_si512((const void *)(tiles + t * tile_stride + kk * 64));
-        for (int r = 0; r < mr; r++) {
-            int32_t a;
-            memcpy(&a, xq + r * xq_stride + kk * 4, 4);
-            __m512i b = _mm512_set1_epi32(a);
-            for (int t = 0; t < nt; t++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], b, w[t]);
+        for (int t = 0; t < nt; t++) v[r][t] = _mm512_setzero_ps();
+    size_t k4 = k / 4;
+    for (size_t g = 0; g < groups; g++) {
+        __m512i acc[6][2];
+        for (int t = 0; t < nt; t++) {
+            /* Starting at −128·rowsum removes the u8 offset exactly. */
+            __m512i start = _mm512_mullo_epi32(_mm512_loadu_si512((const void *)(rowsum + g * n_total + t * 16)), _mm512_set1_epi32(-128));
+            for (int r = 0; r < mr; r++) acc[r][t] = start;
         }
-    }
-    if (acc_out) {
-        for (int r = 0; r < mr; r++)
-            for (int t = 0; t < nt; t++) _mm512_storeu_si512((void *)(acc_out + (r * 4 + t) * 16), acc[r][t]);
-        return;
-    }
-    __m512 v[6][4];
-    for (int t = 0; t < nt; t++) {
-        __m512i corr = _mm512_mullo_epi32(_mm512_loadu_si512((const void *)(rowsum + t * 16)), _mm512_set1_epi32(128));
-        __m512 wsv = _mm512_loadu_ps(ws + t * 16);
-        for (int r = 0; r < mr; r++) {
-            v[r][t] = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][t], corr));
-            v[r][t] = _mm512_mul_ps(v[r][t], _mm512_set1_ps(xs[r]));
-            v[r][t] = _mm512_mul_ps(v[r][t], wsv);
+        size_t q0 = g * G / 4, q1 = (g + 1) * G / 4 < k4 ? (g + 1) * G / 4 : k4;
+        for (size_t kk = q0; kk < q1; kk++) {
+            __m512i w[2];
+            for (int t = 0; t < nt; t++) w[t] = _mm512_loadu_si512((const void *)(tiles + t * tile_stride + kk * 64));
+            for (int r = 0; r < mr; r++) {
+                int32_t a;
+                memcpy(&a, xq + r * xq_stride + kk * 4, 4);
+                __m512i b = _mm512_set1_epi32(a);
+                for (int t = 0; t < nt; t++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], b, w[t]);
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            __m512 wsv = _mm512_loadu_ps(ws + g * n_total + t * 16);
+            for (int r = 0; r < mr; r++) {
+                __m512 scale = _mm512_mul_ps(_mm512_set1_ps(xs[r * groups + g]), wsv);
+                v[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][t]), scale, v[r][t]);
+            }
         }
     }
     /* Outlier channels outermost: the mr·nt outputs are independent chains, so the fmas overlap
      * (one tile at a time, each chain waited on its previous fma). Same fmas per output, same order. */
     for (size_t j = 0; j < no; j++) {
-        __m512 wj[4];
+        __m512 wj[2];
         for (int t = 0; t < nt; t++) wj[t] = _mm512_loadu_ps(wo + j * n_total + t * 16);
         for (int r = 0; r < mr; r++) {
             __m512 x = _mm512_set1_ps(xo[r * no + j]);
@@ -247,51 +265,32 @@ Q8_TARGET_512 void kernel512(int mr, int nt, const uint8_t *xq, size_t xq_stride
         for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + r * ys + t * 16, v[r][t]);
 }
 
-/* Blocking: rows in blocks of Q8_MB (a multiple of 6), columns in panels of 64, K in blocks of
- * Q8_KC so a panel's weights (64 × Q8_KC bytes) stay in L1 while every row block uses them.
- * int32 partial sums carry exactly between K blocks, so blocking never changes a result. */
+/* Blocking: rows in blocks of Q8_MB (a multiple of 6), columns in panels of 32: a panel's
+ * weights (32 × K bytes) stay in L2 while every micro-tile of the row block streams them. */
 #ifndef Q8_MB
 #define Q8_MB 96
 #endif
-#ifndef Q8_KC
-#define Q8_KC 256
-#endif
 
-#define K512(MR, NT) kernel512(MR, NT, xq + i * k + k0, k, kb, xs + i, xo + i * no, no, tiles + k0 * 16, tile_stride, \
-                               rowsum + n, ws + n, wo + n, n_total, first ? NULL : accbuf + (i - i0) * 64, \
-                               last ? NULL : accbuf + (i - i0) * 64, y + i * ys + n, ys)
+#define K512(MR, NT) kernel512(MR, NT, xq + i * k, k, k, G, xs + i * groups, groups, xo + i * no, no, tiles, tile_stride, \
+                               rowsum + n, ws + n, wo + n, n_total, y + i * ys + n, ys)
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-static void gemm_avx512(const uint8_t *xq, size_t m, size_t k, const float *xs, const float *xo, size_t no,
+static void gemm_avx512(const uint8_t *xq, size_t m, size_t k, size_t G, const float *xs, const float *xo, size_t no,
                         const int8_t *packed, const int32_t *rowsum, const float *ws, const float *wo,
                         size_t n_total, size_t n0, size_t n1, float *y, size_t ys) {
-    size_t tile_stride = k * SIFT_Q8_TILE;
-    int32_t accbuf[Q8_MB * 64];   /* (row, tile, lane) partial sums of one row block */
+    size_t tile_stride = k * SIFT_Q8_TILE, groups = sift_q8_groups(k, G);
+    if (groups == 1) G = k;
     for (size_t i0 = 0; i0 < m; i0 += Q8_MB) {
         size_t i1 = i0 + Q8_MB < m ? i0 + Q8_MB : m;
-        for (size_t n = n0; n < n1; n += 64) {
-            int nt = (int)((n1 - n) / 16 < 4 ? (n1 - n) / 16 : 4);
+        for (size_t n = n0; n < n1; n += 32) {
+            int nt = n1 - n >= 32 ? 2 : 1;
             const int8_t *tiles = packed + (n / SIFT_Q8_TILE) * tile_stride;
-            for (size_t k0 = 0; k0 < k; k0 += Q8_KC) {
-                size_t kb = k - k0 < Q8_KC ? k - k0 : Q8_KC;
-                int first = k0 == 0, last = k0 + kb == k;
-                size_t i = i0;
-                for (; i + 6 <= i1; i += 6) {
-                    switch (nt) {
-                    case 4: K512(6, 4); break;
-                    case 3: K512(6, 3); break;
-                    case 2: K512(6, 2); break;
-                    default: K512(6, 1); break;
-                    }
-                }
-                for (; i < i1; i++) {
-                    switch (nt) {
-                    case 4: K512(1, 4); break;
-                    case 3: K512(1, 3); break;
-                    case 2: K512(1, 2); break;
-                    default: K512(1, 1); break;
-                    }
-                }
+            size_t i = i0;
+            for (; i + 6 <= i1; i += 6) {
+                if (nt == 2) K512(6, 2); else K512(6, 1);
+            }
+            for (; i < i1; i++) {
+                if (nt == 2) K512(1, 2); else K512(1, 1);
             }
         }
     }
@@ -313,52 +312,69 @@ void outlier_epilogue_avx2(int mr, __m256 v[4][2], const float *xo, size_t no, c
     }
 }
 
+/* One group's integer sums added to the running outputs v (in memory: the integer
+ * accumulators take the registers), as the other paths do. */
+__attribute__((target("avx2,fma"), always_inline)) static inline
+void group_epilogue_avx2(int mr, __m256i acc[4][2], const float *xs, size_t groups, const float *ws, float v[4][16]) {
+    for (int h = 0; h < 2; h++) {
+        __m256 wsv = _mm256_loadu_ps(ws + h * 8);
+        for (int r = 0; r < mr; r++) {
+            __m256 scale = _mm256_mul_ps(_mm256_set1_ps(xs[r * groups]), wsv);
+            _mm256_storeu_ps(v[r] + h * 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][h]), scale, _mm256_loadu_ps(v[r] + h * 8)));
+        }
+    }
+}
+
 /* ---- GEMM: AVX-VNNI (ymm vpdpbusd, VEX) -------------------------------------------------- */
-/* One 16-output tile = two ymm halves; MR = 4 rows. */
+/* One 16-output tile = two ymm halves; MR = 4 rows; K a group at a time. */
 
 #define Q8_TARGET_VNNI __attribute__((target("avx2,fma,avxvnni"), always_inline)) static inline
 
-Q8_TARGET_VNNI void kernel256(int mr, const uint8_t *xq, size_t k, const float *xs, const float *xo, size_t no,
+Q8_TARGET_VNNI void kernel256(int mr, const uint8_t *xq, size_t k, size_t G, const float *xs, const float *xo, size_t no,
                               const int8_t *tile, const int32_t *rowsum, const float *ws, const float *wo,
                               size_t n_total, float *y, size_t ys) {
-    __m256i acc[4][2];
-    for (int r = 0; r < mr; r++) { acc[r][0] = _mm256_setzero_si256(); acc[r][1] = _mm256_setzero_si256(); }
-    size_t k4 = k / 4;
-    for (size_t kk = 0; kk < k4; kk++) {
-        __m256i w0 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64));
-        __m256i w1 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64 + 32));
-        for (int r = 0; r < mr; r++) {
-            int32_t a;
-            memcpy(&a, xq + r * k + kk * 4, 4);
-            __m256i b = _mm256_set1_epi32(a);
-            acc[r][0] = _mm256_dpbusd_avx_epi32(acc[r][0], b, w0);
-            acc[r][1] = _mm256_dpbusd_avx_epi32(acc[r][1], b, w1);
+    size_t groups = sift_q8_groups(k, G), k4 = k / 4;
+    if (groups == 1) G = k;
+    float v[4][16] = {{0}};
+    for (size_t g = 0; g < groups; g++) {
+        __m256i acc[4][2];
+        for (int h = 0; h < 2; h++) {
+            __m256i start = _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(rowsum + g * n_total + h * 8)), _mm256_set1_epi32(-128));
+            for (int r = 0; r < mr; r++) acc[r][h] = start;
         }
+        size_t q0 = g * G / 4, q1 = (g + 1) * G / 4 < k4 ? (g + 1) * G / 4 : k4;
+        for (size_t kk = q0; kk < q1; kk++) {
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64));
+            __m256i w1 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64 + 32));
+            for (int r = 0; r < mr; r++) {
+                int32_t a;
+                memcpy(&a, xq + r * k + kk * 4, 4);
+                __m256i b = _mm256_set1_epi32(a);
+                acc[r][0] = _mm256_dpbusd_avx_epi32(acc[r][0], b, w0);
+                acc[r][1] = _mm256_dpbusd_avx_epi32(acc[r][1], b, w1);
+            }
+        }
+        group_epilogue_avx2(mr, acc, xs + g, groups, ws + g * n_total, v);
     }
-    __m256 v[4][2];
-    for (int h = 0; h < 2; h++) {
-        __m256i corr = _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(rowsum + h * 8)), _mm256_set1_epi32(128));
-        __m256 wsv = _mm256_loadu_ps(ws + h * 8);
-        for (int r = 0; r < mr; r++)
-            v[r][h] = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][h], corr)), _mm256_set1_ps(xs[r])), wsv);
-    }
-    outlier_epilogue_avx2(mr, v, xo, no, wo, n_total);
+    __m256 out[4][2];
+    for (int r = 0; r < mr; r++) { out[r][0] = _mm256_loadu_ps(v[r]); out[r][1] = _mm256_loadu_ps(v[r] + 8); }
+    outlier_epilogue_avx2(mr, out, xo, no, wo, n_total);
     for (int r = 0; r < mr; r++)
-        for (int h = 0; h < 2; h++) _mm256_storeu_ps(y + r * ys + h * 8, v[r][h]);
+        for (int h = 0; h < 2; h++) _mm256_storeu_ps(y + r * ys + h * 8, out[r][h]);
 }
 
 __attribute__((target("avx2,fma,avxvnni")))
-static void gemm_avxvnni(const uint8_t *xq, size_t m, size_t k, const float *xs, const float *xo, size_t no,
+static void gemm_avxvnni(const uint8_t *xq, size_t m, size_t k, size_t G, const float *xs, const float *xo, size_t no,
                          const int8_t *packed, const int32_t *rowsum, const float *ws, const float *wo,
                          size_t n_total, size_t n0, size_t n1, float *y, size_t ys) {
-    size_t tile_stride = k * SIFT_Q8_TILE;
+    size_t tile_stride = k * SIFT_Q8_TILE, groups = sift_q8_groups(k, G);
     for (size_t n = n0; n < n1; n += 16) {
         const int8_t *tile = packed + (n / SIFT_Q8_TILE) * tile_stride;
         size_t i = 0;
         for (; i + 4 <= m; i += 4)
-            kernel256(4, xq + i * k, k, xs + i, xo + i * no, no, tile, rowsum + n, ws + n, wo + n, n_total, y + i * ys + n, ys);
+            kernel256(4, xq + i * k, k, G, xs + i * groups, xo + i * no, no, tile, rowsum + n, ws + n, wo + n, n_total, y + i * ys + n, ys);
         for (; i < m; i++)
-            kernel256(1, xq + i * k, k, xs + i, xo + i * no, no, tile, rowsum + n, ws + n, wo + n, n_total, y + i * ys + n, ys);
+            kernel256(1, xq + i * k, k, G, xs + i * groups, xo + i * no, no, tile, rowsum + n, ws + n, wo + n, n_total, y + i * ys + n, ys);
     }
 }
 
@@ -366,75 +382,78 @@ static void gemm_avxvnni(const uint8_t *xq, size_t m, size_t k, const float *xs,
 /* vpdpbusd emulated exactly: with x_s8 = xq − 128 (xq ^ 0x80) and |x|, |w| ≤ 127,
  * maddubs(|w|, sign(x, w)) sums two products per int16 lane without saturating (≤ 2·127² =
  * 32258), and madd with ones adds the pairs into int32: Σ w·x_s8 = Σ w·xq − 128·rowsum, the same
- * integer the other paths form, so the same float epilogue gives the same bits. */
+ * integer the other paths form (per group), so the same float epilogue gives the same bits. */
 
 #define Q8_TARGET_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 
-Q8_TARGET_AVX2 void kernel_avx2(int mr, const uint8_t *xq, size_t k, const float *xs, const float *xo, size_t no,
+Q8_TARGET_AVX2 void kernel_avx2(int mr, const uint8_t *xq, size_t k, size_t G, const float *xs, const float *xo, size_t no,
                                 const int8_t *tile, const float *ws, const float *wo, size_t n_total,
                                 float *y, size_t ys) {
-    __m256i acc[4][2];
-    for (int r = 0; r < mr; r++) { acc[r][0] = _mm256_setzero_si256(); acc[r][1] = _mm256_setzero_si256(); }
+    size_t groups = sift_q8_groups(k, G), k4 = k / 4;
+    if (groups == 1) G = k;
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i flip = _mm256_set1_epi8((char)0x80);
-    size_t k4 = k / 4;
-    for (size_t kk = 0; kk < k4; kk++) {
-        __m256i w0 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64));
-        __m256i w1 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64 + 32));
-        __m256i a0 = _mm256_abs_epi8(w0), a1 = _mm256_abs_epi8(w1);
-        for (int r = 0; r < mr; r++) {
-            /* Broadcast, then flip to x_s8 = xq ^ 0x80 in the vector: the broadcast can come
-             * straight from memory (a load), instead of a move from a general register and a shuffle. */
-            int32_t a;
-            memcpy(&a, xq + r * k + kk * 4, 4);
-            __m256i b = _mm256_xor_si256(_mm256_set1_epi32(a), flip);
-            __m256i p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(b, w0));
-            __m256i p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(b, w1));
-            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
-            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
+    float v[4][16] = {{0}};
+    for (size_t g = 0; g < groups; g++) {
+        __m256i acc[4][2];
+        for (int r = 0; r < mr; r++) { acc[r][0] = _mm256_setzero_si256(); acc[r][1] = _mm256_setzero_si256(); }
+        size_t q0 = g * G / 4, q1 = (g + 1) * G / 4 < k4 ? (g + 1) * G / 4 : k4;
+        for (size_t kk = q0; kk < q1; kk++) {
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64));
+            __m256i w1 = _mm256_loadu_si256((const __m256i *)(tile + kk * 64 + 32));
+            __m256i a0 = _mm256_abs_epi8(w0), a1 = _mm256_abs_epi8(w1);
+            for (int r = 0; r < mr; r++) {
+                /* Broadcast, then flip to x_s8 = xq ^ 0x80 in the vector: the broadcast can come
+                 * straight from memory (a load), instead of a move from a general register and a shuffle. */
+                int32_t a;
+                memcpy(&a, xq + r * k + kk * 4, 4);
+                __m256i b = _mm256_xor_si256(_mm256_set1_epi32(a), flip);
+                __m256i p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(b, w0));
+                __m256i p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(b, w1));
+                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
+                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
+            }
         }
+        group_epilogue_avx2(mr, acc, xs + g, groups, ws + g * n_total, v);
     }
-    __m256 v[4][2];
-    for (int h = 0; h < 2; h++) {
-        __m256 wsv = _mm256_loadu_ps(ws + h * 8);
-        for (int r = 0; r < mr; r++) v[r][h] = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][h]), _mm256_set1_ps(xs[r])), wsv);
-    }
-    outlier_epilogue_avx2(mr, v, xo, no, wo, n_total);
+    __m256 out[4][2];
+    for (int r = 0; r < mr; r++) { out[r][0] = _mm256_loadu_ps(v[r]); out[r][1] = _mm256_loadu_ps(v[r] + 8); }
+    outlier_epilogue_avx2(mr, out, xo, no, wo, n_total);
     for (int r = 0; r < mr; r++)
-        for (int h = 0; h < 2; h++) _mm256_storeu_ps(y + r * ys + h * 8, v[r][h]);
+        for (int h = 0; h < 2; h++) _mm256_storeu_ps(y + r * ys + h * 8, out[r][h]);
 }
 
 __attribute__((target("avx2,fma")))
-static void gemm_avx2(const uint8_t *xq, size_t m, size_t k, const float *xs, const float *xo, size_t no,
+static void gemm_avx2(const uint8_t *xq, size_t m, size_t k, size_t G, const float *xs, const float *xo, size_t no,
                       const int8_t *packed, const float *ws, const float *wo,
                       size_t n_total, size_t n0, size_t n1, float *y, size_t ys) {
-    size_t tile_stride = k * SIFT_Q8_TILE;
+    size_t tile_stride = k * SIFT_Q8_TILE, groups = sift_q8_groups(k, G);
     for (size_t n = n0; n < n1; n += 16) {
         const int8_t *tile = packed + (n / SIFT_Q8_TILE) * tile_stride;
         size_t i = 0;
         for (; i + 4 <= m; i += 4)
-            kernel_avx2(4, xq + i * k, k, xs + i, xo + i * no, no, tile, ws + n, wo + n, n_total, y + i * ys + n, ys);
+            kernel_avx2(4, xq + i * k, k, G, xs + i * groups, xo + i * no, no, tile, ws + n, wo + n, n_total, y + i * ys + n, ys);
         for (; i < m; i++)
-            kernel_avx2(1, xq + i * k, k, xs + i, xo + i * no, no, tile, ws + n, wo + n, n_total, y + i * ys + n, ys);
+            kernel_avx2(1, xq + i * k, k, G, xs + i * groups, xo + i * no, no, tile, ws + n, wo + n, n_total, y + i * ys + n, ys);
     }
 }
 
-void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, const float *xscale,
+void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, size_t group, const float *xscale,
                   const float *xo, size_t n_outliers, const int8_t *packed, const int32_t *rowsum,
                   const float *wscale, const float *wo, size_t n_total, size_t n0, size_t n1,
                   float *y, size_t y_stride) {
     switch (path) {
     case SIFT_PATH_AVX512VNNI:
-        gemm_avx512(xq, m, k, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
+        gemm_avx512(xq, m, k, group, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
         break;
     case SIFT_PATH_AVXVNNI:
-        gemm_avxvnni(xq, m, k, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
+        gemm_avxvnni(xq, m, k, group, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
         break;
     case SIFT_PATH_AVX2:
-        gemm_avx2(xq, m, k, xscale, xo, n_outliers, packed, wscale, wo, n_total, n0, n1, y, y_stride);
+        gemm_avx2(xq, m, k, group, xscale, xo, n_outliers, packed, wscale, wo, n_total, n0, n1, y, y_stride);
         break;
     default:
-        gemm_portable(xq, m, k, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
+        gemm_portable(xq, m, k, group, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
         break;
     }
 }

@@ -124,16 +124,16 @@ public final class LinearScratch: @unchecked Sendable {
         return floats
     }
 
-    func reserve(rows: Int, cols: Int, outliers: Int) {
+    func reserve(rows: Int, cols: Int, outliers: Int, groups: Int) {
         if rows * cols > xqCapacity {
             xq.deallocate()
             xqCapacity = rows * cols
             xq = .allocate(capacity: xqCapacity)
         }
-        if rows > scalesCapacity {
+        if rows * groups > scalesCapacity {
             scales.deallocate()
-            scalesCapacity = rows
-            scales = .allocate(capacity: rows)
+            scalesCapacity = rows * groups
+            scales = .allocate(capacity: scalesCapacity)
         }
         if rows * outliers > outlierCapacity {
             outlierValues.deallocate()
@@ -173,25 +173,35 @@ public final class Float32Linear: LinearLayer, @unchecked Sendable {
     }
 }
 
-/// int8 weights (per output row scale) × u8 activations (per token scale), with a few static
-/// outlier input channels computed in fp32 beside the integer GEMM (see docs/QUANTIZATION.md).
+/// int8 weights × u8 activations, each with a scale per group of 128 inputs (per output row /
+/// per token), with a few static outlier input channels computed in fp32 beside the integer
+/// GEMM (see docs/QUANTIZATION.md).
 public final class Int8Linear: LinearLayer, @unchecked Sendable {
     public let inputs: Int
     public let outputs: Int
     let packed: UnsafePointer<Int8>      // (outputs/16, inputs/4, 16, 4)
-    let rowSums: UnsafePointer<Int32>    // (outputs) Σ_k q[n, k]
-    let scales: UnsafePointer<Float>     // (outputs)
+    let rowSums: UnsafePointer<Int32>    // (groups, outputs) Σ_{k in group} q[n, k]
+    let scales: UnsafePointer<Float>     // (groups, outputs)
     let outlierChannels: [Int32]         // input channels computed in fp32
     let outlierWeights: UnsafePointer<Float>  // (outlierChannels.count, outputs)
     let path: KernelPath
+    /// Inputs per scale group: `SIFT_Q8_GROUP`, or 0 for one group per row (the scheme of Sift
+    /// before 0.8, kept as a measured baseline for `sift bench fidelity`).
+    public let group: Int
     /// Keeps the memory behind the pointers alive (owned buffers or a mapped file).
     let owner: AnyObject
 
-    public var weightBytes: Int { outputs * inputs + outputs * 8 + outlierChannels.count * outputs * 4 }
+    /// Sift's scheme: a scale per 128 inputs.
+    public static let standardGroup = Int(SIFT_Q8_GROUP)
+
+    /// Scale groups of the inputs.
+    public var groups: Int { sift_q8_groups(inputs, group) }
+
+    public var weightBytes: Int { outputs * inputs + groups * outputs * 8 + outlierChannels.count * outputs * 4 }
 
     init(inputs: Int, outputs: Int, packed: UnsafePointer<Int8>, rowSums: UnsafePointer<Int32>,
          scales: UnsafePointer<Float>, outlierChannels: [Int32], outlierWeights: UnsafePointer<Float>,
-         path: KernelPath, owner: AnyObject) {
+         path: KernelPath, group: Int = standardGroup, owner: AnyObject) {
         self.inputs = inputs
         self.outputs = outputs
         self.packed = packed
@@ -200,20 +210,25 @@ public final class Int8Linear: LinearLayer, @unchecked Sendable {
         self.outlierChannels = outlierChannels
         self.outlierWeights = outlierWeights
         self.path = path
+        self.group = group
         self.owner = owner
     }
 
     /// Quantizes fp32 weights (outputs × inputs). Columns listed in `outliers` are kept in fp32
     /// and zeroed in the int8 matrix, so they neither contribute twice nor inflate row scales.
-    public convenience init(quantizing w: Matrix, outliers: [Int32], path: KernelPath) throws {
+    public convenience init(quantizing w: Matrix, outliers: [Int32], path: KernelPath,
+                            group: Int = standardGroup) throws {
         let n = w.rows, k = w.cols
         guard n % 16 == 0, k % 4 == 0 else {
             throw LoadError(file: "weights", "int8 layers need outputs % 16 == 0 and inputs % 4 == 0 (got \(n) × \(k))")
         }
+        guard group >= 0, group % 4 == 0 else {
+            throw LoadError(file: "weights", "int8 scale groups must be a multiple of 4 inputs (got \(group))")
+        }
         guard outliers.count <= 256, outliers.allSatisfy({ (0..<Int32(k)).contains($0) }), Set(outliers).count == outliers.count else {
             throw LoadError(file: "weights", "outlier channels must be at most 256 distinct inputs in 0..<\(k)")
         }
-        let storage = Int8Storage(outputs: n, inputs: k, outliers: outliers.count)
+        let storage = Int8Storage(outputs: n, inputs: k, outliers: outliers.count, groups: sift_q8_groups(k, group))
         let masked = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
         defer { masked.deallocate() }
         masked.update(from: w.data, count: n * k)
@@ -225,17 +240,17 @@ public final class Int8Linear: LinearLayer, @unchecked Sendable {
         }
         let q = UnsafeMutablePointer<Int8>.allocate(capacity: n * k)
         defer { q.deallocate() }
-        sift_q8_quantize_weights(masked, n, k, q, storage.scales, storage.rowSums)
+        sift_q8_quantize_weights(masked, n, k, group, q, storage.scales, storage.rowSums)
         sift_q8_pack(q, n, k, storage.packed)
         self.init(inputs: k, outputs: n, packed: storage.packed, rowSums: storage.rowSums, scales: storage.scales,
-                  outlierChannels: outliers, outlierWeights: storage.outlierWeights, path: path, owner: storage)
+                  outlierChannels: outliers, outlierWeights: storage.outlierWeights, path: path, group: group, owner: storage)
     }
 
     public func apply(_ input: LinearInput, rows: Int, out: UnsafeMutablePointer<Float>,
                       pool: WorkerPool, scratch: LinearScratch) {
-        let n = outputs, k = inputs
+        let n = outputs, k = inputs, group = self.group, groups = self.groups
         let no = outlierChannels.count
-        scratch.reserve(rows: rows, cols: k, outliers: no)
+        scratch.reserve(rows: rows, cols: k, outliers: no, groups: groups)
         let xq = scratch.xq, xs = scratch.scales, xo = scratch.outlierValues
         let rowBuffers = scratch.reserveFloats(pool.threadCount * k)
         outlierChannels.withUnsafeBufferPointer { outl in
@@ -243,13 +258,13 @@ public final class Int8Linear: LinearLayer, @unchecked Sendable {
                 let r = pool.range(i, of: rows)
                 guard !r.isEmpty else { return }
                 if case let .rows(x) = input {
-                    sift_q8_quantize_rows(path.simd, x + r.lowerBound * k, r.count, k, k, outl.baseAddress, no,
-                                          xq + r.lowerBound * k, xs + r.lowerBound, xo + r.lowerBound * no)
+                    sift_q8_quantize_rows(path.simd, x + r.lowerBound * k, r.count, k, group, k, outl.baseAddress, no,
+                                          xq + r.lowerBound * k, xs + r.lowerBound * groups, xo + r.lowerBound * no)
                     return
                 }
                 for t in r {
                     let row = input.row(t, cols: k, computingInto: rowBuffers + i * k)
-                    sift_q8_quantize_rows(path.simd, row, 1, k, k, outl.baseAddress, no, xq + t * k, xs + t, xo + t * no)
+                    sift_q8_quantize_rows(path.simd, row, 1, k, group, k, outl.baseAddress, no, xq + t * k, xs + t * groups, xo + t * no)
                 }
             }
         }
@@ -257,7 +272,7 @@ public final class Int8Linear: LinearLayer, @unchecked Sendable {
         let slices = pool.units(of: n, granule: 16)
         pool.run(units: slices.count) { slice, _ in
             let c0 = slice * slices.size, c1 = min(n, c0 + slices.size)
-            sift_q8_gemm(path.cValue, xq, rows, k, xs, xo, no, packed, rowSums, scales, outlierWeights, n,
+            sift_q8_gemm(path.cValue, xq, rows, k, group, xs, xo, no, packed, rowSums, scales, outlierWeights, n,
                          c0, c1, out, n)
         }
     }
@@ -270,10 +285,10 @@ final class Int8Storage: @unchecked Sendable {
     let scales: UnsafeMutablePointer<Float>
     let outlierWeights: UnsafeMutablePointer<Float>
 
-    init(outputs n: Int, inputs k: Int, outliers: Int) {
+    init(outputs n: Int, inputs k: Int, outliers: Int, groups: Int) {
         packed = .allocate(capacity: n * k)
-        rowSums = .allocate(capacity: n)
-        scales = .allocate(capacity: n)
+        rowSums = .allocate(capacity: n * groups)
+        scales = .allocate(capacity: n * groups)
         outlierWeights = .allocate(capacity: max(1, outliers * n))
     }
 

@@ -95,7 +95,8 @@ public final class Qwen3Model: @unchecked Sendable {
     /// fp32 copy dropped, so peak memory stays near the int8 size.
     public convenience init(checkpoint: Qwen3Checkpoint, yesID: Int32, noID: Int32, precision: Precision = .fp32,
                             threads: Int = WorkerPool.defaultThreadCount, kernelPath: KernelPath? = nil,
-                            calibrationTokens: [Int32] = [], progress: ((Int, Int) -> Void)? = nil) throws {
+                            calibrationTokens: [Int32] = [], int8Group: Int = Int8Linear.standardGroup,
+                            progress: ((Int, Int) -> Void)? = nil) throws {
         let config = checkpoint.config
         for id in [yesID, noID] where id < 0 || Int(id) >= config.vocabSize {
             throw LoadError(file: "config.json", "answer token id \(id) is outside the vocabulary (\(config.vocabSize))")
@@ -117,7 +118,7 @@ public final class Qwen3Model: @unchecked Sendable {
             let fp = Self.float32Layer(source)
             if calibration != nil {
                 let outliers = calibration!.run(layer: fp, index: index, model: self)
-                built.append(try Self.quantized(fp, outliers: outliers, path: self.kernelPath))
+                built.append(try Self.quantized(fp, outliers: outliers, path: self.kernelPath, group: int8Group))
             } else {
                 built.append(fp)
             }
@@ -133,9 +134,9 @@ public final class Qwen3Model: @unchecked Sendable {
                      down: Float32Linear(Matrix(stacking: [l.down])))
     }
 
-    static func quantized(_ fp: DecoderLayer, outliers: [[Int32]], path: KernelPath) throws -> DecoderLayer {
+    static func quantized(_ fp: DecoderLayer, outliers: [[Int32]], path: KernelPath, group: Int) throws -> DecoderLayer {
         func q(_ l: any LinearLayer, _ site: ProjectionInput) throws -> any LinearLayer {
-            try Int8Linear(quantizing: (l as! Float32Linear).weights, outliers: outliers[site.rawValue], path: path)
+            try Int8Linear(quantizing: (l as! Float32Linear).weights, outliers: outliers[site.rawValue], path: path, group: group)
         }
         return DecoderLayer(inputNorm: fp.inputNorm, qkv: try q(fp.qkv, .qkv), qNorm: fp.qNorm, kNorm: fp.kNorm,
                             o: try q(fp.o, .o), postNorm: fp.postNorm, gateUp: try q(fp.gateUp, .gateUp),

@@ -15,7 +15,9 @@ import Foundation
 /// outlier channels of every projection. See docs/QUANTIZATION.md.
 public enum SiftFile {
     public static let magic: [UInt8] = Array("SIFTQ8".utf8) + [0, 1]
-    public static let formatVersion: UInt32 = 1
+    /// 2: scales and row sums per group of 128 inputs (version 1 had one per row: refused, with
+    /// the advice to convert again).
+    public static let formatVersion: UInt32 = 2
     static let headerSize = 64
     static let alignment = 64
     static let projections = ["qkv", "o", "gate_up", "down"]
@@ -27,7 +29,7 @@ public enum SiftFile {
         var config: Qwen3Config
         var yesID: Int32
         var noID: Int32
-        var scheme = "int8 weights per output row x u8 activations per token, fp32 outlier input channels"
+        var scheme = "int8 weights x u8 activations, a scale per output row / token and group of 128 inputs, fp32 outlier input channels"
         var embedding: Embedding
         /// Per layer, per projection (qkv, o, gate_up, down).
         var layers: [[String: Projection]]
@@ -92,9 +94,12 @@ public enum SiftFile {
             var meta: [String: Metadata.Projection] = [:]
             for (name, linear) in zip(projections, layer.linears) {
                 let q = linear as! Int8Linear
+                guard q.group == Int(SIFT_Q8_GROUP) else {
+                    throw LoadError(file: url.path, "only the group-of-\(SIFT_Q8_GROUP) int8 scheme is written to .sift files")
+                }
                 add("\(l).\(name).packed", q.packed, q.outputs * q.inputs)
-                add("\(l).\(name).row_sums", q.rowSums, q.outputs * 4)
-                add("\(l).\(name).scales", q.scales, q.outputs * 4)
+                add("\(l).\(name).row_sums", q.rowSums, q.groups * q.outputs * 4)
+                add("\(l).\(name).scales", q.scales, q.groups * q.outputs * 4)
                 add("\(l).\(name).outlier_weights", q.outlierWeights, q.outlierChannels.count * q.outputs * 4)
                 meta[name] = Metadata.Projection(outputs: q.outputs, inputs: q.inputs, outliers: q.outlierChannels.map(Int.init))
             }
@@ -198,7 +203,8 @@ public enum SiftFile {
         func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: file.base.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
         let version = UInt32(littleEndian: file.base.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
         guard version == formatVersion else {
-            throw LoadError(file: path, ".sift format version \(version); this sift reads version \(formatVersion): convert the model again")
+            let why = version < formatVersion ? " (written by an older sift: its int8 scheme had one scale per row)" : ""
+            throw LoadError(file: path, ".sift format version \(version)\(why); this sift reads version \(formatVersion): run `sift convert --model FOLDER --out \(URL(fileURLWithPath: path).lastPathComponent)` again")
         }
         // Sizes are checked as UInt64 before any conversion: a corrupt header must not trap.
         let size = UInt64(file.size)
@@ -265,8 +271,8 @@ extension Qwen3Model {
                 linears.append(Int8Linear(
                     inputs: k, outputs: n,
                     packed: try c.section(p + ".packed", bytes: n * k).assumingMemoryBound(to: Int8.self),
-                    rowSums: try c.section(p + ".row_sums", bytes: n * 4).assumingMemoryBound(to: Int32.self),
-                    scales: try c.section(p + ".scales", bytes: n * 4).assumingMemoryBound(to: Float.self),
+                    rowSums: try c.section(p + ".row_sums", bytes: sift_q8_groups(k, Int(SIFT_Q8_GROUP)) * n * 4).assumingMemoryBound(to: Int32.self),
+                    scales: try c.section(p + ".scales", bytes: sift_q8_groups(k, Int(SIFT_Q8_GROUP)) * n * 4).assumingMemoryBound(to: Float.self),
                     outlierChannels: outliers.map { Int32($0) },
                     outlierWeights: try c.section(p + ".outlier_weights", bytes: outliers.count * n * 4).assumingMemoryBound(to: Float.self),
                     path: path, owner: c.file))

@@ -8,7 +8,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (run a release build: swift build -c release).",
-        subcommands: [TokenizerBench.self, PrefillBench.self, ParityBench.self, KernelBench.self, EngineBench.self, RPCBench.self])
+        subcommands: [TokenizerBench.self, PrefillBench.self, ParityBench.self, FidelityBench.self, KernelBench.self, EngineBench.self, RPCBench.self])
 }
 
 /// Monotonic seconds.

@@ -6,7 +6,7 @@ import Qwen3
 struct KernelBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernels",
-        abstract: "int8 GEMM throughput per 0.6B projection shape vs the machine's measured int8 peak; causal attention vs its fp32 FMA peak.")
+        abstract: "int8 GEMM throughput per 0.6B projection shape vs the machine's measured int8 peak; causal attention (fp32 and bf16) vs the peak of the unit it runs on.")
 
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Token counts (M) to measure, comma-separated.") var tokens: String = "16,64,256,512,2048"
@@ -84,40 +84,66 @@ struct KernelBench: ParsableCommand {
             pool.run { _ in _ = sift_fma_peak_loop(path.simd, iters) }
             fmaPeak = max(fmaPeak, Double(sift_fma_peak_flops(path.simd, iters) * threads) / (now() - start) / 1e9)
         }
+        var bf16Peak = 0.0
+        for _ in 0..<3 {
+            let start = now()
+            pool.run { _ in _ = sift_bf16_peak_loop(iters) }
+            bf16Peak = max(bf16Peak, Double(sift_bf16_peak_flops(iters) * threads) / (now() - start) / 1e9)
+        }
         print(String(format: "fp32 FMA peak (register-only loop, best of 3): %.0f GFLOPS", fmaPeak))
-        print("attention  context   GFLOPS   % of FMA peak   (QKᵀ and PV, causal; softmax included; best of 3)")
+        if bf16Peak > 0 { print(String(format: "bf16 dot peak (vdpbf16ps, register-only loop, best of 3): %.0f GFLOPS", bf16Peak)) }
+        print("attention  context   kind   GFLOPS   % of its unit's peak   (QKᵀ and PV, causal; softmax included; best of 3)")
         let heads = 16, kvHeads = 8, d = 128, kvDim = kvHeads * d, qDim = heads * d
         let block = Int(SIFT_KEY_BLOCK), tile = Qwen3Model.attentionTile
         for n in contexts {
-            let blocks = (n + block - 1) / block, blockFloats = 2 * block * kvDim
-            let kv = UnsafeMutablePointer<Float>.allocate(capacity: blocks * blockFloats)
-            let q = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
-            let out = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
-            let scratchFloats = 2 * tile + Int(SIFT_ATTENTION_Q_FLOATS)
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * scratchFloats)
-            defer { kv.deallocate(); q.deallocate(); out.deallocate(); scratch.deallocate() }
-            for i in 0..<(blocks * blockFloats) { kv[i] = Float(i % 89) / 89 - 0.5 }
-            for i in 0..<(n * qDim) { q[i] = Float(i % 83) / 83 - 0.5 }
-            let table: [UnsafePointer<Float>?] = (0..<blocks).map { UnsafePointer(kv + $0 * blockFloats) }
-            let scale = 1 / Float(d).squareRoot()
-            var best = Double.infinity
-            for _ in 0..<3 {
-                let start = now()
-                table.withUnsafeBufferPointer { t in
-                    // As the model hands it out: (row tile, head) units, the tiles that see most keys first.
-                    let tiles = (n + tile - 1) / tile
-                    pool.run(units: tiles * heads) { unit, worker in
-                        let r0 = (tiles - 1 - unit / heads) * tile, head = unit % heads
-                        sift_attention(path.simd, q + r0 * qDim + head * d, qDim, min(tile, n - r0), r0, t.baseAddress,
-                                       0, block * kvDim, head / (heads / kvHeads), d, scale,
-                                       out + r0 * qDim + head * d, qDim, scratch + worker * scratchFloats)
-                    }
+            for kind in AttentionPrecision.allCases {
+                let blocks = (n + block - 1) / block, blockElements = 2 * block * kvDim
+                let kv = UnsafeMutableRawPointer.allocate(byteCount: blocks * blockElements * kind.elementBytes, alignment: 64)
+                let q = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
+                let out = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
+                let scratchFloats = 2 * tile + Int(SIFT_ATTENTION_Q_FLOATS)
+                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * scratchFloats)
+                defer { kv.deallocate(); q.deallocate(); out.deallocate(); scratch.deallocate() }
+                switch kind {
+                case .fp32:
+                    let f = kv.assumingMemoryBound(to: Float.self)
+                    for i in 0..<(blocks * blockElements) { f[i] = Float(i % 89) / 89 - 0.5 }
+                case .bf16:
+                    let h = kv.assumingMemoryBound(to: UInt16.self)
+                    for i in 0..<(blocks * blockElements) { h[i] = UInt16(truncatingIfNeeded: (Float(i % 89) / 89 - 0.5).bitPattern >> 16) }
                 }
-                best = min(best, now() - start)
+                for i in 0..<(n * qDim) { q[i] = Float(i % 83) / 83 - 0.5 }
+                let table: [UnsafeRawPointer?] = (0..<blocks).map { UnsafeRawPointer(kv + $0 * blockElements * kind.elementBytes) }
+                let scale = 1 / Float(d).squareRoot()
+                var best = Double.infinity
+                for _ in 0..<3 {
+                    let start = now()
+                    table.withUnsafeBufferPointer { t in
+                        let blocksPointer = UnsafeRawPointer(t.baseAddress!)
+                        // As the model hands it out: (row tile, head) units, the tiles that see most keys first.
+                        let tiles = (n + tile - 1) / tile
+                        pool.run(units: tiles * heads) { unit, worker in
+                            let r0 = (tiles - 1 - unit / heads) * tile, head = unit % heads
+                            let rows = min(tile, n - r0), g = head / (heads / kvHeads)
+                            switch kind {
+                            case .fp32:
+                                sift_attention(path.simd, q + r0 * qDim + head * d, qDim, rows, r0,
+                                               blocksPointer.assumingMemoryBound(to: UnsafePointer<Float>?.self),
+                                               0, block * kvDim, g, d, scale, out + r0 * qDim + head * d, qDim, scratch + worker * scratchFloats)
+                            case .bf16:
+                                sift_attention_bf16(path.simd, 1, q + r0 * qDim + head * d, qDim, rows, r0,
+                                                    blocksPointer.assumingMemoryBound(to: UnsafePointer<UInt16>?.self),
+                                                    0, block * kvDim, g, d, scale, out + r0 * qDim + head * d, qDim, scratch + worker * scratchFloats)
+                            }
+                        }
+                    }
+                    best = min(best, now() - start)
+                }
+                // Each of the n(n+1)/2 visible (query, key) pairs costs d multiply-adds in QKᵀ and d in PV.
+                let flops = Double(n) * Double(n + 1) / 2 * Double(heads) * Double(d) * 4
+                let peak = kind == .bf16 && bf16Peak > 0 && path.simd == SIFT_SIMD_AVX512 ? bf16Peak : fmaPeak
+                print(String(format: "attention  %7d   %@  %7.0f   %5.1f%%", n, kind.rawValue, flops / best / 1e9, 100 * flops / best / 1e9 / peak))
             }
-            // Each of the n(n+1)/2 visible (query, key) pairs costs d FMAs in QKᵀ and d in PV.
-            let flops = Double(n) * Double(n + 1) / 2 * Double(heads) * Double(d) * 4
-            print(String(format: "attention  %7d  %7.0f   %5.1f%%", n, flops / best / 1e9, 100 * flops / best / 1e9 / fmaPeak))
         }
     }
 }

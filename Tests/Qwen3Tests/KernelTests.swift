@@ -17,7 +17,10 @@ final class KernelTests: XCTestCase {
 
     func testInt8GemmIsBitIdenticalOnEveryPathAndThreadCount() throws {
         // N = 112 exercises 64-column panels and a 48-column tail; M = 13 the row remainders.
-        for (n, k, m, outliers) in [(112, 96, 13, [3, 50]), (64, 64, 1, []), (256, 192, 7, [0, 1, 2, 191])] {
+        // K = 96, 64: one group (shorter than 128); 192: a whole group and a short one; 1024: eight.
+        // Group 0 is the per-row scheme kept as the fidelity baseline: it must hold the same contract.
+        for group in [Int8Linear.standardGroup, 0] {
+        for (n, k, m, outliers) in [(112, 96, 13, [3, 50]), (64, 64, 1, []), (256, 192, 7, [0, 1, 2, 191]), (64, 1024, 7, [5, 700])] {
             let w = Matrix(rows: n, cols: k)
             let wv = randomFloats(n * k, seed: 1, scale: 0.1)
             for i in 0..<(n * k) { w.data[i] = wv[i] }
@@ -25,7 +28,7 @@ final class KernelTests: XCTestCase {
             for r in 0..<m { for c in outliers { x[r * k + c] *= 40 } }  // planted outlier channels
             var reference: [Float]?
             for path in KernelPath.supported {
-                let layer = try Int8Linear(quantizing: w, outliers: outliers.map(Int32.init), path: path)
+                let layer = try Int8Linear(quantizing: w, outliers: outliers.map(Int32.init), path: path, group: group)
                 for threads in [1, 2, 3] {
                     let pool = WorkerPool(threads: threads)
                     var y = [Float](repeating: .nan, count: m * n)
@@ -35,7 +38,7 @@ final class KernelTests: XCTestCase {
                         }
                     }
                     if let reference {
-                        XCTAssertEqual(y.map(\.bitPattern), reference.map(\.bitPattern), "\(n)×\(k), M=\(m): \(path), \(threads) threads")
+                        XCTAssertEqual(y.map(\.bitPattern), reference.map(\.bitPattern), "\(n)×\(k), M=\(m), group \(group): \(path), \(threads) threads")
                     } else {
                         reference = y
                         // Close to the exact product (int8 error only).
@@ -52,6 +55,7 @@ final class KernelTests: XCTestCase {
                     }
                 }
             }
+        }
         }
     }
 
@@ -300,16 +304,18 @@ final class KernelTests: XCTestCase {
     }
 
     /// Activation quantization: every level gives the same bytes, scales and outlier values; the
-    /// input is only read; outlier channels are excluded from the scale and quantized as zero.
+    /// input is only read; each group of 128 channels has its own scale, outlier channels are
+    /// excluded from it and quantized as zero.
     func testActivationQuantizationTwinsAreBitIdenticalAndReadOnly() {
         for (m, k, outliers) in [(3, 1024, [Int32(700), 5, 1023]), (2, 37, []), (4, 96, [0, 1, 2, 95, 40]), (1, 8, [3])] {
             var x = randomFloats(m * k, seed: UInt64(k), scale: 3)
             for r in 0..<m { for c in outliers { x[r * k + Int(c)] *= 1000 } }
             let original = x.map(\.bitPattern)
+            let groups = (k + 127) / 128
             func quantize(_ level: sift_simd) -> (q: [UInt8], scales: [UInt32], xo: [UInt32]) {
-                var q = [UInt8](repeating: 0, count: m * k), scales = [Float](repeating: .nan, count: m)
+                var q = [UInt8](repeating: 0, count: m * k), scales = [Float](repeating: .nan, count: m * groups)
                 var xo = [Float](repeating: .nan, count: max(1, m * outliers.count))
-                sift_q8_quantize_rows(level, x, m, k, k, outliers, outliers.count, &q, &scales, &xo)
+                sift_q8_quantize_rows(level, x, m, k, 128, k, outliers, outliers.count, &q, &scales, &xo)
                 return (q, scales.map(\.bitPattern), xo.map(\.bitPattern))
             }
             let reference = quantize(SIFT_SIMD_PORTABLE)
@@ -321,9 +327,11 @@ final class KernelTests: XCTestCase {
             }
             XCTAssertEqual(x.map(\.bitPattern), original, "the input was written")
             for r in 0..<m {
-                var amax: Float = 0
-                for c in 0..<k where !outliers.contains(Int32(c)) { amax = max(amax, abs(x[r * k + c])) }
-                XCTAssertEqual(Float(bitPattern: reference.scales[r]), amax / 127)
+                for g in 0..<groups {
+                    var amax: Float = 0
+                    for c in (g * 128)..<min(k, g * 128 + 128) where !outliers.contains(Int32(c)) { amax = max(amax, abs(x[r * k + c])) }
+                    XCTAssertEqual(Float(bitPattern: reference.scales[r * groups + g]), amax / 127, "row \(r) group \(g)")
+                }
                 for (j, c) in outliers.enumerated() {
                     XCTAssertEqual(reference.q[r * k + Int(c)], 128)
                     XCTAssertEqual(Float(bitPattern: reference.xo[r * outliers.count + j]), x[r * k + Int(c)])

@@ -64,9 +64,11 @@ public final class Reranker: @unchecked Sendable {
             Double(total) / 1e9, each, Double(available) / 1e9, precision == .fp32 ? ", or use --precision int8" : ""))
     }
 
-    /// Loads a Hugging Face Qwen3-Reranker folder; int8 quantizes the linear layers at load.
+    /// Loads a Hugging Face Qwen3-Reranker folder; int8 quantizes the linear layers at load
+    /// (`int8Group` inputs per scale; 0: one scale per row, the baseline `sift bench fidelity` measures).
     public static func load(directory: URL, precision: Precision = .fp32,
                             threads: Int = WorkerPool.defaultThreadCount, kernelPath: KernelPath? = nil,
+                            int8Group: Int = Int8Linear.standardGroup,
                             progress: ((Int, Int) -> Void)? = nil) throws -> Reranker {
         let tokenizer = try Tokenizer.load(directory: directory)
         let (yes, no) = try answerTokens(tokenizer, directory: directory)
@@ -81,7 +83,7 @@ public final class Reranker: @unchecked Sendable {
         }
         let model = try Qwen3Model(checkpoint: checkpoint, yesID: yes, noID: no, precision: precision, threads: threads,
                                    kernelPath: kernelPath, calibrationTokens: calibrationTokens(tokenizer),
-                                   progress: progress)
+                                   int8Group: int8Group, progress: progress)
         return Reranker(tokenizer: tokenizer, model: model, yesID: yes, noID: no)
     }
 

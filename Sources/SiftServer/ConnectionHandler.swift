@@ -206,7 +206,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard inputClosed, inFlight.isEmpty, let context else { return }
         context.flush()
         guard let lastWrite else { return context.close(promise: nil) }
-        lastWrite.whenComplete { _ in context.close(promise: nil) }
+        // The write completes on this channel's loop: the context stays on it.
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        lastWrite.whenComplete { _ in bound.value.close(promise: nil) }
     }
 
     private func malformed(_ error: any Error) {

@@ -141,11 +141,31 @@ struct PrefillBench: ParsableCommand {
             }
             let mean = timings.reduce(0, +) / Double(timings.count)
             let kv = attention ?? .standard(for: precision)
+            let pool = m.makeCache(attention: kv).pool
             print("model: \(model)  precision: \(precision.rawValue)  attention: \(kv.rawValue)  kernel: \(m.kernelPath.rawValue)  threads: \(threads)  OpenBLAS core: \(BLAS.coreName)")
             print(String(format: "load %.1f s; prefill %d-token sequences%@: %.1f tokens/s (mean of %d, %.2f s each); peak RSS %.2f GB (KV %.2f GB)",
                          loadTime, tokens, chunk > 0 ? " in steps of \(chunk)" : "", Double(tokens) / mean, timings.count, mean,
-                         Double(SystemMemory.peakResidentBytes() ?? 0) / 1e9, Double(m.makeCache(attention: kv).pool.peakBlocks * m.makeCache(attention: kv).pool.blockBytes) / 1e9))
+                         Double(SystemMemory.peakResidentBytes() ?? 0) / 1e9, Double(pool.peakBlocks * pool.blockBytes) / 1e9))
+            printLimit(m, attention: kv, seconds: mean)
         }
+    }
+
+    /// The time the sequence would take if every linear layer ran at the int8 peak (fp32: the
+    /// FMA peak) and attention at the peak of its unit, both measured now: prefill's limit.
+    func printLimit(_ m: Qwen3Model, attention kv: AttentionPrecision, seconds: Double) {
+        let c = m.config, h = c.hiddenSize
+        let perToken = (c.qDim + 2 * c.kvDim) * h + h * c.qDim + 3 * c.intermediateSize * h
+        let linearOps = 2 * Double(perToken) * Double(c.layerCount) * Double(tokens)
+        let attentionFLOPs = Peaks.attentionFLOPs(tokens: tokens, heads: c.headCount, d: c.headDim) * Double(c.layerCount)
+        let peaks = Peaks(path: m.kernelPath, pool: WorkerPool(threads: threads))
+        let linearPeak = precision == .int8 ? peaks.int8 : peaks.fma
+        guard linearPeak > 0 else { return print("limit: none on the portable path (no peak to measure)") }
+        let linearTime = linearOps / (linearPeak * 1e9), attentionTime = attentionFLOPs / (peaks.attention(kv) * 1e9)
+        let limit = linearTime + attentionTime
+        print(String(format: "limit: %.1f tokens/s = linear %.2f GOP at the %@ peak (%.0f GOPS) + attention %.2f GFLOP at the %@ peak (%.0f GFLOPS), measured now; prefill at %.1f%% of it (attention %.0f%% of the limit's time)",
+                     Double(tokens) / limit, linearOps / 1e9, precision == .int8 ? "int8" : "fp32 FMA", linearPeak,
+                     attentionFLOPs / 1e9, peaks.attentionOnBF16Unit(kv) ? "bf16 dot" : "fp32 FMA", peaks.attention(kv),
+                     100 * limit / seconds, 100 * attentionTime / limit))
     }
 }
 

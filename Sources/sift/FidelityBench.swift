@@ -11,19 +11,19 @@ struct FidelityBench: ParsableCommand {
         commandName: "fidelity",
         abstract: "Fidelity of each mode against the fp32 reference on pairs of three length buckets, over several models, and the gate for a faster path.",
         discussion: """
-            Each model folder (e.g. make_model.py --preset 0.6b --seed S --outliers; \\
-            scripts/bench-fidelity.sh makes three and runs this) gets its own pairs, drawn from the \\
-            benchmark texts: --short-queries × --short-documents of 64–512 tokens, --long-queries × \\
-            --long-documents of 2k–8k, and the --very-long lengths, spread over the models. Every pair \\
-            is scored by the fp32 reference (cached in --reference-cache) and by each mode. Printed: \\
-            per mode and bucket, mean |Δlogit| with its bootstrap 95% interval, p99, max, Kendall τ of \\
-            each query's ranking, top-1 agreement and order flips of documents more than 0.1 apart; \\
-            then the gate of --candidate against --baseline on the same pairs. Exit status 1 when the \\
+            Each model folder (e.g. make_model.py --preset 0.6b --seed S --outliers; \
+            scripts/bench-fidelity.sh makes three and runs this) gets its own pairs, drawn from the \
+            benchmark texts: --short-queries × --short-documents of 64–512 tokens, --long-queries × \
+            --long-documents of 2k–8k, and the --very-long lengths, spread over the models. Every pair \
+            is scored by the fp32 reference (cached in --reference-cache) and by each mode. Printed: \
+            per mode and bucket, mean |Δlogit| with its bootstrap 95% interval, p99, max, Kendall τ of \
+            each query's ranking, top-1 agreement and order flips of documents more than 0.1 apart; \
+            then the gate of --candidate against --baseline on the same pairs. Exit status 1 when the \
             gate fails.
             """)
 
     @Option(help: "Model folders (comma-separated), one per seed.") var models: String
-    @Option(help: "Modes besides the fp32 reference: int8row (a scale per row, fp32 attention: Sift 0.7), int8 (a scale per 128 inputs), int8+bf16 (bf16 attention: Sift now), fp32+bf16.") var modes: String = "int8row,int8,int8+bf16,fp32+bf16"
+    @Option(help: "Modes besides the fp32 reference: int8row (a scale per row, fp32 attention: Sift before 0.8), int8 (a scale per 128 inputs), int8+bf16 (bf16 attention: Sift now), fp32+bf16.") var modes: String = "int8row,int8,int8+bf16,fp32+bf16"
     @Option(help: "The mode the gate judges.") var candidate: String = "int8+bf16"
     @Option(help: "The mode it is judged against.") var baseline: String = "int8row"
     @Option(help: "Short bucket: queries per model.") var shortQueries: Int = 16
@@ -57,6 +57,10 @@ struct FidelityBench: ParsableCommand {
                 guard parts.count == 2 else { throw CLIError("--external \(item): expected NAME=FILE") }
                 return (parts[0], parts[1])
             }
+            // Checked now, not after hours of scoring.
+            for (_, file) in externals where !FileManager.default.isReadableFile(atPath: file) {
+                throw CLIError("cannot read --external \(file)")
+            }
             for mode in [candidate, baseline] where !(names + externals.map(\.0)).contains(mode) {
                 throw CLIError("--candidate and --baseline must be among the modes (\(names.joined(separator: ", ")))")
             }
@@ -66,7 +70,9 @@ struct FidelityBench: ParsableCommand {
             let log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
 
             if let referenceScores { try checkReference(folders[0], referenceScores, log: log) }
-            var all: [FidelityRecord] = []
+            // Every model's pairs first, written out at once for outside engines (which can run
+            // beside this one), then scored.
+            var plans: [FidelityPlan] = []
             var exported = ""
             for (index, folder) in folders.enumerated() {
                 let tokenizer = try Tokenizer.load(directory: URL(fileURLWithPath: folder))
@@ -76,18 +82,23 @@ struct FidelityBench: ParsableCommand {
                 shape.veryLong = lengths.enumerated().filter { $0.offset % folders.count == index }.map(\.element)
                 let plan = FidelityPlan.make(corpus: texts, queries: qs, tokenizer: tokenizer, shape: shape, salt: index)
                 log("model \(index) (\(folder)): \(plan.pairs) pairs in \(plan.groups.count) queries")
-                if exportPairs != nil {
-                    for (g, group) in plan.groups.enumerated() {
-                        for (d, doc) in group.documents.enumerated() {
-                            let line: [String: Any] = ["model": index, "group": g, "document": d, "query": group.query, "text": doc]
-                            exported += String(decoding: try JSONSerialization.data(withJSONObject: line), as: UTF8.self) + "\n"
-                        }
+                plans.append(plan)
+                for (g, group) in plan.groups.enumerated() where exportPairs != nil {
+                    for (d, doc) in group.documents.enumerated() {
+                        let line: [String: Any] = ["model": index, "group": g, "document": d, "query": group.query, "text": doc]
+                        exported += String(decoding: try JSONSerialization.data(withJSONObject: line), as: UTF8.self) + "\n"
                     }
                 }
-                all += try FidelityRun.score(directory: URL(fileURLWithPath: folder), model: index, plan: plan, modes: parsed,
+            }
+            if let exportPairs {
+                try exported.write(toFile: exportPairs, atomically: true, encoding: .utf8)
+                log("pairs written to \(exportPairs)")
+            }
+            var all: [FidelityRecord] = []
+            for (index, folder) in folders.enumerated() {
+                all += try FidelityRun.score(directory: URL(fileURLWithPath: folder), model: index, plan: plans[index], modes: parsed,
                                              threads: threads, referenceCache: URL(fileURLWithPath: referenceCache), progress: log)
             }
-            if let exportPairs { try exported.write(toFile: exportPairs, atomically: true, encoding: .utf8) }
             for (name, file) in externals { try merge(name, file, into: &all) }
             if let records { try writeRecords(all, to: records) }
             let modeNames = names + externals.map(\.0)

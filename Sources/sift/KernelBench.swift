@@ -26,16 +26,9 @@ struct KernelBench: ParsableCommand {
         try reportingErrors {
             let path = try KernelPath.selected()
             let pool = WorkerPool(threads: threads)
-            // Peak: a register-only loop of the path's dot instructions on every worker.
-            // The machines are shared and noisy: every figure is the best of several runs.
-            var peak = 0.0
+            let peaks = Peaks(path: path, pool: pool)
+            let peak = peaks.int8
             if path != .portable {
-                let iters = 20_000_000
-                for _ in 0..<3 {
-                    let start = now()
-                    pool.run { _ in _ = sift_int8_peak_loop(path.cValue, iters) }
-                    peak = max(peak, Double(sift_int8_peak_ops(path.cValue, iters) * threads) / (now() - start) / 1e9)
-                }
                 print(String(format: "kernel %@, %d threads: int8 peak (register-only loop of its dot instructions, best of 3) %.0f GOPS", path.rawValue, threads, peak))
             }
             let shapes: [(String, Int, Int)] = [("qkv", 4096, 1024), ("o", 1024, 2048), ("gate_up", 6144, 1024), ("down", 1024, 3072)]
@@ -66,30 +59,18 @@ struct KernelBench: ParsableCommand {
                     print(String(format: "%-8@ %5d %5d %6d %7.0f   %5.1f%%", name, n, k, m, gops, peak > 0 ? 100 * gops / peak : 0))
                 }
             }
-            try attention(path: path, pool: pool)
+            try attention(path: path, pool: pool, peaks: peaks)
         }
     }
 
     /// Causal attention of one 0.6B layer (16 query heads, 8 KV heads of 128) over a whole
     /// sequence, as a prefill step runs it (heads over the workers, rows in tiles), against
     /// the fp32 FMA peak of a register-only loop at the path's vector width.
-    func attention(path: KernelPath, pool: WorkerPool) throws {
+    func attention(path: KernelPath, pool: WorkerPool, peaks: Peaks) throws {
         let contexts = attentionContexts.split(separator: ",").compactMap { Int($0) }  // checked by validate()
         guard !contexts.isEmpty else { return }
         let threads = pool.threadCount
-        var fmaPeak = 0.0
-        let iters = 20_000_000
-        for _ in 0..<3 {
-            let start = now()
-            pool.run { _ in _ = sift_fma_peak_loop(path.simd, iters) }
-            fmaPeak = max(fmaPeak, Double(sift_fma_peak_flops(path.simd, iters) * threads) / (now() - start) / 1e9)
-        }
-        var bf16Peak = 0.0
-        for _ in 0..<3 {
-            let start = now()
-            pool.run { _ in _ = sift_bf16_peak_loop(iters) }
-            bf16Peak = max(bf16Peak, Double(sift_bf16_peak_flops(iters) * threads) / (now() - start) / 1e9)
-        }
+        let (fmaPeak, bf16Peak) = (peaks.fma, peaks.bf16)
         print(String(format: "fp32 FMA peak (register-only loop, best of 3): %.0f GFLOPS", fmaPeak))
         if bf16Peak > 0 { print(String(format: "bf16 dot peak (vdpbf16ps, register-only loop, best of 3): %.0f GFLOPS", bf16Peak)) }
         print("attention  context   kind   GFLOPS   % of its unit's peak   (QKᵀ and PV, causal; softmax included; best of 3)")
@@ -139,9 +120,8 @@ struct KernelBench: ParsableCommand {
                     }
                     best = min(best, now() - start)
                 }
-                // Each of the n(n+1)/2 visible (query, key) pairs costs d multiply-adds in QKᵀ and d in PV.
-                let flops = Double(n) * Double(n + 1) / 2 * Double(heads) * Double(d) * 4
-                let peak = kind == .bf16 && bf16Peak > 0 && path.simd == SIFT_SIMD_AVX512 ? bf16Peak : fmaPeak
+                let flops = Peaks.attentionFLOPs(tokens: n, heads: heads, d: d)
+                let peak = peaks.attention(kind)
                 print(String(format: "attention  %7d   %@  %7.0f   %5.1f%%", n, kind.rawValue, flops / best / 1e9, 100 * flops / best / 1e9 / peak))
             }
         }

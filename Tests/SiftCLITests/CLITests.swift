@@ -167,7 +167,7 @@ final class CLITests: XCTestCase {
     /// continuation (hand-wrapped text wrapped again).
     func testHelpWrapsCleanly() throws {
         for command in ["serve", "rerank", "download", "load", "score", "tokenize", "convert", "inspect",
-                        "bench engine", "bench prefill", "bench kernels", "bench parity"] {
+                        "bench engine", "bench prefill", "bench kernels", "bench parity", "bench fidelity"] {
             let help = try run(command.split(separator: " ").map(String.init) + ["--help"], env: ["COLUMNS": "80"]).stdout
             let lines = help.split(separator: "\n", omittingEmptySubsequences: false)
             for (a, b) in zip(lines, lines.dropFirst()) where !a.hasPrefix(" ") && !b.hasPrefix(" ") && !a.isEmpty {
@@ -176,6 +176,7 @@ final class CLITests: XCTestCase {
                                "sift \(command) --help breaks a paragraph after \"\(a)\"")
             }
             XCTAssertTrue(lines.allSatisfy { $0.count <= 80 || $0.hasPrefix("USAGE:") }, "sift \(command) --help: a line over 80 columns")
+            XCTAssertFalse(help.contains("\\\n"), "sift \(command) --help shows a line-continuation backslash")
         }
     }
 

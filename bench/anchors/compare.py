@@ -4,8 +4,10 @@
 Runs `sift bench engine --workloads w1,w3`, W1 through a server (`sift serve` + `sift load
 --workload w1`) and `sift bench parity` (Sift int8), then openvino_reranker.py (OpenVINO static
 int8 and int8 weights, each hint and W1 batch size), then Sift's workloads again, so the
-machine's drift during the run shows in Sift's two rows. Called by
-run.sh, which sets up OpenVINO; see README.md ("Anchors") for the figures it produced.
+machine's drift during the run shows in Sift's two rows. With --fidelity-pairs (a file of
+`sift bench fidelity --export-pairs`), OpenVINO also scores the first model's pairs up to 8k
+tokens and `sift bench fidelity` puts every OpenVINO configuration beside Sift's modes on them.
+Called by run.sh, which sets up OpenVINO; see docs/PERFORMANCE.md for the figures it produced.
 """
 import argparse
 import json
@@ -90,6 +92,7 @@ def main():
     ap.add_argument("--python", default=sys.executable, help="the Python with openvino, nncf and tokenizers")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--openvino-arg", action="append", default=[], help="extra openvino_reranker.py flag (repeatable)")
+    ap.add_argument("--fidelity-pairs", help="pairs of `sift bench fidelity --export-pairs` (its first model must be --model)")
     a = ap.parse_args()
 
     if not os.access(a.sift, os.X_OK):
@@ -97,8 +100,10 @@ def main():
     sift_model = a.sift_model or a.model
     first = sift_workloads(a.sift, sift_model, a.threads)
     fidelity = sift_fidelity(a.sift, a.model, a.reference, a.threads)
+    pairs_dir = tempfile.mkdtemp(prefix="sift-anchor-pairs-") if a.fidelity_pairs else None
+    pair_args = ["--pairs", a.fidelity_pairs, "--pairs-out", pairs_dir] if pairs_dir else []
     ov_out = run([a.python, os.path.join(HERE, "openvino_reranker.py"), "--model", a.model, "--reference", a.reference,
-                  "--threads", str(a.threads)] + a.openvino_arg)
+                  "--threads", str(a.threads)] + pair_args + a.openvino_arg)
     openvino = [json.loads(line) for line in ov_out.splitlines() if line.startswith("{")]
     second = sift_workloads(a.sift, sift_model, a.threads)
     versions = next((r for r in openvino if "built" in r), {})
@@ -129,6 +134,16 @@ def main():
         print(f"Sift W1 through sift serve + sift load (the slower run) / OpenVINO static int8's best: {served_w1 / best['w1_best']['docs_per_s']:.2f}x")
         if fastest_w3:
             print(f"Sift W3 time (the slower run) / OpenVINO static int8's fastest: {sift_w3 / fastest_w3['w3']['seconds']:.2f}x")
+    if pairs_dir:
+        externals = []
+        for r in rows:
+            if "pairs" in r:
+                externals += ["--external", f"ov-{r['precision']}-{r['hint']}={r['pairs']['file']}"]
+        # The first model's pairs up to 8k tokens (the same draw as the full run's), every
+        # Sift mode and OpenVINO configuration against the fp32 reference (cached by the full run).
+        text = run([a.sift, "bench", "fidelity", "--models", a.model, "--very-long", "", "--threads", str(a.threads),
+                    "--modes", "int8row,int8+bf16"] + externals)
+        print("\nFidelity on the same pairs (sift bench fidelity, first model, up to 8k tokens):\n" + text)
 
 
 def cpu_name():

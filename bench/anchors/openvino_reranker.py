@@ -22,6 +22,10 @@ bf16 units OpenVINO computes bf16 in f32) and run on:
   W3        query 1 with 4 documents of ~4,000 tokens (consecutive passages from the 65th,
             joined by blank lines), one at a time
 
+  pairs     with --pairs: the pairs `sift bench fidelity --export-pairs` wrote (of one model:
+            --pairs-model), each scored alone; the logits go to --pairs-out as JSON lines that
+            `sift bench fidelity --external NAME=FILE` reads beside its own modes
+
 W1 and W3 are the inputs of `sift bench engine` (Sources/sift/EngineBench.swift), token for token.
 Prints one JSON object per configuration; `bench/anchors/run.sh` runs this and Sift side by side.
 """
@@ -227,7 +231,14 @@ def main():
     ap.add_argument("--workloads", default="fidelity,w1,w3")
     ap.add_argument("--calibration-pairs", type=int, default=64, help="NNCF: corpus pairs to calibrate on")
     ap.add_argument("--threads", type=int, default=0, help="INFERENCE_NUM_THREADS (0: OpenVINO's default)")
+    ap.add_argument("--pairs", help="pairs from `sift bench fidelity --export-pairs` to score")
+    ap.add_argument("--pairs-model", type=int, default=0, help="which model's pairs (--model must be that model)")
+    ap.add_argument("--pairs-out", help="folder for the pairs' logits: PRECISION-HINT.jsonl")
+    ap.add_argument("--pairs-max-tokens", type=int, default=8192 + 256,
+                    help="skip longer pairs (the 16k-32k ones: run sift bench fidelity with --very-long '' beside them)")
     a = ap.parse_args()
+    if a.pairs and not a.pairs_out:
+        raise SystemExit("--pairs needs --pairs-out")
 
     import openvino as ov
     import nncf
@@ -242,7 +253,18 @@ def main():
     corpus, queries = read_jsonl(a.corpus), read_jsonl(a.queries)
     w1, w3 = workloads(prompts, corpus, queries)
     cases = json.load(open(a.reference))["cases"] if a.reference and "fidelity" in which else []
-    longest = max([len(s) for s in w1 + w3] + [len(c["input_ids"]) for c in cases])
+    pairs = []
+    if a.pairs:
+        with open(a.pairs) as f:
+            for line in f:
+                p = json.loads(line)
+                if p["model"] == a.pairs_model:
+                    # As Sift's fidelity run scores them: the whole document, no cut.
+                    ids = prompts.pair(p["query"], p["text"], 1 << 30)
+                    if len(ids) <= a.pairs_max_tokens:
+                        pairs.append((p, ids))
+        os.makedirs(a.pairs_out, exist_ok=True)
+    longest = max([len(s) for s in w1 + w3] + [len(c["input_ids"]) for c in cases] + [len(ids) for _, ids in pairs])
 
     started = time.time()
     base = build_model(a.model, prompts.yes, prompts.no, max_positions=longest + 1)
@@ -281,6 +303,15 @@ def main():
                 errors = [abs(l - c["logit_diff"]) for l, c in zip(logits, cases)]
                 row["fidelity"] = {"cases": len(cases), "mean_abs": round(float(np.mean(errors)), 6),
                                    "max_abs": round(float(np.max(errors)), 6)}
+            if pairs:
+                t = time.time()
+                out = os.path.join(a.pairs_out, f"openvino-{precision}-{hint}.jsonl")
+                with open(out, "w") as f:
+                    for p, ids in pairs:
+                        logit = score(compiled, [ids], 1, pad)[0]
+                        f.write(json.dumps({"model": p["model"], "group": p["group"], "document": p["document"],
+                                            "logit": logit}) + "\n")
+                row["pairs"] = {"count": len(pairs), "file": out, "seconds": round(time.time() - t, 1)}
             if "w1" in which:
                 score(compiled, w1[:8], 8, pad)  # warm-up
                 best = None

@@ -93,6 +93,7 @@ static void attention_portable(const float *q, size_t q_stride, size_t rows, siz
     }
 }
 
+#if SIFT_X86
 /* ---- AVX2 (8 lanes; also the AVX-512 level's when head_dim is not a multiple of 32) -------- */
 
 
@@ -351,11 +352,14 @@ static void attention_avx512(const float *q, size_t q_stride, size_t rows, size_
     }
 }
 
+#endif
+
 void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
                     const float *const *blocks, size_t k_off, size_t v_off, size_t g, size_t d,
                     float scale, float *out, size_t out_stride, float *scratch) {
     kv_view kv = {blocks, k_off, v_off};
     level = sift_simd_usable(level);
+#if SIFT_X86
     if (level >= SIFT_SIMD_AVX2 && d % 16 == 0 && d <= ATT_MAX_D) {
         /* The queries side by side in the scratch, copied once per tile of rows: rows q_stride
          * apart (16 KB in the model) would all fall into one L1 set. (A copy: the same values;
@@ -375,15 +379,17 @@ void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t row
             else
                 attention_avx2(qc, d, n, first_pos + r0, kv, g, d, scale, out + r0 * out_stride, out_stride, m + r0, l + r0);
         }
-    } else {
-        attention_portable(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride);
+        return;
     }
+#endif
+    attention_portable(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride);
 }
 
 /* ---- fp32 FMA peak ------------------------------------------------------------------------ */
 
 enum { PEAK_CHAINS = 12 };   /* independent chains: enough to cover FMA latency × ports */
 
+#if SIFT_X86
 __attribute__((target("avx512f")))
 static float fma_peak512(size_t iters) {
     __m512 acc[PEAK_CHAINS];
@@ -413,11 +419,14 @@ static float fma_peak256(size_t iters) {
     _mm256_storeu_ps(lanes, s);
     return lanes[0] + lanes[7];
 }
+#endif
 
 float sift_fma_peak_loop(sift_simd level, size_t iters) {
     switch (sift_simd_usable(level)) {
+#if SIFT_X86
     case SIFT_SIMD_AVX512: return fma_peak512(iters);
     case SIFT_SIMD_AVX2: return fma_peak256(iters);
+#endif
     default: return 0.0f;
     }
 }

@@ -58,6 +58,7 @@ static inline float bf16_f32(uint32_t h) {
 static inline float pair_even(uint32_t w) { return bf16_f32(w & 0xFFFFu); }
 static inline float pair_odd(uint32_t w) { return bf16_f32(w >> 16); }
 
+#if SIFT_X86
 ATT_512 __m512i bf16_round_avx512(__m512 x) {
     __m512i u = _mm512_castps_si512(x);
     __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -75,6 +76,7 @@ ATT_AVX2 __m256i bf16_round_avx2(__m256 x) {
     __m256i sign = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000));
     return _mm256_blendv_epi8(r, sign, denormal);
 }
+#endif
 
 /* ---- the store ---------------------------------------------------------------------------- */
 
@@ -139,6 +141,7 @@ static void attention_bf16_portable(const float *q, size_t q_stride, size_t rows
     }
 }
 
+#if SIFT_X86
 /* ---- AVX2 (8 lanes; the products by FMAs on the pairs' halves) ---------------------------- */
 
 ATT_AVX2 __m256 odd_avx2(__m256i w) { return _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32((int)0xFFFF0000u))); }
@@ -420,9 +423,11 @@ ATT_BF16 void rows_bf16_avx512(int hw, int nr, const uint32_t *qp, const float *
 ATTENTION_BF16_AVX512(attention_bf16_avx512_hw, 1)
 ATTENTION_BF16_AVX512(attention_bf16_avx512_fma, 0)
 #undef ATTENTION_BF16_AVX512
+#endif
 
 static void attention_bf16(sift_simd level, int hw, const float *q, size_t q_stride, size_t rows, size_t first_pos,
                            kv16_view kv, size_t g, size_t d, float scale, float *out, size_t out_stride, float *scratch) {
+#if SIFT_X86
         if (level >= SIFT_SIMD_AVX2 && d % 32 == 0 && d <= ATT_MAX_D) {
             /* The queries, rounded, side by side in the scratch: as pair words for `vdpbf16ps`,
              * as fp32 for the FMA twins. */
@@ -450,9 +455,12 @@ static void attention_bf16(sift_simd level, int hw, const float *q, size_t q_str
                 else
                     attention_bf16_avx2(qf, n, first_pos + r0, kv, g, d, scale, out + r0 * out_stride, out_stride, m + r0, l + r0);
             }
-        } else {
-            attention_bf16_portable(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride);
+            return;
         }
+#else
+        (void)level; (void)hw; (void)scratch;
+#endif
+        attention_bf16_portable(q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride);
 }
 
 void sift_attention_bf16(sift_simd level, int dot, const float *q, size_t q_stride, size_t rows, size_t first_pos,
@@ -462,16 +470,27 @@ void sift_attention_bf16(sift_simd level, int dot, const float *q, size_t q_stri
     level = sift_simd_usable(level);
     int hw = dot && level == SIFT_SIMD_AVX512 && (sift_cpu_features() & SIFT_CPU_AVX512BF16);
     /* Denormals flushed (FTZ) and read as zero (DAZ) for the call, as `vdpbf16ps` always does. */
+#if SIFT_X86
     unsigned int saved = _mm_getcsr();
     _mm_setcsr(saved | 0x8040u);
     attention_bf16(level, hw, q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride, scratch);
     _mm_setcsr(saved);
+#elif defined(__aarch64__)
+    uint64_t saved;   /* FPCR.FZ (bit 24) flushes denormal inputs and results, as FTZ + DAZ */
+    __asm__ volatile("mrs %0, fpcr" : "=r"(saved));
+    __asm__ volatile("msr fpcr, %0" : : "r"(saved | (1ull << 24)));
+    attention_bf16(level, hw, q, q_stride, rows, first_pos, kv, g, d, scale, out, out_stride, scratch);
+    __asm__ volatile("msr fpcr, %0" : : "r"(saved));
+#else
+#error "bf16 attention needs denormals flushed: add this architecture's control register"
+#endif
 }
 
 /* ---- the bf16 dot peak ---------------------------------------------------------------------- */
 
 enum { PEAK_CHAINS_BF16 = 12 };
 
+#if SIFT_X86
 __attribute__((target("avx512f,avx512bf16")))
 static float bf16_peak512(size_t iters) {
     __m512 acc[PEAK_CHAINS_BF16];
@@ -488,9 +507,14 @@ static float bf16_peak512(size_t iters) {
     for (int i = 1; i < PEAK_CHAINS_BF16; i++) s = _mm512_add_ps(s, acc[i]);
     return _mm512_reduce_add_ps(s);
 }
+#endif
 
 float sift_bf16_peak_loop(size_t iters) {
-    return (sift_cpu_features() & SIFT_CPU_AVX512BF16) ? bf16_peak512(iters) : 0.0f;
+#if SIFT_X86
+    if (sift_cpu_features() & SIFT_CPU_AVX512BF16) return bf16_peak512(iters);
+#endif
+    (void)iters;
+    return 0.0f;
 }
 
 size_t sift_bf16_peak_flops(size_t iters) {

@@ -6,7 +6,7 @@
 #include "sift_kernels.h"
 #include "exp_twins.h"
 #include <math.h>
-#include <immintrin.h>
+#include "arch.h"
 
 #pragma clang fp contract(off)
 
@@ -30,6 +30,7 @@ static inline float correction(float m, float m_new) {
     return dm == 0.0f ? 1.0f : exp_portable(dm);
 }
 
+#if SIFT_X86
 /* sum16_tree of the lanes e0 (0-7) and e1 (8-15), in registers: the same additions in the
  * same order (j + 8, then j + 4, j + 2, j + 1). */
 ATT_AVX2 float sum16_tree_avx2(__m256 e0, __m256 e1) {
@@ -71,5 +72,6 @@ _Static_assert(ATT_ROWS == 8, "the AVX-512 kernel reduces eight rows together");
 TREE8_AVX512(max8_avx512, _mm512_max_ps)
 TREE8_AVX512(sum8_avx512, _mm512_add_ps)
 #undef TREE8_AVX512
+#endif
 
 #endif

@@ -1,8 +1,9 @@
 #include "sift_kernels.h"
-
+#include "arch.h"
 
 static unsigned detect(void) {
     unsigned f = 0;
+#if SIFT_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) f |= SIFT_CPU_AVX2;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -11,6 +12,7 @@ static unsigned detect(void) {
     if ((f & SIFT_CPU_AVX512) && __builtin_cpu_supports("avx512vnni")) f |= SIFT_CPU_AVX512VNNI;
     if ((f & SIFT_CPU_AVX2) && __builtin_cpu_supports("avxvnni")) f |= SIFT_CPU_AVXVNNI;
     if ((f & SIFT_CPU_AVX512) && __builtin_cpu_supports("avx512bf16")) f |= SIFT_CPU_AVX512BF16;
+#endif
     return f;
 }
 

@@ -2,7 +2,7 @@
 #include "exp_twins.h"
 #include <math.h>
 #include <string.h>
-#include <immintrin.h>
+#include "arch.h"
 
 /* No implicit FMA contraction (as -ffp-contract=off, but part of the file, so it holds however
  * the package is built): scalar and SIMD twins of a kernel perform the same IEEE operations and
@@ -96,6 +96,7 @@ static void silu_mul_portable(const float *gate, const float *up, float *out, si
     }
 }
 
+#if SIFT_X86
 __attribute__((target("avx512f")))
 static void silu_mul_avx512(const float *gate, const float *up, float *out, size_t n) {
     size_t i = 0;
@@ -121,11 +122,14 @@ static void silu_mul_avx2(const float *gate, const float *up, float *out, size_t
     }
     silu_mul_portable(gate + i, up + i, out + i, n - i);
 }
+#endif
 
 void sift_silu_mul(sift_simd level, const float *gate, const float *up, float *out, size_t n) {
     switch (sift_simd_usable(level)) {
+#if SIFT_X86
     case SIFT_SIMD_AVX512: silu_mul_avx512(gate, up, out, n); break;
     case SIFT_SIMD_AVX2: silu_mul_avx2(gate, up, out, n); break;
+#endif
     default: silu_mul_portable(gate, up, out, n); break;
     }
 }

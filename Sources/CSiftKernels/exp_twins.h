@@ -5,7 +5,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include <immintrin.h>
+#include "arch.h"
 
 #pragma clang fp contract(off)
 
@@ -44,6 +44,7 @@ __attribute__((always_inline)) static inline float exp_portable(float x) {
     return p * scale;
 }
 
+#if SIFT_X86
 __attribute__((target("avx512f")))
 static inline __m512 exp_avx512(__m512 x) {
     x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
@@ -80,6 +81,7 @@ static inline __m256 exp_avx2(__m256 x) {
     __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
+#endif
 
 /* Σ of 16 lanes in a fixed tree (8 pairs, 4, 2, 1): every path sums a block this way. */
 static inline float sum16_tree(float acc[16]) {

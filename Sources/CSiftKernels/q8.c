@@ -2,7 +2,7 @@
 #include "sift_kernels.h"
 #include <math.h>
 #include <string.h>
-#include <immintrin.h>
+#include "arch.h"
 
 /* No implicit FMA contraction (as -ffp-contract=off, but part of the file, so it holds however
  * the package is built): scalar and SIMD twins of a kernel perform the same IEEE operations and
@@ -61,6 +61,7 @@ static float amax_portable(const float *x, size_t k) {
     return m;
 }
 
+#if SIFT_X86
 __attribute__((target("avx512f,avx512bw")))
 static float amax_avx512(const float *x, size_t k) {
     __m512 m = _mm512_setzero_ps();
@@ -124,6 +125,8 @@ static void quantize_row_avx2(const float *x, size_t k, uint8_t *q, float inv) {
     quantize_row_portable(x + i, k - i, q + i, inv);
 }
 
+#endif
+
 /* Largest |x| over [k0, k1) except the outlier channels (sorted): the max of the segments
  * between them. A max is exact in any order, so every level finds the same value. */
 static float amax_except(sift_simd level, const float *x, size_t k0, size_t k1, const int32_t *sorted, size_t no) {
@@ -134,8 +137,12 @@ static float amax_except(sift_simd level, const float *x, size_t k0, size_t k1, 
         if (to < k0) continue;
         if (to > k1) to = k1;
         if (to > from) {
+#if SIFT_X86
             float s = level == SIFT_SIMD_AVX512 ? amax_avx512(x + from, to - from)
                     : level == SIFT_SIMD_AVX2 ? amax_avx2(x + from, to - from) : amax_portable(x + from, to - from);
+#else
+            float s = amax_portable(x + from, to - from);
+#endif
             m = fmaxf(m, s);
         }
         from = to + 1;
@@ -165,8 +172,10 @@ void sift_q8_quantize_rows(sift_simd level, const float *x, size_t m, size_t k, 
             float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
             scale[r * groups + g] = amax / 127.0f;
             switch (level) {
+#if SIFT_X86
             case SIFT_SIMD_AVX512: quantize_row_avx512(xr + k0, k1 - k0, qr + k0, inv); break;
             case SIFT_SIMD_AVX2: quantize_row_avx2(xr + k0, k1 - k0, qr + k0, inv); break;
+#endif
             default: quantize_row_portable(xr + k0, k1 - k0, qr + k0, inv); break;
             }
         }
@@ -210,6 +219,7 @@ static void gemm_portable(const uint8_t *xq, size_t m, size_t k, size_t G, const
     }
 }
 
+#if SIFT_X86
 /* ---- GEMM: AVX-512 VNNI (zmm vpdpbusd) ---------------------------------------------------- */
 /* Micro-kernel: MR (≤ 6) rows × NT (≤ 2) tiles of 16 outputs over the whole K, a group at a
  * time: per group the exact integer sums (12 zmm), then each output's running fp32 value (12
@@ -438,11 +448,14 @@ static void gemm_avx2(const uint8_t *xq, size_t m, size_t k, size_t G, const flo
     }
 }
 
+#endif
+
 void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, size_t group, const float *xscale,
                   const float *xo, size_t n_outliers, const int8_t *packed, const int32_t *rowsum,
                   const float *wscale, const float *wo, size_t n_total, size_t n0, size_t n1,
                   float *y, size_t y_stride) {
     switch (path) {
+#if SIFT_X86
     case SIFT_PATH_AVX512VNNI:
         gemm_avx512(xq, m, k, group, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
         break;
@@ -452,6 +465,7 @@ void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, size_t 
     case SIFT_PATH_AVX2:
         gemm_avx2(xq, m, k, group, xscale, xo, n_outliers, packed, wscale, wo, n_total, n0, n1, y, y_stride);
         break;
+#endif
     default:
         gemm_portable(xq, m, k, group, xscale, xo, n_outliers, packed, rowsum, wscale, wo, n_total, n0, n1, y, y_stride);
         break;
@@ -460,6 +474,7 @@ void sift_q8_gemm(sift_path path, const uint8_t *xq, size_t m, size_t k, size_t 
 
 /* ---- peak measurement ------------------------------------------------------------------- */
 
+#if SIFT_X86
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 static int32_t peak512(size_t iters) {
     __m512i a[16];
@@ -516,12 +531,15 @@ static int32_t peak_avx2(size_t iters) {
     _mm256_storeu_si256((__m256i *)out, s);
     return out[0] + out[7];
 }
+#endif
 
 int32_t sift_int8_peak_loop(sift_path path, size_t iters) {
     switch (path) {
+#if SIFT_X86
     case SIFT_PATH_AVX512VNNI: return peak512(iters);
     case SIFT_PATH_AVXVNNI: return peak256(iters);
     case SIFT_PATH_AVX2: return peak_avx2(iters);
+#endif
     default: return 0;
     }
 }

@@ -178,9 +178,6 @@ public final class Qwen3Model: @unchecked Sendable {
         return nil
     }
 
-    /// Bytes of the linear-layer weights as held in memory.
-    public var linearWeightBytes: Int { layers.reduce(0) { $0 + $1.linears.reduce(0) { $0 + $1.weightBytes } } }
-
     /// Query rows per attention kernel call: their queries and outputs (128 KB each at head_dim
     /// 128) stay in L2 beside the keys and values the kernel streams, which come from beyond L2
     /// once per 256 rows (at 64, 4k-token contexts kept the kernel waiting on memory).

@@ -81,14 +81,6 @@ public final class SiftConnection: Sendable {
                                          body: .cancelRequest(requestID: id)), promise: nil)
     }
 
-    /// Sends raw bytes as they are (for protocol tests: malformed frames).
-    public func sendRaw(_ bytes: [UInt8]) async throws {
-        try await channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)).get()
-    }
-
-    /// Frames that belong to no call (request id 0 or unknown ids): connection-level errors.
-    public var connectionStatuses: [Wire.Status] { pending.orphans }
-
     public func close() async {
         try? await channel.close()
     }
@@ -104,13 +96,11 @@ final class PendingCalls: Sendable {
     private struct State {
         var calls: [UInt64: Call] = [:]
         var closed = false
-        var orphans: [Wire.Status] = []
     }
 
     private let state = Locked(State())
 
     var isClosed: Bool { state.withLock { $0.closed } }
-    var orphans: [Wire.Status] { state.withLock { $0.orphans } }
 
     func add(_ id: UInt64, continuation: CheckedContinuation<Wire.Body, any Error>, onPartial: (@Sendable (Wire.Body) -> Void)?) -> Bool {
         state.withLock { s in
@@ -126,13 +116,9 @@ final class PendingCalls: Sendable {
             onPartial?(frame.body)
             return
         }
-        let call = state.withLock { s -> Call? in
-            guard let call = s.calls.removeValue(forKey: frame.requestID) else {
-                if case .status(let status) = frame.body { s.orphans.append(status) }
-                return nil
-            }
-            return call
-        }
+        // A frame for no call of ours (id 0: a connection-level error, or a call already
+        // answered) is dropped: the connection's close, if it comes, fails the calls.
+        let call = state.withLock { $0.calls.removeValue(forKey: frame.requestID) }
         call?.continuation.resume(returning: frame.body)
     }
 

@@ -58,7 +58,6 @@ public final class SiftEngine: Sendable {
         stats.scoreCacheHits = scoreCacheHits.load(ordering: .relaxed)
         return stats
     }
-    public var modelConfig: Qwen3Config { reranker.model.config }
 
     /// Tokens of one pair may not exceed this (the model's position limit).
     public var maxLengthLimit: Int { reranker.maxLengthLimit }

@@ -28,6 +28,7 @@ struct EngineBench: AsyncParsableCommand {
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Tokens per scheduler step.") var maxBatchTokens: Int = EngineOptions().maxBatchTokens
     @Option(help: "Chunk of a long document per step.") var prefillChunk: Int = EngineOptions().prefillChunk
+    @Option(help: "Attention: bf16 (the default with int8) or fp32.") var attention: AttentionPrecision?
     @Option(help: "Calls of at most this many tokens are interactive (0: only priority > 0).")
     var interactiveTokens: Int = EngineOptions().interactiveTokens
     @Option(help: "W4: seconds of each batch-stream phase.") var w4Seconds: Double = 240
@@ -50,6 +51,7 @@ struct EngineBench: AsyncParsableCommand {
         o.maxBatchTokens = maxBatchTokens
         o.prefillChunk = prefillChunk
         o.prefixSharing = sharing
+        o.attention = attention
         o.maxQueuedTokens = 4_000_000
         return SiftEngine(reranker: reranker, options: o)
     }
@@ -60,7 +62,7 @@ struct EngineBench: AsyncParsableCommand {
         guard texts.count >= 64, !qs.isEmpty else { throw CLIError("need at least 64 documents and one query") }
         let reranker = try Reranker.load(path: model, precision: .int8, threads: threads)
         let which = Set(workloads.lowercased().split(separator: ","))
-        print("model \(model), \(threads) threads, max-batch-tokens \(maxBatchTokens), prefill-chunk \(prefillChunk), kernel \(reranker.model.kernelPath.rawValue)")
+        print("model \(model), \(threads) threads, max-batch-tokens \(maxBatchTokens), prefill-chunk \(prefillChunk), kernel \(reranker.model.kernelPath.rawValue), attention \((attention ?? .standard(for: .int8)).rawValue)")
         let docs256 = Array(texts.prefix(64))
         // Long documents: consecutive passages joined to ~4000 tokens, cut there.
         var longDocs: [String] = []

@@ -305,7 +305,12 @@ actor Recorder {
     let started: ContinuousClock.Instant
     /// Per second of the run: calls answered, failed, documents scored, of those from the score cache.
     private(set) var timeline: [Second] = []
-    struct Second { var ok = 0, failed = 0, documents = 0, cachedDocuments = 0 }
+    struct Second {
+        var ok = 0, failed = 0, documents = 0, cachedDocuments = 0
+        mutating func add(_ other: Second) {
+            ok += other.ok; failed += other.failed; documents += other.documents; cachedDocuments += other.cachedDocuments
+        }
+    }
     /// The first calls, one by one (the report lists them: a short run has few points to plot).
     private(set) var calls: [Call] = []
     struct Call { var start: Double, ms: Double, documents: Int, cachedDocuments: Int, status: String }

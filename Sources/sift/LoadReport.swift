@@ -29,10 +29,17 @@ extension Recorder {
             ? SVGChart(title: "Latency by percentile (ms)", xLabels: [(0, "0%"), (1, "90%"), (2, "99%"), (3, "99.9%"), (4, "99.99%"), (5, "99.999%")],
                        xMax: 5, series: [("latency", "#2b6cb0", points)]).svg
             : "<p>\(okCount) successful call: no distribution to plot (its latency is in the table above and in the calls below).</p>"
-        // One point per second of the run, at its middle; the last, partial second as a rate over its length.
-        let length = timeline.indices.map { min(1, max(0.05, runSeconds - Double($0))) }
+        // One point per second of the run, at its middle; the last, partial second as a rate over
+        // its length, or, when under half a second, merged into the second before it (a call
+        // ending 50 ms into a new second would otherwise plot as 20 calls/s).
+        var bins = timeline.indices.map { (start: Double($0), length: min(1, max(0.05, runSeconds - Double($0))), counts: timeline[$0]) }
+        if bins.count >= 2, let last = bins.last, last.length < 0.5 {
+            bins.removeLast()
+            bins[bins.count - 1].length += last.length
+            bins[bins.count - 1].counts.add(last.counts)
+        }
         func perSecond(_ value: (Second) -> Int) -> [(x: Double, y: Double)] {
-            timeline.indices.map { (Double($0) + length[$0] / 2, Double(value(timeline[$0])) / length[$0]) }
+            bins.map { ($0.start + $0.length / 2, Double(value($0.counts)) / $0.length) }
         }
         let xMax = max(1, runSeconds)
         let labels = Self.secondLabels(xMax)

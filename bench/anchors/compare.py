@@ -93,6 +93,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--openvino-arg", action="append", default=[], help="extra openvino_reranker.py flag (repeatable)")
     ap.add_argument("--fidelity-pairs", help="pairs of `sift bench fidelity --export-pairs` (its first model must be --model)")
+    ap.add_argument("--fidelity-arg", action="append", default=[],
+                    help="a `sift bench fidelity` flag the pairs were drawn with, e.g. --fidelity-arg=--short-queries=8 (repeatable)")
     a = ap.parse_args()
 
     if not os.access(a.sift, os.X_OK):
@@ -142,7 +144,7 @@ def main():
         # The first model's pairs up to 8k tokens (the same draw as the full run's), every
         # Sift mode and OpenVINO configuration against the fp32 reference (cached by the full run).
         text = run([a.sift, "bench", "fidelity", "--models", a.model, "--very-long", "", "--threads", str(a.threads),
-                    "--modes", "int8row,int8+bf16"] + externals)
+                    "--modes", "int8row,int8+bf16"] + a.fidelity_arg + externals)
         print("\nFidelity on the same pairs (sift bench fidelity, first model, up to 8k tokens):\n" + text)
 
 

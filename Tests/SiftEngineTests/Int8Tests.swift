@@ -99,6 +99,9 @@ final class Int8Tests: XCTestCase {
         var version = good
         version[8] = 9
         try expect(version, "format version 9")
+        // A file of the per-row scheme (version 1) says what to run.
+        version[8] = 1
+        try expect(version, "run `sift convert --model FOLDER")
         // Header fields with the top bit set (and offsets past the end) are errors, not traps.
         for field in [16, 24, 32, 40, 48] {
             var huge = good

@@ -104,7 +104,7 @@ public final class SiftClient: Sendable {
             maxLength: UInt32(clamping: maxLength ?? 0), inputOrder: inputOrder, priority: Int32(clamping: priority),
             stream: onPartial != nil)
         request.chunkLongDocuments = chunkLongDocuments
-        request.chunkOverlapTokens = UInt32(clamping: chunkOverlapTokens ?? 0)
+        request.chunkOverlapTokens = chunkOverlapTokens.map { UInt32(clamping: $0) }
         request.model = model ?? ""
         var partial: (@Sendable (Wire.Body) -> Void)?
         if let onPartial {

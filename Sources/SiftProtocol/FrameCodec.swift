@@ -90,7 +90,7 @@ private enum Decoder {
                 maxLength: r.max_length, inputOrder: r.input_order != 0, timeoutMs: r.timeout_ms,
                 priority: r.priority, stream: r.stream != 0)
             request.chunkLongDocuments = r.chunk_long_documents != 0
-            request.chunkOverlapTokens = r.chunk_overlap_tokens
+            request.chunkOverlapTokens = r.chunk_overlap_tokens == 0 ? nil : r.chunk_overlap_tokens
             request.model = try string(r.model, "model")
             return .rerankRequest(request)
         case SIFT__V1__FRAME__BODY_RERANK_RESPONSE:
@@ -244,7 +244,7 @@ private struct Encoder {
                 p.pointee.priority = r.priority
                 p.pointee.stream = r.stream ? 1 : 0
                 p.pointee.chunk_long_documents = r.chunkLongDocuments ? 1 : 0
-                p.pointee.chunk_overlap_tokens = r.chunkOverlapTokens
+                p.pointee.chunk_overlap_tokens = r.chunkOverlapTokens ?? 0
                 p.pointee.model = arena.string(r.model)
             }
         case .rerankResponse(let r):

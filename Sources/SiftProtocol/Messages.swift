@@ -103,8 +103,9 @@ public enum Wire {
         public var priority: Int32
         public var stream: Bool
         public var chunkLongDocuments = false
-        /// 0: the server's default overlap.
-        public var chunkOverlapTokens: UInt32 = 0
+        /// nil: the server's default overlap. On the wire 0 stands for nil (the proto3 field has no
+        /// presence), so an RPC call cannot ask for no overlap; HTTP's explicit 0 arrives as 0.
+        public var chunkOverlapTokens: UInt32?
         /// A model name or alias; "": the server's default model.
         public var model = ""
 

@@ -80,7 +80,7 @@ struct Calls: Sendable {
         request.priority = Int(r.priority)
         request.chunkLongDocuments = r.chunkLongDocuments
         request.cachePartition = cachePartition
-        request.chunkOverlapTokens = r.chunkOverlapTokens == 0 ? nil : Int(r.chunkOverlapTokens)
+        request.chunkOverlapTokens = r.chunkOverlapTokens.map { Int($0) }
         if r.returnDocuments {
             // The answer must fit a frame the client accepts (the same limit both ways).
             let bytes = Self.answerBytes + r.documents.count * Self.resultBytes + Self.returnedDocumentBytes(r)

@@ -253,6 +253,13 @@ final class HTTPAPITests: XCTestCase {
         XCTAssertNil(short["windows"])
         let plain = try await server.engine!.rerank(RerankRequest(query: "What is the capital of China?", documents: ["short one"]))
         XCTAssertEqual((short["logit"] as! NSNumber).floatValue, plain.results[0].logit)
+        // An explicit 0 over HTTP means no overlap (windows step by the whole 64), not the default.
+        var noOverlap = payload
+        noOverlap["chunk_overlap_tokens"] = 0
+        let z = try await Self.post(port, "/v2/rerank", String(decoding: try JSONSerialization.data(withJSONObject: noOverlap), as: UTF8.self))
+        XCTAssertEqual(z.status, 200, z.body)
+        let zFirst = (z.json["results"] as! [[String: Any]]).first { $0["index"] as! Int == 0 }!
+        XCTAssertEqual(zFirst["windows"] as? Int, (ids.count + 63) / 64)
         await server.shutdown()
     }
 }

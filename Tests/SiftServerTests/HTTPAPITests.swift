@@ -216,6 +216,22 @@ final class HTTPAPITests: XCTestCase {
         await server.shutdown()
     }
 
+    /// JSON carries U+0000 and nothing on the HTTP path goes through protobuf-c (whose strings end
+    /// at NUL): a text holding one is scored whole, as the engine scores it.
+    func testTextWithNULIsScoredWhole() async throws {
+        let server = try await TestServer.start { $0.httpPort = 0 }
+        let text = "before\u{0}after: the capital of France is Paris"
+        let payload: [String: Any] = ["query": "capital of France?", "documents": [text, "before"]]
+        let r = try await Self.post(server.httpPort!, "/v2/rerank", String(decoding: try JSONSerialization.data(withJSONObject: payload), as: UTF8.self))
+        XCTAssertEqual(r.status, 200, r.body)
+        let first = (r.json["results"] as! [[String: Any]]).first { $0["index"] as! Int == 0 }!
+        let direct = try await server.engine!.rerank(RerankRequest(query: "capital of France?", documents: [text]))
+        XCTAssertEqual((first["logit"] as! NSNumber).floatValue, direct.results[0].logit)
+        let cut = try await server.engine!.rerank(RerankRequest(query: "capital of France?", documents: ["before"]))
+        XCTAssertNotEqual(direct.results[0].logit, cut.results[0].logit)
+        await server.shutdown()
+    }
+
     func testChunkLongDocumentsScoresTheBestWindow() async throws {
         let server = try await TestServer.start { $0.httpPort = 0 }
         let port = server.httpPort!

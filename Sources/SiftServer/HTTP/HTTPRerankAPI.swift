@@ -102,13 +102,6 @@ enum HTTPRerankAPI {
         }
     }
 
-    /// Protobuf-c strings end at NUL, so a NUL inside would cut a text silently: refused.
-    static func checkNoNUL(_ texts: [String]) throws {
-        if texts.contains(where: { $0.utf8.contains(0) }) {
-            throw Wire.Status(.invalidArgument, "text may not contain NUL (U+0000)")
-        }
-    }
-
     /// The wire request for a JSON body, or a status saying what is wrong with it.
     static func decode(_ body: Data, maxDocuments: Int = .max) throws -> Wire.RerankRequest {
         let request = try decodeBody(Request.self, from: body, listKey: "documents", maxDocuments: maxDocuments)
@@ -117,7 +110,6 @@ enum HTTPRerankAPI {
             guard value > 0, value <= Int(UInt32.max) else { throw Wire.Status(.invalidArgument, "\(name) must be a positive integer") }
             return UInt32(value)
         }
-        try checkNoNUL([request.query] + request.documents.map(\.text))
         var wire = Wire.RerankRequest(query: request.query, instruction: request.instruction,
                                       documents: request.documents.map(\.text))
         wire.topN = try count(request.top_n, "top_n")

@@ -41,7 +41,6 @@ enum TEIRerankAPI {
         if let direction = request.truncation_direction, direction.lowercased() != "right" {
             throw Wire.Status(.invalidArgument, "truncation_direction \"\(direction)\" is not supported: documents are cut at their end, as the Qwen3-Reranker recipe does; send \"Right\" or leave it out")
         }
-        try HTTPRerankAPI.checkNoNUL([request.query] + request.texts)
         var wire = Wire.RerankRequest(query: request.query, documents: request.texts)
         wire.returnDocuments = request.return_text ?? false
         wire.model = request.model ?? ""

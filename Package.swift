@@ -126,7 +126,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "SiftEngineTests", dependencies: ["SiftEngine", "Qwen3", "SiftTestSupport", "SiftBase"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "SiftProtocolTests", dependencies: ["SiftProtocol", "SiftTestSupport", .product(name: "NIOCore", package: "swift-nio")],
+        .testTarget(name: "SiftProtocolTests", dependencies: ["SiftProtocol", "SiftTestSupport", "SiftBase", .product(name: "NIOCore", package: "swift-nio")],
                     swiftSettings: swiftSettings),
         .testTarget(name: "SiftServerTests",
                     dependencies: ["SiftServer", "SiftClient", "SiftProtocol", "SiftEngine", "Qwen3", "SiftTestSupport", "SiftBase",

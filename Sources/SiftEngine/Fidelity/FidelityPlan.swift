@@ -1,4 +1,5 @@
 import Qwen3
+import SiftBase
 
 /// The (query, document) pairs the fidelity benchmark scores, drawn deterministically from the
 /// benchmark texts in three length buckets: short passages, long documents, and a few at the
@@ -43,7 +44,7 @@ public struct FidelityPlan: Sendable {
     /// consecutive passages joined and cut (long, very long).
     public static func make(corpus: [String], queries: [String], tokenizer: Tokenizer, shape: Shape, salt: Int) -> FidelityPlan {
         precondition(!corpus.isEmpty && !queries.isEmpty)
-        var rng = SplitMix(seed: UInt64(truncatingIfNeeded: salt &* 7919 &+ 17))
+        var rng = SplitMix64(seed: UInt64(truncatingIfNeeded: salt &* 7919 &+ 17))
         var groups: [FidelityGroup] = []
         // Text of about `tokens` tokens: passages from `start`, joined, cut at the token.
         func document(tokens: Int, start: Int) -> (String, Int) {
@@ -80,15 +81,3 @@ public struct FidelityPlan: Sendable {
     }
 }
 
-/// A small seeded generator (splitmix64): the same pairs on every machine.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

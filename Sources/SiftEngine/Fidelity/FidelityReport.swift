@@ -1,4 +1,5 @@
 import Foundation
+import SiftBase
 
 /// A way to run the model: linear layers and attention precisions. `fp32` (fp32 + fp32) is the
 /// reference every other mode is compared with.
@@ -59,7 +60,7 @@ public enum FidelityReport {
     public static func bootstrap(_ values: [Double], resamples: Int = 2000, seed: UInt64 = 1) -> Estimate {
         guard !values.isEmpty else { return Estimate(mean: .nan, low: .nan, high: .nan) }
         let mean = values.reduce(0, +) / Double(values.count)
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var means: [Double] = []
         means.reserveCapacity(resamples)
         for _ in 0..<resamples {

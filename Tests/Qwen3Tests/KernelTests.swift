@@ -182,14 +182,9 @@ final class KernelTests: XCTestCase {
         // float64 reference.
         for p in [0, 15, 16, 44, 76, 128, 149, 256, 299] {
             for head in 0..<heads {
-                let g = head / (heads / kvHeads)
-                var s = (0...p).map { j in (0..<d).reduce(0.0) { $0 + Double(q[p * qDim + head * d + $1]) * Double(k[j * kvDim + g * d + $1]) } * Double(scale) }
-                let mx = s.max()!
-                s = s.map { exp($0 - mx) }
-                let sum = s.reduce(0, +)
-                for dd in stride(from: 0, to: d, by: 17) {
-                    let expected = (0...p).reduce(0.0) { $0 + s[$1] / sum * Double(v[$1 * kvDim + g * d + dd]) }
-                    XCTAssertEqual(Double(whole[p * qDim + head * d + dd]), expected, accuracy: 1e-5)
+                let expected = Self.referenceAttention(q: q, k: k, v: v, row: p, head: head, heads: heads, kvHeads: kvHeads, d: d, scale: scale)
+                for (dd, value) in expected {
+                    XCTAssertEqual(Double(whole[p * qDim + head * d + dd]), value, accuracy: 1e-5)
                 }
             }
         }
@@ -259,14 +254,10 @@ final class KernelTests: XCTestCase {
         var worst = 0.0
         for p in [0, 15, 16, 44, 76, 128, 149, 256, 299] {
             for head in 0..<heads {
-                let g = head / (heads / kvHeads)
-                var s = (0...p).map { j in (0..<d).reduce(0.0) { $0 + rounded(q[p * qDim + head * d + $1]) * rounded(k[j * kvDim + g * d + $1]) } * Double(scale) }
-                let mx = s.max()!
-                s = s.map { exp($0 - mx) }
-                let sum = s.reduce(0, +)
-                for dd in stride(from: 0, to: d, by: 17) {
-                    let expected = (0...p).reduce(0.0) { $0 + s[$1] / sum * rounded(v[$1 * kvDim + g * d + dd]) }
-                    worst = max(worst, abs(Double(whole[p * qDim + head * d + dd]) - expected))
+                let expected = Self.referenceAttention(q: q, k: k, v: v, row: p, head: head, heads: heads, kvHeads: kvHeads, d: d,
+                                                       scale: scale, element: rounded)
+                for (dd, value) in expected {
+                    worst = max(worst, abs(Double(whole[p * qDim + head * d + dd]) - value))
                 }
             }
         }
@@ -351,5 +342,18 @@ final class KernelTests: XCTestCase {
         setenv("SIFT_KERNEL", "avx9000", 1)
         defer { unsetenv("SIFT_KERNEL") }
         XCTAssertThrowsError(try KernelPath.selected()) { XCTAssertTrue("\($0)".contains("avx9000")) }
+    }
+
+    /// Causal attention of one query row and head in float64, at every 17th dimension: the
+    /// reference both attention kernels are checked against. `element` reads each q, k and v
+    /// value (as it is, or rounded as the kernel stores it).
+    static func referenceAttention(q: [Float], k: [Float], v: [Float], row p: Int, head: Int, heads: Int, kvHeads: Int, d: Int,
+                                   scale: Float, element: (Float) -> Double = { Double($0) }) -> [(Int, Double)] {
+        let (qDim, kvDim, g) = (heads * d, kvHeads * d, head / (heads / kvHeads))
+        var s = (0...p).map { j in (0..<d).reduce(0.0) { $0 + element(q[p * qDim + head * d + $1]) * element(k[j * kvDim + g * d + $1]) } * Double(scale) }
+        let mx = s.max()!
+        s = s.map { exp($0 - mx) }
+        let sum = s.reduce(0, +)
+        return stride(from: 0, to: d, by: 17).map { dd in (dd, (0...p).reduce(0.0) { $0 + s[$1] / sum * element(v[$1 * kvDim + g * d + dd]) }) }
     }
 }

@@ -182,26 +182,33 @@ struct ParityBench: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            guard let data = FileManager.default.contents(atPath: reference),
-                  let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  var list = root["cases"] as? [[String: Any]] else { throw CLIError("cannot read \(reference)") }
-            if cases > 0 { list = Array(list.prefix(cases)) }
-            guard !list.isEmpty else { throw CLIError("\(reference) has no cases") }
             let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
-            var deltas: [Double] = []
-            for (n, c) in list.enumerated() {
-                guard let query = c["query"] as? String, let document = c["document"] as? String,
-                      let maxLength = c["max_length"] as? NSNumber, let expected = c["logit_diff"] as? NSNumber else {
-                    throw CLIError("case \(n) of \(reference) lacks a string query/document or a numeric max_length/logit_diff")
-                }
-                let r = try reranker.score(query: query, instruction: c["instruction_given"] as? String,
-                                           documents: [document], maxLength: maxLength.intValue, attention: attention)[0]
-                deltas.append(abs(Double(r.logit) - expected.doubleValue))
-            }
+            let deltas = try ReferenceCases.deltas(reference, reranker: reranker, attention: attention, first: cases)
             let mean = deltas.reduce(0, +) / Double(deltas.count)
             print(String(format: "%@, %@ attention, %@ on %d cases: mean |Δlogit| %.4f, max %.4f", precision.rawValue,
                          (attention ?? .standard(for: precision)).rawValue,
                          URL(fileURLWithPath: reference).lastPathComponent, deltas.count, mean, deltas.max() ?? 0))
+        }
+    }
+}
+
+/// The reference scores of transformers (fixtures format): each case's |Δlogit| on a reranker.
+/// `bench parity` prints them; `bench fidelity` checks its fp32 reference with them first.
+enum ReferenceCases {
+    static func deltas(_ file: String, reranker: Reranker, attention: AttentionPrecision?, first: Int = 0) throws -> [Double] {
+        guard let data = FileManager.default.contents(atPath: file),
+              let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              var list = root["cases"] as? [[String: Any]] else { throw CLIError("cannot read \(file)") }
+        if first > 0 { list = Array(list.prefix(first)) }
+        guard !list.isEmpty else { throw CLIError("\(file) has no cases") }
+        return try list.enumerated().map { n, c in
+            guard let query = c["query"] as? String, let document = c["document"] as? String,
+                  let maxLength = c["max_length"] as? NSNumber, let expected = c["logit_diff"] as? NSNumber else {
+                throw CLIError("case \(n) of \(file) lacks a string query/document or a numeric max_length/logit_diff")
+            }
+            let r = try reranker.score(query: query, instruction: c["instruction_given"] as? String,
+                                       documents: [document], maxLength: maxLength.intValue, attention: attention)[0]
+            return abs(Double(r.logit) - expected.doubleValue)
         }
     }
 }

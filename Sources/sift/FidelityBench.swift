@@ -114,20 +114,8 @@ struct FidelityBench: ParsableCommand {
 
     /// The fp32 path of the first model against the reference scores of transformers.
     func checkReference(_ folder: String, _ file: String, log: (String) -> Void) throws {
-        guard let data = FileManager.default.contents(atPath: file),
-              let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let cases = root["cases"] as? [[String: Any]] else { throw CLIError("cannot read \(file)") }
         let reranker = try Reranker.load(directory: URL(fileURLWithPath: folder), precision: .fp32, threads: threads)
-        var deltas: [Double] = []
-        for c in cases {
-            guard let query = c["query"] as? String, let document = c["document"] as? String,
-                  let maxLength = c["max_length"] as? NSNumber, let expected = c["logit_diff"] as? NSNumber else {
-                throw CLIError("\(file): a case lacks query, document, max_length or logit_diff")
-            }
-            let r = try reranker.score(query: query, instruction: c["instruction_given"] as? String, documents: [document],
-                                       maxLength: maxLength.intValue, attention: .fp32)[0]
-            deltas.append(abs(Double(r.logit) - expected.doubleValue))
-        }
+        let deltas = try ReferenceCases.deltas(file, reranker: reranker, attention: .fp32)
         let line = String(format: "reference check: fp32 path of %@ against %@ on %d cases: mean |Δlogit| %.5f, max %.5f",
                           folder, URL(fileURLWithPath: file).lastPathComponent, deltas.count,
                           deltas.reduce(0, +) / Double(max(1, deltas.count)), deltas.max() ?? 0)

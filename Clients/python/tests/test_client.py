@@ -145,7 +145,8 @@ def test_asyncio_many_calls_one_connection(server):
 def test_asyncio_cancellation_stops_the_work(server):
     async def main():
         async with AsyncClient(server.endpoint) as client:
-            task = asyncio.ensure_future(client.rerank("q", ["word%d " % i * 300 for i in range(200)]))
+            # ~80k tokens: seconds of work, inside one call's share of the queue (--max-request-tokens).
+            task = asyncio.ensure_future(client.rerank("q", ["word%d " % i * 300 for i in range(120)]))
             await asyncio.sleep(0.2)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -63,7 +63,7 @@ struct Calls: Sendable {
     struct AdmittedRerank: Sendable {
         let wire: Wire.RerankRequest
         let model: ServedModels.Model
-        let request: RerankRequest
+        let request: AdmittedRequest
     }
 
     /// Admits a rerank for `model` (resolved by the caller from `r.model`, so it can label what

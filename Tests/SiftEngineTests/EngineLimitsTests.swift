@@ -178,7 +178,7 @@ final class EngineLimitsTests: XCTestCase {
             let engine = makeEngine()
             _ = try await engine.rerank(RerankRequest(query: "q", documents: [Self.words(100), Self.words(120, 1)]))
             XCTAssertGreaterThan(engine.stats.prefixCacheBytes, 0, "the prefix cache holds blocks")
-            pool = engine.scheduler.kvPool
+            pool = engine.scheduler.kv.pool
             engine.shutdown()
         }
         // The loop ends on its own thread: wait for it, up to 10 s.

@@ -21,12 +21,13 @@ final class FakeService: RerankService, Sendable {
     let model = ModelDescription(precision: "int8", hiddenSize: 8, layers: 2, attentionHeads: 2, kvHeads: 1, vocabSize: 100, maxLength: 512)
 
     /// "full" is refused at admission, as a full queue is.
-    func admit(_ request: RerankRequest) throws -> RerankRequest {
+    func admit(_ request: RerankRequest) throws -> AdmittedRequest {
         if request.query == "full" { throw EngineError(.resourceExhausted, "fake queue full on arrival: retry later") }
-        return request
+        return AdmittedRequest(unqueued: request, maxLength: request.maxLength ?? options.defaultMaxLength)
     }
 
-    func rerank(_ request: RerankRequest) async throws -> RerankResult {
+    func rerank(_ call: AdmittedRequest) async throws -> RerankResult {
+        let request = call.request
         requests.withLock { $0.append(request) }
         switch request.query {
         case "block":

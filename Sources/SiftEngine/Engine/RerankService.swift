@@ -4,12 +4,12 @@ import Qwen3
 /// description of the model and the engine's counters. `SiftEngine` is the real one; tests hand
 /// the server fakes, so handlers can be tested without a model.
 public protocol RerankService: Sendable {
-    /// Scores every document against the query. Throws `EngineError` (its code says how it
-    /// failed, its message what to do).
-    func rerank(_ request: RerankRequest) async throws -> RerankResult
-    /// Admission as a call arrives, before any work (see `SiftEngine.admit`): the returned
-    /// request holds its room in the queue until `rerank` queues it. Throws `EngineError`.
-    func admit(_ request: RerankRequest) throws -> RerankRequest
+    /// Admission as a call arrives, before any work (see `SiftEngine.admit`): the admitted
+    /// call holds its room in the queue until `rerank` queues it. Throws `EngineError`.
+    func admit(_ request: RerankRequest) throws -> AdmittedRequest
+    /// Scores every document of an admitted call against its query. Throws `EngineError` (its
+    /// code says how it failed, its message what to do).
+    func rerank(_ call: AdmittedRequest) async throws -> RerankResult
     /// Token ids of each text (as a document would be tokenized, without the prompt).
     func tokenize(_ texts: [String]) -> [[Int32]]
     /// The model being served.
@@ -27,6 +27,11 @@ public protocol RerankService: Sendable {
 
 extension RerankService {
     public var fault: String? { nil }
+
+    /// Admits and scores a call.
+    public func rerank(_ request: RerankRequest) async throws -> RerankResult {
+        try await rerank(admit(request))
+    }
 }
 
 /// The model behind a `RerankService`, as `ModelInfo` reports it.

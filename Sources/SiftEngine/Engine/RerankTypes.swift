@@ -29,8 +29,6 @@ public struct RerankRequest: Sendable {
     /// scores, so cache hits (and their timing and usage counts) tell nothing across them. A
     /// server sets it per API key; 0 is the partition shared by every call that sets none.
     public var cachePartition: UInt64 = 0
-    /// The call's room in the engine's queue, held since `admit` (nil: `rerank` takes it).
-    public internal(set) var admission: QueueReservation?
 
     public init(query: String, instruction: String? = nil, documents: [String], topN: Int? = nil,
                 maxTokensPerDocument: Int? = nil, maxLength: Int? = nil, deadline: ContinuousClock.Instant? = nil,
@@ -44,6 +42,28 @@ public struct RerankRequest: Sendable {
         self.deadline = deadline
         self.priority = priority
         self.onProgress = onProgress
+    }
+}
+
+/// A call past admission (`SiftEngine.admit`): checked once, its max length resolved, and
+/// holding its room in the engine's queue bound until it is queued (or dropped).
+public struct AdmittedRequest: Sendable {
+    public let request: RerankRequest
+    /// The call's max_length, or the engine's default.
+    public let maxLength: Int
+    let reservation: QueueReservation?
+
+    init(request: RerankRequest, maxLength: Int, reservation: QueueReservation) {
+        self.request = request
+        self.maxLength = maxLength
+        self.reservation = reservation
+    }
+
+    /// A call admitted by a service that holds no queue (a test's stand-in for an engine).
+    public init(unqueued request: RerankRequest, maxLength: Int) {
+        self.request = request
+        self.maxLength = maxLength
+        reservation = nil
     }
 }
 

@@ -1,5 +1,6 @@
 import CSiftKernels
 import Foundation
+import SiftBase
 
 /// Finds each projection's outlier input channels: a few channels whose activations are far
 /// larger than the rest (real LLMs have them; make_model.py --outliers plants them). Quantizing
@@ -41,14 +42,21 @@ struct Calibration {
     /// returns the outlier channels (ascending) of each projection input, by `ProjectionInput`.
     mutating func run(layer: DecoderLayer, index: Int, model: Qwen3Model) -> [[Int32]] {
         let t = tokens
-        var outliers = [[Int32]](repeating: [], count: ProjectionInput.allCases.count)
+        let found = Locked([[Int32]](repeating: [], count: ProjectionInput.allCases.count))
+        func observed(_ linear: any LinearLayer, _ site: ProjectionInput) -> any LinearLayer {
+            ObservedLinear(linear) { x, rows, cols in
+                let channels = Self.outlierChannels(x, rows: rows, cols: cols)
+                found.withLock { $0[site.rawValue] = channels }
+            }
+        }
+        let watched = DecoderLayer(inputNorm: layer.inputNorm, qkv: observed(layer.qkv, .qkv), qNorm: layer.qNorm,
+                                   kNorm: layer.kNorm, o: observed(layer.o, .o), postNorm: layer.postNorm,
+                                   gateUp: observed(layer.gateUp, .gateUp), down: observed(layer.down, .down))
         if cache == nil { cache = model.makeCache() }
         cache!.reserve(t)
-        let span = Qwen3Model.Span(cache: cache!, firstRow: 0, start: 0, count: t, finish: false)
-        model.runLayer(layer, index: index, state: rows, layout: Qwen3Model.StepLayout(spans: [span]), last: false) { site, x, rows, cols in
-            outliers[site.rawValue] = Self.outlierChannels(x, rows: rows, cols: cols)
-        }
-        return outliers
+        let span = ForwardPass.Span(cache: cache!, firstRow: 0, start: 0, count: t, finish: false)
+        DecoderSublayers(model: model, state: rows, layout: ForwardPass.Layout(spans: [span])).run(watched, index: index, last: false)
+        return found.withLock { $0 }
     }
 
     static func outlierChannels(_ x: UnsafePointer<Float>, rows: Int, cols: Int) -> [Int32] {
@@ -61,5 +69,33 @@ struct Calibration {
             .sorted { peak[$0] > peak[$1] }
             .prefix(maxOutliers)
         return candidates.sorted().map { Int32($0) }
+    }
+}
+
+/// A linear layer whose fp32 input rows are shown to `observe` before it runs: how calibration
+/// sees what each projection reads, without a parameter on the serving path.
+final class ObservedLinear: LinearLayer, @unchecked Sendable {
+    let base: any LinearLayer
+    let observe: (UnsafePointer<Float>, _ rows: Int, _ cols: Int) -> Void
+
+    init(_ base: any LinearLayer, observe: @escaping (UnsafePointer<Float>, Int, Int) -> Void) {
+        self.base = base
+        self.observe = observe
+    }
+
+    var inputs: Int { base.inputs }
+    var outputs: Int { base.outputs }
+    var weightBytes: Int { base.weightBytes }
+
+    func apply(_ input: LinearInput, rows: Int, out: UnsafeMutablePointer<Float>, pool: WorkerPool, scratch: LinearScratch) {
+        // A computed input (norm(x), silu(gate)·up) is written out for the observer first.
+        var written: UnsafeMutablePointer<Float>?
+        defer { written?.deallocate() }
+        let x = input.allRows(rows, cols: inputs, pool: pool) {
+            written = .allocate(capacity: rows * inputs)
+            return written!
+        }
+        observe(x, rows, inputs)
+        base.apply(.rows(x), rows: rows, out: out, pool: pool, scratch: scratch)
     }
 }

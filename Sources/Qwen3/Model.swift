@@ -34,7 +34,7 @@ public final class DecoderLayer: @unchecked Sendable {
     var linears: [any LinearLayer] { [qkv, o, gateUp, down] }
 }
 
-/// The input of each projection, for calibration observers.
+/// The input of each projection (calibration finds each one's outlier channels).
 enum ProjectionInput: Int, CaseIterable {
     case qkv, o, gateUp, down
 }
@@ -60,9 +60,8 @@ public final class Qwen3Model: @unchecked Sendable {
     let invFreq: [Float]
     public let pool: WorkerPool
     let workspace: Workspace
-    private let linearScratch = LinearScratch()
+    let linearScratch = LinearScratch()
     private let freeStepRows = Locked<[StepRows]>([])
-    private let blockPool: KVBlockPool
 
     /// Assembles a model from prepared parts (used by the checkpoint and .sift loaders).
     init(config: Qwen3Config, precision: Precision, threads: Int, kernelPath: KernelPath?, embedding: TensorView,
@@ -74,8 +73,6 @@ public final class Qwen3Model: @unchecked Sendable {
         BLAS.threads = 1
         pool = WorkerPool.shared(threads: threads)
         workspace = Workspace(config: config, threads: pool.threadCount)
-        blockPool = KVBlockPool(layerCount: config.layerCount, kvDim: config.kvDim, headDim: config.headDim)
-        bf16Pool = KVBlockPool(layerCount: config.layerCount, kvDim: config.kvDim, headDim: config.headDim, precision: .bf16)
         self.embedding = embedding
         self.finalNorm = finalNorm
         self.yesRow = yesRow
@@ -143,13 +140,12 @@ public final class Qwen3Model: @unchecked Sendable {
                             down: try q(fp.down, .down))
     }
 
-    /// KV blocks of this model's own sequences (`makeCache`) come from here.
-    public var kvPool: KVBlockPool { blockPool }
-    private let bf16Pool: KVBlockPool
-
-    /// A sequence's KV cache, in `attention`'s precision (fp32: the reference).
+    /// A KV cache in a block pool of its own, in `attention`'s precision (fp32: the reference),
+    /// for sequences run outside an engine (`Reranker.score`, benchmarks, tests); copies share
+    /// its pool, and the pool's memory goes with the last of them. The model holds no KV memory:
+    /// an engine allocates from its own budgeted pool.
     public func makeCache(attention: AttentionPrecision = .fp32) -> KVCache {
-        KVCache(pool: attention == .fp32 ? blockPool : bf16Pool)
+        KVCache(pool: KVBlockPool(layerCount: config.layerCount, kvDim: config.kvDim, headDim: config.headDim, precision: attention))
     }
 
     /// Bytes of weights read from memory-mapped files (a `.sift` file, the embedding table):
@@ -214,63 +210,6 @@ public final class Qwen3Model: @unchecked Sendable {
         try forward([BatchItem(tokens: tokens[...], cache: cache, wantHidden: wantHidden)])[0]
     }
 
-    /// A sequence's rows within a step.
-    struct Span {
-        let cache: KVCache
-        var firstRow: Int
-        let start: Int   // position of the first row
-        let count: Int
-        let finish: Bool // its last row goes through the whole last layer
-    }
-
-    /// A rectangle of attention work: `rows` query rows of a span from its row `firstRow`,
-    /// written to output rows from `outRow`.
-    struct AttentionTask {
-        let span: Int
-        let firstRow: Int
-        let rows: Int
-        let outRow: Int
-    }
-
-    /// What every sublayer of a step needs to know about its rows, built once per step (and
-    /// again when rows are dropped), so the layers themselves allocate nothing: the spans, the
-    /// KV block table of each (their caches are reserved before the step, so blocks do not
-    /// change during it), and the attention work of the layers (every row, in tiles of at most
-    /// `attentionTile` rows, those that see the most keys first: handed out in this order, the
-    /// longest go first and the shortest even out the end) and of the last layer (each
-    /// finishing span's last row, packed to the top, in span order).
-    struct StepLayout {
-        let spans: [Span]
-        let rows: Int
-        /// Block base pointers, span after span; span n's start at `tableStart[n]`.
-        let blockTable: [UnsafeRawPointer?]
-        let tableStart: [Int]
-        let attention: [AttentionTask]
-        let lastAttention: [AttentionTask]
-
-        init(spans: [Span]) {
-            self.spans = spans
-            var table: [UnsafeRawPointer?] = [], starts: [Int] = []
-            var all: [AttentionTask] = [], last: [AttentionTask] = []
-            var rows = 0
-            for (n, span) in spans.enumerated() {
-                starts.append(table.count)
-                table.append(contentsOf: span.cache.blocks.lazy.map { UnsafeRawPointer($0.base) })
-                rows += span.count
-                guard span.count > 0 else { continue }
-                for first in stride(from: 0, to: span.count, by: Qwen3Model.attentionTile) {
-                    all.append(AttentionTask(span: n, firstRow: first, rows: min(Qwen3Model.attentionTile, span.count - first),
-                                             outRow: span.firstRow + first))
-                }
-                if span.finish { last.append(AttentionTask(span: n, firstRow: span.count - 1, rows: 1, outRow: last.count)) }
-            }
-            // Keys a tile's last row sees: its cost, near enough (a tile's rows see about as many).
-            func keys(_ task: AttentionTask) -> Int { spans[task.span].start + task.firstRow + task.rows }
-            all.sort { keys($0) > keys($1) }
-            (self.rows, blockTable, tableStart, attention, lastAttention) = (rows, table, starts, all, last)
-        }
-    }
-
     /// Row buffers of a step that live from one sublayer to the next, from a small free list (one
     /// per step in progress: two when a step runs between the sublayers of another).
     func takeStepRows() -> StepRows {
@@ -281,132 +220,10 @@ public final class Qwen3Model: @unchecked Sendable {
         freeStepRows.withLock { $0.append(rows) }
     }
 
-    /// One decoder layer over the step's rows: its attention half, then its MLP half.
-    func runLayer(_ layer: DecoderLayer, index: Int, state: StepRows, layout: StepLayout, last: Bool,
-                  observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) {
-        let rows = attentionHalf(layer, index: index, state: state, layout: layout, last: last, observer: observer)
-        if rows > 0 { mlpHalf(layer, state: state, rows: rows, observer: observer) }
-    }
-
-    /// The attention half of a layer: x += o(attention(rope(qNorm(q(norm(x)))), …)). In the last
-    /// layer, K/V are written for every row but only the last row of each finishing sequence goes
-    /// on through attention output and MLP; those rows are packed at the top of x. Returns the
-    /// rows that go on to the MLP half. Only x is left for the MLP half: a step can pause here.
-    func attentionHalf(_ layer: DecoderLayer, index: Int, state: StepRows, layout: StepLayout, last: Bool,
-                       observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) -> Int {
-        let c = config, ws = workspace, x = state.x, t = layout.rows, spans = layout.spans
-        ws.reserve(tokens: t)
-        let h = c.hiddenSize, d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
-        let eps = Float(c.rmsNormEps)
-        // Attention block: project norm(x) to q/k/v in one GEMM.
-        project(layer.qkv, .rmsNorm(x, weight: layer.inputNorm, eps: eps), rows: t, out: ws.qkv, observing: .qkv, observer)
-        pool.run { i in
-            for span in spans {
-                let mine = pool.range(i, of: span.count)
-                for r in mine {
-                    let row = span.firstRow + r
-                    let q = ws.qkv + row * qkvCols, k = q + c.qDim, v = k + c.kvDim
-                    sift_rmsnorm(q, layer.qNorm, q, c.headCount, d, d, d, eps)
-                    sift_rmsnorm(k, layer.kNorm, k, c.kvHeadCount, d, d, d, eps)
-                    let cosRow = state.cos + row * (d / 2), sinRow = state.sin + row * (d / 2)
-                    sift_rope(q, c.headCount, d, cosRow, sinRow)
-                    sift_rope(k, c.kvHeadCount, d, cosRow, sinRow)
-                    span.cache.store(layer: index, position: span.start + r, key: k, value: v)
-                }
-            }
-        }
-        // Which query rows continue: all of them, or in the last layer each finishing
-        // sequence's last row (packed to the top).
-        let tasks = last ? layout.lastAttention : layout.attention
-        if tasks.isEmpty { return 0 }
-        attention(layer: index, layout: layout, tasks: tasks)
-        if last {
-            // Pack the residual rows of finishing sequences to the top of x (in span order,
-            // so a destination row never overwrites a source row not yet moved).
-            for task in tasks {
-                let from = spans[task.span].firstRow + task.firstRow
-                if from != task.outRow { (x + task.outRow * h).update(from: x + from * h, count: h) }
-            }
-        }
-        let rows = last ? tasks.count : t
-        project(layer.o, .rows(ws.attn), rows: rows, out: ws.delta, observing: .o, observer)
-        pool.run { i in
-            let r = pool.range(i, of: rows)
-            guard !r.isEmpty else { return }
-            sift_add_inplace(x + r.lowerBound * h, ws.delta + r.lowerBound * h, r.count * h)
-        }
-        return rows
-    }
-
-    /// The MLP half of a layer over the first `rows` rows: x += down(silu(gate(norm(x))) * up(norm(x))).
-    func mlpHalf(_ layer: DecoderLayer, state: StepRows, rows: Int,
-                 observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) {
-        let c = config, ws = workspace, x = state.x
-        let h = c.hiddenSize
-        let eps = Float(c.rmsNormEps)
-        ws.reserve(tokens: rows)
-        project(layer.gateUp, .rmsNorm(x, weight: layer.postNorm, eps: eps), rows: rows, out: ws.gateUp, observing: .gateUp, observer)
-        project(layer.down, .siluMul(ws.gateUp, simd: kernelPath.simd), rows: rows, out: ws.delta, observing: .down, observer)
-        pool.run { i in
-            let r = pool.range(i, of: rows)
-            guard !r.isEmpty else { return }
-            sift_add_inplace(x + r.lowerBound * h, ws.delta + r.lowerBound * h, r.count * h)
-        }
-    }
-
-    /// out = input · Wᵀ. An observer (calibration) sees the fp32 input rows, so for it they are
-    /// written out (to ws.act, which only this uses); otherwise the layer computes them as it
-    /// reads them.
-    private func project(_ linear: any LinearLayer, _ input: LinearInput, rows: Int, out: UnsafeMutablePointer<Float>,
-                         observing kind: ProjectionInput,
-                         _ observer: ((ProjectionInput, UnsafePointer<Float>, Int, Int) -> Void)?) {
-        guard let observer else {
-            linear.apply(input, rows: rows, out: out, pool: pool, scratch: linearScratch)
-            return
-        }
-        let k = linear.inputs
-        let given = input.allRows(rows, cols: k, pool: pool) { workspace.act }
-        observer(kind, given, rows, k)
-        linear.apply(.rows(given), rows: rows, out: out, pool: pool, scratch: linearScratch)
-    }
-
     /// logit("yes") − logit("no") of a final hidden state: two dot products accumulated in
     /// double, subtracted once (never from rounded logits).
     public func logitDifference(_ hidden: [Float]) -> Float {
         Float(sift_dot_f64(hidden, yesRow, hidden.count) - sift_dot_f64(hidden, noRow, hidden.count))
-    }
-
-    /// Causal grouped-query attention (sift_attention: a fixed order per row, so the result
-    /// never depends on tiling, chunking or batching). Work items are (task, head) pairs, a
-    /// task being at most `attentionTile` rows, handed to the workers as they come free.
-    private func attention(layer: Int, layout: StepLayout, tasks: [AttentionTask]) {
-        let c = config, ws = workspace, spans = layout.spans
-        let d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
-        let group = c.headCount / c.kvHeadCount
-        let scale = 1 / sqrtf(Float(d))
-        let simd = kernelPath.simd
-        let units = tasks.count * c.headCount
-        layout.blockTable.withUnsafeBufferPointer { table in
-            pool.run(units: units) { unit, worker in
-                let task = tasks[unit / c.headCount], head = unit % c.headCount
-                let span = spans[task.span]
-                let blocks = UnsafeRawPointer(table.baseAddress! + layout.tableStart[task.span])
-                let pool = span.cache.pool
-                let kOff = pool.keyOffset(layer), vOff = pool.valueOffset(layer)
-                let r0 = task.firstRow
-                let q = ws.qkv + (span.firstRow + r0) * qkvCols + head * d, out = ws.attn + task.outRow * c.qDim + head * d
-                switch pool.precision {
-                case .fp32:
-                    sift_attention(simd, q, qkvCols, task.rows, span.start + r0,
-                                   blocks.assumingMemoryBound(to: UnsafePointer<Float>?.self), kOff, vOff, head / group, d, scale,
-                                   out, c.qDim, ws.attentionScratch(worker))
-                case .bf16:
-                    sift_attention_bf16(simd, 1, q, qkvCols, task.rows, span.start + r0,
-                                        blocks.assumingMemoryBound(to: UnsafePointer<UInt16>?.self), kOff, vOff, head / group, d, scale,
-                                        out, c.qDim, ws.attentionScratch(worker))
-                }
-            }
-        }
     }
 }
 
@@ -423,38 +240,33 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
 }
 
 /// Scratch buffers of one layer (q/k/v, attention output, gate/up, the o and down projections'
-/// output, a projection's fp32 input when calibration observes it, each attention worker's
-/// running max and sum), shared by every step of a model: each sublayer
+/// output, each attention worker's running max and sum), shared by every step of a model: each sublayer
 /// starts from a step's `StepRows` and leaves its result there, so nothing here outlives a
 /// sublayer. Grown on demand and kept, so large buffers are not re-faulted on every step.
 final class Workspace: @unchecked Sendable {
     let config: Qwen3Config
     let threads: Int
     private(set) var tokenCapacity = 0
-    private(set) var delta, qkv, attn, gateUp, act: UnsafeMutablePointer<Float>
+    private(set) var delta, qkv, attn, gateUp: UnsafeMutablePointer<Float>
     private let attentionScratch: UnsafeMutablePointer<Float>
 
     init(config: Qwen3Config, threads: Int) {
         self.config = config
         self.threads = threads
-        (delta, qkv, attn, gateUp, act) = (.allocate(capacity: 1), .allocate(capacity: 1),
-            .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1))
+        (delta, qkv, attn, gateUp) = (.allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1), .allocate(capacity: 1))
         attentionScratch = .allocate(capacity: threads * Self.attentionScratchFloats)
     }
 
-    deinit { for p in [delta, qkv, attn, gateUp, act, attentionScratch] { p.deallocate() } }
+    deinit { for p in [delta, qkv, attn, gateUp, attentionScratch] { p.deallocate() } }
 
     func reserve(tokens t: Int) {
         let c = config
         guard t > tokenCapacity else { return }
-        for p in [delta, qkv, attn, gateUp, act] { p.deallocate() }
+        for p in [delta, qkv, attn, gateUp] { p.deallocate() }
         delta = .allocate(capacity: t * c.hiddenSize)
         qkv = .allocate(capacity: t * (c.qDim + 2 * c.kvDim))
         attn = .allocate(capacity: t * c.qDim)
         gateUp = .allocate(capacity: t * 2 * c.intermediateSize)
-        // A projection's fp32 input, written out only for an observer (calibration):
-        // norm(x) rows or silu(gate)·up rows.
-        act = .allocate(capacity: t * max(c.hiddenSize, c.intermediateSize))
         tokenCapacity = t
     }
 

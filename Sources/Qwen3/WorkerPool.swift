@@ -145,8 +145,10 @@ public final class WorkerPool: @unchecked Sendable {
         var reservedUntil: UInt64 = 0
         /// Threads waiting for a turn, in arrival order.
         var waiting: [pthread_t] = []
-        /// Nanoseconds of pool time each caller thread has had.
+        /// Each caller thread's pool time, as the turn order counts it (raised to `floor` when
+        /// it comes back from idle), and as it was (`held`: what it really ran).
         var used: [pthread_t: UInt64] = [:]
+        var held: [pthread_t: UInt64] = [:]
         /// The least pool time among the callers lately active: a caller back from idle starts
         /// there, so it cannot bank time it did not ask for and then hold the pool for long.
         var floor: UInt64 = 0
@@ -211,6 +213,7 @@ public final class WorkerPool: @unchecked Sendable {
         let me = pthread_self()
         pthread_mutex_lock(&turnMutex)
         turns.used[me, default: 0] &+= now &- started
+        turns.held[me, default: 0] &+= now &- started
         turns.busy = false
         if !turns.waiting.isEmpty {
             let index = turns.leastUsedWaiter
@@ -228,6 +231,15 @@ public final class WorkerPool: @unchecked Sendable {
             pthread_cond_broadcast(&turnChanged)
         }
         pthread_mutex_unlock(&turnMutex)
+    }
+
+    /// Seconds the calling thread has held the pool (its turns), since it first ran on it: an
+    /// engine's share of the cores when several share them.
+    public func secondsHeldByCaller() -> Double {
+        let me = pthread_self()
+        pthread_mutex_lock(&turnMutex)
+        defer { pthread_mutex_unlock(&turnMutex) }
+        return Double(turns.held[me] ?? 0) / 1e9
     }
 
     /// Splits `count` items into `threadCount` contiguous ranges of whole `granule`s.

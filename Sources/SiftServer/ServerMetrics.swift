@@ -129,6 +129,8 @@ final class ModelMetrics: Sendable {
     private let interactiveSteps: Prometheus.Gauge
     private let stepsBetweenSublayers: Prometheus.Gauge
     private let droppedTokens: Prometheus.Gauge
+    private let computeSeconds: Prometheus.Gauge
+    private let coreSeconds: Prometheus.Gauge
 
     init(registry r: PrometheusCollectorRegistry, model: String) {
         let label = [("model", model)]
@@ -164,6 +166,8 @@ final class ModelMetrics: Sendable {
         interactiveSteps = gauge("sift_engine_interactive_steps", "Engine steps that served interactive calls only (--interactive-tokens, priority > 0), since start.")
         stepsBetweenSublayers = gauge("sift_engine_steps_between_sublayers", "Interactive steps run between two sublayers of a batch step, since start.")
         droppedTokens = gauge("sift_engine_dropped_tokens", "Tokens of cancelled or expired calls that left a step before its last layer, since start.")
+        computeSeconds = gauge("sift_engine_step_seconds", "Seconds the engine's steps took (wall time), since start.")
+        coreSeconds = gauge("sift_engine_core_seconds", "Seconds the engine's steps held the compute threads, since start; with several models, each one's share of the cores.")
     }
 
     /// One answered rerank call.
@@ -194,5 +198,7 @@ final class ModelMetrics: Sendable {
         interactiveSteps.set(Double(engine.interactiveSteps))
         stepsBetweenSublayers.set(Double(engine.stepsBetweenSublayers))
         droppedTokens.set(Double(engine.droppedTokens))
+        computeSeconds.set(engine.computeSeconds)
+        coreSeconds.set(engine.coreSeconds)
     }
 }

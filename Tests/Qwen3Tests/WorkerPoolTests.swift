@@ -8,13 +8,15 @@ import XCTest
 final class WorkerPoolTests: XCTestCase {
     func testCallersWithShortOpsGetAnEqualShareOfTime() throws {
         let pool = WorkerPool(threads: 2)
-        let shortOps = Locked(0), longOps = Locked(0), stop = Locked(false)
+        let shortOps = Locked(0), longOps = Locked(0), stop = Locked(false), held = Locked((short: 0.0, long: 0.0))
         let long = Thread {
             for _ in 0..<15 { pool.run { _ in usleep(8_000) }; longOps.withLock { $0 += 1 } }
+            held.withLock { $0.long = pool.secondsHeldByCaller() }
             stop.withLock { $0 = true }
         }
         let short = Thread {
             while !stop.withLock({ $0 }) { pool.run { _ in usleep(1_000) }; shortOps.withLock { $0 += 1 } }
+            held.withLock { $0.short = pool.secondsHeldByCaller() }
         }
         long.start()
         short.start()
@@ -23,6 +25,12 @@ final class WorkerPoolTests: XCTestCase {
         // 8: sleeps overshoot on a loaded machine — a busy 2-core run gave 59 to 15.)
         let (s, l) = (shortOps.withLock { $0 }, longOps.withLock { $0 })
         XCTAssertGreaterThanOrEqual(s, 3 * l, "short \(s), long \(l)")
+        // Each caller's held time is its own turns: at least its ops' sleeps; none for a thread
+        // that never ran on the pool.
+        let seconds = held.withLock { $0 }
+        XCTAssertGreaterThanOrEqual(seconds.long, 15 * 0.008)
+        XCTAssertGreaterThanOrEqual(seconds.short, Double(s) * 0.001)
+        XCTAssertEqual(pool.secondsHeldByCaller(), 0)
         // Every run still ran on every worker index, one caller at a time.
         let seen = Locked([Int]())
         pool.run { i in seen.withLock { $0.append(i) } }

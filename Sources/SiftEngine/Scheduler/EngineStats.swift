@@ -16,6 +16,9 @@ public struct EngineStats: Sendable {
     public var stepTokens = 0
     public var stepCapacity = 0
     public var computeSeconds = 0.0
+    /// Seconds its steps held the compute threads (`WorkerPool`): less than `computeSeconds`
+    /// when another model's steps took turns on the same cores.
+    public var coreSeconds = 0.0
     /// KV memory referenced by sequences and the cache.
     public var kvBytes = 0
     /// Most KV memory live at once so far.

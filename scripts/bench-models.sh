@@ -55,16 +55,37 @@ two_models_bench() {
     report "alone, own server: $(basename "$model")" "$(run "${one[@]}")"
     stop
   done
-  start_sift_server "$log" --model "small=$small" --model "large=$large" --score-cache-mb 0
+  metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  start_sift_server "$log" --model "small=$small" --model "large=$large" --score-cache-mb 0 --metrics-port "$metrics_port"
   report "alone, shared server: small" "$(run "${one[@]}" --model small)"
   report "alone, shared server: large" "$(run "${one[@]}" --model large)"
   shared=(--documents "$docs" --max-tokens-per-document "$tokens" --concurrency 1 --duration "$both" --quiet --json)
+  curl -s "http://127.0.0.1:$metrics_port/metrics" > /tmp/sift-metrics-before.txt
   run "${shared[@]}" --model small > /tmp/sift-both-small.json &
   small_pid=$!
   run "${shared[@]}" --model large > /tmp/sift-both-large.json
   wait "$small_pid"
+  curl -s "http://127.0.0.1:$metrics_port/metrics" > /tmp/sift-metrics-after.txt
   report "both at once, $both s: small" "$(cat /tmp/sift-both-small.json)"
   report "both at once, $both s: large" "$(cat /tmp/sift-both-large.json)"
+  # Each model's steps during the shared run: wall seconds, and seconds holding the cores.
+  python3 - /tmp/sift-metrics-before.txt /tmp/sift-metrics-after.txt <<'PY'
+import re, sys
+def read(path):
+    values = {}
+    for line in open(path):
+        m = re.match(r'(sift_engine_(?:step|core|core_wait)_seconds)\{model="([^"]+)"\} (\S+)', line)
+        if m: values[(m.group(1), m.group(2))] = float(m.group(3))
+    return values
+before, after = read(sys.argv[1]), read(sys.argv[2])
+delta = {k: after[k] - before.get(k, 0) for k in after}
+cores = {m: delta.get(("sift_engine_core_seconds", m), 0) for m in ("small", "large")}
+total = sum(cores.values()) or 1
+for m in ("small", "large"):
+    steps, waited = delta.get(("sift_engine_step_seconds", m), 0), delta.get(("sift_engine_core_wait_seconds", m), 0)
+    print("both at once: %s held the cores %.1f s (%.0f%% of the models' core time); its steps took %.1f s: %.1f waiting for the cores, %.1f on its own thread"
+          % (m, cores[m], 100 * cores[m] / total, steps, waited, steps - cores[m] - waited))
+PY
   stop
 }
 

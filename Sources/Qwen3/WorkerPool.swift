@@ -17,6 +17,10 @@ import Synchronization
 /// turn goes to the waiting caller (thread: each engine has one) that has had the least pool
 /// time: models busy at once get equal shares of the cores' time, whatever the size of their
 /// ops (per token, a 4B multiplies by ~8x the weights a 0.6B does: 3.6 G vs 0.44 G), and none starves.
+/// Time a caller spent idle is not credited to it: back from idle, it starts level with the
+/// least served of the callers that were busy meanwhile (without that, a model idle while
+/// another ran alone held the cores on its return until it had "caught up": a 4B busy alone for
+/// two minutes before a 0.6B came back was then left 21% of its rate, the 0.6B 81%).
 public final class WorkerPool: @unchecked Sendable {
     public let threadCount: Int
     private let crew: Crew
@@ -145,13 +149,15 @@ public final class WorkerPool: @unchecked Sendable {
         var reservedUntil: UInt64 = 0
         /// Threads waiting for a turn, in arrival order.
         var waiting: [pthread_t] = []
-        /// Each caller thread's pool time, as the turn order counts it (raised to `floor` when
-        /// it comes back from idle), and as it was (`held`: what it really ran).
+        /// Each caller thread's pool time, as the turn order counts it (raised when it comes back
+        /// from idle, see `takeTurn`), and as it was (`held`: what it really ran).
         var used: [pthread_t: UInt64] = [:]
         var held: [pthread_t: UInt64] = [:]
-        /// The least pool time among the callers lately active: a caller back from idle starts
-        /// there, so it cannot bank time it did not ask for and then hold the pool for long.
-        var floor: UInt64 = 0
+        /// Each caller thread's time waiting for a turn.
+        var waited: [pthread_t: UInt64] = [:]
+        /// When each caller last asked for or ended a turn, and who holds the pool now.
+        var lastSeen: [pthread_t: UInt64] = [:]
+        var holder: pthread_t?
 
         /// The waiting thread that has had least time (the earliest on ties).
         var leastUsedWaiter: Int {
@@ -162,6 +168,9 @@ public final class WorkerPool: @unchecked Sendable {
     }
 
     static let reservation: UInt64 = 200_000
+    /// A caller that has not asked for a turn for this long is idle (see `takeTurn`): longer
+    /// than the gaps between a busy engine's ops and steps, short against a call.
+    static let idleAfter: UInt64 = 20_000_000
 
     static func nanoseconds() -> UInt64 {
         var t = timespec()
@@ -172,8 +181,18 @@ public final class WorkerPool: @unchecked Sendable {
     /// Waits for this thread's turn; returns when it started.
     private func takeTurn() -> UInt64 {
         let me = pthread_self()
+        let entered = Self.nanoseconds()
         pthread_mutex_lock(&turnMutex)
-        turns.used[me] = max(turns.used[me] ?? 0, turns.floor)
+        // A caller back from idle starts no lower than the least used of the callers active
+        // meanwhile: it cannot bank time it did not ask for (a model idle while another ran
+        // alone would otherwise hold the pool until it had "caught up").
+        if entered &- (turns.lastSeen[me] ?? 0) > Self.idleAfter {
+            var active = Set(turns.lastSeen.filter { entered &- $0.value <= Self.idleAfter }.keys).union(turns.waiting)
+            for caller in [turns.holder, turns.grantee, turns.reservedFor].compactMap({ $0 }) { active.insert(caller) }
+            active.remove(me)
+            if let least = active.map({ turns.used[$0] ?? 0 }).min() { turns.used[me] = max(turns.used[me] ?? 0, least) }
+        }
+        turns.lastSeen[me] = entered
         if turns.reservedFor == me {
             turns.reservedFor = nil
         } else if !turns.busy && turns.waiting.isEmpty && turns.reservedFor == nil {
@@ -202,8 +221,11 @@ public final class WorkerPool: @unchecked Sendable {
             }
         }
         turns.busy = true
+        turns.holder = me
+        let now = Self.nanoseconds()
+        turns.waited[me, default: 0] &+= now &- entered
         pthread_mutex_unlock(&turnMutex)
-        return Self.nanoseconds()
+        return now
     }
 
     /// Counts the turn's time; the pool goes to whichever of this thread (if it comes back at
@@ -214,12 +236,13 @@ public final class WorkerPool: @unchecked Sendable {
         pthread_mutex_lock(&turnMutex)
         turns.used[me, default: 0] &+= now &- started
         turns.held[me, default: 0] &+= now &- started
+        turns.lastSeen[me] = now
+        turns.holder = nil
         turns.busy = false
         if !turns.waiting.isEmpty {
             let index = turns.leastUsedWaiter
             let next = turns.waiting[index]
             let mine = turns.used[me, default: 0], theirs = turns.used[next, default: 0]
-            turns.floor = min(mine, theirs)
             if mine < theirs {
                 turns.reservedFor = me
                 turns.reservedUntil = now &+ Self.reservation
@@ -233,13 +256,13 @@ public final class WorkerPool: @unchecked Sendable {
         pthread_mutex_unlock(&turnMutex)
     }
 
-    /// Seconds the calling thread has held the pool (its turns), since it first ran on it: an
-    /// engine's share of the cores when several share them.
-    public func secondsHeldByCaller() -> Double {
+    /// Seconds the calling thread has held the pool (its turns) and waited for it, since it
+    /// first ran on it: an engine's share of the cores, and its wait for another's turns.
+    public func callerSeconds() -> (held: Double, waited: Double) {
         let me = pthread_self()
         pthread_mutex_lock(&turnMutex)
         defer { pthread_mutex_unlock(&turnMutex) }
-        return Double(turns.held[me] ?? 0) / 1e9
+        return (Double(turns.held[me] ?? 0) / 1e9, Double(turns.waited[me] ?? 0) / 1e9)
     }
 
     /// Splits `count` items into `threadCount` contiguous ranges of whole `granule`s.

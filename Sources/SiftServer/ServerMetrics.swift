@@ -131,6 +131,7 @@ final class ModelMetrics: Sendable {
     private let droppedTokens: Prometheus.Gauge
     private let computeSeconds: Prometheus.Gauge
     private let coreSeconds: Prometheus.Gauge
+    private let coreWaitSeconds: Prometheus.Gauge
 
     init(registry r: PrometheusCollectorRegistry, model: String) {
         let label = [("model", model)]
@@ -168,6 +169,7 @@ final class ModelMetrics: Sendable {
         droppedTokens = gauge("sift_engine_dropped_tokens", "Tokens of cancelled or expired calls that left a step before its last layer, since start.")
         computeSeconds = gauge("sift_engine_step_seconds", "Seconds the engine's steps took (wall time), since start.")
         coreSeconds = gauge("sift_engine_core_seconds", "Seconds the engine's steps held the compute threads, since start; with several models, each one's share of the cores.")
+        coreWaitSeconds = gauge("sift_engine_core_wait_seconds", "Seconds the engine's steps waited for the compute threads while another model held them, since start.")
     }
 
     /// One answered rerank call.
@@ -200,5 +202,6 @@ final class ModelMetrics: Sendable {
         droppedTokens.set(Double(engine.droppedTokens))
         computeSeconds.set(engine.computeSeconds)
         coreSeconds.set(engine.coreSeconds)
+        coreWaitSeconds.set(engine.coreWaitSeconds)
     }
 }

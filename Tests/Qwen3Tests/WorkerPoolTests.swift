@@ -11,12 +11,12 @@ final class WorkerPoolTests: XCTestCase {
         let shortOps = Locked(0), longOps = Locked(0), stop = Locked(false), held = Locked((short: 0.0, long: 0.0))
         let long = Thread {
             for _ in 0..<15 { pool.run { _ in usleep(8_000) }; longOps.withLock { $0 += 1 } }
-            held.withLock { $0.long = pool.secondsHeldByCaller() }
+            held.withLock { $0.long = pool.callerSeconds().held }
             stop.withLock { $0 = true }
         }
         let short = Thread {
             while !stop.withLock({ $0 }) { pool.run { _ in usleep(1_000) }; shortOps.withLock { $0 += 1 } }
-            held.withLock { $0.short = pool.secondsHeldByCaller() }
+            held.withLock { $0.short = pool.callerSeconds().held }
         }
         long.start()
         short.start()
@@ -30,7 +30,7 @@ final class WorkerPoolTests: XCTestCase {
         let seconds = held.withLock { $0 }
         XCTAssertGreaterThanOrEqual(seconds.long, 15 * 0.008)
         XCTAssertGreaterThanOrEqual(seconds.short, Double(s) * 0.001)
-        XCTAssertEqual(pool.secondsHeldByCaller(), 0)
+        XCTAssertEqual(pool.callerSeconds().held, 0)
         // Every run still ran on every worker index, one caller at a time.
         let seen = Locked([Int]())
         pool.run { i in seen.withLock { $0.append(i) } }
@@ -39,6 +39,28 @@ final class WorkerPoolTests: XCTestCase {
 
     /// Runs back to back (workers spinning) and runs after pauses longer than the spin (workers
     /// asleep) both run every index exactly once and see the caller's writes.
+    /// A caller that was idle while another ran alone does not bank that time: back, it takes
+    /// turns with the other at once instead of holding the pool until it has "caught up".
+    func testIdleTimeIsNotBanked() throws {
+        let pool = WorkerPool(threads: 2)
+        let order = Locked([Character]())
+        // The first caller runs alone for a while (30 ops of 4 ms: it is owed nothing).
+        let alone = Thread {
+            for _ in 0..<42 { pool.run { _ in usleep(4_000) }; order.withLock { $0.append("A") } }
+        }
+        alone.start()
+        usleep(60_000)
+        // The second arrives while it still runs; both then ask for the pool op after op.
+        let late = Thread { for _ in 0..<12 { pool.run { _ in usleep(4_000) }; order.withLock { $0.append("B") } } }
+        late.start()
+        while alone.isExecuting || late.isExecuting || order.withLock({ $0.count }) < 54 { usleep(2_000) }
+        let seen = order.withLock { $0 }
+        // Banked, B's 12 ops would all run before A's next; taking turns, A's interleave with them.
+        let firstB = seen.firstIndex(of: "B")!
+        let aAmongFirstBs = seen[firstB...].prefix(12).filter { $0 == "A" }.count
+        XCTAssertGreaterThanOrEqual(aAmongFirstBs, 3, String(seen))
+    }
+
     func testEveryRunReachesEveryWorkerAwakeOrAsleep() {
         for threads in [1, 2, 4] {
             let pool = WorkerPool(threads: threads)

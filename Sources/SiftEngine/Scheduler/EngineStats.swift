@@ -19,6 +19,8 @@ public struct EngineStats: Sendable {
     /// Seconds its steps held the compute threads (`WorkerPool`): less than `computeSeconds`
     /// when another model's steps took turns on the same cores.
     public var coreSeconds = 0.0
+    /// Seconds its steps waited for the compute threads (another model's turns).
+    public var coreWaitSeconds = 0.0
     /// KV memory referenced by sequences and the cache.
     public var kvBytes = 0
     /// Most KV memory live at once so far.

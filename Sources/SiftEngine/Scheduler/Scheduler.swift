@@ -285,7 +285,7 @@ final class Scheduler: @unchecked Sendable {
             $0.stepTokens += stepTokens
             $0.stepCapacity += options.maxBatchTokens
             $0.computeSeconds += seconds
-            $0.coreSeconds = model.pool.secondsHeldByCaller()
+            ($0.coreSeconds, $0.coreWaitSeconds) = model.pool.callerSeconds()
         }
         apply(plan, outputs, running.byID, now: running.started)
     }

@@ -30,28 +30,24 @@ public struct APIKeys: Sendable {
     public var isEmpty: Bool { keys.isEmpty }
     public var count: Int { keys.count }
 
-    /// Checks an `authorization` metadata value. Every key is compared over its whole length
-    /// whatever matches, so timing tells nothing about how much of a guess was right.
-    public func accepts(authorization: String?) -> Bool {
-        if keys.isEmpty { return true }
+    /// Who presents an `authorization` metadata value, or nil when no key matches. Every key is
+    /// compared over its whole length whatever matches, so timing tells nothing about how much
+    /// of a guess was right.
+    public func caller(authorization: String?) -> Caller? {
+        if keys.isEmpty { return Caller(cachePartition: 0) }
         // "Bearer <key>" (the scheme is case-insensitive, RFC 6750); a bare key is not accepted.
-        guard let authorization, authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else { return false }
+        guard let authorization, authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else { return nil }
         let presented = Array(authorization.dropFirst(7).utf8)
         var matched = false
         for key in keys {
             matched = Self.constantTimeEqual(presented, key) || matched
         }
-        return matched
+        guard matched else { return nil }
+        let digest = SHA256.hash(data: presented)
+        return Caller(cachePartition: digest.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } | 1)
     }
 
-    /// The cache partition of a call presenting `authorization` (see
-    /// `RerankRequest.cachePartition`): one per key when keys are configured, so one tenant's
-    /// cache hits tell nothing of another's calls; 0 (shared) without keys.
-    public func cachePartition(authorization: String?) -> UInt64 {
-        guard !keys.isEmpty, let authorization else { return 0 }
-        let digest = SHA256.hash(data: Array(authorization.dropFirst(7).utf8))
-        return digest.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } | 1
-    }
+    public func accepts(authorization: String?) -> Bool { caller(authorization: authorization) != nil }
 
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
@@ -64,6 +60,13 @@ public struct APIKeys: Sendable {
         }
         return difference == 0
     }
+}
+
+/// A caller whose key was accepted (or any caller, on a server without keys).
+public struct Caller: Sendable, Equatable {
+    /// Its cache partition (see `RerankRequest.cachePartition`): one per key when keys are
+    /// configured, so one tenant's cache hits tell nothing of another's calls; 0 (shared) without keys.
+    public let cachePartition: UInt64
 }
 
 public struct APIKeysError: Error, CustomStringConvertible {

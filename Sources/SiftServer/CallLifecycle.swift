@@ -13,11 +13,12 @@ struct CallLifecycle: Sendable {
     let metrics: ServerMetrics
     let options: ServerOptions
 
-    /// The checks before a call reaches the engine; the calls it may then make.
-    func admit(authorization: String?, keyHint: String) throws(Wire.Status) -> Calls {
-        let models = try state.admit(authorization: authorization, keyHint: keyHint)
-        let partition = state.keys.withLock { $0 }.cachePartition(authorization: authorization)
-        return Calls(models: models, options: options, metrics: metrics, tokenizeLane: state.tokenizeLane, cachePartition: partition)
+    /// The checks before an authorized call reaches the engine (`ServerState.authorize` checked
+    /// its key as it arrived); the calls it may then make.
+    func admit(_ caller: Caller) throws(Wire.Status) -> Calls {
+        let models = try state.admit()
+        return Calls(models: models, options: options, metrics: metrics, tokenizeLane: state.tokenizeLane,
+                     cachePartition: caller.cachePartition)
     }
 
     /// A call was admitted and its work starts.

@@ -50,19 +50,20 @@ final class ServerState: Sendable {
         return models.models.allSatisfy { $0.service.fault == nil }
     }
 
-    /// The API key check (`keyHint` says how to send one).
-    func authorize(authorization: String?, keyHint: String) throws(Wire.Status) {
-        guard keys.withLock({ $0 }).accepts(authorization: authorization) else {
+    /// The API key check, made once per call as its first bytes arrive (`keyHint` says how to
+    /// send a key); the verdict travels with the call.
+    func authorize(authorization: String?, keyHint: String) throws(Wire.Status) -> Caller {
+        guard let caller = keys.withLock({ $0 }).caller(authorization: authorization) else {
             throw Wire.Status(.unauthenticated, authorization == nil
                 ? "this server needs an API key: send \(keyHint)"
                 : "API key not accepted (send \(keyHint))")
         }
+        return caller
     }
 
-    /// The checks every call passes, on either front door, before it reaches the engine: the
-    /// API key, shutdown, model still loading.
-    func admit(authorization: String?, keyHint: String) throws(Wire.Status) -> ServedModels {
-        try authorize(authorization: authorization, keyHint: keyHint)
+    /// The checks every authorized call passes, on either front door, before it reaches the
+    /// engine: shutdown, model still loading.
+    func admit() throws(Wire.Status) -> ServedModels {
         guard !draining.load(ordering: .relaxed) else {
             throw Wire.Status(.unavailable, "server is shutting down: retry on another replica")
         }
@@ -117,22 +118,24 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     /// The checks `FrameReader` runs on a frame's envelope, before the frame is buffered whole
-    /// (the key) or decoded (the document count). Health and Cancel need no key.
-    static func screen(_ envelope: Envelope, state: ServerState, options: ServerOptions) -> Wire.Status? {
-        guard let field = envelope.bodyField else { return nil }  // the decoder will say what is wrong
+    /// (the key) or decoded (the document count); the caller its key names travels with the
+    /// frame. Health and Cancel need no key (their caller is nil).
+    static func screen(_ envelope: Envelope, state: ServerState, options: ServerOptions) -> Result<Caller?, Wire.Status> {
+        guard let field = envelope.bodyField else { return .success(nil) }  // the decoder will say what is wrong
+        var caller: Caller?
         if field != Envelope.Field.healthRequest && field != Envelope.Field.cancelRequest {
             do {
-                try state.authorize(authorization: envelope.metadata("authorization"), keyHint: "metadata authorization: Bearer <key>")
+                caller = try state.authorize(authorization: envelope.metadata("authorization"), keyHint: "metadata authorization: Bearer <key>")
             } catch {
-                return error
+                return .failure(error)
             }
         }
         if envelope.isComplete, field == Envelope.Field.rerankRequest || field == Envelope.Field.tokenizeRequest,
            let limit = state.currentModels?.maxDocuments, envelope.items > limit {
             let what = field == Envelope.Field.rerankRequest ? "documents" : "texts"
-            return Wire.Status(.invalidArgument, "\(envelope.items) \(what); at most \(limit) per request: split the request")
+            return .failure(Wire.Status(.invalidArgument, "\(envelope.items) \(what); at most \(limit) per request: split the request"))
         }
-        return nil
+        return .success(caller)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -166,7 +169,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         } catch {
             return malformed(error)
         }
-        handle(frame, received: incoming.received)
+        handle(frame, received: incoming.received, caller: incoming.caller)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -259,12 +262,15 @@ final class ConnectionHandler: ChannelInboundHandler {
         inFlight[id] = Task {
             let decoded = Result { try Framing.decode(body) }
             let cancelled = Task.isCancelled
-            eventLoop.execute { loop.value.decoded(id, decoded, cancelled: cancelled, received: incoming.received, method: method, held: held) }
+            eventLoop.execute {
+                loop.value.decoded(id, decoded, cancelled: cancelled, received: incoming.received, caller: incoming.caller,
+                                   method: method, held: held)
+            }
         }
     }
 
     private func decoded(_ id: UInt64, _ decoded: Result<Wire.Frame, any Error>, cancelled: Bool,
-                         received: ContinuousClock.Instant, method: String, held: Int) {
+                         received: ContinuousClock.Instant, caller: Caller?, method: String, held: Int) {
         inFlight.removeValue(forKey: id)
         decoding.remove(id)
         defer {
@@ -280,12 +286,13 @@ final class ConnectionHandler: ChannelInboundHandler {
             return reply(id, method: method, received: received, .status(Wire.Status(.cancelled, "the call was cancelled")), model: model)
         }
         switch decoded {
-        case .success(let frame): handle(frame, received: received)
+        case .success(let frame): handle(frame, received: received, caller: caller)
         case .failure(let error): malformed(error)
         }
     }
 
-    private func handle(_ frame: Wire.Frame, received: ContinuousClock.Instant) {
+    /// `caller`: who the frame's key names (`screen`'s verdict; nil for Health and Cancel).
+    private func handle(_ frame: Wire.Frame, received: ContinuousClock.Instant, caller: Caller?) {
         let id = frame.requestID
         switch frame.body {
         case .healthRequest:
@@ -322,8 +329,10 @@ final class ConnectionHandler: ChannelInboundHandler {
         let method = frame.body.method
         guard admitID(id, method: method, received: received) else { return }
         let calls: Calls
-        do {
-            calls = try lifecycle.admit(authorization: frame.metadata("authorization"), keyHint: "metadata authorization: Bearer <key>")
+        do throws(Wire.Status) {
+            // The frame reader checked the key (`screen`) before the frame was buffered.
+            guard let caller else { throw Wire.Status(.internal, "a \(method) call reached the server unscreened") }
+            calls = try lifecycle.admit(caller)
         } catch {
             return fail(id, method: method, received: received, error)
         }

@@ -2,11 +2,13 @@ import Logging
 import NIOCore
 import SiftProtocol
 
-/// A frame that arrived whole and passed the checks that need no decoding.
+/// A frame that arrived whole and passed the checks that need no decoding, with who its key
+/// names (nil for the calls that need none).
 struct ReceivedFrame {
     let body: ByteBuffer
     let envelope: Envelope
     let received: ContinuousClock.Instant
+    let caller: Caller?
 }
 
 /// Bytes in, whole frames out, with every bound a hostile peer could push on:
@@ -36,7 +38,7 @@ final class FrameReader: ChannelInboundHandler {
     private let budget: BufferBudget
     private let registry: ConnectionRegistry
     private let metrics: ServerMetrics
-    private let screen: (Envelope) -> Wire.Status?
+    private let screen: (Envelope) -> Result<Caller?, Wire.Status>
     private var logger: Logger
     private let limiter: LogLimiter
     private let gate: OutboundGate
@@ -45,6 +47,7 @@ final class FrameReader: ChannelInboundHandler {
     private var held = 0               // bytes counted against the budget
     private var discarding = 0         // bytes of a refused frame still to drop
     private var screened = false       // the current frame's envelope was judged
+    private var caller: Caller?        // and who its key names
     private var frameStart: ContinuousClock.Instant?
     private var deadline: Scheduled<Void>?
     private var closing = false
@@ -53,7 +56,7 @@ final class FrameReader: ChannelInboundHandler {
 
     init(maxFrameBytes: Int, frameTimeout: Duration, budget: BufferBudget, registry: ConnectionRegistry,
          metrics: ServerMetrics, logger: Logger, limiter: LogLimiter, gate: OutboundGate,
-         screen: @escaping (Envelope) -> Wire.Status?) {
+         screen: @escaping (Envelope) -> Result<Caller?, Wire.Status>) {
         self.limiter = limiter
         self.gate = gate
         self.maxFrameBytes = maxFrameBytes
@@ -155,9 +158,12 @@ final class FrameReader: ChannelInboundHandler {
                 continue
             }
             if let envelope, complete || !screened {
-                if let status = screen(envelope) {
+                switch screen(envelope) {
+                case .failure(let status):
                     refuse(context, id: envelope.requestID, discardingFrameOf: length, status)
                     continue
+                case .success(let who):
+                    caller = who
                 }
                 screened = true
             } else if !complete, envelope == nil, available >= Self.maxEnvelopeBytes {
@@ -168,9 +174,9 @@ final class FrameReader: ChannelInboundHandler {
             guard complete, let envelope else { return nil }
             buffer.moveReaderIndex(forwardBy: Framing.headerBytes)
             let body = buffer.readSlice(length: length)!
-            let started = frameStart ?? .now
+            let (started, caller) = (frameStart ?? .now, caller)
             frameEnded(context)
-            return ReceivedFrame(body: body, envelope: envelope, received: started)
+            return ReceivedFrame(body: body, envelope: envelope, received: started, caller: caller)
         }
         return nil
     }
@@ -207,6 +213,7 @@ final class FrameReader: ChannelInboundHandler {
         deadline = nil
         frameStart = nil
         screened = false
+        caller = nil
         registry.receiving(context.channel, since: nil)
     }
 
@@ -273,6 +280,7 @@ final class FrameReader: ChannelInboundHandler {
         buffer.moveReaderIndex(forwardBy: Framing.headerBytes + here)
         discarding = length - here
         screened = false
+        caller = nil
         if discarding == 0 { frameEnded(context) }
         hold(buffer.readableBytes)
     }

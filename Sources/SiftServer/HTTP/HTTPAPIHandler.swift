@@ -24,6 +24,8 @@ final class HTTPAPIHandler: ChannelInboundHandler {
     struct RequestInfo {
         var head: HTTPRequestHead
         var received: ContinuousClock.Instant
+        /// Who the Authorization header names, checked as the head arrived (rerank calls only).
+        var caller: Caller?
         var keepAlive: Bool { head.isKeepAlive }
     }
 
@@ -99,7 +101,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            let info = RequestInfo(head: head, received: .now)
+            var info = RequestInfo(head: head, received: .now)
             request = info
             refused = false
             body.clear()
@@ -109,8 +111,9 @@ final class HTTPAPIHandler: ChannelInboundHandler {
                         "request body of \(length) bytes is over the limit of \(options.maxFrameBytes) bytes: send fewer or shorter documents"))
                 }
                 do {
-                    try state.authorize(authorization: head.headers.first(name: "authorization"),
-                                        keyHint: "the header Authorization: Bearer <key>")
+                    info.caller = try state.authorize(authorization: head.headers.first(name: "authorization"),
+                                                      keyHint: "the header Authorization: Bearer <key>")
+                    request = info
                 } catch {
                     return refuseEarly(context, info, status: 401, error)
                 }
@@ -205,9 +208,10 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         let method = "http_rerank"
         let tei = if case .tei = dialect { true } else { false }
         let calls: Calls
-        do {
-            calls = try lifecycle.admit(authorization: info.head.headers.first(name: "authorization"),
-                                        keyHint: "the header Authorization: Bearer <key>")
+        do throws(Wire.Status) {
+            // The key was checked as the head arrived.
+            guard let caller = info.caller else { throw Wire.Status(.internal, "a rerank call reached the server unscreened") }
+            calls = try lifecycle.admit(caller)
         } catch {
             return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error, tei: tei)
         }

@@ -141,7 +141,7 @@ public final class Qwen3Model: @unchecked Sendable {
     }
 
     /// A KV cache in a block pool of its own, in `attention`'s precision (fp32: the reference),
-    /// for sequences run outside an engine (`Reranker.score`, benchmarks, tests); copies share
+    /// for sequences run outside an engine (calibration, benchmarks, tests); copies share
     /// its pool, and the pool's memory goes with the last of them. The model holds no KV memory:
     /// an engine allocates from its own budgeted pool.
     public func makeCache(attention: AttentionPrecision = .fp32) -> KVCache {

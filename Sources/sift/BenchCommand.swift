@@ -169,7 +169,7 @@ struct PrefillBench: ParsableCommand {
     }
 }
 
-struct ParityBench: ParsableCommand {
+struct ParityBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parity", abstract: "|Δlogit| against a reference-scores file (fixtures format).")
 
@@ -180,10 +180,10 @@ struct ParityBench: ParsableCommand {
     @Option(help: "Only the first N cases (0 = all).") var cases: Int = 0
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
 
-    func run() throws {
-        try reportingErrors {
+    func run() async throws {
+        try await reportingErrors {
             let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
-            let deltas = try ReferenceCases.deltas(reference, reranker: reranker, attention: attention, first: cases)
+            let deltas = try await ReferenceCases.deltas(reference, reranker: reranker, attention: attention, first: cases)
             let mean = deltas.reduce(0, +) / Double(deltas.count)
             print(String(format: "%@, %@ attention, %@ on %d cases: mean |Δlogit| %.4f, max %.4f", precision.rawValue,
                          (attention ?? .standard(for: precision)).rawValue,
@@ -195,20 +195,24 @@ struct ParityBench: ParsableCommand {
 /// The reference scores of transformers (fixtures format): each case's |Δlogit| on a reranker.
 /// `bench parity` prints them; `bench fidelity` checks its fp32 reference with them first.
 enum ReferenceCases {
-    static func deltas(_ file: String, reranker: Reranker, attention: AttentionPrecision?, first: Int = 0) throws -> [Double] {
+    static func deltas(_ file: String, reranker: Reranker, attention: AttentionPrecision?, first: Int = 0) async throws -> [Double] {
         guard let data = FileManager.default.contents(atPath: file),
               let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               var list = root["cases"] as? [[String: Any]] else { throw CLIError("cannot read \(file)") }
         if first > 0 { list = Array(list.prefix(first)) }
         guard !list.isEmpty else { throw CLIError("\(file) has no cases") }
-        return try list.enumerated().map { n, c in
+        let engine = SiftEngine(reranker: reranker, options: .inProcess(attention: attention))
+        defer { engine.shutdown() }
+        var deltas: [Double] = []
+        for (n, c) in list.enumerated() {
             guard let query = c["query"] as? String, let document = c["document"] as? String,
                   let maxLength = c["max_length"] as? NSNumber, let expected = c["logit_diff"] as? NSNumber else {
                 throw CLIError("case \(n) of \(file) lacks a string query/document or a numeric max_length/logit_diff")
             }
-            let r = try reranker.score(query: query, instruction: c["instruction_given"] as? String,
-                                       documents: [document], maxLength: maxLength.intValue, attention: attention)[0]
-            return abs(Double(r.logit) - expected.doubleValue)
+            let r = try await engine.score(query: query, instruction: c["instruction_given"] as? String,
+                                           documents: [document], maxLength: maxLength.intValue)[0]
+            deltas.append(abs(Double(r.logit) - expected.doubleValue))
         }
+        return deltas
     }
 }

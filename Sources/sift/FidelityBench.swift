@@ -6,7 +6,7 @@ import SiftEngine
 /// `sift bench fidelity`: how faithful each way of running the model is, on enough pairs to
 /// tell differences of 0.003 in mean |Δlogit|, and the gate that decides a faster path
 /// (docs/QUANTIZATION.md).
-struct FidelityBench: ParsableCommand {
+struct FidelityBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fidelity",
         abstract: "Fidelity of each mode against the fp32 reference on pairs of three length buckets, over several models, and the gate for a faster path.",
@@ -43,8 +43,8 @@ struct FidelityBench: ParsableCommand {
     @Option(help: BenchData.queriesHelp) var queries: String?
     @Option(help: "Worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
 
-    func run() throws {
-        try reportingErrors {
+    func run() async throws {
+        try await reportingErrors {
             let folders = models.split(separator: ",").map { String($0) }
             for f in folders { try ModelArgument.check(f, is: .folder, for: "bench fidelity") }
             let parsed = try modes.split(separator: ",").map { text -> FidelityMode in
@@ -69,7 +69,7 @@ struct FidelityBench: ParsableCommand {
             let lengths = veryLong.split(separator: ",").compactMap { Int($0) }
             let log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
 
-            if let referenceScores { try checkReference(folders[0], referenceScores, log: log) }
+            if let referenceScores { try await checkReference(folders[0], referenceScores, log: log) }
             // Every model's pairs first, written out at once for outside engines (which can run
             // beside this one), then scored.
             var plans: [FidelityPlan] = []
@@ -96,7 +96,7 @@ struct FidelityBench: ParsableCommand {
             }
             var all: [FidelityRecord] = []
             for (index, folder) in folders.enumerated() {
-                all += try FidelityRun.score(directory: URL(fileURLWithPath: folder), model: index, plan: plans[index], modes: parsed,
+                all += try await FidelityRun.score(directory: URL(fileURLWithPath: folder), model: index, plan: plans[index], modes: parsed,
                                              threads: threads, referenceCache: URL(fileURLWithPath: referenceCache), progress: log)
             }
             for (name, file) in externals { try merge(name, file, into: &all) }
@@ -113,9 +113,9 @@ struct FidelityBench: ParsableCommand {
     }
 
     /// The fp32 path of the first model against the reference scores of transformers.
-    func checkReference(_ folder: String, _ file: String, log: (String) -> Void) throws {
+    func checkReference(_ folder: String, _ file: String, log: (String) -> Void) async throws {
         let reranker = try Reranker.load(directory: URL(fileURLWithPath: folder), precision: .fp32, threads: threads)
-        let deltas = try ReferenceCases.deltas(file, reranker: reranker, attention: .fp32)
+        let deltas = try await ReferenceCases.deltas(file, reranker: reranker, attention: .fp32)
         let line = String(format: "reference check: fp32 path of %@ against %@ on %d cases: mean |Δlogit| %.5f, max %.5f",
                           folder, URL(fileURLWithPath: file).lastPathComponent, deltas.count,
                           deltas.reduce(0, +) / Double(max(1, deltas.count)), deltas.max() ?? 0)

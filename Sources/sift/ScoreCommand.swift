@@ -6,7 +6,7 @@ import SiftEngine
 extension Precision: ExpressibleByArgument {}
 extension AttentionPrecision: ExpressibleByArgument {}
 
-struct ScoreCommand: ParsableCommand {
+struct ScoreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "score",
         abstract: "Score documents (JSON lines {\"text\": ...}) against a query, in-process.",
@@ -29,16 +29,17 @@ struct ScoreCommand: ParsableCommand {
     @Option(help: "Worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Argument(help: "JSON-lines file of documents, or - for standard input.") var input: String = "-"
 
-    func run() throws {
-        try reportingErrors {
+    func run() async throws {
+        try await reportingErrors {
             try ModelArgument.check(model, is: .folderOrSift, for: "score")
             // The server's rule: a reranker needs a query.
             guard !query.isEmpty else { throw CLIError("--query is empty: give the query to rank the documents against") }
             let texts = try JSONLinesInput.readTexts(input)
             let reranker = try Reranker.load(path: model, precision: precision ?? (SiftFile.looksLikeSift(model) ? .int8 : .fp32),
                                              threads: threads)
-            let results = try reranker.score(query: query, instruction: instruction, documents: texts, maxLength: maxLength,
-                                             attention: attention)
+            let engine = SiftEngine(reranker: reranker, options: .inProcess(attention: attention))
+            defer { engine.shutdown() }
+            let results = try await engine.score(query: query, instruction: instruction, documents: texts, maxLength: maxLength)
             print(JSONOut.results(results.map {
                 ($0.index, $0.logit, $0.probability, $0.tokens, $0.inputTokens, $0.truncated, nil)
             }))

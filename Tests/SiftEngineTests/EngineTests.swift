@@ -92,8 +92,8 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(r.ranked[0].logit, r.results.map(\.logit).max())
         XCTAssertTrue(r.results[4].truncated)
         XCTAssertEqual(r.results[4].tokens, 10)
-        // The same vocabulary as Reranker.score: tokens = the document's, inputTokens = the pair's.
-        let direct = try engine.reranker.score(query: "capital of China", instruction: nil, documents: [docs[0]])[0]
+        // The same vocabulary for a document alone: tokens = the document's, inputTokens = the pair's.
+        let direct = try await engine.score(query: "capital of China", documents: [docs[0]])[0]
         XCTAssertEqual(r.results[0].tokens, direct.tokens)
         XCTAssertEqual(r.results[0].inputTokens, direct.inputTokens)
         XCTAssertGreaterThan(direct.inputTokens, direct.tokens)

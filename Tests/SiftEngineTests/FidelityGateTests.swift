@@ -10,7 +10,7 @@ import XCTest
 /// (`scripts/bench-fidelity.sh`: three models, ~1,000 pairs up to 32k tokens) is what the
 /// closing notes quote; this keeps a regression from landing unseen.
 final class FidelityGateTests: XCTestCase {
-    func testDefaultInt8PathPassesThePairedGateAgainstThePerRowBaseline() throws {
+    func testDefaultInt8PathPassesThePairedGateAgainstThePerRowBaseline() async throws {
         guard let dir = Fixtures.model06B else {
             print("SKIPPED testDefaultInt8PathPassesThePairedGateAgainstThePerRowBaseline: no 0.6B model; run scripts/make-test-models.sh")
             throw XCTSkip("0.6B model absent (scripts/make-test-models.sh makes it)")
@@ -27,7 +27,7 @@ final class FidelityGateTests: XCTestCase {
         XCTAssertTrue(plan.groups.contains { $0.bucket == .long }, "the plan has no 2k–8k pairs")
 
         let (candidate, baseline) = (FidelityMode("int8+bf16")!, FidelityMode("int8row")!)
-        let records = try FidelityRun.score(
+        let records = try await FidelityRun.score(
             directory: dir, model: 0, plan: plan, modes: [candidate, baseline], threads: WorkerPool.defaultThreadCount,
             referenceCache: Fixtures.packageRoot.appendingPathComponent(".build-models/fidelity-cache"), progress: { print($0) })
         XCTAssertEqual(records.count, plan.pairs)

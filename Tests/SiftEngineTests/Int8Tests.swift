@@ -8,17 +8,19 @@ import XCTest
 /// The int8 path: parity gates against transformers, bit-identity across kernel paths and
 /// thread counts, and the .sift file.
 final class Int8Tests: XCTestCase {
-    func deltas(_ reranker: Reranker, _ cases: [Fixtures.ReferenceCase]) throws -> [Double] {
-        try cases.map { c in
-            let r = try reranker.score(query: c.query, instruction: c.instructionGiven, documents: [c.document], maxLength: c.maxLength)[0]
-            return abs(Double(r.logit) - c.logitDiff)
+    func deltas(_ reranker: Reranker, _ cases: [Fixtures.ReferenceCase]) async throws -> [Double] {
+        var deltas: [Double] = []
+        for c in cases {
+            let r = try await reranker.scored(query: c.query, instruction: c.instructionGiven, documents: [c.document], maxLength: c.maxLength)[0]
+            deltas.append(abs(Double(r.logit) - c.logitDiff))
         }
+        return deltas
     }
 
     /// At least as faithful as llama.cpp's Q8_0 scheme on the tiny fixture (mean 0.053, max 0.347).
-    func testParityGateOnTheTinyModel() throws {
+    func testParityGateOnTheTinyModel() async throws {
         let reranker = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8)
-        let d = try deltas(reranker, try Fixtures.referenceCases())
+        let d = try await deltas(reranker, try Fixtures.referenceCases())
         let mean = d.reduce(0, +) / Double(d.count)
         print("int8 tiny: mean |Δlogit| \(mean), max \(d.max()!)")
         XCTAssertLessThanOrEqual(mean, 0.053)
@@ -26,26 +28,27 @@ final class Int8Tests: XCTestCase {
     }
 
     /// The real 0.6B shape, first 10 cases: mean |Δlogit| ≤ 0.045 (Q8_0: 0.041).
-    func testParityGateOnThe06BShape() throws {
+    func testParityGateOnThe06BShape() async throws {
         guard let dir = Fixtures.model06B else {
             print("SKIPPED testParityGateOnThe06BShape: no 0.6B model; run scripts/make-test-models.sh or set SIFT_MODEL_06B")
             throw XCTSkip("0.6B model absent (scripts/make-test-models.sh makes it)")
         }
         let reranker = try Reranker.load(directory: dir, precision: .int8)
-        let d = try deltas(reranker, Array(try Fixtures.referenceCases("reference-scores-0.6b.json").prefix(10)))
+        let d = try await deltas(reranker, Array(try Fixtures.referenceCases("reference-scores-0.6b.json").prefix(10)))
         let mean = d.reduce(0, +) / Double(d.count)
         print("int8 0.6B (10 cases): mean |Δlogit| \(mean), max \(d.max()!)")
         XCTAssertLessThanOrEqual(mean, 0.045)
     }
 
-    func testLogitsAreBitIdenticalAcrossKernelPathsAndThreadCounts() throws {
+    func testLogitsAreBitIdenticalAcrossKernelPathsAndThreadCounts() async throws {
         let cases = Array(try Fixtures.referenceCases().prefix(4))
         var reference: [Float]?
         for path in KernelPath.supported {
             for threads in [1, 2, 3] {
                 let reranker = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8, threads: threads, kernelPath: path)
-                let logits = try cases.map {
-                    try reranker.score(query: $0.query, instruction: $0.instructionGiven, documents: [$0.document])[0].logit
+                var logits: [Float] = []
+                for c in cases {
+                    logits.append(try await reranker.scored(query: c.query, instruction: c.instructionGiven, documents: [c.document])[0].logit)
                 }
                 if let reference {
                     XCTAssertEqual(logits.map(\.bitPattern), reference.map(\.bitPattern), "\(path), \(threads) threads")
@@ -65,14 +68,14 @@ final class Int8Tests: XCTestCase {
         return (direct, file)
     }
 
-    func testSiftFileServesTheSameScores() throws {
+    func testSiftFileServesTheSameScores() async throws {
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let (direct, file) = try writeTinySift(in: dir)
         let mapped = try Reranker.load(path: file.path)
         let docs = ["The capital of China is Beijing.", "", "Gravity is a force."]
-        let a = try direct.score(query: "capital of China?", instruction: nil, documents: docs)
-        let b = try mapped.score(query: "capital of China?", instruction: nil, documents: docs)
+        let a = try await direct.scored(query: "capital of China?", documents: docs)
+        let b = try await mapped.scored(query: "capital of China?", documents: docs)
         XCTAssertEqual(a.map(\.logit), b.map(\.logit))
         XCTAssertEqual(mapped.model.config, direct.model.config)
     }

@@ -175,8 +175,10 @@ final class HubTests: XCTestCase {
         let fromHub = try Reranker.load(path: dir.path, precision: .fp32, threads: 2)
         let fromFolder = try Reranker.load(path: Fixtures.tinyModel.path, precision: .fp32, threads: 2)
         let docs = ["The capital of China is Beijing.", "Gravity."]
-        XCTAssertEqual(try fromHub.score(query: "capital?", instruction: nil, documents: docs),
-                       try fromFolder.score(query: "capital?", instruction: nil, documents: docs))
+        let (hubEngine, folderEngine) = (SiftEngine(reranker: fromHub, options: .inProcess()), SiftEngine(reranker: fromFolder, options: .inProcess()))
+        let fromHubScores = try await hubEngine.score(query: "capital?", documents: docs)
+        let fromFolderScores = try await folderEngine.score(query: "capital?", documents: docs)
+        XCTAssertEqual(fromHubScores, fromFolderScores)
         // Cached: found again with the hub gone.
         await hub.stop()
         let again = try await resolver(nil, home: home).resolve(hub.repo)

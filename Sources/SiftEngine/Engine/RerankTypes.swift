@@ -219,4 +219,16 @@ public struct EngineOptions: Sendable {
     public var interactiveTokens = 2048
 
     public init() {}
+
+    /// For scoring in-process for one caller (`sift score`, the benchmarks, tests): no bounds on
+    /// a call but memory's (a server's bounds protect it from its clients; this caller is itself).
+    public static func inProcess(attention: AttentionPrecision? = nil) -> EngineOptions {
+        var options = EngineOptions()
+        options.attention = attention
+        options.maxDocuments = .max
+        options.maxQueuedTokens = .max / 4
+        options.maxRequestTokens = .max / 4
+        options.maxSequencesPerRequest = .max
+        return options
+    }
 }

@@ -2,15 +2,16 @@ import Foundation
 import Qwen3
 import SiftBase
 
-/// A loaded Qwen3-Reranker: tokenizer + model + the "yes"/"no" answer tokens.
-/// Scores documents synchronously; the prefix is computed once per query.
+/// A loaded Qwen3-Reranker: tokenizer + model + the "yes"/"no" answer tokens. It scores through
+/// an engine (`SiftEngine`, the one scoring path):
+///
+///     let engine = SiftEngine(reranker: try Reranker.load(path: "model.sift"), options: .inProcess())
+///     let scores = try await engine.score(query: "capital of China?", documents: texts)
 public final class Reranker: @unchecked Sendable {
     public let tokenizer: Tokenizer
     public let model: Qwen3Model
     public let yesID: Int32
     public let noID: Int32
-    /// Document tokens are fed to the model in chunks of this many, bounding activation memory.
-    public var prefillChunk = 512
 
     public init(tokenizer: Tokenizer, model: Qwen3Model, yesID: Int32, noID: Int32) {
         self.tokenizer = tokenizer
@@ -118,33 +119,6 @@ public final class Reranker: @unchecked Sendable {
     }
 
     public var maxLengthLimit: Int { model.config.maxPositionEmbeddings }
-
-    /// Scores `documents` against `query`, in input order.
-    /// `attention`: nil for the model's standard (`AttentionPrecision.standard`).
-    public func score(query: String, instruction: String?, documents: [String],
-                      maxLength: Int = RerankPrompt.defaultMaxLength, attention: AttentionPrecision? = nil) throws -> [DocumentScore] {
-        guard maxLength > 0, maxLength <= maxLengthLimit else {
-            throw EngineError(.invalidArgument, "max_length \(maxLength) must be in 1...\(maxLengthLimit)")
-        }
-        let prompt = try RerankPrompt(tokenizer: tokenizer, query: query, instruction: instruction, maxLength: maxLength)
-        let prefixCache = model.makeCache(attention: attention ?? .standard(for: model.precision))
-        try model.forward(prompt.prefix, cache: prefixCache, wantHidden: false)
-        return try documents.enumerated().map { index, text in
-            let (docTokens, truncated) = prompt.document(text, tokenizer: tokenizer)
-            let rest = docTokens + prompt.suffix
-            let cache = prefixCache.copy(reserving: rest.count)
-            var hidden: [Float]?
-            var offset = 0
-            while offset < rest.count {
-                let end = min(rest.count, offset + prefillChunk)
-                hidden = try model.forward(Array(rest[offset..<end]), cache: cache, wantHidden: end == rest.count)
-                offset = end
-            }
-            let logit = model.logitDifference(hidden!)
-            return DocumentScore(index: index, logit: logit, probability: sigmoid(logit), tokens: docTokens.count,
-                                 truncated: truncated, inputTokens: prompt.prefix.count + rest.count)
-        }
-    }
 }
 
 /// 1 / (1 + e^-x), computed without overflow for large |x|.

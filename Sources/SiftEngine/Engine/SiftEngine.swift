@@ -124,6 +124,12 @@ public final class SiftEngine: Sendable {
         return RerankResult(results: results, ranked: Self.ranked(results, topN: request.topN), usage: usage, timings: computed.timings)
     }
 
+    /// The scores of `documents` against `query`, in input order (`rerank` with defaults; an
+    /// engine made with `EngineOptions.inProcess` takes any number of documents).
+    public func score(query: String, instruction: String? = nil, documents: [String], maxLength: Int? = nil) async throws -> [DocumentScore] {
+        try await rerank(RerankRequest(query: query, instruction: instruction, documents: documents, maxLength: maxLength)).results
+    }
+
     /// Admission, before any work and cheap enough for an event loop: checks what needs no
     /// tokenizing and holds the call's room in the queue bound, from an estimate of its tokens,
     /// until `rerank` queues it. A front door admits a call as it arrives: under overload the

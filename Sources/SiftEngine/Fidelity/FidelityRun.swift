@@ -4,11 +4,11 @@ import Foundation
 import Qwen3
 
 /// Scores a fidelity plan on one model folder: the fp32 reference and each mode, pair by pair
-/// (through `Reranker.score`, the engine's arithmetic). The reference is the slow part; with a
+/// (through an in-process engine, the one scoring path). The reference is the slow part; with a
 /// cache folder its logits are kept per model and pair, and a later run reuses them.
 public enum FidelityRun {
     public static func score(directory: URL, model index: Int, plan: FidelityPlan, modes: [FidelityMode], threads: Int,
-                             referenceCache: URL?, progress: (String) -> Void) throws -> [FidelityRecord] {
+                             referenceCache: URL?, progress: (String) -> Void) async throws -> [FidelityRecord] {
         let identity = try modelIdentity(directory)
         let cacheFile = referenceCache?.appendingPathComponent("fidelity-reference-\(identity).json")
         var cached: [String: Double] = [:]
@@ -28,22 +28,25 @@ public enum FidelityRun {
                                              int8Group: linear == "int8row" ? 0 : Int8Linear.standardGroup)
             progress(String(format: "model %d: %@ loaded in %.1f s", index, linear, Date().timeIntervalSince(started)))
             let limit = reranker.maxLengthLimit
-            func run(_ attention: AttentionPrecision, _ name: String) throws -> [[Double]] {
+            func run(_ attention: AttentionPrecision, _ name: String) async throws -> [[Double]] {
                 let t0 = Date()
-                let scores = try plan.groups.enumerated().map { n, g -> [Double] in
-                    let r = try reranker.score(query: g.query, instruction: nil, documents: g.documents, maxLength: limit, attention: attention)
+                let engine = SiftEngine(reranker: reranker, options: .inProcess(attention: attention))
+                defer { engine.shutdown() }
+                var scores: [[Double]] = []
+                for (n, g) in plan.groups.enumerated() {
+                    let r = try await engine.score(query: g.query, documents: g.documents, maxLength: limit)
                     if g.bucket != .short {
                         progress(String(format: "model %d %@: group %d/%d (%@, %d documents, up to %d tokens) after %.0f s", index, name,
                                         n + 1, plan.groups.count, g.bucket.rawValue, g.documents.count, g.documentTokens.max() ?? 0,
                                         Date().timeIntervalSince(t0)))
                     }
-                    return r.map { Double($0.logit) }
+                    scores.append(r.map { Double($0.logit) })
                 }
                 progress(String(format: "model %d: %@ scored %d pairs in %.0f s", index, name, plan.pairs, Date().timeIntervalSince(t0)))
                 return scores
             }
             if linear == "fp32" && missing {
-                let fresh = try run(.fp32, "fp32 (reference)")
+                let fresh = try await run(.fp32, "fp32 (reference)")
                 reference = fresh.map { $0.map(Optional.some) }
                 if let cacheFile {
                     for (g, row) in fresh.enumerated() { for (d, v) in row.enumerated() { cached[keys[g][d]] = v } }
@@ -52,7 +55,7 @@ public enum FidelityRun {
                 }
             }
             for mode in mine {
-                logits[mode.description] = try run(mode.attention == "bf16" ? .bf16 : .fp32, mode.description)
+                logits[mode.description] = try await run(mode.attention == "bf16" ? .bf16 : .fp32, mode.description)
             }
         }
         var records: [FidelityRecord] = []

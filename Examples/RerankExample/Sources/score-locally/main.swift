@@ -1,5 +1,5 @@
-// score-locally MODEL QUERY DOCUMENT... — scores in this process (no server), as `sift score`
-// does; prints "index<TAB>logit<TAB>probability" in input order. MODEL: a Hugging Face
+// score-locally MODEL QUERY DOCUMENT... — scores in this process (no server, an engine of its
+// own), as `sift score` does; prints "index<TAB>logit<TAB>probability" in input order. MODEL: a Hugging Face
 // Qwen3-Reranker folder or a .sift file.
 import Foundation
 import Qwen3
@@ -11,8 +11,8 @@ guard arguments.count >= 3 else {
     exit(2)
 }
 do {
-    let reranker = try Reranker.load(path: arguments[0], precision: .int8)
-    let scores = try reranker.score(query: arguments[1], instruction: nil, documents: Array(arguments[2...]))
+    let engine = SiftEngine(reranker: try Reranker.load(path: arguments[0], precision: .int8), options: .inProcess())
+    let scores = try await engine.score(query: arguments[1], documents: Array(arguments[2...]))
     for s in scores {
         print("\(s.index)\t\(s.logit)\t\(s.probability)")
     }

@@ -316,6 +316,41 @@ final class HandlerTests: XCTestCase {
         }
     }
 
+    /// The frame deadline on the test channel's virtual clock: half a frame is answered
+    /// DEADLINE_EXCEEDED and the connection closed exactly when --frame-timeout has passed since
+    /// its first byte, not before (no wall-clock wait).
+    func testAFrameNotCompleteInTimeIsRefusedOnTheVirtualClock() async throws {
+        let f = try await Fixture(http: false) { $0.frameTimeout = .seconds(30) }
+        var whole = ByteBuffer()
+        Framing.write(Wire.Frame(requestID: 7, body: .rerankRequest(Wire.RerankRequest(query: "q", documents: ["a", "b"]))), to: &whole)
+        try await f.channel.writeInbound(whole.getSlice(at: 0, length: whole.readableBytes - 3)!)
+        try await f.channel.testingEventLoop.advanceTime(by: .seconds(29))
+        let early = try await f.channel.readOutbound(as: ByteBuffer.self)
+        XCTAssertNil(early, "answered before the deadline")
+        try await f.channel.testingEventLoop.advanceTime(by: .seconds(2))
+        let answer = try await f.receive()
+        XCTAssertEqual(answer.requestID, 7)
+        guard case .status(let status) = answer.body else { return XCTFail("\(answer.body)") }
+        XCTAssertEqual(status.code, .deadlineExceeded)
+        XCTAssertTrue(status.message.contains("--frame-timeout"), status.message)
+        try await f.channel.closeFuture.get()
+    }
+
+    /// The same deadline on the HTTP port (HTTPRequestGuard), on the virtual clock: 408, closed.
+    func testAnHTTPRequestNotCompleteInTimeIsRefusedOnTheVirtualClock() async throws {
+        let f = try await Fixture(http: true) { $0.frameTimeout = .seconds(30) }
+        let head = "POST /v2/rerank HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"query\": \"q\""
+        try await f.channel.writeInbound(ByteBuffer(string: head))
+        try await f.channel.testingEventLoop.advanceTime(by: .seconds(29))
+        let early = try await f.channel.readOutbound(as: ByteBuffer.self)
+        XCTAssertNil(early, "answered before the deadline")
+        try await f.channel.testingEventLoop.advanceTime(by: .seconds(2))
+        let (status, body) = try await f.receiveHTTP()
+        XCTAssertEqual(status, 408)
+        XCTAssertTrue(body.contains("DEADLINE_EXCEEDED"), body)
+        try await f.channel.closeFuture.get()
+    }
+
     func testACatchAllAliasTakesEveryUnservedName() throws {
         let models = try ServedModels([.init(name: "a", service: FakeService()), .init(name: "b", aliases: ["*"], service: FakeService())])
         XCTAssertEqual(try models.resolve("anything").name, "b")

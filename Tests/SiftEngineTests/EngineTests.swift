@@ -238,6 +238,23 @@ final class EngineTests: XCTestCase {
         _ = try await big.value
     }
 
+    /// A call admitted elsewhere (without room in this engine's queue) is admitted here, not trusted.
+    func testACallAdmittedWithoutRoomIsAdmittedAgain() async throws {
+        let engine = try makeEngine()
+        let unqueued = AdmittedRequest(unqueued: RerankRequest(query: "capital of China", documents: docs), maxLength: 512)
+        let result = try await engine.rerank(unqueued)
+        let admitted = try await engine.rerank(RerankRequest(query: "capital of China", documents: docs))
+        XCTAssertEqual(result.results.map(\.logit), admitted.results.map(\.logit))
+        let empty = AdmittedRequest(unqueued: RerankRequest(query: "", documents: ["d"]), maxLength: 512)
+        do {
+            _ = try await engine.rerank(empty)
+            XCTFail("an empty query was scored")
+        } catch let error as EngineError {
+            XCTAssertEqual(error.code, .invalidArgument)
+        }
+        XCTAssertEqual(engine.stats.queuedTokens, 0)
+    }
+
     func testAdmissionHoldsTheCallsRoomUntilItIsQueuedOrDropped() async throws {
         let engine = try makeEngine { $0.maxQueuedTokens = 3000; $0.maxRequestTokens = 3000 }
         let document = String(repeating: "word ", count: 400)  // 2,000 bytes, ~400 tokens

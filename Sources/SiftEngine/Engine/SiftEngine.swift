@@ -70,6 +70,8 @@ public final class SiftEngine: Sendable {
     /// Documents found in the score cache are answered at once (streamed first); only the
     /// others are computed, and their scores are cached for the next call.
     public func rerank(_ call: AdmittedRequest) async throws -> RerankResult {
+        // A call admitted without room in this engine's queue (`AdmittedRequest(unqueued:)`) is admitted here.
+        guard call.reservation != nil else { return try await rerank(admit(call.request)) }
         let (request, maxLength) = (call.request, call.maxLength)
         guard let cache = scoreCache, !request.documents.isEmpty else { return try await compute(call).result }
         let context = scoreCacheContext(request, maxLength: maxLength)

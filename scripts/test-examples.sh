@@ -18,9 +18,14 @@ cp -R Examples/RerankExample "$work/example"
 rm -rf "$work/example/.build"
 sed -i "s|.package(name: \"Sift\", path: \"../..\")|.package(url: \"$work/sift\", exact: \"0.0.0-example\")|" "$work/example/Package.swift"
 grep -q 'exact: "0.0.0-example"' "$work/example/Package.swift" || { echo "could not point the example at the tagged clone"; exit 1; }
+# The tag names a new commit each run: forget the clone SwiftPM cached under the same tag (and
+# the programs built from it), so the example is built against this commit or not at all.
+rm -rf "$root/.build-examples/build/checkouts/sift" "$root"/.build-examples/build/repositories/sift-* \
+  "$root/.build-examples/build/workspace-state.json"
+bin=$root/.build-examples/build/debug
+rm -f "$bin/score-locally" "$bin/rerank-client"
 swift build --package-path "$work/example" --scratch-path "$root/.build-examples/build" 2>&1 |
   grep -E "error|warning: .*(unsafe|RerankExample)|Build complete" || true
-bin=$root/.build-examples/build/debug
 [ -x "$bin/score-locally" ] && [ -x "$bin/rerank-client" ] || { echo "the example did not build"; exit 1; }
 
 query="What is the capital of China?"

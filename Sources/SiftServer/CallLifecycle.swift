@@ -13,12 +13,13 @@ struct CallLifecycle: Sendable {
     let metrics: ServerMetrics
     let options: ServerOptions
 
-    /// The checks before an authorized call reaches the engine (`ServerState.authorize` checked
-    /// its key as it arrived); the calls it may then make.
-    func admit(_ caller: Caller) throws(Wire.Status) -> Calls {
+    /// The one step before an authorized call (`ServerState.authorize` checked its key as it
+    /// arrived) reaches the engine: draining, loading, and the model it names (a name or alias;
+    /// "" for the default; NOT_FOUND otherwise). Returns the calls it may then make, on that model.
+    func admit(_ caller: Caller, model name: String) throws(Wire.Status) -> Calls {
         let models = try state.admit()
-        return Calls(models: models, options: options, metrics: metrics, tokenizeLane: state.tokenizeLane,
-                     cachePartition: caller.cachePartition)
+        return Calls(models: models, model: try models.resolve(name), options: options, metrics: metrics,
+                     tokenizeLane: state.tokenizeLane, cachePartition: caller.cachePartition)
     }
 
     /// A call was admitted and its work starts.

@@ -8,6 +8,8 @@ import SiftBase
 /// (documents, tokens, queue and compute time) is counted here, so both front doors count it.
 struct Calls: Sendable {
     let models: ServedModels
+    /// The model the call named (resolved once, by `CallLifecycle.admit`).
+    let model: ServedModels.Model
     let options: ServerOptions
     let metrics: ServerMetrics
     let tokenizeLane: TokenizeLane
@@ -66,10 +68,9 @@ struct Calls: Sendable {
         let request: AdmittedRequest
     }
 
-    /// Admits a rerank for `model` (resolved by the caller from `r.model`, so it can label what
-    /// it counts) as it arrives, before it waits for a thread: under overload it is refused
-    /// here, at once (see `RerankService.admit`).
-    func admitRerank(_ r: Wire.RerankRequest, model: ServedModels.Model, receivedAt: ContinuousClock.Instant,
+    /// Admits a rerank on the call's model as it arrives, before it waits for a thread: under
+    /// overload it is refused here, at once (see `RerankService.admit`).
+    func admitRerank(_ r: Wire.RerankRequest, receivedAt: ContinuousClock.Instant,
                      partial: (@Sendable ([Wire.RerankResult]) -> Void)?) throws(Wire.Status) -> AdmittedRerank {
         var request = RerankRequest(query: r.query, instruction: r.instruction,
                                     documents: r.documents)
@@ -127,7 +128,7 @@ struct Calls: Sendable {
 
     /// Tokenizes on the server's tokenize lane (bounded, off the cooperative pool).
     func tokenize(_ r: Wire.TokenizeRequest) async throws -> [Wire.TokenizedText] {
-        let engine = try models.resolve(r.model).service
+        let engine = model.service
         guard r.texts.count <= engine.options.maxDocuments else {
             throw Wire.Status(.invalidArgument, "\(r.texts.count) texts; at most \(engine.options.maxDocuments) per request: split the request")
         }
@@ -149,8 +150,8 @@ struct Calls: Sendable {
     }
 
     /// The server's limits, the model named ("": the default), and every model served.
-    func modelInfo(model name: String) throws(Wire.Status) -> Wire.ModelInfo {
-        let served = try models.resolve(name)
+    func modelInfo() -> Wire.ModelInfo {
+        let served = self.model
         let engine = served.service
         let model = engine.model
         var m = Wire.ModelInfo()

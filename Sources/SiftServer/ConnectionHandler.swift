@@ -332,7 +332,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         do throws(Wire.Status) {
             // The frame reader checked the key (`screen`) before the frame was buffered.
             guard let caller else { throw Wire.Status(.internal, "a \(method) call reached the server unscreened") }
-            calls = try lifecycle.admit(caller)
+            calls = try lifecycle.admit(caller, model: frame.body.modelName)
         } catch {
             return fail(id, method: method, received: received, error)
         }
@@ -354,13 +354,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         var admitted: Calls.AdmittedRerank?
         if case .rerankRequest(let r) = body {
             // Admitted as it arrives, before it waits for a thread (see `RerankService.admit`).
-            let details: Logger.Metadata = ["documents": "\(r.documents.count)"]
-            let model: ServedModels.Model
-            do { model = try calls.models.resolve(r.model) } catch {
-                return reply(id, method: method, received: received, .status(error), details: details)
-            }
-            do { admitted = try calls.admitRerank(r, model: model, receivedAt: received, partial: partial) } catch {
-                return reply(id, method: method, received: received, .status(error), details: details, model: model.name)
+            do { admitted = try calls.admitRerank(r, receivedAt: received, partial: partial) } catch {
+                return reply(id, method: method, received: received, .status(error), details: ["documents": "\(r.documents.count)"],
+                             model: calls.model.name)
             }
         }
         // The answer's room, held at the gate until the answer is written.
@@ -397,9 +393,11 @@ final class ConnectionHandler: ChannelInboundHandler {
                 answer.details = CallLifecycle.details(outcome)
             case .tokenizeRequest(let r):
                 answer.details["texts"] = "\(r.texts.count)"
+                answer.model = calls.model.name
                 answer.body = .tokenizeResponse(try await calls.tokenize(r))
-            case .modelInfoRequest(let model):
-                answer.body = .modelInfoResponse(try calls.modelInfo(model: model))
+            case .modelInfoRequest:
+                answer.model = calls.model.name
+                answer.body = .modelInfoResponse(calls.modelInfo())
             default:
                 break
             }
@@ -442,5 +440,17 @@ final class ConnectionHandler: ChannelInboundHandler {
     func send(_ frame: Wire.Frame, flush: Bool = true) {
         guard let context else { return }
         lastWrite = flush ? context.writeAndFlush(wrapOutboundOut(frame)) : context.write(wrapOutboundOut(frame))
+    }
+}
+
+extension Wire.Body {
+    /// The model a call names ("" for the default, and for calls that name none).
+    var modelName: String {
+        switch self {
+        case .rerankRequest(let r): r.model
+        case .tokenizeRequest(let r): r.model
+        case .modelInfoRequest(let model): model
+        default: ""
+        }
     }
 }

@@ -275,6 +275,10 @@ final class HandlerTests: XCTestCase {
         XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="OK",model="fake"} 1"#), text)
         XCTAssertTrue(text.contains(#"sift_requests_total{method="rerank",code="NOT_FOUND",model=""} 1"#), text)
         XCTAssertTrue(text.contains(#"sift_documents_total{model="large"} 4"#), text)
+        // Every call is counted under the model it named (resolved once, as it was admitted).
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="tokenize",code="OK",model="large"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="model_info",code="OK",model="large"} 1"#), text)
+        XCTAssertTrue(text.contains(#"sift_requests_total{method="tokenize",code="NOT_FOUND",model=""} 1"#), text)
         XCTAssertFalse(text.contains("rerank-english"), text)
     }
 

@@ -207,15 +207,8 @@ final class HTTPAPIHandler: ChannelInboundHandler {
     private func rerank(_ context: ChannelHandlerContext, _ info: RequestInfo, _ body: Data, dialect: Dialect) {
         let method = "http_rerank"
         let tei = if case .tei = dialect { true } else { false }
-        let calls: Calls
-        do throws(Wire.Status) {
-            // The key was checked as the head arrived.
-            guard let caller = info.caller else { throw Wire.Status(.internal, "a rerank call reached the server unscreened") }
-            calls = try lifecycle.admit(caller)
-        } catch {
-            return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error, tei: tei)
-        }
-        let maxDocuments = calls.models.maxDocuments
+        // Admitted once decoded (the body names the model); meanwhile the document limit in force.
+        let maxDocuments = state.currentModels?.maxDocuments ?? EngineOptions().maxDocuments
         let decode: @Sendable () -> Result<(Wire.RerankRequest, TEIRerankAPI.Options), Wire.Status> = {
             Result {
                 switch dialect {
@@ -225,7 +218,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             }.mapError { $0 as? Wire.Status ?? Wire.Status(.invalidArgument, "\($0)") }
         }
         guard body.count > Self.inlineDecodeBytes else {
-            return start(context, info, decode(), calls: calls, dialect: dialect)
+            return start(context, info, decode(), dialect: dialect)
         }
         // A large body is decoded off the event loop; the call goes on here after.
         let loop = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -235,15 +228,15 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             eventLoop.execute {
                 let (handler, context) = loop.value
                 handler.call = nil
-                handler.start(context, info, decoded, calls: calls, dialect: dialect)
+                handler.start(context, info, decoded, dialect: dialect)
             }
         }
     }
 
-    /// A decoded rerank request: its model resolved, admitted, and run in a Task.
+    /// A decoded rerank request: admitted (draining, loading, its model resolved), then run in a Task.
     private func start(_ context: ChannelHandlerContext, _ info: RequestInfo,
                        _ decodedBody: Result<(Wire.RerankRequest, TEIRerankAPI.Options), Wire.Status>,
-                       calls: Calls, dialect: Dialect) {
+                       dialect: Dialect) {
         let method = "http_rerank"
         let tei = if case .tei = dialect { true } else { false }
         guard !closed else { return }
@@ -253,15 +246,18 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         case .failure(let status): return fail(context, info, method: method, status: 400, status, tei: tei)
         }
         let (request, teiOptions) = decoded
-        let model: ServedModels.Model
-        do {
-            model = try calls.models.resolve(request.model)
+        let calls: Calls
+        do throws(Wire.Status) {
+            // The key was checked as the head arrived.
+            guard let caller = info.caller else { throw Wire.Status(.internal, "a rerank call reached the server unscreened") }
+            calls = try lifecycle.admit(caller, model: request.model)
         } catch {
-            return fail(context, info, method: method, status: 404, error, tei: tei)
+            return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error, tei: tei)
         }
+        let model = calls.model
         let admitted: Calls.AdmittedRerank
         do {
-            admitted = try calls.admitRerank(request, model: model, receivedAt: info.received, partial: nil)
+            admitted = try calls.admitRerank(request, receivedAt: info.received, partial: nil)
         } catch {
             return fail(context, info, method: method, status: HTTPRerankAPI.httpStatus(error.code), error,
                         model: model.name, details: ["documents": "\(request.documents.count)"], tei: tei)

@@ -61,10 +61,9 @@ struct Calls: Sendable {
         var computing: Duration
     }
 
-    /// A rerank call past admission: it holds its room in the model's queue.
+    /// A rerank call past admission: it holds its room in the queue of the call's model.
     struct AdmittedRerank: Sendable {
         let wire: Wire.RerankRequest
-        let model: ServedModels.Model
         let request: AdmittedRequest
     }
 
@@ -93,7 +92,7 @@ struct Calls: Sendable {
             request.onProgress = { scores in partial(scores.map { Self.result($0, document: nil) }) }
         }
         do {
-            return AdmittedRerank(wire: r, model: model, request: try model.service.admit(request))
+            return AdmittedRerank(wire: r, request: try model.service.admit(request))
         } catch let error as EngineError {
             throw Self.status(error)
         } catch {
@@ -103,7 +102,7 @@ struct Calls: Sendable {
 
     /// Scores an admitted call.
     func rerank(_ call: AdmittedRerank) async throws -> RerankOutcome {
-        let (r, model) = (call.wire, call.model)
+        let r = call.wire
         let result: RerankResult
         do {
             result = try await model.service.rerank(call.request)

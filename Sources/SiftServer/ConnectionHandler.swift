@@ -281,7 +281,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         if cancelled || cancelledWhileDecoding.remove(id) != nil || closed {
             // Counted under the model it named, as a call cancelled while running is.
-            let name = if case .success(let f) = decoded, case .rerankRequest(let r) = f.body { r.model } else { "" }
+            let name = if case .success(let f) = decoded { f.body.modelName } else { "" }
             let model = try? state.currentModels?.resolve(name).name
             return reply(id, method: method, received: received, .status(Wire.Status(.cancelled, "the call was cancelled")), model: model)
         }
@@ -381,22 +381,19 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// The work of one call, off the event loop.
     private static func perform(_ body: Wire.Body, admitted: Calls.AdmittedRerank?, calls: Calls) async -> Answer {
-        var answer = Answer(body: .status(Wire.Status(.internal, "unexpected call \(body.method)")))
+        var answer = Answer(body: .status(Wire.Status(.internal, "unexpected call \(body.method)")), model: calls.model.name)
         do {
             switch body {
             case .rerankRequest(let r):
                 answer.details["documents"] = "\(r.documents.count)"
                 guard let admitted else { break }
-                answer.model = admitted.model.name
                 let outcome = try await calls.rerank(admitted)
                 answer.body = .rerankResponse(outcome.response)
                 answer.details = CallLifecycle.details(outcome)
             case .tokenizeRequest(let r):
                 answer.details["texts"] = "\(r.texts.count)"
-                answer.model = calls.model.name
                 answer.body = .tokenizeResponse(try await calls.tokenize(r))
             case .modelInfoRequest:
-                answer.model = calls.model.name
                 answer.body = .modelInfoResponse(calls.modelInfo())
             default:
                 break

@@ -17,8 +17,6 @@ final class QueueBudget: Sendable {
         self.onChange = onChange
     }
 
-    var queuedTokens: Int { queued.withLock { $0 } }
-
     /// Holds `tokens` or throws the queue-full refusal.
     func reserve(_ tokens: Int) throws -> QueueReservation {
         try take(tokens, inPlaceOf: 0, estimated: true)

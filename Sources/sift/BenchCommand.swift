@@ -119,7 +119,7 @@ struct PrefillBench: ParsableCommand {
             try ModelArgument.check(model, is: .folderOrSift, for: "bench prefill")
             let texts = try BenchData.texts(corpus, "corpus.jsonl", flag: "--corpus")
             let t0 = now()
-            let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
+            let reranker = try RerankerModel.load(path: model, precision: precision, threads: threads)
             let loadTime = now() - t0
             var ids: [Int32] = []
             for t in texts where ids.count < tokens * (sequences + 1) { ids += reranker.tokenizer.encode(t) }
@@ -182,7 +182,7 @@ struct ParityBench: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let reranker = try Reranker.load(path: model, precision: precision, threads: threads)
+            let reranker = try RerankerModel.load(path: model, precision: precision, threads: threads)
             let deltas = try await ReferenceCases.deltas(reference, reranker: reranker, attention: attention, first: cases)
             let mean = deltas.reduce(0, +) / Double(deltas.count)
             print(String(format: "%@, %@ attention, %@ on %d cases: mean |Δlogit| %.4f, max %.4f", precision.rawValue,
@@ -195,7 +195,7 @@ struct ParityBench: AsyncParsableCommand {
 /// The reference scores of transformers (fixtures format): each case's |Δlogit| on a reranker.
 /// `bench parity` prints them; `bench fidelity` checks its fp32 reference with them first.
 enum ReferenceCases {
-    static func deltas(_ file: String, reranker: Reranker, attention: AttentionPrecision?, first: Int = 0) async throws -> [Double] {
+    static func deltas(_ file: String, reranker: RerankerModel, attention: AttentionPrecision?, first: Int = 0) async throws -> [Double] {
         guard let data = FileManager.default.contents(atPath: file),
               let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               var list = root["cases"] as? [[String: Any]] else { throw CLIError("cannot read \(file)") }

@@ -23,7 +23,7 @@ struct ConvertCommand: ParsableCommand {
             }
             let bar = ProgressReporter()
             let start = now()
-            let reranker = try Reranker.load(directory: dir, precision: .int8, threads: threads) { done, total in
+            let reranker = try RerankerModel.load(directory: dir, precision: .int8, threads: threads) { done, total in
                 bar.update("quantizing layers", done, total, unit: "layers")
             }
             bar.finish()

@@ -45,7 +45,7 @@ struct EngineBench: AsyncParsableCommand {
         }
     }
 
-    func makeEngine(_ reranker: Reranker, sharing: Bool = true, interactiveTokens: Int? = nil) -> SiftEngine {
+    func makeEngine(_ reranker: RerankerModel, sharing: Bool = true, interactiveTokens: Int? = nil) -> SiftEngine {
         var o = EngineOptions()
         o.interactiveTokens = interactiveTokens ?? self.interactiveTokens
         o.maxBatchTokens = maxBatchTokens
@@ -60,7 +60,7 @@ struct EngineBench: AsyncParsableCommand {
         let texts = try BenchData.texts(corpus, "corpus.jsonl", flag: "--corpus")
         let qs = try BenchData.texts(queries, "queries.jsonl", flag: "--queries")
         guard texts.count >= 64, !qs.isEmpty else { throw CLIError("need at least 64 documents and one query") }
-        let reranker = try Reranker.load(path: model, precision: .int8, threads: threads)
+        let reranker = try RerankerModel.load(path: model, precision: .int8, threads: threads)
         let which = Set(workloads.lowercased().split(separator: ","))
         print("model \(model), \(threads) threads, max-batch-tokens \(maxBatchTokens), prefill-chunk \(prefillChunk), kernel \(reranker.model.kernelPath.rawValue), attention \((attention ?? .standard(for: .int8)).rawValue)")
         let docs256 = Array(texts.prefix(64))

@@ -114,7 +114,7 @@ struct FidelityBench: AsyncParsableCommand {
 
     /// The fp32 path of the first model against the reference scores of transformers.
     func checkReference(_ folder: String, _ file: String, log: (String) -> Void) async throws {
-        let reranker = try Reranker.load(directory: URL(fileURLWithPath: folder), precision: .fp32, threads: threads)
+        let reranker = try RerankerModel.load(directory: URL(fileURLWithPath: folder), precision: .fp32, threads: threads)
         let deltas = try await ReferenceCases.deltas(file, reranker: reranker, attention: .fp32)
         let line = String(format: "reference check: fp32 path of %@ against %@ on %d cases: mean |Δlogit| %.5f, max %.5f",
                           folder, URL(fileURLWithPath: file).lastPathComponent, deltas.count,

@@ -23,7 +23,7 @@ struct RPCBench: AsyncParsableCommand {
     @Option(help: "Model worker threads.") var threads: Int = WorkerPool.defaultThreadCount
 
     func run() async throws {
-        let reranker = try Reranker.load(path: model, precision: .int8, threads: threads)
+        let reranker = try RerankerModel.load(path: model, precision: .int8, threads: threads)
         let engine = SiftEngine(reranker: reranker)
         var options = ServerOptions()
         options.port = 0

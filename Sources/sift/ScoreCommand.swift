@@ -35,7 +35,7 @@ struct ScoreCommand: AsyncParsableCommand {
             // The server's rule: a reranker needs a query.
             guard !query.isEmpty else { throw CLIError("--query is empty: give the query to rank the documents against") }
             let texts = try JSONLinesInput.readTexts(input)
-            let reranker = try Reranker.load(path: model, precision: precision ?? (SiftFile.looksLikeSift(model) ? .int8 : .fp32),
+            let reranker = try RerankerModel.load(path: model, precision: precision ?? (SiftFile.looksLikeSift(model) ? .int8 : .fp32),
                                              threads: threads)
             let engine = SiftEngine(reranker: reranker, options: .inProcess(attention: attention))
             defer { engine.shutdown() }
@@ -82,10 +82,10 @@ struct InspectCommand: ParsableCommand {
             if SiftFile.looksLikeSift(model) { return try inspectSift() }
             let dir = URL(fileURLWithPath: model)
             let tokenizer = try Tokenizer.load(directory: dir)
-            let (yes, no) = try Reranker.answerTokens(tokenizer, directory: dir)
+            let (yes, no) = try RerankerModel.answerTokens(tokenizer, directory: dir)
             let ckpt = try Qwen3Checkpoint(directory: dir)
             let c = ckpt.config
-            try Reranker.checkVocabulary(c, tokenizer, file: dir.appendingPathComponent("config.json").path)
+            try RerankerModel.checkVocabulary(c, tokenizer, file: dir.appendingPathComponent("config.json").path)
             let params = ckpt.checkpoint.tensors.values.reduce(0) { $0 + $1.count }
             print("""
                 model:      \(dir.path)
@@ -105,7 +105,7 @@ struct InspectCommand: ParsableCommand {
         let contents = try SiftFile.open(model)
         let tokenizer = try Tokenizer.load(tokenizerJSONData: contents.tokenizerJSON, file: model + " (tokenizer.json)")
         let c = contents.config
-        try Reranker.checkVocabulary(c, tokenizer, file: model)
+        try RerankerModel.checkVocabulary(c, tokenizer, file: model)
         print("""
             model:      \(model)
             format:     .sift version \(SiftFile.formatVersion), int8, \(String(format: "%.2f", Double(contents.file.size) / 1e9)) GB, checksum OK

@@ -69,11 +69,11 @@ struct ServedModelsLoader: Sendable {
         for (spec, _) in specs { paths.append(try await resolver.resolve(spec.source).path) }
         try checkMemory(paths)
 
-        var rerankers: [Reranker] = []
+        var rerankers: [RerankerModel] = []
         for ((spec, _), path) in zip(specs, paths) {
             let started = ContinuousClock.now
             logger.notice("loading model", metadata: ["model": "\(spec.name)", "path": "\(path)", "precision": "\(precision)", "threads": "\(threads)"])
-            let reranker = try Reranker.load(path: path, precision: precision, threads: threads)
+            let reranker = try RerankerModel.load(path: path, precision: precision, threads: threads)
             logger.notice("model loaded", metadata: ["model": "\(spec.name)", "layers": "\(reranker.model.config.layerCount)",
                                                      "seconds": "\(String(format: "%.1f", (ContinuousClock.now - started).seconds))"])
             rerankers.append(reranker)
@@ -99,7 +99,7 @@ struct ServedModelsLoader: Sendable {
 
     /// Refuses, before loading any, models that cannot all fit in memory at once.
     func checkMemory(_ paths: [String]) throws {
-        let needs = try zip(specs, paths).map { ($0.spec.name, try Reranker.residentBytesEstimate(path: $1, precision: precision)) }
-        try Reranker.checkTheyFit(needs, available: SystemMemory.available(), precision: precision)
+        let needs = try zip(specs, paths).map { ($0.spec.name, try RerankerModel.residentBytesEstimate(path: $1, precision: precision)) }
+        try RerankerModel.checkTheyFit(needs, available: SystemMemory.available(), precision: precision)
     }
 }

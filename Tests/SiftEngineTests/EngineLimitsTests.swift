@@ -8,11 +8,11 @@ import XCTest
 /// Calls that ask for more than the engine can give: refused at once and in words, never
 /// built, never allowed to starve others or to take memory past the budget.
 final class EngineLimitsTests: XCTestCase {
-    static let reranker: Reranker = {
+    static let reranker: RerankerModel = {
         let tok = EngineTests.tokenizer
         let model = try! Qwen3Model(checkpoint: try! Qwen3Checkpoint(directory: Fixtures.tinyModel), yesID: 9693, noID: 2152,
-                                    precision: .int8, threads: 2, calibrationTokens: Reranker.calibrationTokens(tok))
-        return Reranker(tokenizer: tok, model: model, yesID: 9693, noID: 2152)
+                                    precision: .int8, threads: 2, calibrationTokens: RerankerModel.calibrationTokens(tok))
+        return RerankerModel(tokenizer: tok, model: model, yesID: 9693, noID: 2152)
     }()
 
     func makeEngine(_ configure: (inout EngineOptions) -> Void = { _ in }) -> SiftEngine {

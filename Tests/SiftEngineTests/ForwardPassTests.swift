@@ -10,7 +10,7 @@ final class ForwardPassTests: XCTestCase {
     static let model: Qwen3Model = {
         let checkpoint = try! Qwen3Checkpoint(directory: Fixtures.tinyModel)
         return try! Qwen3Model(checkpoint: checkpoint, yesID: 9693, noID: 2152, precision: .int8, threads: 2,
-                               calibrationTokens: Reranker.calibrationTokens(tokenizer))
+                               calibrationTokens: RerankerModel.calibrationTokens(tokenizer))
     }()
 
     let texts = ["The capital of China is Beijing.", "Gravity draws objects toward a planet's center.",

@@ -8,7 +8,7 @@ import XCTest
 /// The int8 path: parity gates against transformers, bit-identity across kernel paths and
 /// thread counts, and the .sift file.
 final class Int8Tests: XCTestCase {
-    func deltas(_ reranker: Reranker, _ cases: [Fixtures.ReferenceCase]) async throws -> [Double] {
+    func deltas(_ reranker: RerankerModel, _ cases: [Fixtures.ReferenceCase]) async throws -> [Double] {
         var deltas: [Double] = []
         for c in cases {
             let r = try await reranker.scored(query: c.query, instruction: c.instructionGiven, documents: [c.document], maxLength: c.maxLength)[0]
@@ -19,7 +19,7 @@ final class Int8Tests: XCTestCase {
 
     /// At least as faithful as llama.cpp's Q8_0 scheme on the tiny fixture (mean 0.053, max 0.347).
     func testParityGateOnTheTinyModel() async throws {
-        let reranker = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8)
+        let reranker = try RerankerModel.load(directory: Fixtures.tinyModel, precision: .int8)
         let d = try await deltas(reranker, try Fixtures.referenceCases())
         let mean = d.reduce(0, +) / Double(d.count)
         print("int8 tiny: mean |Δlogit| \(mean), max \(d.max()!)")
@@ -33,7 +33,7 @@ final class Int8Tests: XCTestCase {
             print("SKIPPED testParityGateOnThe06BShape: no 0.6B model; run scripts/make-test-models.sh or set SIFT_MODEL_06B")
             throw XCTSkip("0.6B model absent (scripts/make-test-models.sh makes it)")
         }
-        let reranker = try Reranker.load(directory: dir, precision: .int8)
+        let reranker = try RerankerModel.load(directory: dir, precision: .int8)
         let d = try await deltas(reranker, Array(try Fixtures.referenceCases("reference-scores-0.6b.json").prefix(10)))
         let mean = d.reduce(0, +) / Double(d.count)
         print("int8 0.6B (10 cases): mean |Δlogit| \(mean), max \(d.max()!)")
@@ -45,7 +45,7 @@ final class Int8Tests: XCTestCase {
         var reference: [Float]?
         for path in KernelPath.supported {
             for threads in [1, 2, 3] {
-                let reranker = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8, threads: threads, kernelPath: path)
+                let reranker = try RerankerModel.load(directory: Fixtures.tinyModel, precision: .int8, threads: threads, kernelPath: path)
                 var logits: [Float] = []
                 for c in cases {
                     logits.append(try await reranker.scored(query: c.query, instruction: c.instructionGiven, documents: [c.document])[0].logit)
@@ -60,9 +60,9 @@ final class Int8Tests: XCTestCase {
     }
 
     /// The tiny fixture quantized at load, and written as `dir/tiny.sift`.
-    func writeTinySift(in dir: URL) throws -> (direct: Reranker, file: URL) {
+    func writeTinySift(in dir: URL) throws -> (direct: RerankerModel, file: URL) {
         let file = dir.appendingPathComponent("tiny.sift")
-        let direct = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8)
+        let direct = try RerankerModel.load(directory: Fixtures.tinyModel, precision: .int8)
         let json = try Data(contentsOf: Fixtures.tinyModel.appendingPathComponent("tokenizer.json"))
         try SiftFile.write(model: direct.model, tokenizerJSON: json, yesID: direct.yesID, noID: direct.noID, to: file)
         return (direct, file)
@@ -72,7 +72,7 @@ final class Int8Tests: XCTestCase {
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let (direct, file) = try writeTinySift(in: dir)
-        let mapped = try Reranker.load(path: file.path)
+        let mapped = try RerankerModel.load(path: file.path)
         let docs = ["The capital of China is Beijing.", "", "Gravity is a force."]
         let a = try await direct.scored(query: "capital of China?", documents: docs)
         let b = try await mapped.scored(query: "capital of China?", documents: docs)
@@ -88,7 +88,7 @@ final class Int8Tests: XCTestCase {
 
         func expect(_ data: Data, _ words: String, line: UInt = #line) throws {
             try data.write(to: file)
-            XCTAssertThrowsError(try Reranker.load(path: file.path), line: line) { error in
+            XCTAssertThrowsError(try RerankerModel.load(path: file.path), line: line) { error in
                 XCTAssertTrue("\(error)".contains(words), "\(error)", line: line)
                 XCTAssertTrue("\(error)".contains(file.path), "\(error)", line: line)
             }
@@ -110,7 +110,7 @@ final class Int8Tests: XCTestCase {
             var huge = good
             for b in 0..<8 { huge[field + b] = 0xFF }
             try huge.write(to: file)
-            XCTAssertThrowsError(try Reranker.load(path: file.path), "field at \(field)")
+            XCTAssertThrowsError(try RerankerModel.load(path: file.path), "field at \(field)")
         }
         // Metadata that passes the checksum but not the one Codable type writer and reader share.
         func withMetadata(_ replace: String, by replacement: String) -> Data {

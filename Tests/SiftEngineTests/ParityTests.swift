@@ -7,7 +7,7 @@ import XCTest
 /// Scores against Hugging Face transformers (float32) on the shared fixtures.
 final class ParityTests: XCTestCase {
     func testFloat32MatchesTheReferenceOnTheTinyModel() async throws {
-        let reranker = try Reranker.load(directory: Fixtures.tinyModel)
+        let reranker = try RerankerModel.load(directory: Fixtures.tinyModel)
         XCTAssertEqual(reranker.yesID, 9693)
         XCTAssertEqual(reranker.noID, 2152)
         try await checkParity(reranker, cases: try Fixtures.referenceCases(), tolerance: 1e-3)
@@ -20,11 +20,11 @@ final class ParityTests: XCTestCase {
             print("SKIPPED testFloat32MatchesTheReferenceOnThe06BShape: no 0.6B model; run scripts/make-test-models.sh or set SIFT_MODEL_06B")
             throw XCTSkip("0.6B model absent (scripts/make-test-models.sh makes it)")
         }
-        let reranker = try Reranker.load(directory: dir)
+        let reranker = try RerankerModel.load(directory: dir)
         try await checkParity(reranker, cases: try Fixtures.referenceCases("reference-scores-0.6b.json"), tolerance: 1e-3)
     }
 
-    private func checkParity(_ reranker: Reranker, cases: [Fixtures.ReferenceCase], tolerance: Double) async throws {
+    private func checkParity(_ reranker: RerankerModel, cases: [Fixtures.ReferenceCase], tolerance: Double) async throws {
         var worst = 0.0
         for c in cases {
             let result = try await reranker.scored(query: c.query, instruction: c.instructionGiven, documents: [c.document],
@@ -44,7 +44,7 @@ final class ParityTests: XCTestCase {
     func testBatchOfDocumentsEqualsSingleCalls() async throws {
         let docs = ["The capital of China is Beijing.", "", "Gravity is a force.", String(repeating: "long text ", count: 300)]
         for precision in [Precision.int8, .fp32] {
-            let reranker = try Reranker.load(directory: Fixtures.tinyModel, precision: precision)
+            let reranker = try RerankerModel.load(directory: Fixtures.tinyModel, precision: precision)
             let together = try await reranker.scored(query: "What is the capital of China?", documents: docs)
             for (i, d) in docs.enumerated() {
                 let alone = try await reranker.scored(query: "What is the capital of China?", documents: [d])[0]
@@ -62,7 +62,7 @@ final class ParityTests: XCTestCase {
     }
 
     func testEmptyDocumentIsScored() async throws {
-        let reranker = try Reranker.load(directory: Fixtures.tinyModel)
+        let reranker = try RerankerModel.load(directory: Fixtures.tinyModel)
         let r = try await reranker.scored(query: "q", instruction: nil, documents: [""])[0]
         XCTAssertTrue(r.logit.isFinite)
         XCTAssertEqual(r.probability, sigmoid(r.logit))

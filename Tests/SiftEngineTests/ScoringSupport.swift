@@ -1,6 +1,6 @@
 import SiftEngine
 
-extension Reranker {
+extension RerankerModel {
     /// Scores through an in-process engine of its own: the one scoring path.
     func scored(query: String, instruction: String? = nil, documents: [String], maxLength: Int? = nil) async throws -> [DocumentScore] {
         let engine = SiftEngine(reranker: self, options: .inProcess())

@@ -44,8 +44,8 @@ final class ServedFileTests: XCTestCase {
         XCTAssertEqual(engine.stats.queuedTokens, 0)
     }
 
-    static func writeSift(to url: URL) throws -> Reranker {
-        let direct = try Reranker.load(directory: Fixtures.tinyModel, precision: .int8)
+    static func writeSift(to url: URL) throws -> RerankerModel {
+        let direct = try RerankerModel.load(directory: Fixtures.tinyModel, precision: .int8)
         let json = try Data(contentsOf: Fixtures.tinyModel.appendingPathComponent("tokenizer.json"))
         try SiftFile.write(model: direct.model, tokenizerJSON: json, yesID: direct.yesID, noID: direct.noID, to: url)
         return direct
@@ -58,7 +58,7 @@ final class ServedFileTests: XCTestCase {
         let dir = try Fixtures.temporaryDirectory()
         let file = dir.appendingPathComponent("served.sift")
         _ = try Self.writeSift(to: file)
-        let engine = SiftEngine(reranker: try Reranker.load(path: file.path))
+        let engine = SiftEngine(reranker: try RerankerModel.load(path: file.path))
         defer { engine.shutdown() }
         let before = try await engine.rerank(RerankRequest(query: "q", documents: ["a document"]))
         XCTAssertNil(engine.fault)
@@ -80,7 +80,7 @@ final class ServedFileTests: XCTestCase {
         let dir = try Fixtures.temporaryDirectory()
         let file = dir.appendingPathComponent("served.sift")
         _ = try Self.writeSift(to: file)
-        let engine = SiftEngine(reranker: try Reranker.load(path: file.path))
+        let engine = SiftEngine(reranker: try RerankerModel.load(path: file.path))
         defer { engine.shutdown() }
         let request = RerankRequest(query: "which is the capital?", documents: ["Paris is the capital of France.", "Bananas."])
         let before = try await engine.rerank(request)

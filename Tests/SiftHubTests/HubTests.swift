@@ -172,8 +172,8 @@ final class HubTests: XCTestCase {
         XCTAssertTrue(link.hasPrefix("../../blobs/") && link.count == "../../blobs/".count + 64, link)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("README.md").path))
         // Loads and scores exactly as the fixture folder does.
-        let fromHub = try Reranker.load(path: dir.path, precision: .fp32, threads: 2)
-        let fromFolder = try Reranker.load(path: Fixtures.tinyModel.path, precision: .fp32, threads: 2)
+        let fromHub = try RerankerModel.load(path: dir.path, precision: .fp32, threads: 2)
+        let fromFolder = try RerankerModel.load(path: Fixtures.tinyModel.path, precision: .fp32, threads: 2)
         let docs = ["The capital of China is Beijing.", "Gravity."]
         let (hubEngine, folderEngine) = (SiftEngine(reranker: fromHub, options: .inProcess()), SiftEngine(reranker: fromFolder, options: .inProcess()))
         let fromHubScores = try await hubEngine.score(query: "capital?", documents: docs)

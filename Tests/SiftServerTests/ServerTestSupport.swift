@@ -13,11 +13,11 @@ import XCTest
 /// A real server on 127.0.0.1 (any free port) around the tiny fixture model.
 enum TestServer {
     static let tokenizer = try! Tokenizer.load(directory: Fixtures.tinyModel)
-    static let reranker: Reranker = {
+    static let reranker: RerankerModel = {
         let checkpoint = try! Qwen3Checkpoint(directory: Fixtures.tinyModel)
         let model = try! Qwen3Model(checkpoint: checkpoint, yesID: 9693, noID: 2152, precision: .int8, threads: 2,
-                                    calibrationTokens: Reranker.calibrationTokens(tokenizer))
-        return Reranker(tokenizer: tokenizer, model: model, yesID: 9693, noID: 2152)
+                                    calibrationTokens: RerankerModel.calibrationTokens(tokenizer))
+        return RerankerModel(tokenizer: tokenizer, model: model, yesID: 9693, noID: 2152)
     }()
 
     /// `aliases`: other names of the model (as `sift serve --model-alias`).

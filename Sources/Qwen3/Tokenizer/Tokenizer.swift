@@ -32,7 +32,7 @@ public final class Tokenizer: Sendable {
     /// Checks what a hostile file could hold before building anything from it: every id in
     /// 0..<(entries + `maxIDGaps`), so `tokenBytes` is about as large as the file's lists;
     /// tokens non-empty and bounded; no id given to two different tokens. (The model's check
-    /// that every id has an embedding row is `Reranker`'s.)
+    /// that every id has an embedding row is `RerankerModel`'s.)
     init(vocab: [([UInt8], Int32)], merges: [([UInt8], [UInt8])], added: [([UInt8], Int32)],
          file: String) throws {
         guard !vocab.isEmpty else { throw LoadError(file: file, "the vocabulary is empty") }

@@ -7,10 +7,10 @@ import Synchronization
 /// continuous-batching scheduler and a prefix KV cache. Usable from the server and directly
 /// from Swift code.
 ///
-///     let engine = SiftEngine(reranker: try Reranker.load(path: "model.sift"))
+///     let engine = SiftEngine(reranker: try RerankerModel.load(path: "model.sift"))
 ///     let result = try await engine.rerank(RerankRequest(query: q, documents: docs, topN: 5))
 public final class SiftEngine: Sendable {
-    public let reranker: Reranker
+    public let reranker: RerankerModel
     public let options: EngineOptions
     let scheduler: Scheduler
     private let nextID = Atomic<UInt64>(1)
@@ -27,7 +27,7 @@ public final class SiftEngine: Sendable {
 
     /// `scoreCache`: a cache shared with other engines (a server's models share one budget);
     /// nil: the engine's own of `options.scoreCacheBytes`, if any.
-    public init(reranker: Reranker, options: EngineOptions = EngineOptions(), scoreCache: ScoreCache? = nil) {
+    public init(reranker: RerankerModel, options: EngineOptions = EngineOptions(), scoreCache: ScoreCache? = nil) {
         self.reranker = reranker
         self.options = options
         self.scoreCache = scoreCache ?? (options.scoreCacheBytes > 0 ? ScoreCache(budgetBytes: options.scoreCacheBytes) : nil)

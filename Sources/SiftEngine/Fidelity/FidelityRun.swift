@@ -24,7 +24,7 @@ public enum FidelityRun {
             let mine = modes.filter { $0.linear == linear && $0 != .reference }
             guard !mine.isEmpty || (linear == "fp32" && missing) else { continue }
             let started = Date()
-            let reranker = try Reranker.load(directory: directory, precision: linear == "fp32" ? .fp32 : .int8, threads: threads,
+            let reranker = try RerankerModel.load(directory: directory, precision: linear == "fp32" ? .fp32 : .int8, threads: threads,
                                              int8Group: linear == "int8row" ? 0 : Int8Linear.standardGroup)
             progress(String(format: "model %d: %@ loaded in %.1f s", index, linear, Date().timeIntervalSince(started)))
             let limit = reranker.maxLengthLimit

@@ -11,7 +11,7 @@ guard arguments.count >= 3 else {
     exit(2)
 }
 do {
-    let engine = SiftEngine(reranker: try Reranker.load(path: arguments[0], precision: .int8), options: .inProcess())
+    let engine = SiftEngine(reranker: try RerankerModel.load(path: arguments[0], precision: .int8), options: .inProcess())
     let scores = try await engine.score(query: arguments[1], documents: Array(arguments[2...]))
     for s in scores {
         print("\(s.index)\t\(s.logit)\t\(s.probability)")

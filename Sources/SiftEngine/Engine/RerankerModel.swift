@@ -2,12 +2,12 @@ import Foundation
 import Qwen3
 import SiftBase
 
-/// A loaded Qwen3-Reranker: tokenizer + model + the "yes"/"no" answer tokens. It scores through
-/// an engine (`SiftEngine`, the one scoring path):
+/// A loaded Qwen3-Reranker model: tokenizer + weights + the "yes"/"no" answer tokens. It does not
+/// score: `SiftEngine` is the one service (and the one scoring path) that runs it:
 ///
-///     let engine = SiftEngine(reranker: try Reranker.load(path: "model.sift"), options: .inProcess())
+///     let engine = SiftEngine(reranker: try RerankerModel.load(path: "model.sift"), options: .inProcess())
 ///     let scores = try await engine.score(query: "capital of China?", documents: texts)
-public final class Reranker: @unchecked Sendable {
+public final class RerankerModel: @unchecked Sendable {
     public let tokenizer: Tokenizer
     public let model: Qwen3Model
     public let yesID: Int32
@@ -24,7 +24,7 @@ public final class Reranker: @unchecked Sendable {
     /// at load when `precision` is int8).
     public static func load(path: String, precision: Precision = .int8,
                             threads: Int = WorkerPool.defaultThreadCount, kernelPath: KernelPath? = nil,
-                            progress: ((Int, Int) -> Void)? = nil) throws -> Reranker {
+                            progress: ((Int, Int) -> Void)? = nil) throws -> RerankerModel {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
             guard precision == .int8 else {
@@ -34,7 +34,7 @@ public final class Reranker: @unchecked Sendable {
             let tokenizer = try Tokenizer.load(tokenizerJSONData: contents.tokenizerJSON, file: path + " (tokenizer.json)")
             let model = try Qwen3Model(sift: contents, threads: threads, kernelPath: kernelPath)
             try checkVocabulary(model.config, tokenizer, file: path)
-            return Reranker(tokenizer: tokenizer, model: model, yesID: contents.yesID, noID: contents.noID)
+            return RerankerModel(tokenizer: tokenizer, model: model, yesID: contents.yesID, noID: contents.noID)
         }
         return try load(directory: URL(fileURLWithPath: path), precision: precision, threads: threads,
                         kernelPath: kernelPath, progress: progress)
@@ -70,7 +70,7 @@ public final class Reranker: @unchecked Sendable {
     public static func load(directory: URL, precision: Precision = .fp32,
                             threads: Int = WorkerPool.defaultThreadCount, kernelPath: KernelPath? = nil,
                             int8Group: Int = Int8Linear.standardGroup,
-                            progress: ((Int, Int) -> Void)? = nil) throws -> Reranker {
+                            progress: ((Int, Int) -> Void)? = nil) throws -> RerankerModel {
         let tokenizer = try Tokenizer.load(directory: directory)
         let (yes, no) = try answerTokens(tokenizer, directory: directory)
         let checkpoint = try Qwen3Checkpoint(directory: directory)
@@ -85,7 +85,7 @@ public final class Reranker: @unchecked Sendable {
         let model = try Qwen3Model(checkpoint: checkpoint, yesID: yes, noID: no, precision: precision, threads: threads,
                                    kernelPath: kernelPath, calibrationTokens: calibrationTokens(tokenizer),
                                    int8Group: int8Group, progress: progress)
-        return Reranker(tokenizer: tokenizer, model: model, yesID: yes, noID: no)
+        return RerankerModel(tokenizer: tokenizer, model: model, yesID: yes, noID: no)
     }
 
     /// Every token id the tokenizer can produce must have an embedding row.

@@ -99,9 +99,9 @@ public final class SiftClient: Sendable {
                        chunkLongDocuments: Bool = false, chunkOverlapTokens: Int? = nil,
                        onPartial: (@Sendable ([Wire.RerankResult]) -> Void)? = nil) async throws -> Wire.RerankResponse {
         var request = Wire.RerankRequest(
-            query: query, instruction: instruction, documents: documents, topN: UInt32(clamping: topN ?? 0),
-            returnDocuments: returnDocuments, maxTokensPerDocument: UInt32(clamping: maxTokensPerDocument ?? 0),
-            maxLength: UInt32(clamping: maxLength ?? 0), inputOrder: inputOrder, priority: Int32(clamping: priority),
+            query: query, instruction: instruction, documents: documents, topN: topN.map { UInt32(clamping: $0) },
+            returnDocuments: returnDocuments, maxTokensPerDocument: maxTokensPerDocument.map { UInt32(clamping: $0) },
+            maxLength: maxLength.map { UInt32(clamping: $0) }, inputOrder: inputOrder, priority: Int32(clamping: priority),
             stream: onPartial != nil)
         request.chunkLongDocuments = chunkLongDocuments
         request.chunkOverlapTokens = chunkOverlapTokens.map { UInt32(clamping: $0) }

@@ -78,6 +78,9 @@ private enum Decoder {
         }
     }
 
+    /// A proto3 scalar without presence: 0 is "not given".
+    static func given(_ value: UInt32) -> UInt32? { value == 0 ? nil : value }
+
     static func body(_ f: Sift__V1__Frame) throws -> Wire.Body {
         switch f.body_case {
         case SIFT__V1__FRAME__BODY_RERANK_REQUEST:
@@ -85,12 +88,12 @@ private enum Decoder {
             var request = Wire.RerankRequest(
                 query: try string(r.query, "query"), instruction: r.instruction_presence_case == SIFT__V1__RERANK_REQUEST__INSTRUCTION_PRESENCE_INSTRUCTION
                     ? try string(r.instruction, "instruction") : nil,
-                documents: try strings(r.n_documents, r.documents, "documents"), topN: r.top_n,
-                returnDocuments: r.return_documents != 0, maxTokensPerDocument: r.max_tokens_per_document,
-                maxLength: r.max_length, inputOrder: r.input_order != 0, timeoutMs: r.timeout_ms,
+                documents: try strings(r.n_documents, r.documents, "documents"), topN: given(r.top_n),
+                returnDocuments: r.return_documents != 0, maxTokensPerDocument: given(r.max_tokens_per_document),
+                maxLength: given(r.max_length), inputOrder: r.input_order != 0, timeoutMs: given(r.timeout_ms),
                 priority: r.priority, stream: r.stream != 0)
             request.chunkLongDocuments = r.chunk_long_documents != 0
-            request.chunkOverlapTokens = r.chunk_overlap_tokens == 0 ? nil : r.chunk_overlap_tokens
+            request.chunkOverlapTokens = given(r.chunk_overlap_tokens)
             request.model = try string(r.model, "model")
             return .rerankRequest(request)
         case SIFT__V1__FRAME__BODY_RERANK_RESPONSE:
@@ -235,12 +238,12 @@ private struct Encoder {
                 }
                 p.pointee.n_documents = r.documents.count
                 p.pointee.documents = arena.array(r.documents.map { Optional(arena.string($0)) })
-                p.pointee.top_n = r.topN
+                p.pointee.top_n = r.topN ?? 0
                 p.pointee.return_documents = r.returnDocuments ? 1 : 0
-                p.pointee.max_tokens_per_document = r.maxTokensPerDocument
-                p.pointee.max_length = r.maxLength
+                p.pointee.max_tokens_per_document = r.maxTokensPerDocument ?? 0
+                p.pointee.max_length = r.maxLength ?? 0
                 p.pointee.input_order = r.inputOrder ? 1 : 0
-                p.pointee.timeout_ms = r.timeoutMs
+                p.pointee.timeout_ms = r.timeoutMs ?? 0
                 p.pointee.priority = r.priority
                 p.pointee.stream = r.stream ? 1 : 0
                 p.pointee.chunk_long_documents = r.chunkLongDocuments ? 1 : 0

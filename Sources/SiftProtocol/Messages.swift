@@ -85,33 +85,37 @@ public enum Wire {
         public var description: String { "\(code.name): \(message)" }
     }
 
+    /// A rerank call as both front doors decode it: from protobuf (where proto3 has no presence
+    /// and 0 stands for "not given") and from JSON (where a field is given or left out). nil is
+    /// always "not given: the server's default", so an explicit 0 from JSON stays 0 and is judged
+    /// by the engine like any other value.
     public struct RerankRequest: Sendable, Equatable {
         public var query: String
         /// nil: the model card's default instruction; any string, "" included, is used as given.
         public var instruction: String?
         public var documents: [String]
-        /// 0: all.
-        public var topN: UInt32
+        /// nil: all.
+        public var topN: UInt32?
         public var returnDocuments: Bool
-        /// 0: no cut beyond maxLength.
-        public var maxTokensPerDocument: UInt32
-        /// 0: the server's default.
-        public var maxLength: UInt32
+        /// nil: no cut beyond maxLength.
+        public var maxTokensPerDocument: UInt32?
+        /// nil: the server's default.
+        public var maxLength: UInt32?
         public var inputOrder: Bool
-        /// 0: no deadline.
-        public var timeoutMs: UInt32
+        /// nil: no deadline.
+        public var timeoutMs: UInt32?
         public var priority: Int32
         public var stream: Bool
         public var chunkLongDocuments = false
-        /// nil: the server's default overlap. On the wire 0 stands for nil (the proto3 field has no
-        /// presence), so an RPC call cannot ask for no overlap; HTTP's explicit 0 arrives as 0.
+        /// nil: the server's default overlap. An RPC call cannot ask for no overlap (0 is "not
+        /// given" on the wire); HTTP's explicit 0 arrives as 0.
         public var chunkOverlapTokens: UInt32?
         /// A model name or alias; "": the server's default model.
         public var model = ""
 
-        public init(query: String, instruction: String? = nil, documents: [String], topN: UInt32 = 0,
-                    returnDocuments: Bool = false, maxTokensPerDocument: UInt32 = 0, maxLength: UInt32 = 0,
-                    inputOrder: Bool = false, timeoutMs: UInt32 = 0, priority: Int32 = 0, stream: Bool = false) {
+        public init(query: String, instruction: String? = nil, documents: [String], topN: UInt32? = nil,
+                    returnDocuments: Bool = false, maxTokensPerDocument: UInt32? = nil, maxLength: UInt32? = nil,
+                    inputOrder: Bool = false, timeoutMs: UInt32? = nil, priority: Int32 = 0, stream: Bool = false) {
             self.query = query
             self.instruction = instruction
             self.documents = documents

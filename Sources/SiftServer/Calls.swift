@@ -50,8 +50,8 @@ struct Calls: Sendable {
     /// Document text a rerank's answer can carry: every document, or the `top_n` largest.
     static func returnedDocumentBytes(_ r: Wire.RerankRequest) -> Int {
         let sizes = r.documents.map(\.utf8.count)
-        guard r.topN > 0, Int(r.topN) < sizes.count else { return sizes.reduce(0, +) }
-        return sizes.sorted(by: >).prefix(Int(r.topN)).reduce(0, +)
+        guard let n = r.topN.map(Int.init), n < sizes.count else { return sizes.reduce(0, +) }
+        return sizes.sorted(by: >).prefix(n).reduce(0, +)
     }
 
     /// What a finished rerank reports to logs and metrics.
@@ -71,16 +71,15 @@ struct Calls: Sendable {
     /// overload it is refused here, at once (see `RerankService.admit`).
     func admitRerank(_ r: Wire.RerankRequest, receivedAt: ContinuousClock.Instant,
                      partial: (@Sendable ([Wire.RerankResult]) -> Void)?) throws(Wire.Status) -> AdmittedRerank {
-        var request = RerankRequest(query: r.query, instruction: r.instruction,
-                                    documents: r.documents)
-        request.topN = r.topN == 0 ? nil : Int(r.topN)
-        request.maxTokensPerDocument = r.maxTokensPerDocument == 0 ? nil : Int(r.maxTokensPerDocument)
-        request.maxLength = r.maxLength == 0 ? nil : Int(r.maxLength)
-        request.deadline = r.timeoutMs == 0 ? nil : receivedAt + .milliseconds(Int(r.timeoutMs))
-        request.priority = Int(r.priority)
+        // Field for field: "not given" is nil on both sides, and the engine judges every value.
+        var request = RerankRequest(query: r.query, instruction: r.instruction, documents: r.documents,
+                                    topN: r.topN.map(Int.init), maxTokensPerDocument: r.maxTokensPerDocument.map(Int.init),
+                                    maxLength: r.maxLength.map(Int.init),
+                                    deadline: r.timeoutMs.map { receivedAt + .milliseconds(Int($0)) },
+                                    priority: Int(r.priority))
         request.chunkLongDocuments = r.chunkLongDocuments
+        request.chunkOverlapTokens = r.chunkOverlapTokens.map(Int.init)
         request.cachePartition = cachePartition
-        request.chunkOverlapTokens = r.chunkOverlapTokens.map { Int($0) }
         if r.returnDocuments {
             // The answer must fit a frame the client accepts (the same limit both ways).
             let bytes = Self.answerBytes + r.documents.count * Self.resultBytes + Self.returnedDocumentBytes(r)

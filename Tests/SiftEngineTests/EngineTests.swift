@@ -111,6 +111,7 @@ final class EngineTests: XCTestCase {
             (RerankRequest(query: "q", documents: ["a", "b", "c", "d"]), "at most 3"),
             (RerankRequest(query: "q", documents: ["x"], maxLength: 0), "max_length"),
             (RerankRequest(query: "q", documents: ["x"], topN: -1), "top_n"),
+            (RerankRequest(query: "q", documents: ["x"], topN: 0), "top_n must be at least 1"),
             (RerankRequest(query: "q", documents: ["x"], maxTokensPerDocument: 0), "max_tokens_per_document"),
             (RerankRequest(query: String(repeating: "long query ", count: 100), documents: ["x"], maxLength: 64), "max_length 64"),
         ]

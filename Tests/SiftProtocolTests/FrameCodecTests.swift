@@ -17,6 +17,12 @@ final class FrameCodecTests: XCTestCase {
             timeoutMs: 1500, priority: -2, stream: true)
         rerank.model = "rerank-v3.5"
         try roundTrip(Wire.Frame(requestID: 7, metadata: meta, body: .rerankRequest(rerank)))
+        // Fields not given stay not given; proto3's 0 is "not given", so an explicit 0 arrives as nil.
+        try roundTrip(Wire.Frame(requestID: 8, body: .rerankRequest(Wire.RerankRequest(query: "q", documents: ["d"]))))
+        var zeros = Wire.RerankRequest(query: "q", documents: ["d"], topN: 0, maxTokensPerDocument: 0, maxLength: 0, timeoutMs: 0)
+        zeros.chunkOverlapTokens = 0
+        let decoded = try Wire.Frame.decode(Wire.Frame(requestID: 9, body: .rerankRequest(zeros)).encoded())
+        XCTAssertEqual(decoded.body, .rerankRequest(Wire.RerankRequest(query: "q", documents: ["d"])))
         let results = [Wire.RerankResult(index: 2, relevanceScore: 0.75, logit: 1.0986, tokens: 12, truncated: true, document: "doc"),
                        Wire.RerankResult(index: 0, relevanceScore: 0.1, logit: -2.19, tokens: 0, truncated: false)]
         try roundTrip(Wire.Frame(requestID: .max, body: .rerankResponse(Wire.RerankResponse(

@@ -167,6 +167,14 @@ final class HTTPAPITests: XCTestCase {
         XCTAssertEqual(r.status, 413)
         r = try await Self.post(port, "/v2/rerank", #"{"query": "q", "documents": ["\#(TestServer.longDocuments(1, words: 300)[0])"], "timeout_ms": 1, "max_length": 4096}"#)
         XCTAssertTrue(r.status == 504 || r.status == 413, "\(r.status) \(r.body)")
+        // An explicit 0 is judged as given (never read as "left out"), with what to send instead.
+        for (field, words) in [(#""top_n": 0"#, "top_n must be at least 1"), (#""max_length": 0"#, "max_length 0 must be in"),
+                               (#""max_tokens_per_doc": 0"#, "max_tokens_per_document must be positive"),
+                               (#""timeout_ms": 0"#, "timeout_ms must be positive"), (#""top_n": -1"#, "top_n must be in")] {
+            r = try await Self.post(port, "/v2/rerank", #"{"query": "q", "documents": ["a"], \#(field)}"#)
+            XCTAssertEqual(r.status, 400, "\(field): \(r.body)")
+            XCTAssertTrue(r.body.contains(words), "\(field): \(r.body)")
+        }
         r = try await Self.post(port, "/v3/rerank", "{}")
         XCTAssertEqual(r.status, 404)
         r = try await Self.post(port, "/v2/rerank", "", method: "GET")

@@ -50,8 +50,8 @@ struct RequestPreparer: @unchecked Sendable {
         guard r.documents.count <= options.maxDocuments else {
             throw EngineError(.invalidArgument, "\(r.documents.count) documents; at most \(options.maxDocuments) per request: split the request")
         }
-        if let n = r.topN, n < 0 { throw EngineError(.invalidArgument, "top_n must not be negative") }
-        if let n = r.maxTokensPerDocument, n <= 0 { throw EngineError(.invalidArgument, "max_tokens_per_document must be positive") }
+        if let n = r.topN, n < 1 { throw EngineError(.invalidArgument, "top_n must be at least 1: leave it out for every document") }
+        if let n = r.maxTokensPerDocument, n <= 0 { throw EngineError(.invalidArgument, "max_tokens_per_document must be positive: leave it out for no cut") }
         if let n = r.chunkOverlapTokens, n < 0 { throw EngineError(.invalidArgument, "chunk overlap must not be negative") }
         let maxLength = r.maxLength ?? options.defaultMaxLength
         guard maxLength > 0, maxLength <= maxLengthLimit else {

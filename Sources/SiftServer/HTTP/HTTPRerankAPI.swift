@@ -102,29 +102,31 @@ enum HTTPRerankAPI {
         }
     }
 
-    /// The wire request for a JSON body, or a status saying what is wrong with it.
+    /// The call a JSON body asks for, or a status saying what is wrong with it. Fields left out
+    /// stay nil (the server's defaults); a value given is passed on as given, 0 included, for the
+    /// engine to judge as it judges an RPC call's.
     static func decode(_ body: Data, maxDocuments: Int = .max) throws -> Wire.RerankRequest {
         let request = try decodeBody(Request.self, from: body, listKey: "documents", maxDocuments: maxDocuments)
-        func count(_ value: Int?, _ name: String) throws -> UInt32 {
-            guard let value else { return 0 }
-            guard value > 0, value <= Int(UInt32.max) else { throw Wire.Status(.invalidArgument, "\(name) must be a positive integer") }
+        func count(_ value: Int?, _ name: String) throws -> UInt32? {
+            guard let value else { return nil }
+            guard value >= 0, value <= Int(UInt32.max) else { throw Wire.Status(.invalidArgument, "\(name) must be in 0...\(UInt32.max)") }
             return UInt32(value)
         }
-        var wire = Wire.RerankRequest(query: request.query, instruction: request.instruction,
+        var call = Wire.RerankRequest(query: request.query, instruction: request.instruction,
                                       documents: request.documents.map(\.text))
-        wire.topN = try count(request.top_n, "top_n")
-        wire.returnDocuments = request.return_documents ?? false
-        wire.maxTokensPerDocument = try count(request.max_tokens_per_doc, "max_tokens_per_doc")
-        wire.maxLength = try count(request.max_length, "max_length")
-        wire.timeoutMs = try count(request.timeout_ms, "timeout_ms")
-        wire.priority = Int32(clamping: request.priority ?? 0)
-        wire.chunkLongDocuments = request.chunk_long_documents ?? false
-        if let overlap = request.chunk_overlap_tokens {
-            guard overlap >= 0 else { throw Wire.Status(.invalidArgument, "chunk_overlap_tokens must not be negative") }
-            wire.chunkOverlapTokens = UInt32(clamping: overlap)
+        call.topN = try count(request.top_n, "top_n")
+        call.returnDocuments = request.return_documents ?? false
+        call.maxTokensPerDocument = try count(request.max_tokens_per_doc, "max_tokens_per_doc")
+        call.maxLength = try count(request.max_length, "max_length")
+        call.timeoutMs = try count(request.timeout_ms, "timeout_ms")
+        if call.timeoutMs == 0 {
+            throw Wire.Status(.invalidArgument, "timeout_ms must be positive: leave it out for no deadline")
         }
-        wire.model = request.model ?? ""
-        return wire
+        call.priority = Int32(clamping: request.priority ?? 0)
+        call.chunkLongDocuments = request.chunk_long_documents ?? false
+        call.chunkOverlapTokens = try count(request.chunk_overlap_tokens, "chunk_overlap_tokens")
+        call.model = request.model ?? ""
+        return call
     }
 
     static func encode(_ r: Wire.RerankResponse, model: String, apiVersion: String) -> Data {

@@ -43,15 +43,47 @@ final class FrameReader: ChannelInboundHandler {
     private let limiter: LogLimiter
     private let gate: OutboundGate
 
+    /// Where the reader is in the byte stream: idle → receiving (first byte; the deadline starts)
+    /// → idle when the frame is whole and passed on; → discarding → idle when it was refused and
+    /// its rest has been dropped; → closed when the connection is refused for good or the input
+    /// ended.
+    private enum State {
+        /// Between frames (whole frames may be held here while the outbound gate is shut).
+        case idle
+        /// A frame's first byte came at `since` (its deadline runs); `verdict` once its envelope
+        /// was screened: who its key names.
+        case receiving(since: ContinuousClock.Instant, verdict: Verdict)
+        /// A refused frame: its `remaining` bytes are dropped as they arrive (its deadline runs).
+        case discarding(since: ContinuousClock.Instant, remaining: Int)
+        /// Refused for good, or the input ended and every frame held was delivered: nothing
+        /// more is read.
+        case closed
+
+        enum Verdict {
+            case pending, accepted(Caller?)
+            var isPending: Bool { if case .pending = self { true } else { false } }
+        }
+
+        /// When the frame being received or dropped began.
+        var since: ContinuousClock.Instant? {
+            switch self {
+            case .receiving(let since, _), .discarding(let since, _): since
+            case .idle, .closed: nil
+            }
+        }
+        var remainingToDrop: Int {
+            if case .discarding(_, let remaining) = self { remaining } else { 0 }
+        }
+        var isClosed: Bool {
+            if case .closed = self { true } else { false }
+        }
+    }
+
+    private var state = State.idle
     private var buffer = ByteBuffer()
     private var held = 0               // bytes counted against the budget
-    private var discarding = 0         // bytes of a refused frame still to drop
-    private var screened = false       // the current frame's envelope was judged
-    private var caller: Caller?        // and who its key names
-    private var frameStart: ContinuousClock.Instant?
     private var deadline: Scheduled<Void>?
-    private var closing = false
-    /// The peer shut its sending side; passed on once every whole frame held is delivered.
+    /// The peer shut its sending side (the reader closes once every whole frame held is delivered).
     private var inputClosed = false
 
     init(maxFrameBytes: Int, frameTimeout: Duration, budget: BufferBudget, registry: ConnectionRegistry,
@@ -78,16 +110,25 @@ final class FrameReader: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !closing else { return }
         var bytes = unwrapInboundIn(data)
-        if discarding > 0 {
-            let drop = min(discarding, bytes.readableBytes)
+        switch state {
+        case .closed:
+            return
+        case .discarding(let since, let remaining):
+            let drop = min(remaining, bytes.readableBytes)
             bytes.moveReaderIndex(forwardBy: drop)
-            discarding -= drop
-            if discarding == 0 { frameEnded(context) }
+            guard drop == remaining else {
+                state = .discarding(since: since, remaining: remaining - drop)
+                return
+            }
+            frameEnded(context)
             if bytes.readableBytes == 0 { return }
+            frameBegan(context)
+        case .idle:
+            frameBegan(context)
+        case .receiving:
+            break
         }
-        if frameStart == nil { frameBegan(context) }
         guard hold(buffer.readableBytes + bytes.readableBytes) else {
             return refuse(context, id: currentRequestID(), close: true, Wire.Status(.resourceExhausted,
                 "the server is holding \(budget.bytes >> 20) MiB of requests still arriving (its limit, --max-buffered-mb): retry shortly or send smaller requests"))
@@ -98,25 +139,23 @@ final class FrameReader: ChannelInboundHandler {
 
     /// Passes on every whole frame buffered, while the outbound gate is open.
     private func deliverFrames(_ context: ChannelHandlerContext) {
-        while !closing, discarding == 0, gate.isOpen, let next = nextFrame(context) {
+        while gate.isOpen, let next = nextFrame(context) {
             context.fireChannelRead(wrapInboundOut(next))
         }
-        guard !closing, gate.isOpen else { return giveMemoryBack() }
+        guard !state.isClosed, gate.isOpen else { return giveMemoryBack() }
         if inputClosed {
             // Nothing more will come: a partial frame is lost (as on a close), the calls sent go on.
-            if buffer.readableBytes > 0 || discarding > 0 {
-                limiter.log(logger, .info, "half-closed inside a frame", metadata: ["bytes": "\(buffer.readableBytes + discarding)"])
+            if buffer.readableBytes > 0 || state.remainingToDrop > 0 {
+                limiter.log(logger, .info, "half-closed inside a frame", metadata: ["bytes": "\(buffer.readableBytes + state.remainingToDrop)"])
                 buffer = ByteBuffer()
-                discarding = 0
                 frameEnded(context)
             }
-            giveMemoryBack()
-            closing = true
+            close()
             context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
             return
         }
         // Even three bytes of a length prefix start the clock (not while frames wait for the gate).
-        if frameStart == nil, buffer.readableBytes > 0 { frameBegan(context) }
+        if case .idle = state, buffer.readableBytes > 0 { frameBegan(context) }
         giveMemoryBack()
     }
 
@@ -135,10 +174,14 @@ final class FrameReader: ChannelInboundHandler {
     }
 
     /// The next whole frame that passed screening; nil when more bytes are needed (or the
-    /// connection is closing, or the current frame's rest is being dropped).
+    /// connection is closed, or the current frame's rest is being dropped).
     private func nextFrame(_ context: ChannelHandlerContext) -> ReceivedFrame? {
-        while !closing, discarding == 0, let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) {
-            if frameStart == nil { frameBegan(context) }
+        while let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) {
+            switch state {
+            case .closed, .discarding: return nil
+            case .idle: frameBegan(context)
+            case .receiving: break
+            }
             guard Int(length) <= maxFrameBytes else {
                 tooLarge(context, Int(length))
                 return nil
@@ -157,26 +200,25 @@ final class FrameReader: ChannelInboundHandler {
                 refuse(context, id: (error as? ProtocolError)?.requestID ?? 0, discardingFrameOf: length, Wire.Status(.invalidArgument, "malformed frame: \(error)"))
                 continue
             }
-            if let envelope, complete || !screened {
+            // Screened once readable, again when whole (its metadata may have grown meanwhile).
+            if let envelope, case .receiving(let since, let verdict) = state, complete || verdict.isPending {
                 switch screen(envelope) {
                 case .failure(let status):
                     refuse(context, id: envelope.requestID, discardingFrameOf: length, status)
                     continue
                 case .success(let who):
-                    caller = who
+                    state = .receiving(since: since, verdict: .accepted(who))
                 }
-                screened = true
             } else if !complete, envelope == nil, available >= Self.maxEnvelopeBytes {
                 refuse(context, id: 0, discardingFrameOf: length, Wire.Status(.invalidArgument,
                     "the frame's request id and metadata take over \(Self.maxEnvelopeBytes >> 10) KiB: send the metadata (the key) before the body, and keep it small"))
                 continue
             }
-            guard complete, let envelope else { return nil }
+            guard complete, let envelope, case .receiving(let since, .accepted(let caller)) = state else { return nil }
             buffer.moveReaderIndex(forwardBy: Framing.headerBytes)
             let body = buffer.readSlice(length: length)!
-            let (started, caller) = (frameStart ?? .now, caller)
             frameEnded(context)
-            return ReceivedFrame(body: body, envelope: envelope, received: started, caller: caller)
+            return ReceivedFrame(body: body, envelope: envelope, received: since, caller: caller)
         }
         return nil
     }
@@ -199,7 +241,7 @@ final class FrameReader: ChannelInboundHandler {
 
     private func frameBegan(_ context: ChannelHandlerContext) {
         let now = ContinuousClock.now
-        frameStart = now
+        state = .receiving(since: now, verdict: .pending)
         registry.receiving(context.channel, since: now)
         let loop = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         deadline = context.eventLoop.scheduleTask(in: frameTimeout) {
@@ -211,14 +253,20 @@ final class FrameReader: ChannelInboundHandler {
     private func frameEnded(_ context: ChannelHandlerContext) {
         deadline?.cancel()
         deadline = nil
-        frameStart = nil
-        screened = false
-        caller = nil
+        state = .idle
         registry.receiving(context.channel, since: nil)
     }
 
+    /// Nothing more is read; what is buffered is let go.
+    private func close() {
+        state = .closed
+        deadline?.cancel()
+        buffer = ByteBuffer()
+        hold(0)
+    }
+
     private func frameTimedOut(_ context: ChannelHandlerContext) {
-        guard !closing, let start = frameStart else { return }
+        guard let start = state.since else { return }
         limiter.log(logger, .notice, "frame not complete in time; closing", metadata: [
             "seconds": "\(String(format: "%.1f", (ContinuousClock.now - start).seconds))", "buffered_bytes": "\(buffer.readableBytes)"])
         refuse(context, id: currentRequestID(), close: true, Wire.Status(.deadlineExceeded,
@@ -233,8 +281,7 @@ final class FrameReader: ChannelInboundHandler {
         }
         metrics.protocolErrors.increment()
         limiter.log(logger, .notice, "\(protocolName) on the RPC port; closing")
-        closing = true
-        hold(0)
+        close()
         guard protocolName == "HTTP" else {
             // A TLS ClientHello on a plain port: the client's handshake fails and says so.
             context.close(promise: nil)
@@ -263,25 +310,23 @@ final class FrameReader: ChannelInboundHandler {
     private func refuse(_ context: ChannelHandlerContext, id: UInt64, close: Bool = false, discardingFrameOf length: Int = 0,
                         _ status: Wire.Status) {
         metrics.protocolErrors.increment()
-        metrics.record(method: "frame", code: status.code, duration: frameStart.map { .now - $0 } ?? .zero)
+        metrics.record(method: "frame", code: status.code, duration: state.since.map { .now - $0 } ?? .zero)
         limiter.log(logger, .notice, "frame refused", metadata: ["request_id": "\(id)", "status": "\(status.code.name)", "error": "\(status.message)"])
         var out = context.channel.allocator.buffer(capacity: 64 + status.message.utf8.count)
         Framing.write(Wire.Frame(requestID: id, body: .status(status)), to: &out)
         if close {
-            closing = true
-            deadline?.cancel()
-            buffer = ByteBuffer()
-            hold(0)
+            self.close()
             context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in context.close(promise: nil) }
             return
         }
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         let here = min(buffer.readableBytes - Framing.headerBytes, length)
         buffer.moveReaderIndex(forwardBy: Framing.headerBytes + here)
-        discarding = length - here
-        screened = false
-        caller = nil
-        if discarding == 0 { frameEnded(context) }
+        if here == length {
+            frameEnded(context)
+        } else {
+            state = .discarding(since: state.since ?? .now, remaining: length - here)
+        }
         hold(buffer.readableBytes)
     }
 
@@ -296,9 +341,9 @@ final class FrameReader: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if buffer.readableBytes > 0 || discarding > 0 {
+        if buffer.readableBytes > 0 || state.remainingToDrop > 0 {
             metrics.protocolErrors.increment()
-            limiter.log(logger, .info, "connection closed inside a frame", metadata: ["bytes": "\(buffer.readableBytes + discarding)"])
+            limiter.log(logger, .info, "connection closed inside a frame", metadata: ["bytes": "\(buffer.readableBytes + state.remainingToDrop)"])
         }
         deadline?.cancel()
         hold(0)

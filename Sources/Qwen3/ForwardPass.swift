@@ -308,6 +308,10 @@ struct DecoderSublayers {
                     sift_attention_bf16(simd, 1, q, qkvCols, task.rows, span.start + r0,
                                         blocks.assumingMemoryBound(to: UnsafePointer<UInt16>?.self), kOff, vOff, head / group, d, scale,
                                         out, c.qDim, ws.attentionScratch(worker))
+                case .int8:
+                    sift_attention_i8(simd, q, qkvCols, task.rows, span.start + r0,
+                                      blocks.assumingMemoryBound(to: UnsafePointer<Int8>?.self), kOff, vOff, kv.scaleOffset(layer),
+                                      head / group, d, scale, out, c.qDim, ws.attentionScratch(worker))
                 }
             }
         }

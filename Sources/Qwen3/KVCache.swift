@@ -2,14 +2,27 @@ import SiftBase
 import CSiftKernels
 import Foundation
 
-/// How attention keeps and computes K and V: `fp32` (the reference), or `bf16` (half the memory;
+/// How attention keeps and computes K and V: `fp32` (the reference), `bf16` (half the memory;
 /// K, V, Q and the probabilities rounded to bf16, dot products on `vdpbf16ps` where the CPU has
-/// it and on its FMA twin elsewhere — the same bits on every CPU; see attention_bf16.c).
+/// it and on its FMA twin elsewhere; attention_bf16.c) or `int8` (about a quarter of the memory;
+/// K and V with a scale per token and head, Q and the probabilities quantized per row, dot
+/// products on `vpdpbusd` where the CPU has AVX-512 VNNI and on AVX2's exact twin elsewhere;
+/// attention_i8.c). Each gives the same bits on every CPU.
 public enum AttentionPrecision: String, Sendable, CaseIterable {
-    case fp32, bf16
+    case fp32, bf16, int8
 
     /// Bytes of one stored K or V element.
-    public var elementBytes: Int { self == .fp32 ? 4 : 2 }
+    public var elementBytes: Int {
+        switch self {
+        case .fp32: 4
+        case .bf16: 2
+        case .int8: 1
+        }
+    }
+
+    /// Bytes one block adds per KV head and layer besides its elements: int8's key scales, key
+    /// sums and value scales (4 bytes each per position).
+    var scaleBytesPerHead: Int { self == .int8 ? 3 * 4 * KVBlock.positions : 0 }
 
     /// The attention a model runs unless told otherwise: fp32 with fp32 linear layers (the
     /// reference path), bf16 with int8 ones (it passes the fidelity gate, docs/QUANTIZATION.md).
@@ -21,9 +34,10 @@ public enum AttentionPrecision: String, Sendable, CaseIterable {
 
 /// KV memory is paged in blocks of 16 positions. One block holds those positions for every
 /// layer: per layer, the keys (fp32: transposed, `[kvHead][headDim][16]`, so the attention
-/// kernel scores 16 keys per vector FMA; bf16: `[kvHead][headDim/2][16]` pairs of dimensions)
-/// followed by the values (fp32: `[kvHead][16][headDim]`, one head's rows contiguous; bf16:
-/// `[kvHead][8][headDim]` pairs of positions), as the attention kernels read them.
+/// kernel scores 16 keys per vector FMA; bf16: `[kvHead][headDim/2][16]` pairs of dimensions;
+/// int8: `[kvHead][headDim/4][16]` quads) followed by the values (fp32: `[kvHead][16][headDim]`,
+/// one head's rows contiguous; bf16: `[kvHead][8][headDim]` pairs of positions; int8:
+/// `[kvHead][4][headDim]` quads) and, for int8, each head's scales, as the kernels read them.
 ///
 /// Blocks are shared, never copied: every document of a request attends to the same prefix
 /// blocks, and the prefix cache keeps popular blocks alive across requests. A block is only
@@ -56,7 +70,7 @@ public final class KVBlockPool: @unchecked Sendable {
     public let headDim: Int
     /// How its blocks hold K and V (and so which attention kernel reads them).
     public let precision: AttentionPrecision
-    /// Elements of one layer in a block: keys then values.
+    /// Elements of one layer in a block: keys, values, then (int8) the scales.
     let layerStride: Int
     public var blockBytes: Int { layerStride * layerCount * precision.elementBytes }
     private let state = Locked(State())
@@ -78,7 +92,7 @@ public final class KVBlockPool: @unchecked Sendable {
         self.kvDim = kvDim
         self.headDim = headDim
         self.precision = precision
-        layerStride = 2 * KVBlock.positions * kvDim
+        layerStride = 2 * KVBlock.positions * kvDim + precision.scaleBytesPerHead * (kvDim / headDim)
         let blockBytes = max(1, layerStride * layerCount * precision.elementBytes)
         keepFree = max(0, keepFreeBytes / blockBytes)
         capacity = capacityBytes / blockBytes
@@ -129,9 +143,10 @@ public final class KVBlockPool: @unchecked Sendable {
         (positions + KVBlock.positions - 1) / KVBlock.positions
     }
 
-    /// Offsets (in elements) of layer `l`'s keys and values inside a block.
+    /// Offsets (in elements) of layer `l`'s keys, values and (int8) scales inside a block.
     func keyOffset(_ l: Int) -> Int { l * layerStride }
     func valueOffset(_ l: Int) -> Int { l * layerStride + KVBlock.positions * kvDim }
+    func scaleOffset(_ l: Int) -> Int { l * layerStride + 2 * KVBlock.positions * kvDim }
 }
 
 /// The KV of one sequence: a table of blocks covering positions 0..<count.
@@ -192,6 +207,10 @@ public final class KVCache: @unchecked Sendable {
         case .bf16:
             let block = raw.assumingMemoryBound(to: UInt16.self)
             sift_kv_store_bf16(key, value, pool.kvDim, d, block + pool.keyOffset(l), block + pool.valueOffset(l), slot)
+        case .int8:
+            let block = raw.assumingMemoryBound(to: Int8.self)
+            let scales = UnsafeMutableRawPointer(block + pool.scaleOffset(l)).assumingMemoryBound(to: Float.self)
+            sift_kv_store_i8(key, value, pool.kvDim, d, block + pool.keyOffset(l), block + pool.valueOffset(l), scales, slot)
         }
     }
 }

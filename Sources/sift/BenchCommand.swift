@@ -164,7 +164,7 @@ struct PrefillBench: ParsableCommand {
         let limit = linearTime + attentionTime
         print(String(format: "limit: %.1f tokens/s = linear %.2f GOP at the %@ peak (%.0f GOPS) + attention %.2f GFLOP at the %@ peak (%.0f GFLOPS), measured now; prefill at %.1f%% of it (attention %.0f%% of the limit's time)",
                      Double(tokens) / limit, linearOps / 1e9, precision == .int8 ? "int8" : "fp32 FMA", linearPeak,
-                     attentionFLOPs / 1e9, peaks.attentionOnBF16Unit(kv) ? "bf16 dot" : "fp32 FMA", peaks.attention(kv),
+                     attentionFLOPs / 1e9, peaks.attentionUnit(kv), peaks.attention(kv),
                      100 * limit / seconds, 100 * attentionTime / limit))
     }
 }
@@ -176,7 +176,7 @@ struct ParityBench: AsyncParsableCommand {
     @Option(help: "Model folder.") var model: String
     @Option(help: "Reference scores JSON (../shared/fixtures/reference-scores*.json).") var reference: String
     @Option(help: "Precision of the linear layers.") var precision: Precision = .int8
-    @Option(help: "Attention: bf16 or fp32 (default: the standard for the precision).") var attention: AttentionPrecision?
+    @Option(help: "Attention: bf16, int8 or fp32 (default: the standard for the precision).") var attention: AttentionPrecision?
     @Option(help: "Only the first N cases (0 = all).") var cases: Int = 0
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
 

@@ -23,7 +23,7 @@ struct FidelityBench: AsyncParsableCommand {
             """)
 
     @Option(help: "Model folders (comma-separated), one per seed.") var models: String
-    @Option(help: "Modes besides the fp32 reference: int8row (a scale per row, fp32 attention: Sift before 0.8), int8 (a scale per 128 inputs), int8+bf16 (bf16 attention: Sift now), fp32+bf16.") var modes: String = "int8row,int8,int8+bf16,fp32+bf16"
+    @Option(help: "Modes besides the fp32 reference: int8row (a scale per row, fp32 attention: Sift before 0.8), int8 (a scale per 128 inputs), int8+bf16 (bf16 attention: Sift now), int8+int8 (int8 attention), fp32+bf16.") var modes: String = "int8row,int8,int8+bf16,fp32+bf16"
     @Option(help: "The mode the gate judges.") var candidate: String = "int8+bf16"
     @Option(help: "The mode it is judged against.") var baseline: String = "int8row"
     @Option(help: "Short bucket: queries per model.") var shortQueries: Int = 16
@@ -48,7 +48,7 @@ struct FidelityBench: AsyncParsableCommand {
             let folders = models.split(separator: ",").map { String($0) }
             for f in folders { try ModelArgument.check(f, is: .folder, for: "bench fidelity") }
             let parsed = try modes.split(separator: ",").map { text -> FidelityMode in
-                guard let m = FidelityMode(String(text)) else { throw CLIError("--modes: \(text) is not one of \(FidelityMode.linearKinds.joined(separator: ", ")), each with or without +bf16") }
+                guard let m = FidelityMode(String(text)) else { throw CLIError("--modes: \(text) is not one of \(FidelityMode.linearKinds.joined(separator: ", ")), each with or without +bf16 or +int8") }
                 return m
             }
             let names = parsed.map(\.description)

@@ -73,13 +73,17 @@ struct KernelBench: ParsableCommand {
         let (fmaPeak, bf16Peak) = (peaks.fma, peaks.bf16)
         print(String(format: "fp32 FMA peak (register-only loop, best of 3): %.0f GFLOPS", fmaPeak))
         if bf16Peak > 0 { print(String(format: "bf16 dot peak (vdpbf16ps, register-only loop, best of 3): %.0f GFLOPS", bf16Peak)) }
+        if peaks.int8 > 0 { print(String(format: "int8 dot peak (%@, register-only loop, best of 3): %.0f GOPS", path.rawValue, peaks.int8)) }
         print("attention  context   kind   GFLOPS   % of its unit's peak   (QKᵀ and PV, causal; softmax included; best of 3)")
         let heads = 16, kvHeads = 8, d = 128, kvDim = kvHeads * d, qDim = heads * d
         let block = Int(SIFT_KEY_BLOCK), tile = Qwen3Model.attentionTile
         for n in contexts {
             for kind in AttentionPrecision.allCases {
                 let blocks = (n + block - 1) / block, blockElements = 2 * block * kvDim
-                let kv = UnsafeMutableRawPointer.allocate(byteCount: blocks * blockElements * kind.elementBytes, alignment: 64)
+                // int8 blocks end with each head's 16 key scales, key sums and value scales.
+                let scaleBytes = kind == .int8 ? kvHeads * 3 * 4 * block : 0
+                let blockBytes = blockElements * kind.elementBytes + scaleBytes
+                let kv = UnsafeMutableRawPointer.allocate(byteCount: blocks * blockBytes, alignment: 64)
                 let q = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
                 let out = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
                 let scratchFloats = 2 * tile + Int(SIFT_ATTENTION_Q_FLOATS)
@@ -92,9 +96,17 @@ struct KernelBench: ParsableCommand {
                 case .bf16:
                     let h = kv.assumingMemoryBound(to: UInt16.self)
                     for i in 0..<(blocks * blockElements) { h[i] = UInt16(truncatingIfNeeded: (Float(i % 89) / 89 - 0.5).bitPattern >> 16) }
+                case .int8:
+                    for b in 0..<blocks {
+                        let base = kv + b * blockBytes
+                        let bytes = base.assumingMemoryBound(to: Int8.self)
+                        for i in 0..<blockElements { bytes[i] = Int8(i % 89 - 44) }
+                        let scales = (base + blockElements).assumingMemoryBound(to: Float.self)
+                        for i in 0..<(scaleBytes / 4) { scales[i] = 0.01 }
+                    }
                 }
                 for i in 0..<(n * qDim) { q[i] = Float(i % 83) / 83 - 0.5 }
-                let table: [UnsafeRawPointer?] = (0..<blocks).map { UnsafeRawPointer(kv + $0 * blockElements * kind.elementBytes) }
+                let table: [UnsafeRawPointer?] = (0..<blocks).map { UnsafeRawPointer(kv + $0 * blockBytes) }
                 let scale = 1 / Float(d).squareRoot()
                 var best = Double.infinity
                 for _ in 0..<3 {
@@ -115,6 +127,11 @@ struct KernelBench: ParsableCommand {
                                 sift_attention_bf16(path.simd, 1, q + r0 * qDim + head * d, qDim, rows, r0,
                                                     blocksPointer.assumingMemoryBound(to: UnsafePointer<UInt16>?.self),
                                                     0, block * kvDim, g, d, scale, out + r0 * qDim + head * d, qDim, scratch + worker * scratchFloats)
+                            case .int8:
+                                sift_attention_i8(path.simd, q + r0 * qDim + head * d, qDim, rows, r0,
+                                                  blocksPointer.assumingMemoryBound(to: UnsafePointer<Int8>?.self),
+                                                  0, block * kvDim, blockElements, g, d, scale, out + r0 * qDim + head * d, qDim,
+                                                  scratch + worker * scratchFloats)
                             }
                         }
                     }

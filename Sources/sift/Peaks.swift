@@ -32,13 +32,27 @@ struct Peaks {
     }
 
     /// The peak of the unit attention runs on: vdpbf16ps for bf16 on the AVX-512 path of a CPU
-    /// with it; FMAs otherwise (the bf16 twins widen to fp32 and use FMAs).
+    /// with it; the int8 dot instructions for int8 (vpdpbusd, or AVX2's sequence); FMAs
+    /// otherwise (the bf16 twins widen to fp32 and use FMAs).
     func attention(_ precision: AttentionPrecision) -> Double {
-        attentionOnBF16Unit(precision) ? bf16 : fma
+        switch precision {
+        case .int8 where int8 > 0: int8
+        case .bf16 where attentionOnBF16Unit(precision): bf16
+        default: fma
+        }
     }
 
     func attentionOnBF16Unit(_ precision: AttentionPrecision) -> Bool {
         precision == .bf16 && bf16 > 0 && path.simd == SIFT_SIMD_AVX512
+    }
+
+    /// The unit attention of `precision` runs on, as `attention` counts it.
+    func attentionUnit(_ precision: AttentionPrecision) -> String {
+        switch precision {
+        case .int8 where int8 > 0: "int8 dot"
+        case .bf16 where attentionOnBF16Unit(precision): "bf16 dot"
+        default: "fp32 FMA"
+        }
     }
 
     /// Causal attention FLOPs of one layer's `heads` heads of `d` over a sequence of `tokens`

@@ -13,10 +13,10 @@ final class EngineTests: XCTestCase {
         let checkpoint = try Qwen3Checkpoint(directory: Fixtures.tinyModel)
         let tok = Self.tokenizer
         let model = try Qwen3Model(checkpoint: checkpoint, yesID: 9693, noID: 2152, precision: precision, threads: 2,
-                                   calibrationTokens: Reranker.calibrationTokens(tok))
+                                   calibrationTokens: RerankerModel.calibrationTokens(tok))
         var options = EngineOptions()
         configure(&options)
-        return SiftEngine(reranker: Reranker(tokenizer: tok, model: model, yesID: 9693, noID: 2152), options: options)
+        return SiftEngine(reranker: RerankerModel(tokenizer: tok, model: model, yesID: 9693, noID: 2152), options: options)
     }
 
     static let docs = ["The capital of China is Beijing.", "Gravity is a force by which a planet draws objects toward its center.",
@@ -49,7 +49,19 @@ final class EngineTests: XCTestCase {
     }
 
     func testScoresAreBitIdenticalHoweverTheyAreBatched() async throws {
-        let engine = try makeEngine()
+        try await checkBitIdenticalHoweverBatched(attention: nil)
+    }
+
+    /// The same with int8 attention (int8 KV blocks, shared and cached as the bf16 ones are).
+    func testInt8AttentionScoresAreBitIdenticalHoweverTheyAreBatched() async throws {
+        try await checkBitIdenticalHoweverBatched(attention: .int8)
+    }
+
+    func checkBitIdenticalHoweverBatched(attention: AttentionPrecision?) async throws {
+        let makeEngine = { (configure: (inout EngineOptions) -> Void) in
+            try self.makeEngine { $0.attention = attention; configure(&$0) }
+        }
+        let engine = try makeEngine { _ in }
         let query = "What is the capital of China?"
         // Together in one request (prefix computed fresh).
         let together = try await engine.rerank(RerankRequest(query: query, documents: docs))

@@ -86,6 +86,20 @@ void sift_attention_bf16(sift_simd level, int dot, const float *q, size_t q_stri
  * areas, in the layout above. */
 void sift_kv_store_bf16(const float *key, const float *value, size_t kv_dim, size_t d,
                         uint16_t *keys, uint16_t *values, size_t slot);
+/* The same attention with K and V in int8, a scale per token and KV head, and Q and the
+ * probabilities quantized per row (attention_i8.c gives the exact operations): KV head g's keys
+ * as (head_dim/4 × 16) words of four dimensions at blocks[b] + k_off + g · head_dim · 16, its
+ * values as (4 × head_dim) words of four positions at blocks[b] + v_off + g · 16 · head_dim, its
+ * 16 key scales, 16 key sums (int32) and 16 value scales at blocks[b] + s_off + g · 192 (offsets
+ * in bytes). The dot products run on `vpdpbusd` where the CPU has AVX-512 VNNI, on AVX2's exact
+ * maddubs/madd sequence below it; every level gives the same bits. */
+void sift_attention_i8(sift_simd level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
+                       const int8_t *const *blocks, size_t k_off, size_t v_off, size_t s_off, size_t g, size_t d,
+                       float scale, float *out, size_t out_stride, float *scratch);
+/* Writes position `slot` of a block in the int8 layout above: each KV head's key and value
+ * rows quantized with their own scale (max|x| / 127, round to nearest even). */
+void sift_kv_store_i8(const float *key, const float *value, size_t kv_dim, size_t d,
+                      int8_t *keys, int8_t *values, float *scales, size_t slot);
 /* The bf16 dot peak (`vdpbf16ps`; 0 on CPUs without it), as the FMA peak below. */
 float sift_bf16_peak_loop(size_t iters);
 size_t sift_bf16_peak_flops(size_t iters);

@@ -1,4 +1,5 @@
 import Foundation
+import Qwen3
 import SiftBase
 
 /// A way to run the model: linear layers and attention precisions. `fp32` (fp32 + fp32) is the
@@ -15,15 +16,15 @@ public struct FidelityMode: Hashable, Sendable, CustomStringConvertible {
     public static let reference = FidelityMode(linear: "fp32", attention: "fp32")
 
     /// Linear layers "fp32", "int8" (a scale per 128 inputs) or "int8row" (a scale per row: Sift
-    /// before 0.8), then "+bf16" for bf16 attention (fp32 attention without it): "int8row" is
-    /// the int8 Sift served before this round, "int8+bf16" what it serves now. Or an outside
-    /// engine's name (its logits are read from a file).
+    /// before 0.8), then "+bf16" or "+int8" for bf16 or int8 attention (fp32 attention without
+    /// it): "int8row" is the int8 Sift served before this round, "int8+bf16" what it serves now.
+    /// Or an outside engine's name (its logits are read from a file).
     public static let linearKinds = ["fp32", "int8", "int8row"]
 
     public init?(_ text: String) {
         let parts = text.split(separator: "+").map(String.init)
         guard (1...2).contains(parts.count), Self.linearKinds.contains(parts[0]),
-              parts.count == 1 || ["fp32", "bf16"].contains(parts[1]) else { return nil }
+              parts.count == 1 || AttentionPrecision(rawValue: parts[1]) != nil else { return nil }
         self.init(linear: parts[0], attention: parts.count == 2 ? parts[1] : "fp32")
     }
 

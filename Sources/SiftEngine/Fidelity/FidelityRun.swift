@@ -55,7 +55,7 @@ public enum FidelityRun {
                 }
             }
             for mode in mine {
-                logits[mode.description] = try await run(mode.attention == "bf16" ? .bf16 : .fp32, mode.description)
+                logits[mode.description] = try await run(AttentionPrecision(rawValue: mode.attention) ?? .fp32, mode.description)
             }
         }
         var records: [FidelityRecord] = []

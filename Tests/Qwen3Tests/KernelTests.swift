@@ -153,22 +153,9 @@ final class KernelTests: XCTestCase {
         let table: [UnsafePointer<Float>?] = (0..<blockCount).map { UnsafePointer(memory + $0 * blockFloats) }
         let scale = 1 / Float(d).squareRoot()
         func run(simd: sift_simd, splits: [Int]) -> [Float] {
-            var out = [Float](repeating: 0, count: positions * qDim)
-            var scratch = [Float](repeating: 0, count: 2 * positions + Int(SIFT_ATTENTION_Q_FLOATS))
-            for head in 0..<heads {
-                var start = 0
-                for end in splits + [positions] {
-                    q.withUnsafeBufferPointer { qb in
-                        out.withUnsafeMutableBufferPointer { ob in
-                            sift_attention(simd, qb.baseAddress! + start * qDim + head * d, qDim, end - start, start, table,
-                                           0, block * kvDim, head / (heads / kvHeads), d, scale,
-                                           ob.baseAddress! + start * qDim + head * d, qDim, &scratch)
-                        }
-                    }
-                    start = end
-                }
+            Self.attentionRows(q: q, positions: positions, heads: heads, d: d, splits: splits) { q, rows, first, head, out, scratch in
+                sift_attention(simd, q, qDim, rows, first, table, 0, block * kvDim, head / (heads / kvHeads), d, scale, out, qDim, scratch)
             }
-            return out
         }
         let whole = run(simd: SIFT_SIMD_PORTABLE, splits: [])
         for level in Self.levels {
@@ -217,22 +204,10 @@ final class KernelTests: XCTestCase {
         let table: [UnsafePointer<UInt16>?] = (0..<blockCount).map { UnsafePointer(memory + $0 * blockHalves) }
         let scale = 1 / Float(d).squareRoot()
         func run(simd: sift_simd, dot: Int32, splits: [Int]) -> [Float] {
-            var out = [Float](repeating: 0, count: positions * qDim)
-            var scratch = [Float](repeating: 0, count: 2 * positions + Int(SIFT_ATTENTION_Q_FLOATS))
-            for head in 0..<heads {
-                var start = 0
-                for end in splits + [positions] {
-                    q.withUnsafeBufferPointer { qb in
-                        out.withUnsafeMutableBufferPointer { ob in
-                            sift_attention_bf16(simd, dot, qb.baseAddress! + start * qDim + head * d, qDim, end - start, start, table,
-                                                0, block * kvDim, head / (heads / kvHeads), d, scale,
-                                                ob.baseAddress! + start * qDim + head * d, qDim, &scratch)
-                        }
-                    }
-                    start = end
-                }
+            Self.attentionRows(q: q, positions: positions, heads: heads, d: d, splits: splits) { q, rows, first, head, out, scratch in
+                sift_attention_bf16(simd, dot, q, qDim, rows, first, table, 0, block * kvDim, head / (heads / kvHeads), d, scale,
+                                    out, qDim, scratch)
             }
-            return out
         }
         let whole = run(simd: SIFT_SIMD_PORTABLE, dot: 0, splits: [])
         XCTAssertFalse(whole.contains { $0.isNaN }, "stale data was read")
@@ -292,22 +267,10 @@ final class KernelTests: XCTestCase {
         let table: [UnsafePointer<Int8>?] = (0..<blockCount).map { UnsafePointer((memory + $0 * blockBytes).assumingMemoryBound(to: Int8.self)) }
         let scale = 1 / Float(d).squareRoot()
         func run(simd: sift_simd, splits: [Int]) -> [Float] {
-            var out = [Float](repeating: 0, count: positions * qDim)
-            var scratch = [Float](repeating: 0, count: 2 * positions + Int(SIFT_ATTENTION_Q_FLOATS))
-            for head in 0..<heads {
-                var start = 0
-                for end in splits + [positions] {
-                    q.withUnsafeBufferPointer { qb in
-                        out.withUnsafeMutableBufferPointer { ob in
-                            sift_attention_i8(simd, qb.baseAddress! + start * qDim + head * d, qDim, end - start, start, table,
-                                              0, block * kvDim, 2 * block * kvDim, head / (heads / kvHeads), d, scale,
-                                              ob.baseAddress! + start * qDim + head * d, qDim, &scratch)
-                        }
-                    }
-                    start = end
-                }
+            Self.attentionRows(q: q, positions: positions, heads: heads, d: d, splits: splits) { q, rows, first, head, out, scratch in
+                sift_attention_i8(simd, q, qDim, rows, first, table, 0, block * kvDim, 2 * block * kvDim, head / (heads / kvHeads), d,
+                                  scale, out, qDim, scratch)
             }
-            return out
         }
         let whole = run(simd: SIFT_SIMD_PORTABLE, splits: [])
         XCTAssertFalse(whole.contains { $0.isNaN }, "stale data was read")
@@ -330,6 +293,30 @@ final class KernelTests: XCTestCase {
         // to 8 bits of their block's largest (measured: 0.0064).
         XCTAssertLessThan(worst, 1e-2)
         print("int8 attention: largest |error| against exact attention \(worst)")
+    }
+
+    /// One attention kernel over every head of `q` (positions × heads × d), the rows cut into calls
+    /// at `splits`, as the model calls it: `kernel(q, rows, first position, head, out, scratch)`.
+    static func attentionRows(q: [Float], positions: Int, heads: Int, d: Int, splits: [Int],
+                              _ kernel: (UnsafePointer<Float>, Int, Int, Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
+        let qDim = heads * d
+        var out = [Float](repeating: 0, count: positions * qDim)
+        var scratch = [Float](repeating: 0, count: 2 * positions + Int(SIFT_ATTENTION_Q_FLOATS))
+        for head in 0..<heads {
+            var start = 0
+            for end in splits + [positions] {
+                q.withUnsafeBufferPointer { qb in
+                    out.withUnsafeMutableBufferPointer { ob in
+                        scratch.withUnsafeMutableBufferPointer { sb in
+                            kernel(qb.baseAddress! + start * qDim + head * d, end - start, start, head, ob.baseAddress! + start * qDim + head * d,
+                                   sb.baseAddress!)
+                        }
+                    }
+                }
+                start = end
+            }
+        }
+        return out
     }
 
     /// The vector levels of the kernels around the GEMM, as the supported kernel paths use them.

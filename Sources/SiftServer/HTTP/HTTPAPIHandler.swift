@@ -34,15 +34,22 @@ final class HTTPAPIHandler: ChannelInboundHandler {
     private let options: ServerOptions
     private let lifecycle: CallLifecycle
     private var logger: Logger
-    private var request: RequestInfo?
+    /// Where the request being read is: idle → receiving (its head read, its body arriving into
+    /// `body`) → idle once it is whole and routed, or → waitingForGate (whole, while the client
+    /// is not taking its answers) → idle when the gate opens; or → refused (answered before its
+    /// end; the rest is ignored and the connection closes).
+    private enum Receiving {
+        case idle
+        case receiving(RequestInfo)
+        case waitingForGate(RequestInfo, ByteBuffer)
+        case refused
+    }
+
+    private var receiving = Receiving.idle
     private var body = ByteBuffer()
     private var held = 0
-    /// Refused before its end: the rest of this request is ignored (the connection closes).
-    private var refused = false
     private var call: Task<Void, Never>?
     private let gate: OutboundGate
-    /// A whole request waiting for the gate to open.
-    private var waiting: (RequestInfo, ByteBuffer)?
     /// The connection is gone: a body still being decoded starts no call.
     private var closed = false
 
@@ -72,11 +79,11 @@ final class HTTPAPIHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, call == nil, request == nil, waiting == nil {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, call == nil, case .idle = receiving {
             context.close(promise: nil)
         } else if event is OutboundGate.Opened {
-            if let (info, payload) = waiting {
-                waiting = nil
+            if case .waitingForGate(let info, let payload) = receiving {
+                receiving = .idle
                 route(context, info, payload)
             }
             context.fireUserInboundEventTriggered(event)
@@ -102,8 +109,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             var info = RequestInfo(head: head, received: .now)
-            request = info
-            refused = false
+            receiving = .receiving(info)
             body.clear()
             if head.method == .POST, Self.path(head.uri).hasSuffix("rerank") {
                 if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > options.maxFrameBytes {
@@ -113,7 +119,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
                 do {
                     info.caller = try state.authorize(authorization: head.headers.first(name: "authorization"),
                                                       keyHint: "the header Authorization: Bearer <key>")
-                    request = info
+                    receiving = .receiving(info)
                 } catch {
                     return refuseEarly(context, info, status: 401, error)
                 }
@@ -122,7 +128,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
                 context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
             }
         case .body(var chunk):
-            guard let info = request, !refused else { return }
+            guard case .receiving(let info) = receiving else { return }
             let wanted = body.readableBytes + chunk.readableBytes
             guard wanted <= options.maxFrameBytes else {
                 return refuseEarly(context, info, status: 413, Wire.Status(.resourceExhausted,
@@ -135,16 +141,16 @@ final class HTTPAPIHandler: ChannelInboundHandler {
             held = wanted
             body.writeBuffer(&chunk)
         case .end:
-            guard let info = request, !refused else { return }
-            request = nil
+            guard case .receiving(let info) = receiving else { return }
             context.triggerUserOutboundEvent(HTTPRequestGuard.RequestArrived(), promise: nil)
             let payload = body
             body = ByteBuffer()
             release()
             if gate.isOpen {
+                receiving = .idle
                 route(context, info, payload)
             } else {
-                waiting = (info, payload)
+                receiving = .waitingForGate(info, payload)
             }
         }
     }
@@ -159,7 +165,7 @@ final class HTTPAPIHandler: ChannelInboundHandler {
 
     /// Answers a request before its end and closes the connection (its remaining bytes are not read).
     private func refuseEarly(_ context: ChannelHandlerContext, _ info: RequestInfo, status: Int, _ s: Wire.Status) {
-        refused = true
+        receiving = .refused
         body = ByteBuffer()
         release()
         var closing = info

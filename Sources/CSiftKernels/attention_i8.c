@@ -253,22 +253,26 @@ ATT_AVX2 void step_i8_avx2(int nr, const int8_t *q8, const float *qsc, size_t po
     }
 }
 
-__attribute__((target("avx2,fma")))
-static void attention_i8_avx2(const int8_t *q8, const float *qsc, size_t rows, size_t first_pos, kv8_view kv, size_t g,
-                              size_t d, float *out, size_t out_stride, float *m, float *l) {
-    size_t steps = (first_pos + rows + STEP_KEYS - 1) / STEP_KEYS, chunk = ATT_CHUNK / 2;
-    for (size_t t0 = 0; t0 < steps; t0 += chunk) {
-        size_t t1 = t0 + chunk < steps ? t0 + chunk : steps;
-        size_t r = 0;
-#define ROWS(NR)                                                                                              \
+/* The walk every SIMD path makes: key steps in chunks (a chunk's keys stay in L1 across its row
+ * groups), rows in groups of MAX, then 4, 2, 1 — each group's count a constant, so STEP's loops
+ * are unrolled for it. */
+#define I8_ROWS(STEP, NR)                                                                                     \
     for (size_t t = t0; t < t1 && t * STEP_KEYS <= first_pos + r + (NR) - 1; t++)                              \
-        step_i8_avx2(NR, q8 + r * d, qsc + r, first_pos + r, t, kv, g, d, out + r * out_stride, out_stride, m + r, l + r)
-        for (; r + 4 <= rows; r += 4) { ROWS(4); }
-        if (r + 2 <= rows) { ROWS(2); r += 2; }
-        if (r < rows) { ROWS(1); r += 1; }
-#undef ROWS
+        STEP(NR, q + r * d, qsc + r, first_pos + r, t, kv, g, d, out + r * out_stride, out_stride, m + r, l + r)
+#define I8_DRIVER(NAME, TARGET, STEP, QT, MAX)                                                                \
+    __attribute__((target(TARGET)))                                                                           \
+    static void NAME(const QT *q, const float *qsc, size_t rows, size_t first_pos, kv8_view kv, size_t g,      \
+                     size_t d, float *out, size_t out_stride, float *m, float *l) {                            \
+        size_t steps = (first_pos + rows + STEP_KEYS - 1) / STEP_KEYS, chunk = ATT_CHUNK / 2;                  \
+        for (size_t t0 = 0; t0 < steps; t0 += chunk) {                                                         \
+            size_t t1 = t0 + chunk < steps ? t0 + chunk : steps, r = 0;                                        \
+            for (; r + (MAX) <= rows; r += (MAX)) { I8_ROWS(STEP, MAX); }                                      \
+            if ((MAX) > 4 && r + 4 <= rows) { I8_ROWS(STEP, 4); r += 4; }                                      \
+            if (r + 2 <= rows) { I8_ROWS(STEP, 2); r += 2; }                                                   \
+            if (r < rows) { I8_ROWS(STEP, 1); r += 1; }                                                        \
+        }                                                                                                      \
     }
-}
+I8_DRIVER(attention_i8_avx2, "avx2,fma", step_i8_avx2, int8_t, 4)
 
 /* ---- AVX-512 VNNI ------------------------------------------------------------------------------ */
 
@@ -373,25 +377,9 @@ ATT_VNNI void step_i8_avx512(int nr, const uint8_t *qu, const float *qsc, size_t
     }
 }
 
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,fma,avx2")))
-static void attention_i8_avx512(const uint8_t *qu, const float *qsc, size_t rows, size_t first_pos, kv8_view kv, size_t g,
-                                size_t d, float *out, size_t out_stride, float *m, float *l) {
-    size_t steps = (first_pos + rows + STEP_KEYS - 1) / STEP_KEYS, chunk = ATT_CHUNK / 2;
-    for (size_t t0 = 0; t0 < steps; t0 += chunk) {
-        size_t t1 = t0 + chunk < steps ? t0 + chunk : steps;
-        /* Rows in groups of 8, then 4, 2, 1: each group's row count a constant, so the step's
-         * loops are unrolled for it. */
-        size_t r = 0;
-#define ROWS(NR)                                                                                              \
-    for (size_t t = t0; t < t1 && t * STEP_KEYS <= first_pos + r + (NR) - 1; t++)                              \
-        step_i8_avx512(NR, qu + r * d, qsc + r, first_pos + r, t, kv, g, d, out + r * out_stride, out_stride, m + r, l + r)
-        for (; r + 8 <= rows; r += 8) { ROWS(8); }
-        if (r + 4 <= rows) { ROWS(4); r += 4; }
-        if (r + 2 <= rows) { ROWS(2); r += 2; }
-        if (r < rows) { ROWS(1); r += 1; }
-#undef ROWS
-    }
-}
+I8_DRIVER(attention_i8_avx512, "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,fma,avx2", step_i8_avx512, uint8_t, 8)
+#undef I8_DRIVER
+#undef I8_ROWS
 #endif
 
 void sift_attention_i8(sift_simd level, const float *q, size_t q_stride, size_t rows, size_t first_pos,

@@ -22,7 +22,7 @@ public enum AttentionPrecision: String, Sendable, CaseIterable {
 
     /// Bytes one block adds per KV head and layer besides its elements: int8's key scales, key
     /// sums and value scales (4 bytes each per position).
-    var scaleBytesPerHead: Int { self == .int8 ? 3 * 4 * KVBlock.positions : 0 }
+    public var scaleBytesPerHead: Int { self == .int8 ? 3 * 4 * KVBlock.positions : 0 }
 
     /// The attention a model runs unless told otherwise: fp32 with fp32 linear layers (the
     /// reference path), bf16 with int8 ones (it passes the fidelity gate, docs/QUANTIZATION.md).

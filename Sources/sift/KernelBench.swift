@@ -81,7 +81,7 @@ struct KernelBench: ParsableCommand {
             for kind in AttentionPrecision.allCases {
                 let blocks = (n + block - 1) / block, blockElements = 2 * block * kvDim
                 // int8 blocks end with each head's 16 key scales, key sums and value scales.
-                let scaleBytes = kind == .int8 ? kvHeads * 3 * 4 * block : 0
+                let scaleBytes = kvHeads * kind.scaleBytesPerHead
                 let blockBytes = blockElements * kind.elementBytes + scaleBytes
                 let kv = UnsafeMutableRawPointer.allocate(byteCount: blocks * blockBytes, alignment: 64)
                 let q = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)

@@ -15,7 +15,8 @@ struct FidelityBench: AsyncParsableCommand {
             scripts/bench-fidelity.sh makes three and runs this) gets its own pairs, drawn from the \
             benchmark texts: --short-queries × --short-documents of 64–512 tokens, --long-queries × \
             --long-documents of 2k–8k, and the --very-long lengths, spread over the models. Every pair \
-            is scored by the fp32 reference (cached in --reference-cache) and by each mode. Printed: \
+            is scored by the fp32 reference and by each mode, a query at a time, and kept in \
+            --reference-cache: a stopped run resumes where it was (mode logits only with the same build). Printed: \
             per mode and bucket, mean |Δlogit| with its bootstrap 95% interval, p99, max, Kendall τ of \
             each query's ranking, top-1 agreement and order flips of documents more than 0.1 apart; \
             then the gate of --candidate against --baseline on the same pairs. Exit status 1 when the \
@@ -32,7 +33,7 @@ struct FidelityBench: AsyncParsableCommand {
     @Option(help: "Long bucket: documents per query.") var longDocuments: Int = 6
     @Option(help: "Very long documents (tokens, comma-separated), dealt to the models in turn; empty: none.")
     var veryLong: String = "16384,24576,32768"
-    @Option(help: "Folder for the reference logits, reused by later runs.") var referenceCache: String = ".build-models/fidelity-cache"
+    @Option(help: "Folder for the logits of every query as it is scored: the reference's, reused by later runs, and each mode's, reused by runs of the same build (a stopped run resumes).") var referenceCache: String = ".build-models/fidelity-cache"
     @Option(help: "Reference scores of the first model (fixtures format): its fp32 path is checked against them first.")
     var referenceScores: String?
     @Option(help: "Write every pair (model, group, document, query, text) as JSON lines, for outside engines.") var exportPairs: String?
@@ -97,7 +98,8 @@ struct FidelityBench: AsyncParsableCommand {
             var all: [FidelityRecord] = []
             for (index, folder) in folders.enumerated() {
                 all += try await FidelityRun.score(directory: URL(fileURLWithPath: folder), model: index, plan: plans[index], modes: parsed,
-                                             threads: threads, referenceCache: URL(fileURLWithPath: referenceCache), progress: log)
+                                             threads: threads, referenceCache: URL(fileURLWithPath: referenceCache),
+                                                   modeCache: URL(fileURLWithPath: referenceCache), progress: log)
             }
             for (name, file) in externals { try merge(name, file, into: &all) }
             if let records { try writeRecords(all, to: records) }

@@ -361,10 +361,10 @@ void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t row
     level = sift_simd_usable(level);
 #if SIFT_X86
     if (level >= SIFT_SIMD_AVX2 && d % 16 == 0 && d <= ATT_MAX_D) {
-        /* The queries side by side in the scratch, copied once per tile of rows: rows q_stride
-         * apart (16 KB in the model) would all fall into one L1 set. (A copy: the same values;
-         * and a row's result does not depend on the tiling.) */
-        float *m = scratch, *l = scratch + rows, *qc = scratch + 2 * rows;
+        /* The queries and the outputs side by side in the scratch, a tile of rows at a time: rows
+         * q_stride or out_stride apart (a token, 8–16 KB in the model) would all fall into the same
+         * cache sets. (Copies: the same values; and a row's result does not depend on the tiling.) */
+        float *m = scratch, *l = scratch + rows, *qc = scratch + 2 * rows, *ot = qc + SIFT_ATTENTION_Q_FLOATS;
         size_t tile = SIFT_ATTENTION_Q_FLOATS / d;
         for (size_t r0 = 0; r0 < rows; r0 += tile) {
             size_t n = rows - r0 < tile ? rows - r0 : tile;
@@ -372,12 +372,13 @@ void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t row
                 memcpy(qc + r * d, q + (r0 + r) * q_stride, d * sizeof(float));
                 m[r0 + r] = -INFINITY;
                 l[r0 + r] = 0.0f;
-                memset(out + (r0 + r) * out_stride, 0, d * sizeof(float));
             }
+            memset(ot, 0, n * d * sizeof(float));
             if (level == SIFT_SIMD_AVX512 && d % 32 == 0)
-                attention_avx512(qc, d, n, first_pos + r0, kv, g, d, scale, out + r0 * out_stride, out_stride, m + r0, l + r0);
+                attention_avx512(qc, d, n, first_pos + r0, kv, g, d, scale, ot, d, m + r0, l + r0);
             else
-                attention_avx2(qc, d, n, first_pos + r0, kv, g, d, scale, out + r0 * out_stride, out_stride, m + r0, l + r0);
+                attention_avx2(qc, d, n, first_pos + r0, kv, g, d, scale, ot, d, m + r0, l + r0);
+            for (size_t r = 0; r < n; r++) memcpy(out + (r0 + r) * out_stride, ot + r * d, d * sizeof(float));
         }
         return;
     }

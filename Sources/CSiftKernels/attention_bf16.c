@@ -430,8 +430,8 @@ static void attention_bf16(sift_simd level, int hw, const float *q, size_t q_str
 #if SIFT_X86
         if (level >= SIFT_SIMD_AVX2 && d % 32 == 0 && d <= ATT_MAX_D) {
             /* The queries, rounded, side by side in the scratch: as pair words for `vdpbf16ps`,
-             * as fp32 for the FMA twins. */
-            float *m = scratch, *l = scratch + rows, *qf = scratch + 2 * rows;
+             * as fp32 for the FMA twins; the outputs in a tile beside them (see sift_attention). */
+            float *m = scratch, *l = scratch + rows, *qf = scratch + 2 * rows, *ot = qf + SIFT_ATTENTION_Q_FLOATS;
             uint32_t *qp = (uint32_t *)qf;
             size_t tile = SIFT_ATTENTION_Q_FLOATS / d;
             for (size_t r0 = 0; r0 < rows; r0 += tile) {
@@ -446,14 +446,15 @@ static void attention_bf16(sift_simd level, int hw, const float *q, size_t q_str
                     }
                     m[r0 + r] = -INFINITY;
                     l[r0 + r] = 0.0f;
-                    memset(out + (r0 + r) * out_stride, 0, d * sizeof(float));
                 }
+                memset(ot, 0, n * d * sizeof(float));
                 if (hw)
-                    attention_bf16_avx512_hw(qp, qf, n, first_pos + r0, kv, g, d, scale, out + r0 * out_stride, out_stride, m + r0, l + r0);
+                    attention_bf16_avx512_hw(qp, qf, n, first_pos + r0, kv, g, d, scale, ot, d, m + r0, l + r0);
                 else if (level == SIFT_SIMD_AVX512)
-                    attention_bf16_avx512_fma(qp, qf, n, first_pos + r0, kv, g, d, scale, out + r0 * out_stride, out_stride, m + r0, l + r0);
+                    attention_bf16_avx512_fma(qp, qf, n, first_pos + r0, kv, g, d, scale, ot, d, m + r0, l + r0);
                 else
-                    attention_bf16_avx2(qf, n, first_pos + r0, kv, g, d, scale, out + r0 * out_stride, out_stride, m + r0, l + r0);
+                    attention_bf16_avx2(qf, n, first_pos + r0, kv, g, d, scale, ot, d, m + r0, l + r0);
+                for (size_t r = 0; r < n; r++) memcpy(out + (r0 + r) * out_stride, ot + r * d, d * sizeof(float));
             }
             return;
         }

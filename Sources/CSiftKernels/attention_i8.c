@@ -388,9 +388,11 @@ void sift_attention_i8(sift_simd level, const float *q, size_t q_stride, size_t 
     kv8_view kv = {blocks, k_off, v_off, s_off};
     level = sift_simd_usable(level);
     if (d % 16 != 0 || d > ATT_MAX_D) level = SIFT_SIMD_PORTABLE;
-    /* The scratch: m and l per row, then a tile of quantized rows (d bytes each) and their qsc. */
-    float *m = scratch, *l = scratch + rows;
+    /* The scratch: m and l per row, then a tile of quantized rows (d bytes each) and their qsc,
+     * and the tile's outputs side by side (see sift_attention). */
+    float *m = scratch, *l = scratch + rows, *ot = scratch + 2 * rows + SIFT_ATTENTION_Q_FLOATS;
     size_t tile = SIFT_ATTENTION_Q_FLOATS / (d / 4 + 1);
+    if (tile > SIFT_ATTENTION_OUT_FLOATS / d) tile = SIFT_ATTENTION_OUT_FLOATS / d;
     int8_t *q8 = (int8_t *)(void *)(scratch + 2 * rows);
     float *qsc = scratch + 2 * rows + tile * (d / 4);
     for (size_t r0 = 0; r0 < rows; r0 += tile) {
@@ -399,25 +401,24 @@ void sift_attention_i8(sift_simd level, const float *q, size_t q_stride, size_t 
             quantize_query(q + (r0 + r) * q_stride, d, scale, q8 + r * d, qsc + r);
             m[r0 + r] = -INFINITY;
             l[r0 + r] = 0.0f;
-            memset(out + (r0 + r) * out_stride, 0, d * sizeof(float));
         }
-        float *o = out + r0 * out_stride;
+        memset(ot, 0, n * d * sizeof(float));
 #if SIFT_X86
         int vnni = level == SIFT_SIMD_AVX512 && (sift_cpu_features() & SIFT_CPU_AVX512VNNI);
         if (vnni) {
             /* vpdpbusd's unsigned operand: q8 + 128, a flip of the sign bit. */
             uint8_t *qu = (uint8_t *)q8;
             for (size_t i = 0; i < n * d; i++) qu[i] ^= 0x80u;
-            attention_i8_avx512(qu, qsc, n, first_pos + r0, kv, g, d, o, out_stride, m + r0, l + r0);
+            attention_i8_avx512(qu, qsc, n, first_pos + r0, kv, g, d, ot, d, m + r0, l + r0);
         }
         else if (level >= SIFT_SIMD_AVX2)
-            attention_i8_avx2(q8, qsc, n, first_pos + r0, kv, g, d, o, out_stride, m + r0, l + r0);
+            attention_i8_avx2(q8, qsc, n, first_pos + r0, kv, g, d, ot, d, m + r0, l + r0);
         else
 #endif
-            attention_i8_portable(q8, qsc, n, first_pos + r0, kv, g, d, o, out_stride, m + r0, l + r0);
-    }
-    for (size_t r = 0; r < rows; r++) {
-        float inv = 1.0f / l[r], *o = out + r * out_stride;
-        for (size_t dd = 0; dd < d; dd++) o[dd] = o[dd] * inv;
+            attention_i8_portable(q8, qsc, n, first_pos + r0, kv, g, d, ot, d, m + r0, l + r0);
+        for (size_t r = 0; r < n; r++) {
+            float inv = 1.0f / l[r0 + r], *dst = out + (r0 + r) * out_stride;
+            for (size_t dd = 0; dd < d; dd++) dst[dd] = ot[r * d + dd] * inv;
+        }
     }
 }

@@ -271,7 +271,7 @@ final class Workspace: @unchecked Sendable {
     }
 
     /// The attention scratch of one worker (`sift_attention`: 2 × rows floats and the query copy).
-    static let attentionScratchFloats = 2 * Qwen3Model.attentionTile + Int(SIFT_ATTENTION_Q_FLOATS)
+    static let attentionScratchFloats = sift_attention_scratch_floats(Qwen3Model.attentionTile)
     func attentionScratch(_ worker: Int) -> UnsafeMutablePointer<Float> {
         attentionScratch + worker * Self.attentionScratchFloats
     }

@@ -86,7 +86,7 @@ struct KernelBench: ParsableCommand {
                 let kv = UnsafeMutableRawPointer.allocate(byteCount: blocks * blockBytes, alignment: 64)
                 let q = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
                 let out = UnsafeMutablePointer<Float>.allocate(capacity: n * qDim)
-                let scratchFloats = 2 * tile + Int(SIFT_ATTENTION_Q_FLOATS)
+                let scratchFloats = sift_attention_scratch_floats(tile)
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * scratchFloats)
                 defer { kv.deallocate(); q.deallocate(); out.deallocate(); scratch.deallocate() }
                 switch kind {

@@ -301,7 +301,7 @@ final class KernelTests: XCTestCase {
                               _ kernel: (UnsafePointer<Float>, Int, Int, Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
         let qDim = heads * d
         var out = [Float](repeating: 0, count: positions * qDim)
-        var scratch = [Float](repeating: 0, count: 2 * positions + Int(SIFT_ATTENTION_Q_FLOATS))
+        var scratch = [Float](repeating: 0, count: sift_attention_scratch_floats(positions))
         for head in 0..<heads {
             var start = 0
             for end in splits + [positions] {

@@ -59,14 +59,19 @@ void sift_add_inplace(float *y, const float *x, size_t n);
 float sift_exp(float x);
 /* ---- attention -------------------------------------------------------------------------- */
 enum { SIFT_KEY_BLOCK = 16 };  /* keys are stored transposed in blocks of this many positions */
-/* Floats of a call's query copy in its scratch (128 KB: 256 rows of head_dim 128, kept in L2). */
-enum { SIFT_ATTENTION_Q_FLOATS = 32768 };
+/* Floats of a call's query copy and of its output tile in its scratch (128 KB each: 256 rows of
+ * head_dim 128, kept in L2; in place, rows a token apart fall into the same cache sets). */
+enum { SIFT_ATTENTION_Q_FLOATS = 32768, SIFT_ATTENTION_OUT_FLOATS = 32768 };
+/* The floats of scratch an attention call of `rows` rows needs. */
+static inline size_t sift_attention_scratch_floats(size_t rows) {
+    return 2 * rows + SIFT_ATTENTION_Q_FLOATS + SIFT_ATTENTION_OUT_FLOATS;
+}
 /* Causal attention of `rows` query rows (positions first_pos...) of one head against KV head
  * `g`: out[r, 0..d) = softmax(q_r · K[0..pos_r]ᵀ · scale) · V[0..pos_r], fused (flash-style: no
  * row of scores is stored; see attention.c for the exact operations). KV memory is paged in
  * blocks of 16 positions: blocks[b] is the block of positions 16b..16b+15; its keys
  * (transposed, [kv_head][d][16]) start at + k_off, its values ([kv_head][16][d]) at + v_off.
- * `scratch` holds 2 × rows + SIFT_ATTENTION_Q_FLOATS floats. Every level gives the same bits,
+ * `scratch` holds sift_attention_scratch_floats(rows) floats. Every level gives the same bits,
  * and a row's result does not depend on the other rows of the call. */
 void sift_attention(sift_simd level, const float *q, size_t q_stride, size_t rows, size_t first_pos,
                     const float *const *blocks, size_t k_off, size_t v_off, size_t g, size_t d,

@@ -6,7 +6,7 @@ import Qwen3
 struct KernelBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernels",
-        abstract: "int8 GEMM throughput per 0.6B projection shape vs the machine's measured int8 peak; causal attention (fp32 and bf16) vs the peak of the unit it runs on.")
+        abstract: "int8 GEMM throughput per 0.6B projection shape vs the machine's measured int8 peak; causal attention (fp32, bf16 and int8) vs the peak of the unit it runs on.")
 
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Token counts (M) to measure, comma-separated.") var tokens: String = "16,64,256,512,2048"

@@ -31,8 +31,8 @@ def run(args):
     return out.stdout
 
 
-def sift_workloads(sift, model, threads):
-    text = run([sift, "bench", "engine", "--model", model, "--workloads", "w1,w3", "--threads", str(threads)])
+def sift_workloads(sift, model, threads, extra):
+    text = run([sift, "bench", "engine", "--model", model, "--workloads", "w1,w3", "--threads", str(threads)] + extra)
     row = {}
     for sharing, docs, tokens in re.findall(r"W1 prefix sharing (on|off)\s*: 64 docs in [\d.]+ s = ([\d.]+) docs/s; \d+ prefill tokens = ([\d.]+) tokens/s", text):
         row[f"w1_{sharing}"] = (float(docs), float(tokens))
@@ -41,18 +41,18 @@ def sift_workloads(sift, model, threads):
         row["w3"] = float(m.group(1))
     if "w1_on" not in row or "w3" not in row:
         raise SystemExit("could not read W1/W3 from `sift bench engine`:\n" + text)
-    row["w1_served"] = sift_served_w1(sift, model, threads)
+    row["w1_served"] = sift_served_w1(sift, model, threads, extra)
     return row
 
 
-def sift_served_w1(sift, model, threads):
+def sift_served_w1(sift, model, threads, extra):
     """W1 as a client sees it: one call of 64 passages to `sift serve` on 127.0.0.1, score cache
     off (it would answer a repeated call without computing)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryFile(mode="w+") as log:
-        args = [sift, "serve", "--model", model, "--port", str(port), "--threads", str(threads), "--score-cache-mb", "0"]
+        args = [sift, "serve", "--model", model, "--port", str(port), "--threads", str(threads), "--score-cache-mb", "0"] + extra
         print("$ " + " ".join(args), file=sys.stderr, flush=True)
         server = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
@@ -75,8 +75,8 @@ def sift_served_w1(sift, model, threads):
     return float(m.group(1))
 
 
-def sift_fidelity(sift, folder, reference, threads):
-    text = run([sift, "bench", "parity", "--model", folder, "--reference", reference, "--threads", str(threads)])
+def sift_fidelity(sift, folder, reference, threads, extra):
+    text = run([sift, "bench", "parity", "--model", folder, "--reference", reference, "--threads", str(threads)] + extra)
     m = re.search(r"mean \|Δlogit\| ([\d.]+), max ([\d.]+)", text)
     if not m:
         raise SystemExit("could not read `sift bench parity`:\n" + text)
@@ -91,6 +91,7 @@ def main():
     ap.add_argument("--sift", default=".build/release/sift")
     ap.add_argument("--python", default=sys.executable, help="the Python with openvino, nncf and tokenizers")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--attention", help="Sift's attention (bf16, int8, fp32; default: Sift's own default)")
     ap.add_argument("--openvino-arg", action="append", default=[], help="extra openvino_reranker.py flag (repeatable)")
     ap.add_argument("--fidelity-pairs", help="pairs of `sift bench fidelity --export-pairs` (its first model must be --model)")
     ap.add_argument("--fidelity-arg", action="append", default=[],
@@ -100,25 +101,27 @@ def main():
     if not os.access(a.sift, os.X_OK):
         raise SystemExit(f"{a.sift} is not an executable; build it: swift build -c release --product sift")
     sift_model = a.sift_model or a.model
-    first = sift_workloads(a.sift, sift_model, a.threads)
-    fidelity = sift_fidelity(a.sift, a.model, a.reference, a.threads)
+    extra = ["--attention", a.attention] if a.attention else []
+    sift_name = "Sift int8" + (f" + {a.attention} attention" if a.attention else "")
+    first = sift_workloads(a.sift, sift_model, a.threads, extra)
+    fidelity = sift_fidelity(a.sift, a.model, a.reference, a.threads, extra)
     pairs_dir = tempfile.mkdtemp(prefix="sift-anchor-pairs-") if a.fidelity_pairs else None
     pair_args = ["--pairs", a.fidelity_pairs, "--pairs-out", pairs_dir] if pairs_dir else []
     ov_out = run([a.python, os.path.join(HERE, "openvino_reranker.py"), "--model", a.model, "--reference", a.reference,
                   "--threads", str(a.threads)] + pair_args + a.openvino_arg)
     openvino = [json.loads(line) for line in ov_out.splitlines() if line.startswith("{")]
-    second = sift_workloads(a.sift, sift_model, a.threads)
+    second = sift_workloads(a.sift, sift_model, a.threads, extra)
     versions = next((r for r in openvino if "built" in r), {})
     rows = [r for r in openvino if r.get("engine") == "openvino"]
 
     print(f"\nCPU: {cpu_name()}; {a.threads} threads; OpenVINO {versions.get('openvino', '?')}, NNCF {versions.get('nncf', '?')}")
     print("| engine | W1 docs/s | W1 tokens/s | W3 (4 × ~4k tokens) | mean / max \\|Δlogit\\| (42 cases) |")
     print("|---|---|---|---|---|")
-    for name, r in [("Sift int8, prefix sharing (first)", first), ("Sift int8, prefix sharing (last)", second)]:
+    for name, r in [(f"{sift_name}, prefix sharing (first)", first), (f"{sift_name}, prefix sharing (last)", second)]:
         print(f"| {name} | {r['w1_on'][0]:.2f} | {r['w1_on'][1]:.0f} | {r['w3']:.1f} s | {fidelity[0]:.4f} / {fidelity[1]:.4f} |")
-    print(f"| Sift int8, `sift serve` + `sift load --workload w1` (first / last) | {first['w1_served']:.2f} / {second['w1_served']:.2f} | | | |")
+    print(f"| {sift_name}, `sift serve` + `sift load --workload w1` (first / last) | {first['w1_served']:.2f} / {second['w1_served']:.2f} | | | |")
     if "w1_off" in first:
-        print(f"| Sift int8, no sharing (first) | {first['w1_off'][0]:.2f} | {first['w1_off'][1]:.0f} | | |")
+        print(f"| {sift_name}, no sharing (first) | {first['w1_off'][0]:.2f} | {first['w1_off'][1]:.0f} | | |")
     for r in rows:
         best = r.get("w1_best") or {}
         fid = r.get("fidelity") or {}

@@ -14,6 +14,8 @@
 #define ATT_512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx2"), always_inline)) static inline
 
 enum { ATT_CHUNK = 8, ATT_ROWS = 8, ATT_MAX_D = 256 };
+/* The fp32 and bf16 entries tile rows by the query copy; each tile's outputs must fit beside it. */
+_Static_assert(SIFT_ATTENTION_OUT_FLOATS >= SIFT_ATTENTION_Q_FLOATS, "attention output tile smaller than the query tile");
 
 /* Keys of block b a row at position `pos` sees (0 ... 16). */
 static inline size_t visible_keys(size_t pos, size_t b) {

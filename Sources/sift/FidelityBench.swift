@@ -50,6 +50,7 @@ struct FidelityBench: AsyncParsableCommand {
             for f in folders { try ModelArgument.check(f, is: .folder, for: "bench fidelity") }
             let parsed = try modes.split(separator: ",").map { text -> FidelityMode in
                 guard let m = FidelityMode(String(text)) else { throw CLIError("--modes: \(text) is not one of \(FidelityMode.linearKinds.joined(separator: ", ")), each with or without +bf16 or +int8") }
+                guard m != .reference else { throw CLIError("--modes: fp32 is the reference every mode is compared with; name the others") }
                 return m
             }
             let names = parsed.map(\.description)

@@ -226,6 +226,12 @@ final class CLITests: XCTestCase {
         let unknown = try run(["bench", "prefill", "--model", tiny, "--bogus-flag"])
         XCTAssertEqual(unknown.status, 64, unknown.stderr)
         XCTAssertTrue(unknown.stderr.contains("Unknown option '--bogus-flag'. See 'sift bench prefill --help'."), unknown.stderr)
+        // A fidelity mode that is not one, or the reference named as a mode: said before any scoring.
+        for (modes, said) in [("int8+fp8", "int8+fp8 is not one of"), ("fp32,int8", "fp32 is the reference")] {
+            let r = try run(["bench", "fidelity", "--models", tiny, "--modes", modes])
+            XCTAssertNotEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stderr.contains(said), r.stderr)
+        }
         // Not an option after "--".
         let positional = try run(["score", "--model", tiny, "--query", "q", "--", "--not-an-option"])
         XCTAssertFalse(positional.stderr.contains("Unknown option"), positional.stderr)

@@ -102,7 +102,7 @@ struct PrefillBench: ParsableCommand {
     @Option(help: "Sequences to run (after one warm-up).") var sequences: Int = 3
     @Option(help: "Worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Precision of the linear layers.") var precision: Precision = .int8
-    @Option(help: "Attention: bf16 (K/V half the memory, bf16 dot products; the default with int8), int8 (K/V about a quarter, int8 dot products) or fp32 (the reference; the default with fp32).")
+    @Option(help: AttentionPrecision.help)
     var attention: AttentionPrecision?
     @Option(help: BenchData.corpusHelp) var corpus: String?
     @Option(help: "Run each sequence in steps of this many tokens, as the engine's chunked prefill does (0: one step).") var chunk: Int = 0
@@ -177,7 +177,7 @@ struct ParityBench: AsyncParsableCommand {
     @Option(help: "Model folder.") var model: String
     @Option(help: "Reference scores JSON (../shared/fixtures/reference-scores*.json).") var reference: String
     @Option(help: "Precision of the linear layers.") var precision: Precision = .int8
-    @Option(help: "Attention: bf16, int8 or fp32 (default: the standard for the precision).") var attention: AttentionPrecision?
+    @Option(help: AttentionPrecision.help) var attention: AttentionPrecision?
     @Option(help: "Only the first N cases (0 = all).") var cases: Int = 0
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
 

@@ -28,7 +28,7 @@ struct EngineBench: AsyncParsableCommand {
     @Option(help: "Worker threads.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Tokens per scheduler step.") var maxBatchTokens: Int = EngineOptions().maxBatchTokens
     @Option(help: "Chunk of a long document per step.") var prefillChunk: Int = EngineOptions().prefillChunk
-    @Option(help: "Attention: bf16 (the default with int8), int8 or fp32.") var attention: AttentionPrecision?
+    @Option(help: AttentionPrecision.help) var attention: AttentionPrecision?
     @Option(help: "Calls of at most this many tokens are interactive (0: only priority > 0).")
     var interactiveTokens: Int = EngineOptions().interactiveTokens
     @Option(help: "W4: seconds of each batch-stream phase.") var w4Seconds: Double = 240

@@ -24,9 +24,9 @@ struct FidelityBench: AsyncParsableCommand {
             """)
 
     @Option(help: "Model folders (comma-separated), one per seed.") var models: String
-    @Option(help: "Modes besides the fp32 reference: int8row (a scale per row, fp32 attention: Sift before 0.8), int8 (a scale per 128 inputs), int8+bf16 (bf16 attention: Sift now), int8+int8 (int8 attention), fp32+bf16.") var modes: String = "int8row,int8,int8+bf16,fp32+bf16"
-    @Option(help: "The mode the gate judges.") var candidate: String = "int8+bf16"
-    @Option(help: "The mode it is judged against.") var baseline: String = "int8row"
+    @Option(help: "Modes besides the fp32 reference: int8row (a scale per row, fp32 attention: Sift before 0.8), int8 (a scale per 128 inputs), int8+bf16 (bf16 attention), int8+int8 (int8 attention: Sift now), fp32+bf16.") var modes: String = "int8row,int8+bf16,int8+int8"
+    @Option(help: "The mode the gate judges (default: what Sift serves).") var candidate: String = FidelityMode.standard.description
+    @Option(help: "The mode it is judged against.") var baseline: String = FidelityMode.perRowBaseline.description
     @Option(help: "Short bucket: queries per model.") var shortQueries: Int = 16
     @Option(help: "Short bucket: documents per query.") var shortDocuments: Int = 20
     @Option(help: "Long bucket: queries per model.") var longQueries: Int = 3

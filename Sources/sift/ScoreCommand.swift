@@ -4,7 +4,9 @@ import Qwen3
 import SiftEngine
 
 extension Precision: ExpressibleByArgument {}
-extension AttentionPrecision: ExpressibleByArgument {}
+extension AttentionPrecision: ExpressibleByArgument {
+    static let help = ArgumentHelp("Attention: int8 (K/V about a quarter of fp32's memory, int8 dot products; the default with int8), bf16 (K/V half, bf16 dot products) or fp32 (the reference; the default with fp32).")
+}
 
 struct ScoreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,7 +26,7 @@ struct ScoreCommand: AsyncParsableCommand {
     var maxLength: Int = RerankPrompt.defaultMaxLength
     @Option(help: "Precision of the linear layers: fp32 (reference) or int8 (fast). Default: fp32 for a folder, int8 for a .sift file.")
     var precision: Precision?
-    @Option(help: "Attention: bf16 (K/V half the memory, bf16 dot products; the default with int8), int8 (K/V about a quarter, int8 dot products) or fp32 (the reference; the default with fp32).")
+    @Option(help: AttentionPrecision.help)
     var attention: AttentionPrecision?
     @Option(help: "Worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Argument(help: "JSON-lines file of documents, or - for standard input.") var input: String = "-"

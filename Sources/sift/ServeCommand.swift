@@ -50,7 +50,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "CA (PEM) that client certificates must chain to: mutual TLS.") var tlsClientCa: String?
     @Option(help: "Precision of the linear layers: int8 (fast; a folder is quantized at load) or fp32 (reference).")
     var precision: Precision = .int8
-    @Option(help: "Attention: bf16 (K/V half the memory, bf16 dot products; the default with int8), int8 (K/V about a quarter, int8 dot products) or fp32 (the reference; the default with fp32).")
+    @Option(help: AttentionPrecision.help)
     var attention: AttentionPrecision?
     @Option(help: "Model worker threads, one per core unless set.") var threads: Int = WorkerPool.defaultThreadCount
     @Option(help: "Network I/O threads.") var ioThreads: Int = 1

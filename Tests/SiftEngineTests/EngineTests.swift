@@ -52,9 +52,9 @@ final class EngineTests: XCTestCase {
         try await checkBitIdenticalHoweverBatched(attention: nil)
     }
 
-    /// The same with int8 attention (int8 KV blocks, shared and cached as the bf16 ones are).
-    func testInt8AttentionScoresAreBitIdenticalHoweverTheyAreBatched() async throws {
-        try await checkBitIdenticalHoweverBatched(attention: .int8)
+    /// The same with bf16 attention (bf16 KV blocks, shared and cached as the default int8 ones are).
+    func testBF16AttentionScoresAreBitIdenticalHoweverTheyAreBatched() async throws {
+        try await checkBitIdenticalHoweverBatched(attention: .bf16)
     }
 
     func checkBitIdenticalHoweverBatched(attention: AttentionPrecision?) async throws {

@@ -4,9 +4,10 @@ import SiftEngine
 import SiftTestSupport
 import XCTest
 
-/// The fidelity gate of docs/QUANTIZATION.md on a CI-sized set: the default int8 path (a scale
-/// per 128 inputs, bf16 attention) against the int8 path Sift served before (a scale per row,
-/// fp32 attention), paired on the same pairs of the 0.6B-shaped model. The full benchmark
+/// The fidelity gate of docs/QUANTIZATION.md on a CI-sized set: the default int8 path
+/// (`FidelityMode.standard`: a scale per 128 inputs, int8 attention) against the int8 path Sift
+/// served before (a scale per row, fp32 attention), paired on the same pairs of the 0.6B-shaped
+/// model. The full benchmark
 /// (`scripts/bench-fidelity.sh`: three models, ~1,000 pairs up to 32k tokens) is what the
 /// closing notes quote; this keeps a regression from landing unseen.
 final class FidelityGateTests: XCTestCase {
@@ -26,7 +27,7 @@ final class FidelityGateTests: XCTestCase {
         XCTAssertEqual(plan.groups.filter { $0.bucket == .short }.reduce(0) { $0 + $1.documents.count }, 60)
         XCTAssertTrue(plan.groups.contains { $0.bucket == .long }, "the plan has no 2k–8k pairs")
 
-        let (candidate, baseline) = (FidelityMode("int8+bf16")!, FidelityMode("int8row")!)
+        let (candidate, baseline) = (FidelityMode.standard, FidelityMode.perRowBaseline)
         let records = try await FidelityRun.score(
             directory: dir, model: 0, plan: plan, modes: [candidate, baseline], threads: WorkerPool.defaultThreadCount,
             referenceCache: Fixtures.packageRoot.appendingPathComponent(".build-models/fidelity-cache"), progress: { print($0) })

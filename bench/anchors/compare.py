@@ -147,7 +147,7 @@ def main():
         # The first model's pairs up to 8k tokens (the same draw as the full run's), every
         # Sift mode and OpenVINO configuration against the fp32 reference (cached by the full run).
         text = run([a.sift, "bench", "fidelity", "--models", a.model, "--very-long", "", "--threads", str(a.threads),
-                    "--modes", "int8row,int8+bf16"] + a.fidelity_arg + externals)
+                    "--modes", "int8row,int8+bf16,int8+int8"] + a.fidelity_arg + externals)
         print("\nFidelity on the same pairs (sift bench fidelity, first model, up to 8k tokens):\n" + text)
 
 

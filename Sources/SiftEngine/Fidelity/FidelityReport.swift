@@ -17,9 +17,14 @@ public struct FidelityMode: Hashable, Sendable, CustomStringConvertible {
 
     /// Linear layers "fp32", "int8" (a scale per 128 inputs) or "int8row" (a scale per row: Sift
     /// before 0.8), then "+bf16" or "+int8" for bf16 or int8 attention (fp32 attention without
-    /// it): "int8row" is the int8 Sift served before this round, "int8+bf16" what it serves now.
+    /// it): "int8row" is the int8 Sift served before this round, `standard` what it serves now.
     /// Or an outside engine's name (its logits are read from a file).
     public static let linearKinds = ["fp32", "int8", "int8row"]
+
+    /// What Sift serves by default with int8 linear layers: the mode the gate judges.
+    public static let standard = FidelityMode(linear: "int8", attention: AttentionPrecision.standard(for: .int8).rawValue)
+    /// The int8 path Sift served before this round (a scale per row, fp32 attention): the gate's baseline.
+    public static let perRowBaseline = FidelityMode(linear: "int8row", attention: "fp32")
 
     public init?(_ text: String) {
         let parts = text.split(separator: "+").map(String.init)

@@ -46,7 +46,12 @@ static inline const float *head_scales(kv8_view kv, size_t b, size_t g) {
     return (const float *)(const void *)(kv.blocks[b] + kv.s_off) + g * 3 * SIFT_KEY_BLOCK;
 }
 
-/* ---- quantizing (scalar on every path: the same bits by construction) ------------------------ */
+/* ---- quantizing ------------------------------------------------------------------------------
+ * The scalar definition below; the AVX-512 twins give its bits for every input: max|x| ignores
+ * NaN in both (fmaxf; vmaxps returns its second operand, the running max, when the first is NaN),
+ * and x · (127 / a) is within ±127.0001, ±inf or NaN, which lrintf and vcvtps2dq round alike
+ * (both modes round to nearest even; inf and NaN give the negative "indefinite" integer, −127
+ * once clamped). */
 
 static inline float amax(const float *x, size_t n) {
     float a = 0.0f;
@@ -59,8 +64,68 @@ static inline int8_t s8(float x) {
     return (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
 }
 
-void sift_kv_store_i8(const float *key, const float *value, size_t kv_dim, size_t d,
+#if SIFT_X86
+#define I8Q_512 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline
+
+I8Q_512 float amax_avx512(const float *x, size_t n) {
+    __m512 a = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) a = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), a);
+    return _mm512_reduce_max_ps(a);
+}
+
+I8Q_512 __m512i s8_avx512(const float *x, __m512 inv) {
+    __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x), inv));
+    return _mm512_max_epi32(_mm512_min_epi32(r, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+}
+
+/* sift_kv_store_i8 for d a multiple of 16. Values are written with byte-masked stores: the other
+ * three positions of each word may be written at the same time by another thread. */
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void kv_store_i8_avx512(const float *key, const float *value, size_t kv_dim, size_t d,
+                               int8_t *keys, int8_t *values, float *scales, size_t slot) {
+    const __mmask64 lane = 0x1111111111111111ull << (slot % 4);
+    const __m128i shift = _mm_cvtsi32_si128((int)(8 * (slot % 4)));
+    for (size_t g = 0; g < kv_dim / d; g++) {
+        const float *k = key + g * d, *v = value + g * d;
+        float ka = amax_avx512(k, d), va = amax_avx512(v, d);
+        __m512 kinv = _mm512_set1_ps(ka > 0.0f ? 127.0f / ka : 0.0f), vinv = _mm512_set1_ps(va > 0.0f ? 127.0f / va : 0.0f);
+        int8_t *kh = keys + g * d * SIFT_KEY_BLOCK, *vh = values + g * SIFT_KEY_BLOCK * d + (slot / 4) * d * 4;
+        int8_t kq[ATT_MAX_D] __attribute__((aligned(64)));
+        __m512i ksum = _mm512_setzero_si512();
+        for (size_t d0 = 0; d0 < d; d0 += 16) {
+            __m512i k8 = s8_avx512(k + d0, kinv);
+            ksum = _mm512_add_epi32(ksum, k8);
+            _mm_store_si128((__m128i *)(kq + d0), _mm512_cvtepi32_epi8(k8));
+            __m512i v8 = _mm512_sll_epi32(_mm512_and_si512(s8_avx512(v + d0, vinv), _mm512_set1_epi32(0xFF)), shift);
+            _mm512_mask_storeu_epi8(vh + d0 * 4, lane, v8);
+        }
+        for (size_t p = 0; p < d / 4; p++) memcpy(kh + (p * SIFT_KEY_BLOCK + slot) * 4, kq + 4 * p, 4);
+        int32_t ks = _mm512_reduce_add_epi32(ksum);
+        float *s = scales + g * 3 * SIFT_KEY_BLOCK;
+        s[slot] = ka / 127.0f;
+        memcpy(s + SIFT_KEY_BLOCK + slot, &ks, 4);
+        s[2 * SIFT_KEY_BLOCK + slot] = va / 127.0f;
+    }
+}
+
+/* quantize_query for d a multiple of 16. */
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void quantize_query_avx512(const float *q, size_t d, float scale, int8_t *q8, float *qsc) {
+    float a = amax_avx512(q, d);
+    __m512 inv = _mm512_set1_ps(a > 0.0f ? 127.0f / a : 0.0f);
+    for (size_t d0 = 0; d0 < d; d0 += 16) _mm_storeu_si128((__m128i *)(q8 + d0), _mm512_cvtepi32_epi8(s8_avx512(q + d0, inv)));
+    *qsc = (a / 127.0f) * scale;
+}
+#endif
+
+void sift_kv_store_i8(sift_simd level, const float *key, const float *value, size_t kv_dim, size_t d,
                       int8_t *keys, int8_t *values, float *scales, size_t slot) {
+#if SIFT_X86
+    if (sift_simd_usable(level) == SIFT_SIMD_AVX512 && d % 16 == 0 && d <= ATT_MAX_D) {
+        kv_store_i8_avx512(key, value, kv_dim, d, keys, values, scales, slot);
+        return;
+    }
+#endif
     for (size_t g = 0; g < kv_dim / d; g++) {
         const float *k = key + g * d, *v = value + g * d;
         float ka = amax(k, d), va = amax(v, d);
@@ -398,7 +463,11 @@ void sift_attention_i8(sift_simd level, const float *q, size_t q_stride, size_t 
     for (size_t r0 = 0; r0 < rows; r0 += tile) {
         size_t n = rows - r0 < tile ? rows - r0 : tile;
         for (size_t r = 0; r < n; r++) {
-            quantize_query(q + (r0 + r) * q_stride, d, scale, q8 + r * d, qsc + r);
+#if SIFT_X86
+            if (level == SIFT_SIMD_AVX512) quantize_query_avx512(q + (r0 + r) * q_stride, d, scale, q8 + r * d, qsc + r);
+            else
+#endif
+                quantize_query(q + (r0 + r) * q_stride, d, scale, q8 + r * d, qsc + r);
             m[r0 + r] = -INFINITY;
             l[r0 + r] = 0.0f;
         }

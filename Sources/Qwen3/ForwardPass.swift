@@ -219,7 +219,7 @@ struct DecoderSublayers {
         let c = model.config, ws = model.workspace, pool = model.pool, x = state.x, t = layout.rows, spans = layout.spans
         ws.reserve(tokens: t)
         let h = c.hiddenSize, d = c.headDim, qkvCols = c.qDim + 2 * c.kvDim
-        let eps = Float(c.rmsNormEps)
+        let eps = Float(c.rmsNormEps), simd = model.kernelPath.simd
         // Attention block: project norm(x) to q/k/v in one GEMM.
         project(layer.qkv, .rmsNorm(x, weight: layer.inputNorm, eps: eps), rows: t, out: ws.qkv)
         pool.run { i in
@@ -233,7 +233,7 @@ struct DecoderSublayers {
                     let cosRow = state.cos + row * (d / 2), sinRow = state.sin + row * (d / 2)
                     sift_rope(q, c.headCount, d, cosRow, sinRow)
                     sift_rope(k, c.kvHeadCount, d, cosRow, sinRow)
-                    span.cache.store(layer: index, position: span.start + r, key: k, value: v)
+                    span.cache.store(layer: index, position: span.start + r, key: k, value: v, simd: simd)
                 }
             }
         }

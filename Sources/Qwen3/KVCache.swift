@@ -193,8 +193,9 @@ public final class KVCache: @unchecked Sendable {
         count += n
     }
 
-    /// Writes the key and value rows (kvDim floats each, all KV heads) of `position`, layer `l`.
-    func store(layer l: Int, position: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+    /// Writes the key and value rows (kvDim floats each, all KV heads) of `position`, layer `l`
+    /// (int8: quantized at the vector width `simd`; every width gives the same bits).
+    func store(layer l: Int, position: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>, simd: sift_simd) {
         let raw = blocks[position / KVBlock.positions].base, slot = position % KVBlock.positions
         let d = pool.headDim
         switch pool.precision {
@@ -212,7 +213,7 @@ public final class KVCache: @unchecked Sendable {
         case .int8:
             let block = raw.assumingMemoryBound(to: Int8.self)
             let scales = UnsafeMutableRawPointer(block + pool.scaleOffset(l)).assumingMemoryBound(to: Float.self)
-            sift_kv_store_i8(key, value, pool.kvDim, d, block + pool.keyOffset(l), block + pool.valueOffset(l), scales, slot)
+            sift_kv_store_i8(simd, key, value, pool.kvDim, d, block + pool.keyOffset(l), block + pool.valueOffset(l), scales, slot)
         }
     }
 }

@@ -252,17 +252,12 @@ final class KernelTests: XCTestCase {
         let block = Int(SIFT_KEY_BLOCK)
         let blockCount = (positions + block - 1) / block
         let blockBytes = 2 * block * kvDim + kvHeads * 3 * 4 * block
-        let memory = UnsafeMutableRawPointer.allocate(byteCount: blockCount * blockBytes, alignment: 64)
+        let memory = Self.storeInt8Blocks(k: k, v: v, positions: positions, kvDim: kvDim, d: d, simd: SIFT_SIMD_PORTABLE)
         defer { memory.deallocate() }
-        memory.initializeMemory(as: UInt8.self, repeating: 0xFF, count: blockCount * blockBytes)  // NaN scales: stale
-        for p in 0..<positions {
-            let base = (memory + (p / block) * blockBytes).assumingMemoryBound(to: Int8.self)
-            let scales = UnsafeMutableRawPointer(base + 2 * block * kvDim).assumingMemoryBound(to: Float.self)
-            k.withUnsafeBufferPointer { kb in
-                v.withUnsafeBufferPointer { vb in
-                    sift_kv_store_i8(kb.baseAddress! + p * kvDim, vb.baseAddress! + p * kvDim, kvDim, d, base, base + block * kvDim, scales, p % block)
-                }
-            }
+        for level in Self.levels {
+            let stored = Self.storeInt8Blocks(k: k, v: v, positions: positions, kvDim: kvDim, d: d, simd: level)
+            defer { stored.deallocate() }
+            XCTAssertEqual(memcmp(stored, memory, blockCount * blockBytes), 0, "KV stored at level \(level.rawValue)")
         }
         let table: [UnsafePointer<Int8>?] = (0..<blockCount).map { UnsafePointer((memory + $0 * blockBytes).assumingMemoryBound(to: Int8.self)) }
         let scale = 1 / Float(d).squareRoot()
@@ -293,6 +288,50 @@ final class KernelTests: XCTestCase {
         // to 8 bits of their block's largest (measured: 0.0064).
         XCTAssertLessThan(worst, 1e-2)
         print("int8 attention: largest |error| against exact attention \(worst)")
+    }
+
+    /// int8 KV blocks of `positions` keys and values (kvDim floats each) stored at one level, in
+    /// blocks of 16 positions as the engine lays them out; unwritten bytes 0xFF (NaN scales: stale).
+    static func storeInt8Blocks(k: [Float], v: [Float], positions: Int, kvDim: Int, d: Int, simd: sift_simd) -> UnsafeMutableRawPointer {
+        let block = Int(SIFT_KEY_BLOCK), kvHeads = kvDim / d
+        let blockBytes = 2 * block * kvDim + kvHeads * 3 * 4 * block
+        let blockCount = (positions + block - 1) / block
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: blockCount * blockBytes, alignment: 64)
+        memory.initializeMemory(as: UInt8.self, repeating: 0xFF, count: blockCount * blockBytes)
+        for p in 0..<positions {
+            let base = (memory + (p / block) * blockBytes).assumingMemoryBound(to: Int8.self)
+            let scales = UnsafeMutableRawPointer(base + 2 * block * kvDim).assumingMemoryBound(to: Float.self)
+            k.withUnsafeBufferPointer { kb in
+                v.withUnsafeBufferPointer { vb in
+                    sift_kv_store_i8(simd, kb.baseAddress! + p * kvDim, vb.baseAddress! + p * kvDim, kvDim, d, base, base + block * kvDim, scales, p % block)
+                }
+            }
+        }
+        return memory
+    }
+
+    /// The int8 KV store gives the same bytes at every level on rows a model should never
+    /// produce too: all zeros, NaN, ±infinity, denormals (127 / max overflows), the float range's ends.
+    func testInt8KVStoreTwinsAgreeOnHostileRows() {
+        let d = 128, kvDim = 2 * d, positions = 24
+        var k = randomFloats(positions * kvDim, seed: 41, scale: 3), v = randomFloats(positions * kvDim, seed: 42)
+        let special: [Float] = [0, -0.0, .nan, .infinity, -.infinity, 1e-40, -1e-45, .greatestFiniteMagnitude,
+                                -.greatestFiniteMagnitude, .leastNormalMagnitude]
+        for p in 0..<positions {
+            for i in 0..<kvDim where (i + p) % 7 == 0 {
+                k[p * kvDim + i] = special[(i + p) % special.count]
+                v[p * kvDim + i] = special[(i + 3 * p) % special.count]
+            }
+        }
+        for i in 0..<kvDim { k[i] = 0; v[kvDim + i] = 1e-40 }   // a row of zeros, a row of denormals
+        let block = Int(SIFT_KEY_BLOCK), bytes = 2 * (2 * block * kvDim + 2 * 3 * 4 * block)
+        let portable = Self.storeInt8Blocks(k: k, v: v, positions: positions, kvDim: kvDim, d: d, simd: SIFT_SIMD_PORTABLE)
+        defer { portable.deallocate() }
+        for level in Self.levels {
+            let stored = Self.storeInt8Blocks(k: k, v: v, positions: positions, kvDim: kvDim, d: d, simd: level)
+            defer { stored.deallocate() }
+            XCTAssertEqual(memcmp(stored, portable, bytes), 0, "level \(level.rawValue)")
+        }
     }
 
     /// One attention kernel over every head of `q` (positions × heads × d), the rows cut into calls

@@ -102,8 +102,9 @@ void sift_attention_i8(sift_simd level, const float *q, size_t q_stride, size_t 
                        const int8_t *const *blocks, size_t k_off, size_t v_off, size_t s_off, size_t g, size_t d,
                        float scale, float *out, size_t out_stride, float *scratch);
 /* Writes position `slot` of a block in the int8 layout above: each KV head's key and value
- * rows quantized with their own scale (max|x| / 127, round to nearest even). */
-void sift_kv_store_i8(const float *key, const float *value, size_t kv_dim, size_t d,
+ * rows quantized with their own scale (max|x| / 127, round to nearest even); the same bits at
+ * every level. Other positions of the block may be written at the same time. */
+void sift_kv_store_i8(sift_simd level, const float *key, const float *value, size_t kv_dim, size_t d,
                       int8_t *keys, int8_t *values, float *scales, size_t slot);
 /* The bf16 dot peak (`vdpbf16ps`; 0 on CPUs without it), as the FMA peak below. */
 float sift_bf16_peak_loop(size_t iters);

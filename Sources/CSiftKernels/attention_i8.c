@@ -47,7 +47,7 @@ static inline const float *head_scales(kv8_view kv, size_t b, size_t g) {
 }
 
 /* ---- quantizing ------------------------------------------------------------------------------
- * The scalar definition below; the AVX-512 twins give its bits for every input: max|x| ignores
+ * The scalar definition below; the AVX-512 and AVX2 twins give its bits for every input: max|x| ignores
  * NaN in both (fmaxf; vmaxps returns its second operand, the running max, when the first is NaN),
  * and x · (127 / a) is within ±127.0001, ±inf or NaN, which lrintf and vcvtps2dq round alike
  * (both modes round to nearest even; inf and NaN give the negative "indefinite" integer, −127
@@ -116,13 +116,73 @@ static void quantize_query_avx512(const float *q, size_t d, float scale, int8_t 
     for (size_t d0 = 0; d0 < d; d0 += 16) _mm_storeu_si128((__m128i *)(q8 + d0), _mm512_cvtepi32_epi8(s8_avx512(q + d0, inv)));
     *qsc = (a / 127.0f) * scale;
 }
+
+#define I8Q_AVX2 __attribute__((target("avx2"), always_inline)) static inline
+
+I8Q_AVX2 float amax_avx2(const float *x, size_t n) {
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 a = _mm256_setzero_ps();
+    for (size_t i = 0; i < n; i += 8) a = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), magnitude), a);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+}
+
+/* 16 values quantized (as s8_avx512) into 16 bytes in order; their sum added to *sum. */
+I8Q_AVX2 __m128i s8x16_avx2(const float *x, __m256 inv, __m256i *sum) {
+    const __m256i hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
+    __m256i a = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), inv)), hi), lo);
+    __m256i b = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), inv)), hi), lo);
+    *sum = _mm256_add_epi32(*sum, _mm256_add_epi32(a, b));
+    __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);   /* int16 in order */
+    return _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+}
+
+/* sift_kv_store_i8 for d a multiple of 16: quantized with AVX2, written byte by byte. */
+__attribute__((target("avx2")))
+static void kv_store_i8_avx2(const float *key, const float *value, size_t kv_dim, size_t d,
+                             int8_t *keys, int8_t *values, float *scales, size_t slot) {
+    for (size_t g = 0; g < kv_dim / d; g++) {
+        const float *k = key + g * d, *v = value + g * d;
+        float ka = amax_avx2(k, d), va = amax_avx2(v, d);
+        __m256 kinv = _mm256_set1_ps(ka > 0.0f ? 127.0f / ka : 0.0f), vinv = _mm256_set1_ps(va > 0.0f ? 127.0f / va : 0.0f);
+        int8_t *kh = keys + g * d * SIFT_KEY_BLOCK, *vh = values + g * SIFT_KEY_BLOCK * d + (slot / 4) * d * 4 + slot % 4;
+        int8_t kq[ATT_MAX_D] __attribute__((aligned(32))), vq[ATT_MAX_D] __attribute__((aligned(32)));
+        __m256i ksum = _mm256_setzero_si256(), vsum = _mm256_setzero_si256();
+        for (size_t d0 = 0; d0 < d; d0 += 16) {
+            _mm_store_si128((__m128i *)(kq + d0), s8x16_avx2(k + d0, kinv, &ksum));
+            _mm_store_si128((__m128i *)(vq + d0), s8x16_avx2(v + d0, vinv, &vsum));
+        }
+        for (size_t p = 0; p < d / 4; p++) memcpy(kh + (p * SIFT_KEY_BLOCK + slot) * 4, kq + 4 * p, 4);
+        for (size_t dd = 0; dd < d; dd++) vh[dd * 4] = vq[dd];
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(ksum), _mm256_extracti128_si256(ksum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        int32_t ks = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1)));
+        float *s = scales + g * 3 * SIFT_KEY_BLOCK;
+        s[slot] = ka / 127.0f;
+        memcpy(s + SIFT_KEY_BLOCK + slot, &ks, 4);
+        s[2 * SIFT_KEY_BLOCK + slot] = va / 127.0f;
+    }
+}
+
+/* quantize_query for d a multiple of 16. */
+__attribute__((target("avx2")))
+static void quantize_query_avx2(const float *q, size_t d, float scale, int8_t *q8, float *qsc) {
+    float a = amax_avx2(q, d);
+    __m256 inv = _mm256_set1_ps(a > 0.0f ? 127.0f / a : 0.0f);
+    __m256i unused = _mm256_setzero_si256();
+    for (size_t d0 = 0; d0 < d; d0 += 16) _mm_storeu_si128((__m128i *)(q8 + d0), s8x16_avx2(q + d0, inv, &unused));
+    *qsc = (a / 127.0f) * scale;
+}
 #endif
 
 void sift_kv_store_i8(sift_simd level, const float *key, const float *value, size_t kv_dim, size_t d,
                       int8_t *keys, int8_t *values, float *scales, size_t slot) {
 #if SIFT_X86
-    if (sift_simd_usable(level) == SIFT_SIMD_AVX512 && d % 16 == 0 && d <= ATT_MAX_D) {
-        kv_store_i8_avx512(key, value, kv_dim, d, keys, values, scales, slot);
+    level = sift_simd_usable(level);
+    if (level >= SIFT_SIMD_AVX2 && d % 16 == 0 && d <= ATT_MAX_D) {
+        if (level == SIFT_SIMD_AVX512) kv_store_i8_avx512(key, value, kv_dim, d, keys, values, scales, slot);
+        else kv_store_i8_avx2(key, value, kv_dim, d, keys, values, scales, slot);
         return;
     }
 #endif
@@ -465,6 +525,7 @@ void sift_attention_i8(sift_simd level, const float *q, size_t q_stride, size_t 
         for (size_t r = 0; r < n; r++) {
 #if SIFT_X86
             if (level == SIFT_SIMD_AVX512) quantize_query_avx512(q + (r0 + r) * q_stride, d, scale, q8 + r * d, qsc + r);
+            else if (level == SIFT_SIMD_AVX2) quantize_query_avx2(q + (r0 + r) * q_stride, d, scale, q8 + r * d, qsc + r);
             else
 #endif
                 quantize_query(q + (r0 + r) * q_stride, d, scale, q8 + r * d, qsc + r);

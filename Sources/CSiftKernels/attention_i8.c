@@ -64,6 +64,19 @@ static inline int8_t s8(float x) {
     return (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
 }
 
+/* Head g's scales and key sum for position `slot` (see head_scales). */
+static inline void store_head_scales(float *scales, size_t g, size_t slot, float ka, int32_t ksum, float va) {
+    float *s = scales + g * 3 * SIFT_KEY_BLOCK;
+    s[slot] = ka / 127.0f;
+    memcpy(s + SIFT_KEY_BLOCK + slot, &ksum, 4);
+    s[2 * SIFT_KEY_BLOCK + slot] = va / 127.0f;
+}
+
+/* A head's quantized key (d bytes in order) into its block as d/4 words, 16 words apart. */
+static inline void store_key_words(int8_t *kh, const int8_t *kq, size_t d, size_t slot) {
+    for (size_t p = 0; p < d / 4; p++) memcpy(kh + (p * SIFT_KEY_BLOCK + slot) * 4, kq + 4 * p, 4);
+}
+
 #if SIFT_X86
 #define I8Q_512 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline
 
@@ -99,12 +112,8 @@ static void kv_store_i8_avx512(const float *key, const float *value, size_t kv_d
             __m512i v8 = _mm512_sll_epi32(_mm512_and_si512(s8_avx512(v + d0, vinv), _mm512_set1_epi32(0xFF)), shift);
             _mm512_mask_storeu_epi8(vh + d0 * 4, lane, v8);
         }
-        for (size_t p = 0; p < d / 4; p++) memcpy(kh + (p * SIFT_KEY_BLOCK + slot) * 4, kq + 4 * p, 4);
-        int32_t ks = _mm512_reduce_add_epi32(ksum);
-        float *s = scales + g * 3 * SIFT_KEY_BLOCK;
-        s[slot] = ka / 127.0f;
-        memcpy(s + SIFT_KEY_BLOCK + slot, &ks, 4);
-        s[2 * SIFT_KEY_BLOCK + slot] = va / 127.0f;
+        store_key_words(kh, kq, d, slot);
+        store_head_scales(scales, g, slot, ka, _mm512_reduce_add_epi32(ksum), va);
     }
 }
 
@@ -153,15 +162,11 @@ static void kv_store_i8_avx2(const float *key, const float *value, size_t kv_dim
             _mm_store_si128((__m128i *)(kq + d0), s8x16_avx2(k + d0, kinv, &ksum));
             _mm_store_si128((__m128i *)(vq + d0), s8x16_avx2(v + d0, vinv, &vsum));
         }
-        for (size_t p = 0; p < d / 4; p++) memcpy(kh + (p * SIFT_KEY_BLOCK + slot) * 4, kq + 4 * p, 4);
+        store_key_words(kh, kq, d, slot);
         for (size_t dd = 0; dd < d; dd++) vh[dd * 4] = vq[dd];
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(ksum), _mm256_extracti128_si256(ksum, 1));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-        int32_t ks = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1)));
-        float *s = scales + g * 3 * SIFT_KEY_BLOCK;
-        s[slot] = ka / 127.0f;
-        memcpy(s + SIFT_KEY_BLOCK + slot, &ks, 4);
-        s[2 * SIFT_KEY_BLOCK + slot] = va / 127.0f;
+        store_head_scales(scales, g, slot, ka, _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1))), va);
     }
 }
 
@@ -198,10 +203,7 @@ void sift_kv_store_i8(sift_simd level, const float *key, const float *value, siz
             ksum += kq;
             vh[((slot / 4) * d + dd) * 4 + slot % 4] = s8(v[dd] * vinv);
         }
-        float *s = scales + g * 3 * SIFT_KEY_BLOCK;
-        s[slot] = ka / 127.0f;
-        memcpy(s + SIFT_KEY_BLOCK + slot, &ksum, 4);
-        s[2 * SIFT_KEY_BLOCK + slot] = va / 127.0f;
+        store_head_scales(scales, g, slot, ka, ksum, va);
     }
 }
 

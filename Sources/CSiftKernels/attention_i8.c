@@ -47,11 +47,11 @@ static inline const float *head_scales(kv8_view kv, size_t b, size_t g) {
 }
 
 /* ---- quantizing ------------------------------------------------------------------------------
- * The scalar definition below; the AVX-512 and AVX2 twins give its bits for every input: max|x| ignores
- * NaN in both (fmaxf; vmaxps returns its second operand, the running max, when the first is NaN),
- * and x · (127 / a) is within ±127.0001, ±inf or NaN, which lrintf and vcvtps2dq round alike
- * (both modes round to nearest even; inf and NaN give the negative "indefinite" integer, −127
- * once clamped). */
+ * The scalar definition below; the AVX-512 and AVX2 twins give its bits for every input: max|x|
+ * ignores NaN in both (fmaxf; vmaxps returns its second operand, the running max, when the first
+ * is NaN), and x · (127 / a) is within ±127.0001, ±inf or NaN, which lrintf and vcvtps2dq round
+ * alike (both modes round to nearest even; inf and NaN give the negative "indefinite" integer,
+ * −127 once clamped). */
 
 static inline float amax(const float *x, size_t n) {
     float a = 0.0f;

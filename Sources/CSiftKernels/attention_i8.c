@@ -137,12 +137,12 @@ I8Q_AVX2 float amax_avx2(const float *x, size_t n) {
     return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
 }
 
-/* 16 values quantized (as s8_avx512) into 16 bytes in order; their sum added to *sum. */
+/* 16 values quantized (as s8_avx512) into 16 bytes in order; their sum added to *sum if given. */
 I8Q_AVX2 __m128i s8x16_avx2(const float *x, __m256 inv, __m256i *sum) {
     const __m256i hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
     __m256i a = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), inv)), hi), lo);
     __m256i b = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), inv)), hi), lo);
-    *sum = _mm256_add_epi32(*sum, _mm256_add_epi32(a, b));
+    if (sum) *sum = _mm256_add_epi32(*sum, _mm256_add_epi32(a, b));
     __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);   /* int16 in order */
     return _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
 }
@@ -157,10 +157,10 @@ static void kv_store_i8_avx2(const float *key, const float *value, size_t kv_dim
         __m256 kinv = _mm256_set1_ps(ka > 0.0f ? 127.0f / ka : 0.0f), vinv = _mm256_set1_ps(va > 0.0f ? 127.0f / va : 0.0f);
         int8_t *kh = keys + g * d * SIFT_KEY_BLOCK, *vh = values + g * SIFT_KEY_BLOCK * d + (slot / 4) * d * 4 + slot % 4;
         int8_t kq[ATT_MAX_D] __attribute__((aligned(32))), vq[ATT_MAX_D] __attribute__((aligned(32)));
-        __m256i ksum = _mm256_setzero_si256(), vsum = _mm256_setzero_si256();
+        __m256i ksum = _mm256_setzero_si256();
         for (size_t d0 = 0; d0 < d; d0 += 16) {
             _mm_store_si128((__m128i *)(kq + d0), s8x16_avx2(k + d0, kinv, &ksum));
-            _mm_store_si128((__m128i *)(vq + d0), s8x16_avx2(v + d0, vinv, &vsum));
+            _mm_store_si128((__m128i *)(vq + d0), s8x16_avx2(v + d0, vinv, NULL));
         }
         store_key_words(kh, kq, d, slot);
         for (size_t dd = 0; dd < d; dd++) vh[dd * 4] = vq[dd];
@@ -175,8 +175,7 @@ __attribute__((target("avx2")))
 static void quantize_query_avx2(const float *q, size_t d, float scale, int8_t *q8, float *qsc) {
     float a = amax_avx2(q, d);
     __m256 inv = _mm256_set1_ps(a > 0.0f ? 127.0f / a : 0.0f);
-    __m256i unused = _mm256_setzero_si256();
-    for (size_t d0 = 0; d0 < d; d0 += 16) _mm_storeu_si128((__m128i *)(q8 + d0), s8x16_avx2(q + d0, inv, &unused));
+    for (size_t d0 = 0; d0 < d; d0 += 16) _mm_storeu_si128((__m128i *)(q8 + d0), s8x16_avx2(q + d0, inv, NULL));
     *qsc = (a / 127.0f) * scale;
 }
 #endif

@@ -251,7 +251,7 @@ final class KernelTests: XCTestCase {
         let v = randomFloats(positions * kvDim, seed: 33)
         let block = Int(SIFT_KEY_BLOCK)
         let blockCount = (positions + block - 1) / block
-        let blockBytes = 2 * block * kvDim + kvHeads * 3 * 4 * block
+        let blockBytes = Self.int8BlockBytes(kvDim: kvDim, d: d)
         let memory = Self.storeInt8Blocks(k: k, v: v, positions: positions, kvDim: kvDim, d: d, simd: SIFT_SIMD_PORTABLE)
         defer { memory.deallocate() }
         for level in Self.levels {
@@ -290,11 +290,17 @@ final class KernelTests: XCTestCase {
         print("int8 attention: largest |error| against exact attention \(worst)")
     }
 
+    /// Bytes of one int8 KV block of one layer: keys, values, then per KV head 16 key scales,
+    /// key sums and value scales.
+    static func int8BlockBytes(kvDim: Int, d: Int) -> Int {
+        let block = Int(SIFT_KEY_BLOCK)
+        return 2 * block * kvDim + kvDim / d * 3 * 4 * block
+    }
+
     /// int8 KV blocks of `positions` keys and values (kvDim floats each) stored at one level, in
     /// blocks of 16 positions as the engine lays them out; unwritten bytes 0xFF (NaN scales: stale).
     static func storeInt8Blocks(k: [Float], v: [Float], positions: Int, kvDim: Int, d: Int, simd: sift_simd) -> UnsafeMutableRawPointer {
-        let block = Int(SIFT_KEY_BLOCK), kvHeads = kvDim / d
-        let blockBytes = 2 * block * kvDim + kvHeads * 3 * 4 * block
+        let block = Int(SIFT_KEY_BLOCK), blockBytes = int8BlockBytes(kvDim: kvDim, d: d)
         let blockCount = (positions + block - 1) / block
         let memory = UnsafeMutableRawPointer.allocate(byteCount: blockCount * blockBytes, alignment: 64)
         memory.initializeMemory(as: UInt8.self, repeating: 0xFF, count: blockCount * blockBytes)
@@ -324,7 +330,7 @@ final class KernelTests: XCTestCase {
             }
         }
         for i in 0..<kvDim { k[i] = 0; v[kvDim + i] = 1e-40 }   // a row of zeros, a row of denormals
-        let block = Int(SIFT_KEY_BLOCK), bytes = 2 * (2 * block * kvDim + 2 * 3 * 4 * block)
+        let bytes = 2 * Self.int8BlockBytes(kvDim: kvDim, d: d)   // 24 positions: two blocks
         let portable = Self.storeInt8Blocks(k: k, v: v, positions: positions, kvDim: kvDim, d: d, simd: SIFT_SIMD_PORTABLE)
         defer { portable.deallocate() }
         for level in Self.levels {

@@ -72,12 +72,13 @@ static inline void store_head_scales(float *scales, size_t g, size_t slot, float
     s[2 * SIFT_KEY_BLOCK + slot] = va / 127.0f;
 }
 
-/* A head's quantized key (d bytes in order) into its block as d/4 words, 16 words apart. */
+#if SIFT_X86
+
+/* A head's quantized key (d bytes in order) into its block as d/4 words, 16 words apart (the
+   SIMD stores quantize a whole key first; the portable loop below writes byte by byte). */
 static inline void store_key_words(int8_t *kh, const int8_t *kq, size_t d, size_t slot) {
     for (size_t p = 0; p < d / 4; p++) memcpy(kh + (p * SIFT_KEY_BLOCK + slot) * 4, kq + 4 * p, 4);
 }
-
-#if SIFT_X86
 #define I8Q_512 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline
 
 I8Q_512 float amax_avx512(const float *x, size_t n) {

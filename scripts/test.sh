@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: Debian packages, test models, build, swift test, promtool checks of
+# Sets up and runs every test: Debian packages, the source checks, test models, build, swift test, promtool checks of
 # deploy/, the Python and C clients and third-party rerank clients from PyPI against a real server, the example package built as a
 # versioned dependency, the haproxy scale-out test, brief fuzzing, soak and overload
 # runs; then the engine's and the server's concurrency tests again under ThreadSanitizer (own
@@ -7,6 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --test
+# Source checks first (seconds): the committed protobuf-c code is what Protos/sift.proto
+# generates, and the kernels build for aarch64 too (x86 SIMD only on x86, warnings as errors).
+bash scripts/generate-protos.sh --check
+bash scripts/cross-compile-kernels.sh
 bash scripts/make-test-models.sh
 # Debian 12's OpenBLAS falls back to slow generic kernels on CPUs it does not know; `sift`
 # re-executes itself to fix that, the test runner cannot, so pick the core here (the CLI
